@@ -1,0 +1,1 @@
+"""REST reads (CONTRACT §3) and the pages' routes."""

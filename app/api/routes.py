@@ -1,0 +1,125 @@
+"""REST reads (CONTRACT §3): KPIs, series, dashboards; health; the wall page."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import text
+
+from app.api.deps import RuntimeDep
+from app.ingest.parse import parse_ts
+from app.metrics.calendar import from_us, to_us
+from app.metrics.pack import NAME_RE, Kpi
+from app.query import QueryError, dashboard_tiles, series
+from app.problems import problem
+
+router = APIRouter()
+FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
+
+
+def kpi_json(kpi: Kpi, pack_name: str) -> dict[str, Any]:
+    """Public description of a KPI (``GET /api/v1/kpis``)."""
+    return {
+        "name": kpi.name, "title": kpi.title, "unit": kpi.unit, "description": kpi.description,
+        "target": kpi.target, "direction": kpi.direction, "amber_band": kpi.amber_band,
+        "owner": {"role": kpi.owner.role, "person": kpi.owner.person} if kpi.owner else None,
+        "weight": kpi.weight, "pack": pack_name, "gauge": kpi.is_gauge,
+        "definition_hash": kpi.definition_hash(),
+    }
+
+
+@router.get("/api/v1/kpis", summary="Every KPI of the loaded packs")
+async def list_kpis(runtime: RuntimeDep) -> list[dict[str, Any]]:
+    return [kpi_json(k, p.name) for p in runtime.packs.values() for k in p.kpis.values()]
+
+
+def _instant(name: str, raw: str) -> int:
+    try:
+        return to_us(parse_ts(raw))
+    except ValueError as exc:
+        raise QueryError(name, str(exc)) from None
+
+
+def dims_filter(request: Request) -> tuple[tuple[str, str], ...]:
+    """``dims.KEY=VALUE`` query parameters, sorted by key."""
+    return tuple(sorted((k[5:], v) for k, v in request.query_params.items() if k.startswith("dims.") and len(k) > 5))
+
+
+@router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period")
+async def kpi_series(
+    name: str, request: Request, runtime: RuntimeDep,
+    grain: Literal["minute", "hour", "day", "month"] = Query(..., description="period length"),
+    start: str = Query(..., description="RFC 3339 instant with offset"),
+    end: str = Query(..., description="RFC 3339 instant with offset (exclusive)"),
+) -> JSONResponse:
+    """Points ``{start, end, value, components}``; ``value`` is null where undefined.
+
+    Filter with ``dims.KEY=VALUE`` (e.g. ``dims.queue=PS``).
+    """
+    found = runtime.find_kpi(name)
+    if found is None:
+        return problem(404, "Not found", f"no KPI named {name!r}")
+    pack, kpi = found
+    try:
+        start_us, end_us = _instant("start", start), _instant("end", end)
+        if end_us <= start_us:
+            raise QueryError("end", "must be after start")
+        async with runtime.engine.connect() as conn:
+            points = await series(conn, pack, kpi, grain, start_us, end_us, runtime.zone, dims_filter(request),
+                                  to_us(runtime.view_clock.now()))
+    except QueryError as exc:
+        return problem(422, "Invalid request parameters", str(exc), [{"field": exc.field, "message": exc.message}])
+    return JSONResponse({
+        "kpi": name, "grain": grain, "tz": runtime.settings.tz, "unit": kpi.unit,
+        "dims": dict(dims_filter(request)),
+        "points": [{"start": p.period.start.isoformat(), "end": p.period.end.isoformat(),
+                    "value": p.value.value, "components": p.value.components} for p in points],
+    })
+
+
+@router.get("/api/v1/dashboards", summary="Every dashboard")
+async def list_dashboards(runtime: RuntimeDep) -> list[dict[str, Any]]:
+    return [{"slug": d.slug, "title": d.title, "pack": p.name, "tiles": len(d.tiles)}
+            for p in runtime.packs.values() for d in p.dashboards.values()]
+
+
+@router.get("/api/v1/dashboards/{slug}", summary="A dashboard, its tiles and their current values")
+async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
+    found = runtime.find_dashboard(slug)
+    if found is None:
+        return problem(404, "Not found", f"no dashboard {slug!r}")
+    pack, dash = found
+    zone = runtime.dashboard_zone(dash)
+    now_us = to_us(runtime.view_clock.now())
+    async with runtime.engine.connect() as conn:
+        tiles = await dashboard_tiles(conn, pack, dash, now_us, zone)
+    return JSONResponse({"slug": slug, "title": dash.title, "pack": pack.name, "tz": str(zone),
+                         "as_of": from_us(now_us, zone).isoformat(),
+                         "tile_order": [t.id for t in dash.tiles], "tiles": tiles})
+
+
+@router.get("/healthz", summary="Liveness", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the store answers")
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    try:
+        async with runtime.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means not ready; say which
+        return JSONResponse({"ready": False, "reason": exc.__class__.__name__}, status_code=503,
+                            headers={"Retry-After": "2"})
+    return JSONResponse({"ready": True, "server_time": datetime.now().astimezone().isoformat()})
+
+
+@router.get("/wall/{slug}", summary="The wall page of a dashboard", include_in_schema=False)
+async def wall_page(slug: str, runtime: RuntimeDep) -> FileResponse:
+    if not NAME_RE.match(slug) or runtime.find_dashboard(slug) is None:
+        raise HTTPException(404, f"no dashboard {slug!r}")
+    return FileResponse(FRONTEND_DIR / "wall" / "index.html", media_type="text/html")

@@ -1,0 +1,93 @@
+"""One settings object, validated at start; nothing else reads the environment.
+
+Every setting comes from an environment variable prefixed ``PULSEBOARD_``
+(``DATABASE_URL`` is read without prefix).  Units are in the names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Validated configuration of one Pulseboard process.
+
+    Raises:
+        pydantic.ValidationError: at start-up, naming the bad variable, when a
+            value is malformed (unknown time zone, non-positive limit, ...).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PULSEBOARD_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "PULSEBOARD_DATABASE_URL"),
+        description="postgresql://user:password@host:port/db; unset = embedded SQLite under data_dir",
+    )
+    data_dir: Path = Path("./var")
+    tz: str = "UTC"
+    packs_dir: Path | None = Field(default=None, description="extra YAML KPI packs to load")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = None
+
+    # Ingest limits
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_batch_events: int = Field(default=10_000, gt=0)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    max_lateness_s: float | None = Field(
+        default=None, gt=0, description="reject events older than this; unset = accept any age (backfill)"
+    )
+    max_string_chars: int = Field(default=1024, gt=0)
+    max_dims: int = Field(default=20, gt=0)
+    group_commit_max_events: int = Field(default=20_000, gt=0)
+    group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
+    ingest_queue_max_events: int = Field(default=200_000, gt=0)
+
+    # Live tiles
+    tile_interval_ms: int = Field(default=500, gt=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    stale_after_s: float = Field(default=15.0, gt=0)
+    ws_send_timeout_s: float = Field(default=10.0, gt=0)
+    ws_replay_buffer_updates: int = Field(default=256, ge=0)
+    ws_ping_interval_s: float = Field(default=10.0, gt=0)
+    ws_ping_timeout_s: float = Field(default=10.0, gt=0)
+    clock: Literal["wall", "event"] = Field(
+        default="wall",
+        description="'wall': windows end at real now; 'event': windows end at the newest event time seen (replays)",
+    )
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The business time zone as a ``ZoneInfo``."""
+        return ZoneInfo(self.tz)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL of the configured store.
+
+        ``postgresql://`` URLs are mapped to the psycopg 3 async driver; with no
+        ``DATABASE_URL`` the embedded SQLite file ``<data_dir>/pulseboard.db``.
+        """
+        url = self.database_url
+        if not url:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'pulseboard.db').resolve()}"
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url

@@ -1,0 +1,54 @@
+"""Ingest: parse, validate and de-duplicate posted events; group-commit them to the store.
+
+Exception tree::
+
+    IngestError                      carries an HTTP status and a problem title
+     ├── BadRequest           400    empty body, malformed JSON / NDJSON line
+     ├── UnsupportedMedia     415    media type or content encoding not accepted
+     ├── PayloadTooLarge      413    body, decompressed body or batch over its limit
+     ├── InvalidEvents        422    one or more events invalid (lists every one)
+     ├── EventConflict        409    an existing (source, id) posted with another body
+     └── Overloaded           503    the write queue is full (Retry-After)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class IngestError(Exception):
+    """An ingest request that cannot be accepted; maps to one problem+json response."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+class BadRequest(IngestError):
+    status, title = 400, "Malformed request body"
+
+
+class UnsupportedMedia(IngestError):
+    status, title = 415, "Unsupported media type"
+
+
+class PayloadTooLarge(IngestError):
+    status, title = 413, "Payload too large"
+
+
+class InvalidEvents(IngestError):
+    status, title = 422, "Invalid events"
+
+
+class EventConflict(IngestError):
+    status, title = 409, "Event id conflict"
+
+
+class Overloaded(IngestError):
+    status, title = 503, "Ingest overloaded"

@@ -1,0 +1,234 @@
+"""Body -> validated events (CONTRACT §2).
+
+Accepts ``application/json`` (one object or an array of objects) and
+``application/x-ndjson`` (one object a line; blank lines, CRLF, a trailing
+newline and a UTF-8 BOM are fine).  Validation is strict: no coercion of
+``"12"`` to a number, no non-finite numbers, RFC 3339 timestamps with an offset
+only, unknown fields rejected.  Every invalid event is reported, with its
+0-based ``index`` (and 1-based ``line`` for NDJSON).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from app.ingest import BadRequest, InvalidEvents, PayloadTooLarge
+from app.metrics.calendar import to_us
+from app.store.writes import NewEvent
+
+TYPE_RE = re.compile(r"^[a-z0-9_.-]{1,128}$")
+RFC3339_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_FIELD_RE = re.compile(r"`\$\.([A-Za-z0-9_]+)")
+_NAMED_RE = re.compile(r"field `([^`]+)`")
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The wire form of one event (CONTRACT §2)."""
+
+    type: str
+    ts: str
+    id: str | None = None
+    source: str = "default"
+    value: float | None = None
+    dims: dict[str, str | int | float | bool] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Validation limits (all configurable through ``Settings``).
+
+    ``now_us`` is the wall-clock instant checks are made against (UTC µs).
+    """
+
+    now_us: int
+    max_future_skew_s: float
+    max_lateness_s: float | None
+    max_string_chars: int
+    max_dims: int
+    max_batch_events: int
+
+
+def _field_of(message: str) -> str:
+    match = _FIELD_RE.search(message) or _NAMED_RE.search(message)
+    return match.group(1) if match else "$"
+
+
+def parse_ts(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp that carries ``Z`` or an offset.
+
+    Fractions beyond microseconds are truncated.
+
+    Raises:
+        ValueError: naming the expected form.
+    """
+    match = RFC3339_RE.match(text)
+    if not match:
+        raise ValueError("must be an RFC 3339 timestamp with an offset or Z, e.g. 2024-05-02T09:15:20Z")
+    frac = (match.group(7) or "")[:7]
+    offset = match.group(8)
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    normal = f"{match.group(1)}-{match.group(2)}-{match.group(3)}T{match.group(4)}:{match.group(5)}:{match.group(6)}{frac}{offset}"
+    try:
+        return datetime.fromisoformat(normal)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid instant: {exc}") from exc
+
+
+def _check_text(field: str, text: str, limit: int, errors: list[tuple[str, str]]) -> None:
+    if len(text) > limit:
+        errors.append((field, f"longer than {limit} characters"))
+    if "\x00" in text:
+        errors.append((field, "contains a NUL character"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        errors.append((field, "contains a lone surrogate (not valid Unicode)"))
+
+
+def body_hash(source: str, event_id: str | None, type_: str, ts_us: int, value: float | None,
+              dims: dict[str, Any] | None) -> bytes:
+    """16-byte BLAKE2b of the event's canonical form: same event, same hash, however formatted."""
+    canonical = msgspec.json.encode([source, event_id, type_, ts_us, value, sorted((dims or {}).items())])
+    return hashlib.blake2b(canonical, digest_size=16).digest()
+
+
+def validate(ev: EventIn, limits: Limits) -> tuple[NewEvent | None, list[tuple[str, str]]]:
+    """Check one decoded event against the contract and ``limits``.
+
+    Returns:
+        ``(event, [])`` when valid, else ``(None, [(field, message), ...])``.
+    """
+    errors: list[tuple[str, str]] = []
+    if not TYPE_RE.match(ev.type):
+        errors.append(("type", "must be 1-128 characters of [a-z0-9_.-]"))
+    if not 1 <= len(ev.source) <= 64:
+        errors.append(("source", "must be 1-64 characters"))
+    _check_text("source", ev.source, 64, errors)
+    if ev.id is not None:
+        if not 1 <= len(ev.id) <= 128:
+            errors.append(("id", "must be 1-128 characters"))
+        _check_text("id", ev.id, 128, errors)
+    if ev.value is not None and not math.isfinite(ev.value):
+        errors.append(("value", "must be a finite number"))
+    if ev.dims is not None:
+        if len(ev.dims) > limits.max_dims:
+            errors.append(("dims", f"has {len(ev.dims)} keys; at most {limits.max_dims} allowed"))
+        for key, val in ev.dims.items():
+            if not 1 <= len(key) <= 64:
+                errors.append((f"dims.{key[:64]}", "dimension names must be 1-64 characters"))
+            _check_text(f"dims.{key[:64]}", key, 64, errors)
+            if isinstance(val, str):
+                _check_text(f"dims.{key[:64]}", val, limits.max_string_chars, errors)
+            elif isinstance(val, float) and not math.isfinite(val):
+                errors.append((f"dims.{key[:64]}", "must be a finite number"))
+    ts_us = 0
+    try:
+        ts_us = to_us(parse_ts(ev.ts))
+    except ValueError as exc:
+        errors.append(("ts", str(exc)))
+    else:
+        if ts_us > limits.now_us + limits.max_future_skew_s * 1e6:
+            errors.append(("ts", f"is more than {limits.max_future_skew_s:g} s in the future"))
+        if limits.max_lateness_s is not None and ts_us < limits.now_us - limits.max_lateness_s * 1e6:
+            errors.append(("ts", f"is older than the lateness limit of {limits.max_lateness_s:g} s"))
+    if errors:
+        return None, errors
+    event_id = ev.id if ev.id is not None else uuid.uuid4().hex
+    dims = ev.dims or None
+    return NewEvent(
+        source=ev.source,
+        event_id=event_id,
+        type=ev.type,
+        ts_us=ts_us,
+        value=float(ev.value) if ev.value is not None else None,
+        dims=dims,
+        dims_json=msgspec.json.encode(dims).decode() if dims else None,
+        body_hash=body_hash(ev.source, ev.id, ev.type, ts_us, ev.value, dims),
+    ), []
+
+
+_event_decoder = msgspec.json.Decoder(EventIn, strict=True)
+_array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _decode_error(exc: Exception, where: str) -> BadRequest:
+    if isinstance(exc, RecursionError):
+        return BadRequest(f"{where}: JSON nested too deeply")
+    return BadRequest(f"{where}: {exc}")
+
+
+def parse_events(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]:
+    """Decode and validate a whole request body.
+
+    Args:
+        body: the (decompressed) body bytes.
+        media_type: ``application/json`` or ``application/x-ndjson``.
+        limits: validation limits and the wall-clock instant.
+
+    Returns:
+        The valid events in body order.
+
+    Raises:
+        BadRequest: empty body or malformed JSON (names the byte offset or line).
+        PayloadTooLarge: more events than ``limits.max_batch_events``.
+        InvalidEvents: listing every invalid event; nothing is stored.
+    """
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    if not body.strip():
+        raise BadRequest("the request body is empty; send one event object, an array of them, or NDJSON")
+    raws: list[tuple[bytes | msgspec.Raw, int | None]] = []
+    if media_type == "application/x-ndjson":
+        for lineno, line in enumerate(body.split(b"\n"), start=1):
+            line = line.strip()
+            if line:
+                raws.append((line, lineno))
+    else:
+        stripped = body.lstrip()
+        try:
+            if stripped[:1] == b"[":
+                raws = [(raw, None) for raw in _array_decoder.decode(body)]
+            else:
+                raws = [(msgspec.json.decode(body, type=msgspec.Raw), None)]
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise _decode_error(exc, "malformed JSON") from None
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"malformed JSON: {exc}") from None
+    if len(raws) > limits.max_batch_events:
+        raise PayloadTooLarge(f"{len(raws)} events in one request; the batch cap is {limits.max_batch_events}")
+    if not raws:
+        raise BadRequest("the request holds no events")
+
+    events: list[NewEvent] = []
+    problems: list[dict[str, Any]] = []
+    for index, (raw, line) in enumerate(raws):
+        where = {"index": index} if line is None else {"index": index, "line": line}
+        try:
+            decoded = _event_decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            problems.append({**where, "field": _field_of(str(exc)), "message": str(exc)})
+            continue
+        except (msgspec.DecodeError, RecursionError) as exc:
+            if line is not None:
+                raise _decode_error(exc, f"line {line} is not valid JSON") from None
+            problems.append({**where, "field": "$", "message": f"not valid JSON: {exc}"})
+            continue
+        event, errs = validate(decoded, limits)
+        if event is None:
+            problems.extend({**where, "field": f, "message": f"{f} {m}" if not m.startswith(f) else m} for f, m in errs)
+        else:
+            events.append(event)
+    if problems:
+        bad = len({p["index"] for p in problems})
+        raise InvalidEvents(f"{bad} of {len(raws)} events are invalid; nothing was stored", errors=problems)
+    return events

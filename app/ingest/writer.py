@@ -1,0 +1,156 @@
+"""Group commit: concurrent ingest requests share one database transaction.
+
+Requests are queued with ``submit``; one writer task takes everything queued
+(up to ``max_group_events``), writes it in one transaction and commits, then
+answers each request.  A request is answered only after the commit returned,
+so 202 means durable.  While a transaction runs, new requests pile up and
+join the next one, which is what keeps many small posts fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Sequence
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.clock import Clock
+from app.ingest import EventConflict, Overloaded
+from app.metrics.calendar import to_us
+from app.metrics.pack import Pack
+from app.store import StoreUnavailable
+from app.store.writes import GroupResult, NewEvent, RequestOutcome, write_group
+
+log = logging.getLogger(__name__)
+MAX_CONFLICT_RETRIES = 3
+
+
+@dataclass(slots=True)
+class _Pending:
+    events: Sequence[NewEvent]
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommitWriter:
+    """The single writer of one process.
+
+    Args:
+        engine: the store's async engine.
+        packs: KPI packs whose measures are rolled up on write.
+        clock: the wall clock (for ``received_us``).
+        on_commit: awaited after each commit with the ``GroupResult``.
+        max_group_events: most events in one transaction.
+        max_queued_events: admission limit; beyond it ``submit`` raises ``Overloaded``.
+
+    Lifecycle: ``start()`` then ``submit()`` many times, then ``stop()``.
+    """
+
+    def __init__(self, engine: AsyncEngine, packs: Sequence[Pack], clock: Clock,
+                 on_commit: Callable[[GroupResult], Awaitable[None]] | None = None,
+                 max_group_events: int = 20_000, max_queued_events: int = 200_000) -> None:
+        self._engine = engine
+        self._packs = list(packs)
+        self._clock = clock
+        self._on_commit = on_commit
+        self._max_group = max_group_events
+        self._max_queued = max_queued_events
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queued_events = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start the writer task (inside a running loop)."""
+        if self._task is not None:
+            raise RuntimeError("GroupCommitWriter.start() called twice; call stop() first")
+        self._task = asyncio.create_task(self._run(), name="group-commit-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the writer task."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def submit(self, events: Sequence[NewEvent]) -> RequestOutcome:
+        """Store ``events`` all-or-nothing; return after commit.
+
+        Raises:
+            Overloaded: more than ``max_queued_events`` are waiting (HTTP 503).
+            EventConflict: an event's (source, id) exists with another body (409).
+            StoreUnavailable: the database failed the transaction (503).
+        """
+        if self._task is None:
+            raise RuntimeError("GroupCommitWriter is not running; call start() in the lifespan")
+        if self._queued_events + len(events) > self._max_queued:
+            raise Overloaded("the ingest queue is full; retry after the indicated delay",
+                             headers={"Retry-After": "1"})
+        pending = _Pending(events)
+        self._queued_events += len(events)
+        await self._queue.put(pending)
+        outcome: RequestOutcome = await asyncio.shield(pending.future)
+        if outcome.conflict is not None:
+            index, source, event_id = outcome.conflict
+            raise EventConflict(
+                f"event {index}: (source={source!r}, id={event_id!r}) was stored before with a different body; "
+                "nothing from this request was stored",
+                errors=[{"index": index, "field": "id", "message": "same (source, id), different body"}],
+            )
+        return outcome
+
+    def _take_group(self, first: _Pending) -> list[_Pending]:
+        group = [first]
+        size = len(first.events)
+        while size < self._max_group:
+            try:
+                nxt = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            group.append(nxt)
+            size += len(nxt.events)
+        return group
+
+    async def _commit(self, group: list[_Pending]) -> GroupResult:
+        requests = [p.events for p in group]
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                async with self._engine.begin() as conn:
+                    return await write_group(conn, requests, self._packs, to_us(self._clock.now()))
+            except IntegrityError:
+                # Another instance inserted one of our keys after our check: retry,
+                # the next check sees it as a duplicate or a conflict.
+                log.info("group commit raced another writer (attempt %d); retrying", attempt + 1)
+        raise StoreUnavailable("the write kept racing concurrent writers; retry")
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            group = self._take_group(first)
+            try:
+                result = await self._commit(group)
+            except (DBAPIError, SQLAlchemyError, OSError, StoreUnavailable) as exc:
+                log.warning("group commit of %d requests failed: %s", len(group), exc)
+                error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"database unavailable: {exc.__class__.__name__}")
+                for p in group:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+            else:
+                for p, outcome in zip(group, result.outcomes):
+                    if not p.future.done():
+                        p.future.set_result(outcome)
+                if self._on_commit is not None:
+                    try:
+                        await self._on_commit(result)
+                    except Exception:  # a tile refresh hiccup must never fail acknowledged writes
+                        log.exception("on_commit hook failed")
+            finally:
+                for p in group:
+                    self._queued_events -= len(p.events)
+                    self._queue.task_done()

@@ -1,0 +1,92 @@
+"""The ASGI application: ``create_app(settings)`` and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import func, select
+
+from app import __version__
+from app.api.routes import FRONTEND_DIR
+from app.api.routes import router as api_router
+from app.clock import Clock, EventClock, SystemClock
+from app.config import Settings
+from app.ingest.routes import router as ingest_router
+from app.ingest.writer import GroupCommitWriter
+from app.metrics.pack import load_packs
+from app.problems import install_handlers
+from app.runtime import Runtime
+from app.store.db import create_engine_for, migrate_async
+from app.store.schema import event
+from app.store.writes import GroupResult
+from app.ws.broker import InMemoryBroker
+from app.ws.hub import TileHub
+from app.ws.routes import router as ws_router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """Build the Pulseboard app.  Nothing is connected until the lifespan starts.
+
+    Args:
+        settings: validated settings (default: from the environment).
+        clock: the wall clock (default: system time; tests pass a ``ManualClock``).
+    """
+    settings = settings or Settings()
+    wall_clock = clock or SystemClock()
+    packs = load_packs(settings.packs_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await migrate_async(settings)
+        engine = create_engine_for(settings)
+        view_clock: Clock = wall_clock
+        if settings.clock == "event":
+            view_clock = EventClock()
+            async with engine.connect() as conn:
+                newest = (await conn.execute(select(func.max(event.c.ts_us)))).scalar()
+            if newest is not None:
+                view_clock.observe(int(newest))
+        broker = InMemoryBroker()
+        hub = TileHub(engine, packs, broker, view_clock, settings.zone,
+                      interval_s=settings.tile_interval_ms / 1000, replay_buffer=settings.ws_replay_buffer_updates)
+
+        runtime_ref: list[Runtime] = []
+
+        async def on_commit(result: GroupResult) -> None:
+            rt = runtime_ref[0]
+            for outcome in result.outcomes:
+                rt.observe_event_time(outcome.max_ts_us)
+            if result.packs_touched:
+                hub.mark_dirty(result.packs_touched)
+
+        writer = GroupCommitWriter(engine, list(packs.values()), wall_clock, on_commit,
+                                   settings.group_commit_max_events, settings.ingest_queue_max_events)
+        runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker)
+        runtime_ref.append(runtime)
+        app.state.runtime = runtime
+        app.state.hub = hub
+        app.state.broker = broker
+        writer.start()
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await writer.stop()
+            await engine.dispose()
+
+    app = FastAPI(title="Pulseboard", version=__version__, lifespan=lifespan,
+                  description="Real-time operations dashboards: events in, KPI rollups, live tiles.")
+    app.state.settings = settings
+    install_handlers(app)
+    app.include_router(ingest_router)
+    app.include_router(api_router)
+    app.include_router(ws_router)
+    app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
+    return app

@@ -1,0 +1,151 @@
+"""KPI queries over the store: windows, series and tiles.
+
+Joins the pure engine (``app.metrics``) to the read path (``app.store.reads``).
+Reads use the stored minute partials when the dims filter is empty or names one
+rolled-up dimension; any other filter is computed from raw events with the same
+rollup code (slower, same answer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.metrics.calendar import Grain, Period, from_us, iter_periods
+from app.metrics.evaluate import GaugeReading, KpiValue, evaluate, rag_status
+from app.metrics.pack import Dashboard, Kpi, Pack, Tile, dim_text
+from app.metrics.partials import Partial
+from app.metrics.rollup import TOTAL, filter_dim_key, rollup
+from app.metrics.windows import window_bounds
+from app.store import reads
+
+MAX_SERIES_POINTS = 5000
+
+
+class QueryError(ValueError):
+    """A read asked for something that cannot be answered (names the parameter)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One series point: a local period and the KPI's value there."""
+
+    period: Period
+    value: KpiValue
+
+
+async def _raw_partials(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...],
+                        start_us: int, end_us: int) -> dict[str, Partial]:
+    names = kpi.formula.referenced_measures()
+    types = {pack.measures[n].event_type for n in names}
+    merged: dict[str, Partial] = {}
+    async for batch in reads.raw_events(conn, types, start_us, end_us):
+        kept = [e for e in batch if e.dims and all(k in e.dims and dim_text(e.dims[k]) == v for k, v in dims)]
+        partials, _ = rollup(pack, kept)
+        for (mkey, dk, _b), part in partials.items():
+            if dk == TOTAL:
+                name = mkey.split("/", 1)[1]
+                merged.setdefault(name, Partial(sketch=None)).merge(part)
+    return merged
+
+
+async def kpi_partials(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...],
+                       start_us: int, end_us: int) -> dict[str, Partial]:
+    """Merged partials (measure name -> Partial) of ``kpi``'s measures over ``[start_us, end_us)``."""
+    names = kpi.formula.referenced_measures()
+    if not names:
+        return {}
+    dim_key = filter_dim_key(dims)
+    if dim_key is not None and (not dims or dims[0][0] in pack.dimensions):
+        keys = [pack.measure_key(n) for n in names]
+        sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch]
+        got = await reads.aggregate(conn, keys, dim_key, start_us, end_us, sketch_keys)
+        return {k.split("/", 1)[1]: v for k, v in got.items()}
+    return await _raw_partials(conn, pack, kpi, dims, start_us, end_us)
+
+
+async def kpi_value(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...],
+                    start_us: int, end_us: int, at_us: int) -> KpiValue:
+    """``kpi`` over ``[start_us, end_us)``; gauges are read at ``at_us``.
+
+    Raises:
+        QueryError: for a gauge filtered by a dimension that is not rolled up.
+    """
+    if kpi.is_gauge:
+        gauge = pack.gauges[kpi.formula.gauge]  # type: ignore[index]
+        dim_key = filter_dim_key(dims)
+        if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
+            raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")
+        reading: GaugeReading = await reads.gauge_reading(conn, pack.gauge_key(gauge.name), dim_key, at_us,
+                                                          gauge.max_open_s)
+        return evaluate(kpi, {}, reading, at_us)
+    return evaluate(kpi, await kpi_partials(conn, pack, kpi, dims, start_us, end_us))
+
+
+async def series(conn: AsyncConnection, pack: Pack, kpi: Kpi, grain: Grain, start_us: int, end_us: int,
+                 zone: ZoneInfo, dims: tuple[tuple[str, str], ...], now_us: int) -> list[Point]:
+    """One point per local ``grain`` period overlapping ``[start_us, end_us)``.
+
+    Gauges are read at each period's end (or ``now_us`` if sooner).
+
+    Raises:
+        QueryError: when the range holds more than ``MAX_SERIES_POINTS`` periods.
+    """
+    points: list[Point] = []
+    for period in iter_periods(grain, start_us, end_us, zone):
+        if len(points) >= MAX_SERIES_POINTS:
+            raise QueryError("end", f"the range holds more than {MAX_SERIES_POINTS} {grain} periods; narrow it or use a coarser grain")
+        at = min(period.end_us, now_us)
+        points.append(Point(period, await kpi_value(conn, pack, kpi, dims, period.start_us, period.end_us, at)))
+    return points
+
+
+def tile_json(tile: Tile, kpi: Kpi, value: KpiValue, now_us: int, zone: ZoneInfo) -> dict[str, Any]:
+    """The wire form of a tile (CONTRACT §4), plus title, dims and decimals for display."""
+    return {
+        "kpi": kpi.name,
+        "window": tile.window,
+        "value": value.value,
+        "unit": kpi.unit,
+        "status": rag_status(kpi, value.value),
+        "target": kpi.target,
+        "direction": kpi.direction,
+        "as_of": from_us(now_us, zone).isoformat(),
+        "title": tile.title or kpi.title,
+        "dims": dict(tile.dims),
+        "size": tile.size,
+    }
+
+
+async def dashboard_tiles(conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int,
+                          zone: ZoneInfo) -> dict[str, dict[str, Any]]:
+    """Every tile of ``dashboard`` evaluated at ``now_us`` (tile id -> tile JSON)."""
+    out: dict[str, dict[str, Any]] = {}
+    cache: dict[tuple, dict[str, Partial]] = {}
+    for tile in dashboard.tiles:
+        kpi = pack.kpis[tile.kpi]
+        start, end = window_bounds(tile.window, now_us, zone)
+        if kpi.is_gauge:
+            value = await kpi_value(conn, pack, kpi, tile.dims, start, end, now_us)
+        else:
+            key = (tile.window, tile.dims)
+            if key not in cache:
+                # One aggregate per window and filter, covering every measure of the pack.
+                fake = Kpi("_all", "", "", "", _all_measures_formula(pack))
+                cache[key] = await kpi_partials(conn, pack, fake, tile.dims, start, end)
+            value = evaluate(kpi, cache[key])
+        out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
+    return out
+
+
+def _all_measures_formula(pack: Pack):
+    from app.metrics.pack import Formula
+    return Formula("count", measures=tuple(pack.measures))

@@ -1,0 +1,61 @@
+"""Everything long-lived of one process, built and closed by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.clock import Clock, EventClock
+from app.config import Settings
+from app.ingest.writer import GroupCommitWriter
+from app.metrics.pack import Dashboard, Kpi, Pack
+from app.ws.broker import Broker
+from app.ws.hub import TileHub
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Engine, packs, writer, hub and clocks of one running Pulseboard.
+
+    ``clock`` is wall time (validation, receipt times); ``view_clock`` is what
+    live windows end at: the same clock, or an ``EventClock`` in event-time mode.
+    """
+
+    settings: Settings
+    engine: AsyncEngine
+    packs: dict[str, Pack]
+    clock: Clock
+    view_clock: Clock
+    writer: GroupCommitWriter
+    hub: TileHub
+    broker: Broker
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """Business time zone."""
+        return self.settings.zone
+
+    def find_kpi(self, name: str) -> tuple[Pack, Kpi] | None:
+        """The pack and KPI named ``name``, or ``None``."""
+        for pack in self.packs.values():
+            if name in pack.kpis:
+                return pack, pack.kpis[name]
+        return None
+
+    def find_dashboard(self, slug: str) -> tuple[Pack, Dashboard] | None:
+        """The pack and dashboard of ``slug``, or ``None``."""
+        for pack in self.packs.values():
+            if slug in pack.dashboards:
+                return pack, pack.dashboards[slug]
+        return None
+
+    def dashboard_zone(self, dashboard: Dashboard) -> ZoneInfo:
+        """A dashboard's own zone, else the business zone."""
+        return ZoneInfo(dashboard.tz) if dashboard.tz else self.zone
+
+    def observe_event_time(self, ts_us: int | None) -> None:
+        """Advance the event-time clock (no-op in wall-clock mode)."""
+        if ts_us is not None and isinstance(self.view_clock, EventClock):
+            self.view_clock.observe(ts_us)

@@ -1,0 +1,80 @@
+"""The read path: merged partials over windows, gauge readings, raw events."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Iterable, Sequence
+
+import msgspec
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.metrics.evaluate import GaugeReading
+from app.metrics.partials import Partial
+from app.metrics.rollup import EventRow
+from app.metrics.sketch import Sketch
+from app.store.schema import event, gauge_item, rollup_minute
+
+_json = msgspec.json.Decoder()
+
+
+async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,
+                    sketch_keys: Iterable[str] = ()) -> dict[str, Partial]:
+    """Merge the minute partials of ``measure_keys`` over ``[start_us, end_us)``.
+
+    Returns:
+        measure_key -> merged ``Partial`` (measures with no rows are absent).
+        Sketches are merged only for ``sketch_keys``.
+    """
+    t = rollup_minute.c
+    where = and_(t.measure.in_(list(measure_keys)), t.dim_key == dim_key, t.bucket_us >= start_us, t.bucket_us < end_us)
+    rows = await conn.execute(
+        select(t.measure, func.sum(t.count), func.sum(t.sum), func.min(t.min), func.max(t.max)).where(where)
+        .group_by(t.measure)
+    )
+    out = {m: Partial(int(c or 0), float(s or 0.0), mn, mx) for m, c, s, mn, mx in rows}
+    sketch_keys = [k for k in sketch_keys if k in out]
+    if sketch_keys:
+        rows = await conn.execute(
+            select(t.measure, t.sketch).where(and_(where, t.measure.in_(sketch_keys), t.sketch.is_not(None)))
+        )
+        for measure, blob in rows:
+            part = out[measure]
+            sk = Sketch.from_bytes(bytes(blob))
+            if part.sketch is None:
+                part.sketch = sk
+            else:
+                part.sketch.merge(sk)
+    return out
+
+
+async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_us: int, max_open_s: float) -> GaugeReading:
+    """Items of a gauge open at instant ``at_us``: opened at or before it (within
+    ``max_open_s``), and not closed by then."""
+    t = gauge_item.c
+    oldest_allowed = at_us - int(max_open_s * 1_000_000)
+    row = (await conn.execute(
+        select(func.count(), func.min(t.opened_us)).where(
+            t.gauge == gauge_key, t.dim_key == dim_key,
+            t.opened_us <= at_us, t.opened_us > oldest_allowed,
+            or_(t.closed_us.is_(None), t.closed_us > at_us),
+        )
+    )).one()
+    return GaugeReading(int(row[0] or 0), row[1])
+
+
+async def raw_events(conn: AsyncConnection, types: Iterable[str], start_us: int, end_us: int,
+                     batch: int = 5000) -> AsyncIterator[list[EventRow]]:
+    """Stream stored events of ``types`` with ``ts`` in ``[start_us, end_us)``, in batches."""
+    t = event.c
+    result = await conn.stream(
+        select(t.type, t.ts_us, t.value, t.dims).where(
+            t.type.in_(list(types)), t.ts_us >= start_us, t.ts_us < end_us)
+        .execution_options(yield_per=batch)
+    )
+    async for part in result.partitions(batch):
+        yield [EventRow(ty, ts, val, _json.decode(d) if d else None) for ty, ts, val, d in part]
+
+
+async def event_count(conn: AsyncConnection) -> int:
+    """Number of stored raw events."""
+    return int((await conn.execute(select(func.count()).select_from(event))).scalar_one())

@@ -1,0 +1,216 @@
+"""The write path: one transaction stores raw events, their rollup partials and gauge items.
+
+``write_group`` is called by the ingest group-commit writer with the events of
+several HTTP requests.  Deduplication by ``(source, event_id)`` costs one
+``SELECT ... WHERE (source, event_id) IN (...)`` per chunk of keys, never a
+round trip per event.  Only events actually inserted are rolled up, so a retry
+never counts twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, NamedTuple, Sequence
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.metrics.pack import Pack
+from app.metrics.partials import Partial
+from app.metrics.rollup import EventRow, GaugeChange, PartialKey, merge_into, rollup
+from app.metrics.sketch import Sketch
+from app.store.schema import event, gauge_item, rollup_minute
+
+KEY_CHUNK = 400
+
+
+class NewEvent(NamedTuple):
+    """A validated event ready to store.  ``ts_us`` is UTC epoch µs; ``body_hash`` 16 bytes."""
+
+    source: str
+    event_id: str
+    type: str
+    ts_us: int
+    value: float | None
+    dims: dict[str, Any] | None
+    dims_json: str | None
+    body_hash: bytes
+
+
+@dataclass(slots=True)
+class RequestOutcome:
+    """What happened to one request's events in a group.
+
+    ``conflict`` holds ``(index, source, event_id)`` of the first event whose
+    ``(source, id)`` exists with a different body; then nothing of it was stored.
+    """
+
+    accepted: int = 0
+    duplicates: int = 0
+    conflict: tuple[int, str, str] | None = None
+    max_ts_us: int | None = None
+
+
+@dataclass(slots=True)
+class GroupResult:
+    """Outcomes per request, and the partials written (for live tiles)."""
+
+    outcomes: list[RequestOutcome]
+    inserted: int = 0
+    packs_touched: set[str] = field(default_factory=set)
+
+
+async def _existing_hashes(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    found: dict[tuple[str, str], bytes] = {}
+    for i in range(0, len(keys), KEY_CHUNK):
+        chunk = keys[i:i + KEY_CHUNK]
+        rows = await conn.execute(
+            select(event.c.source, event.c.event_id, event.c.body_hash).where(
+                tuple_(event.c.source, event.c.event_id).in_(chunk)
+            )
+        )
+        for source, event_id, body_hash in rows:
+            found[(source, event_id)] = bytes(body_hash)
+    return found
+
+
+def _insert(conn: AsyncConnection, table):
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+def _least(conn: AsyncConnection, a, b):
+    name = "least" if conn.dialect.name == "postgresql" else "min"
+    return getattr(func, name)(func.coalesce(a, b), func.coalesce(b, a))
+
+
+def _greatest(conn: AsyncConnection, a, b):
+    name = "greatest" if conn.dialect.name == "postgresql" else "max"
+    return getattr(func, name)(func.coalesce(a, b), func.coalesce(b, a))
+
+
+async def upsert_partials(conn: AsyncConnection, partials: dict[PartialKey, Partial]) -> None:
+    """Add ``partials`` to the stored minute partials (count/sum add, min/max, sketch merge)."""
+    if not partials:
+        return
+    sketched = [k for k, p in partials.items() if p.sketch is not None]
+    if sketched:
+        # Sketches merge in Python: read the stored ones under a row lock.
+        merged = {k: partials[k].sketch.copy() for k in sketched}  # type: ignore[union-attr]
+        for i in range(0, len(sketched), KEY_CHUNK):
+            chunk = sketched[i:i + KEY_CHUNK]
+            stmt = select(rollup_minute.c.measure, rollup_minute.c.dim_key, rollup_minute.c.bucket_us,
+                          rollup_minute.c.sketch).where(
+                tuple_(rollup_minute.c.measure, rollup_minute.c.dim_key, rollup_minute.c.bucket_us).in_(chunk))
+            if conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update()
+            for m, d, b, blob in await conn.execute(stmt):
+                if blob is not None:
+                    merged[(m, d, b)].merge(Sketch.from_bytes(bytes(blob)))
+    else:
+        merged = {}
+    rows = [
+        {"measure": m, "dim_key": d, "bucket_us": b, "count": p.count, "sum": p.sum, "min": p.min, "max": p.max,
+         "sketch": merged[(m, d, b)].to_bytes() if (m, d, b) in merged else None}
+        for (m, d, b), p in partials.items()
+    ]
+    ins = _insert(conn, rollup_minute)
+    ex = ins.excluded
+    t = rollup_minute.c
+    stmt = ins.on_conflict_do_update(
+        index_elements=[t.measure, t.dim_key, t.bucket_us],
+        set_={
+            "count": t.count + ex.count,
+            "sum": t.sum + ex.sum,
+            "min": _least(conn, t.min, ex.min),
+            "max": _greatest(conn, t.max, ex.max),
+            "sketch": func.coalesce(ex.sketch, t.sketch),
+        },
+    )
+    await conn.execute(stmt, rows)
+
+
+async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeChange]) -> None:
+    """Record opens and closes of gauge items (earliest open, latest close per item)."""
+    merged: dict[tuple[str, str, str], list[int | None]] = {}
+    for ch in changes:
+        slot = merged.setdefault((ch.gauge_key, ch.dim_key, ch.item_key), [None, None])
+        idx = 0 if ch.kind == "open" else 1
+        current = slot[idx]
+        if current is None or (ch.ts_us < current if idx == 0 else ch.ts_us > current):
+            slot[idx] = ch.ts_us
+    if not merged:
+        return
+    rows = [{"gauge": g, "dim_key": d, "item_key": i, "opened_us": o, "closed_us": c}
+            for (g, d, i), (o, c) in merged.items()]
+    ins = _insert(conn, gauge_item)
+    ex = ins.excluded
+    t = gauge_item.c
+    stmt = ins.on_conflict_do_update(
+        index_elements=[t.gauge, t.dim_key, t.item_key],
+        set_={"opened_us": _least(conn, t.opened_us, ex.opened_us),
+              "closed_us": _greatest(conn, t.closed_us, ex.closed_us)},
+    )
+    await conn.execute(stmt, rows)
+
+
+async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEvent]], packs: Iterable[Pack],
+                      received_us: int) -> GroupResult:
+    """Store the events of several requests in the open transaction of ``conn``.
+
+    Each request is all-or-nothing: a request with a conflicting event stores
+    nothing and gets ``conflict`` set; the others proceed.  The caller commits.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: when another writer inserted one of the
+            keys between our check and insert; the caller rolls back and retries.
+    """
+    keys = list({(e.source, e.event_id) for req in requests for e in req})
+    seen = await _existing_hashes(conn, keys)
+    outcomes: list[RequestOutcome] = []
+    to_insert: list[NewEvent] = []
+    for req in requests:
+        outcome = RequestOutcome()
+        local: dict[tuple[str, str], bytes] = {}
+        fresh: list[NewEvent] = []
+        for index, ev in enumerate(req):
+            key = (ev.source, ev.event_id)
+            known = local.get(key) or seen.get(key)
+            if known is not None:
+                if known != ev.body_hash:
+                    outcome.conflict = (index, ev.source, ev.event_id)
+                    break
+                outcome.duplicates += 1
+                continue
+            local[key] = ev.body_hash
+            fresh.append(ev)
+        if outcome.conflict is None:
+            seen.update(local)
+            to_insert.extend(fresh)
+            outcome.accepted = len(fresh)
+            outcome.duplicates = len(req) - len(fresh)
+            outcome.max_ts_us = max((e.ts_us for e in req), default=None)
+        else:
+            outcome.duplicates = 0
+        outcomes.append(outcome)
+
+    result = GroupResult(outcomes, inserted=len(to_insert))
+    if not to_insert:
+        return result
+    await conn.execute(
+        event.insert(),
+        [{"source": e.source, "event_id": e.event_id, "type": e.type, "ts_us": e.ts_us, "value": e.value,
+          "dims": e.dims_json, "body_hash": e.body_hash, "received_us": received_us} for e in to_insert],
+    )
+    rows = [EventRow(e.type, e.ts_us, e.value, e.dims) for e in to_insert]
+    all_partials: dict[PartialKey, Partial] = {}
+    all_changes: list[GaugeChange] = []
+    for pack in packs:
+        partials, changes = rollup(pack, rows)
+        if partials or changes:
+            result.packs_touched.add(pack.name)
+        merge_into(all_partials, partials)
+        all_changes.extend(changes)
+    await upsert_partials(conn, all_partials)
+    await upsert_gauge_changes(conn, all_changes)
+    return result

@@ -1,0 +1,188 @@
+"""Tile computation per dashboard: snapshot state, change detection, versioned updates.
+
+Each dashboard is a channel with an ``epoch`` (random per process start) and a
+``seq`` that grows by one per published update.  The hub recomputes a
+dashboard when new events touched its pack (``mark_dirty``) or its time-driven
+tiles may have moved (every ``time_refresh_s``), at most once per
+``interval_s``, and only while someone watches it.  Tiles whose value, status
+or target did not change are not sent.  The last ``replay_buffer`` updates are
+kept so a screen reconnecting with ``?epoch=E&since=N`` gets what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo
+
+import msgspec
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.clock import Clock
+from app.metrics.calendar import MINUTE_US, from_us, to_us
+from app.metrics.pack import Dashboard, Pack
+from app.query import dashboard_tiles
+from app.ws.broker import Broker, TileUpdate
+
+log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+TREND_POINTS = 60
+_COMPARED = ("value", "status", "target")
+
+
+@dataclass(eq=False)
+class Channel:
+    """Live state of one dashboard."""
+
+    dashboard: Dashboard
+    pack: Pack
+    zone: ZoneInfo
+    epoch: str
+    seq: int = 0
+    tiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    history: deque = field(default_factory=deque)
+    trends: dict[str, deque] = field(default_factory=dict)
+    dirty: bool = True
+    computed_at_us: int | None = None
+    last_compute_wall: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def snapshot_frame(self) -> bytes:
+        """The ``snapshot`` frame (CONTRACT §4) with every tile and its trend."""
+        tiles = {tid: {**tile, "trend": list(self.trends.get(tid, ()))} for tid, tile in self.tiles.items()}
+        as_of = from_us(self.computed_at_us, self.zone).isoformat() if self.computed_at_us else None
+        return _encoder.encode({"type": "snapshot", "dashboard": self.dashboard.slug, "epoch": self.epoch,
+                                "seq": self.seq, "as_of": as_of, "tiles": tiles, "title": self.dashboard.title,
+                                "tz": str(self.zone)})
+
+    def missed_since(self, since: int) -> list[TileUpdate] | None:
+        """Updates after ``since`` from the replay buffer, or ``None`` if the gap is not covered."""
+        if since == self.seq:
+            return []
+        if since > self.seq or not self.history or self.history[0].seq > since + 1:
+            return None
+        return [u for u in self.history if u.seq > since]
+
+
+class TileHub:
+    """Computes and publishes live tiles for every dashboard of the loaded packs.
+
+    Args:
+        engine: store engine (reads).
+        packs: loaded packs (their dashboards become channels).
+        broker: where updates are published.
+        clock: the view clock (wall or event time) windows end at.
+        default_zone: business time zone for dashboards without their own.
+        interval_s: coalescing interval (at most one update per dashboard per interval).
+        replay_buffer: updates kept per channel for resume.
+        time_refresh_s: recompute at least this often while watched (sliding windows, gauges).
+    """
+
+    def __init__(self, engine: AsyncEngine, packs: Mapping[str, Pack], broker: Broker, clock: Clock,
+                 default_zone: ZoneInfo, interval_s: float = 0.5, replay_buffer: int = 256,
+                 time_refresh_s: float = 1.0) -> None:
+        self._engine = engine
+        self._broker = broker
+        self._clock = clock
+        self._interval_s = interval_s
+        self._time_refresh_s = time_refresh_s
+        self.epoch = secrets.token_hex(8)
+        self.channels: dict[str, Channel] = {}
+        for pack in packs.values():
+            for dash in pack.dashboards.values():
+                zone = ZoneInfo(dash.tz) if dash.tz else default_zone
+                self.channels[dash.slug] = Channel(dash, pack, zone, self.epoch,
+                                                   history=deque(maxlen=max(replay_buffer, 0) or None))
+        self._replay_buffer = replay_buffer
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        """Start the refresh loop (inside a running loop)."""
+        if self._task is not None:
+            raise RuntimeError("TileHub.start() called twice")
+        self._task = asyncio.create_task(self._run(), name="tile-hub")
+
+    async def stop(self) -> None:
+        """Stop the refresh loop."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def mark_dirty(self, pack_names: set[str]) -> None:
+        """New events touched ``pack_names``: their dashboards recompute at the next tick."""
+        for ch in self.channels.values():
+            if ch.pack.name in pack_names:
+                ch.dirty = True
+        self._wake.set()
+
+    async def ensure_fresh(self, slug: str) -> Channel:
+        """The channel of ``slug`` with tiles computed at least once.
+
+        Raises:
+            KeyError: unknown dashboard.
+        """
+        ch = self.channels[slug]
+        if ch.computed_at_us is None:
+            await self.refresh(ch)
+        return ch
+
+    async def refresh(self, ch: Channel) -> TileUpdate | None:
+        """Recompute ``ch``; publish and return the update if any tile changed."""
+        async with ch.lock:
+            loop = asyncio.get_running_loop()
+            ch.dirty = False
+            ch.last_compute_wall = loop.time()
+            now_us = to_us(self._clock.now())
+            async with self._engine.connect() as conn:
+                tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone)
+            first = ch.computed_at_us is None
+            minute_moved = first or now_us // MINUTE_US != ch.computed_at_us // MINUTE_US
+            ch.computed_at_us = now_us
+            changed = {tid: t for tid, t in tiles.items()
+                       if first or any(t[k] != ch.tiles.get(tid, {}).get(k) for k in _COMPARED)}
+            for tid, tile in tiles.items():
+                trend = ch.trends.setdefault(tid, deque(maxlen=TREND_POINTS))
+                if minute_moved or not trend:
+                    trend.append(tile["value"])
+                else:
+                    trend[-1] = tile["value"]
+            ch.tiles = tiles
+            if first or not changed:
+                return None
+            ch.seq += 1
+            update = TileUpdate(ch.epoch, ch.seq, changed, from_us(now_us, ch.zone).isoformat())
+            if self._replay_buffer:
+                ch.history.append(update)
+        await self._broker.publish(ch.dashboard.slug, update)
+        return update
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._time_refresh_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            for ch in self.channels.values():
+                if self._broker.subscriber_count(ch.dashboard.slug) == 0:
+                    continue
+                due = ch.dirty or loop.time() - ch.last_compute_wall >= self._time_refresh_s
+                if not due:
+                    continue
+                try:
+                    await self.refresh(ch)
+                except (SQLAlchemyError, OSError) as exc:
+                    log.warning("tile refresh of %s failed: %s", ch.dashboard.slug, exc)
+            # Coalesce: at most one recompute per dashboard per interval.
+            await asyncio.sleep(self._interval_s)

@@ -1,0 +1,103 @@
+"""The live tile endpoint ``/ws/dashboards/{slug}`` (CONTRACT §4).
+
+Per screen: the handshake subscribes it, sends a ``snapshot`` (or, with
+``?epoch=E&since=N`` and a covered gap, the missed ``update``s), then one
+sender task drains its bounded outbox and sends heartbeats while idle, and one
+receiver task reads what the screen sends (pings, close).  A send that takes
+longer than ``ws_send_timeout_s`` closes that screen only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from app.metrics.calendar import from_us
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+_encoder = msgspec.json.Encoder()
+CLOSE_SLOW_CONSUMER = 4008  # documented: the screen could not keep up; reconnect to resync
+
+
+async def _send(ws: WebSocket, frame: bytes, timeout_s: float) -> None:
+    await asyncio.wait_for(ws.send({"type": "websocket.send", "text": frame.decode()}), timeout_s)
+
+
+async def _sender(ws: WebSocket, sub, channel, last_seq: int, heartbeat_s: float, timeout_s: float) -> None:
+    while True:
+        update = await sub.get(heartbeat_s)
+        if update is None:
+            as_of = from_us(channel.computed_at_us, channel.zone).isoformat() if channel.computed_at_us else None
+            frame = _encoder.encode({"type": "heartbeat", "epoch": channel.epoch, "seq": last_seq, "as_of": as_of})
+        elif update.seq <= last_seq:
+            continue
+        else:
+            frame = update.encode()
+            last_seq = update.seq
+        await _send(ws, frame, timeout_s)
+
+
+async def _receiver(ws: WebSocket, timeout_s: float) -> None:
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is not None:
+            try:
+                kind = msgspec.json.decode(text).get("type")
+            except (msgspec.DecodeError, AttributeError):
+                kind = None
+            if kind == "ping":
+                await _send(ws, b'{"type":"pong"}', timeout_s)
+                continue
+        await _send(ws, _encoder.encode({"type": "error", "message": "unknown message; screens only send {\"type\": \"ping\"}"}), timeout_s)
+
+
+@router.websocket("/ws/dashboards/{slug}")
+async def dashboard_socket(ws: WebSocket, slug: str) -> None:
+    """Live tiles of dashboard ``slug``; see the module docstring for the protocol."""
+    state = ws.app.state
+    hub, broker, settings = state.hub, state.broker, state.settings
+    if slug not in hub.channels:
+        await ws.close(code=1008, reason="unknown dashboard")
+        return
+    epoch = ws.query_params.get("epoch")
+    since_raw = ws.query_params.get("since")
+    await ws.accept()
+    channel = await hub.ensure_fresh(slug)
+    timeout_s = settings.ws_send_timeout_s
+    async with broker.subscribe(slug) as sub:
+        try:
+            missed = None
+            if epoch == channel.epoch and since_raw is not None and since_raw.isdigit():
+                missed = channel.missed_since(int(since_raw))
+            last_seq = channel.seq
+            if missed is None:
+                await _send(ws, channel.snapshot_frame(), timeout_s)
+            else:
+                for update in missed:
+                    await _send(ws, update.encode(), timeout_s)
+            tasks = {
+                asyncio.create_task(_sender(ws, sub, channel, last_seq, settings.heartbeat_interval_s, timeout_s)),
+                asyncio.create_task(_receiver(ws, timeout_s)),
+            }
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, TimeoutError):
+                    log.info("screen on %s too slow (send > %.1f s); closing", slug, timeout_s)
+                    if ws.application_state == WebSocketState.CONNECTED:
+                        await ws.close(code=CLOSE_SLOW_CONSUMER, reason="too slow; reconnect to resync")
+                elif exc is not None and not isinstance(exc, (WebSocketDisconnect, OSError, RuntimeError)):
+                    raise exc
+        except (WebSocketDisconnect, OSError, TimeoutError):
+            log.debug("screen on %s went away", slug)
