@@ -9,7 +9,10 @@ midnight, on the next day.  A handful of dirty rows (negative ``vru_time``:
 the VRU clock ran up to a few minutes ahead of the queue's) have a ``q_start``
 seconds or minutes *before* ``vru_entry``; taking those literally would move
 them a whole day ahead, so a time counts as next-day only when it is more than
-``WRAP_MIN_GAP`` (12 h) earlier than ``vru_entry``.  ``PHANTOM`` rows are skipped; ``HANG`` rows that
+``WRAP_MIN_GAP`` (12 h) earlier than ``vru_entry``.  57 ``AGENT`` rows have no
+recorded service times (``ser_start`` = ``ser_exit`` = ``0:00:00``); their
+answer time is when they left the queue (``q_exit``), or the VRU (``vru_exit``)
+if they never queued, and their end time is the same instant (``ser_time`` 0).  ``PHANTOM`` rows are skipped; ``HANG`` rows that
 never queued hung up in the voice menu and are not offered.
 """
 
@@ -43,6 +46,7 @@ class CallRow:
     queue: str
     day: date
     vru_entry: str
+    vru_exit: str
     q_start: str
     q_exit: str
     q_time: int
@@ -89,6 +93,7 @@ def read_rows(path: Path) -> Iterator[CallRow]:
                     queue=rec["type"].strip(),
                     day=date(1900 + int(d[:2]) if int(d[:2]) > 50 else 2000 + int(d[:2]), int(d[2:4]), int(d[4:6])),
                     vru_entry=rec["vru_entry"].strip(),
+                    vru_exit=rec["vru_exit"].strip(),
                     q_start=rec["q_start"].strip(),
                     q_exit=rec["q_exit"].strip(),
                     q_time=int(rec["q_time"]),
@@ -121,8 +126,13 @@ def row_events(row: CallRow) -> list[dict[str, Any]]:
         add("call.queued", "q_start", row.q_start, None, base)
     if row.outcome == "AGENT":
         agent = {**base, "agent": row.server}
-        add("call.answered", "ser_start", row.ser_start, row.q_time, agent)
-        add("call.ended", "ser_exit", row.ser_exit, row.ser_time, agent)
+        if row.ser_start != NEVER:
+            add("call.answered", "ser_start", row.ser_start, row.q_time, agent)
+            add("call.ended", "ser_exit", row.ser_exit, row.ser_time, agent)
+        else:  # service times not recorded: answered when the call left the queue (or the VRU)
+            column, text = ("q_exit", row.q_exit) if queued else ("vru_exit", row.vru_exit)
+            add("call.answered", column, text, row.q_time, agent)
+            add("call.ended", column, text, row.ser_time, agent)
     elif row.outcome == "HANG" and queued:
         add("call.abandoned", "q_exit", row.q_exit, row.q_time, base)
     return out
