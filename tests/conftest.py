@@ -129,3 +129,13 @@ async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client bound to ``server``."""
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture
+def httpx_client():
+    """Factory: ``async with httpx_client(server) as client``."""
+
+    def factory(srv: RunningServer) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=srv.url, timeout=60)
+
+    return factory

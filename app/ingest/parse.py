@@ -11,6 +11,7 @@ only, unknown fields rejected.  Every invalid event is reported, with its
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import uuid
@@ -157,6 +158,38 @@ def validate(ev: EventIn, limits: Limits) -> tuple[NewEvent | None, list[tuple[s
     ), []
 
 
+class _NonFinite:
+    """Marks a bare ``NaN`` / ``Infinity`` token found by the lenient fallback parser."""
+
+
+_NON_FINITE = _NonFinite()
+
+
+def _lenient(data: bytes) -> Any:
+    """Parse JSON that is valid except for bare NaN/Infinity tokens, or return ``None``.
+
+    Such bodies are not malformed JSON from the sender's point of view but
+    non-finite numbers: they get a 422 naming the field (CASES C11), not a 400.
+    """
+    try:
+        return json.loads(data, parse_constant=lambda _token: _NON_FINITE)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _nonfinite_fields(obj: Any) -> list[str]:
+    def bad(v: Any) -> bool:
+        return v is _NON_FINITE or (isinstance(v, float) and not math.isfinite(v))
+
+    if not isinstance(obj, dict):
+        return []
+    fields = [k for k, v in obj.items() if bad(v)]
+    dims = obj.get("dims")
+    if isinstance(dims, dict):
+        fields += [f"dims.{k}" for k, v in dims.items() if bad(v)]
+    return fields
+
+
 _event_decoder = msgspec.json.Decoder(EventIn, strict=True)
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -187,7 +220,7 @@ def parse_events(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]
         body = body[3:]
     if not body.strip():
         raise BadRequest("the request body is empty; send one event object, an array of them, or NDJSON")
-    raws: list[tuple[bytes | msgspec.Raw, int | None]] = []
+    raws: list[tuple[Any, int | None]] = []
     if media_type == "application/x-ndjson":
         for lineno, line in enumerate(body.split(b"\n"), start=1):
             line = line.strip()
@@ -201,7 +234,11 @@ def parse_events(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]
             else:
                 raws = [(msgspec.json.decode(body, type=msgspec.Raw), None)]
         except (msgspec.DecodeError, RecursionError) as exc:
-            raise _decode_error(exc, "malformed JSON") from None
+            lenient = _lenient(body) if isinstance(exc, msgspec.DecodeError) else None
+            if lenient is None:
+                raise _decode_error(exc, "malformed JSON") from None
+            items = lenient if isinstance(lenient, list) else [lenient]
+            raws = [(item, None) for item in items]
         except msgspec.ValidationError as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
     if len(raws) > limits.max_batch_events:
@@ -213,12 +250,23 @@ def parse_events(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]
     problems: list[dict[str, Any]] = []
     for index, (raw, line) in enumerate(raws):
         where = {"index": index} if line is None else {"index": index, "line": line}
+        if not isinstance(raw, (bytes, msgspec.Raw)):  # came through the lenient parser
+            bad = _nonfinite_fields(raw)
+            if bad:
+                problems.extend({**where, "field": f, "message": f"{f} must be a finite number"} for f in bad)
+                continue
+            raw = msgspec.json.encode(raw)
         try:
             decoded = _event_decoder.decode(raw)
         except msgspec.ValidationError as exc:
             problems.append({**where, "field": _field_of(str(exc)), "message": str(exc)})
             continue
         except (msgspec.DecodeError, RecursionError) as exc:
+            lenient = _lenient(raw) if line is not None and isinstance(exc, msgspec.DecodeError) else None
+            if lenient is not None and _nonfinite_fields(lenient):
+                problems.extend({**where, "field": f, "message": f"{f} must be a finite number"}
+                                for f in _nonfinite_fields(lenient))
+                continue
             if line is not None:
                 raise _decode_error(exc, f"line {line} is not valid JSON") from None
             problems.append({**where, "field": "$", "message": f"not valid JSON: {exc}"})
