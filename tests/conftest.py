@@ -132,10 +132,13 @@ async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def httpx_client():
-    """Factory: ``async with httpx_client(server) as client``."""
+def client_for():
+    """Factory: ``async with client_for(server) as client``."""
 
     def factory(srv: RunningServer) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=srv.url, timeout=60)
 
     return factory
+
+
+httpx_client = client_for

@@ -235,9 +235,9 @@ def parse_events(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]
                 raws = [(msgspec.json.decode(body, type=msgspec.Raw), None)]
         except (msgspec.DecodeError, RecursionError) as exc:
             lenient = _lenient(body) if isinstance(exc, msgspec.DecodeError) else None
-            if lenient is None:
-                raise _decode_error(exc, "malformed JSON") from None
             items = lenient if isinstance(lenient, list) else [lenient]
+            if lenient is None or not any(_nonfinite_fields(item) for item in items):
+                raise _decode_error(exc, "malformed JSON") from None
             raws = [(item, None) for item in items]
         except msgspec.ValidationError as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
@@ -255,7 +255,11 @@ def parse_events(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]
             if bad:
                 problems.extend({**where, "field": f, "message": f"{f} must be a finite number"} for f in bad)
                 continue
-            raw = msgspec.json.encode(raw)
+            try:
+                raw = msgspec.json.encode(raw)
+            except UnicodeEncodeError:
+                problems.append({**where, "field": "$", "message": "contains a lone surrogate (not valid Unicode)"})
+                continue
         try:
             decoded = _event_decoder.decode(raw)
         except msgspec.ValidationError as exc:
