@@ -29,6 +29,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "PULSEBOARD_DATABASE_URL"),
         description="postgresql://user:password@host:port/db; unset = embedded SQLite under data_dir",
     )
+    db_schema: str | None = Field(
+        default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema to use (search_path); unset = the server default (public)",
+    )
     data_dir: Path = Path("./var")
     tz: str = "UTC"
     packs_dir: Path | None = Field(default=None, description="extra YAML KPI packs to load")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +29,11 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
-def _reset_pg_schema() -> None:
+def _drop_pg_schema(schema: str) -> None:
     import psycopg
 
     with psycopg.connect(PG_URL, autocommit=True, connect_timeout=3) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def pg_available() -> bool:
@@ -57,19 +57,25 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, store_kind: str) -> Callable[..., Settings]:
-    """Factory of ``Settings`` on a clean store of ``store_kind``; keyword overrides apply."""
-    if store_kind == "postgresql":
-        _reset_pg_schema()
+def make_settings(tmp_path: Path, store_kind: str) -> Iterator[Callable[..., Settings]]:
+    """Factory of ``Settings`` on a clean store of ``store_kind``; keyword overrides apply.
+
+    PostgreSQL: each test gets its own schema (dropped afterwards), so test runs
+    can share one database.
+    """
+    schema = f"pb_test_{secrets.token_hex(6)}"
 
     def factory(**overrides) -> Settings:
         base = {"data_dir": tmp_path / "var", "tz": "UTC"}
         if store_kind == "postgresql":
             base["database_url"] = PG_URL
+            base["db_schema"] = schema
         base.update(overrides)
         return Settings(**base)
 
-    return factory
+    yield factory
+    if store_kind == "postgresql":
+        _drop_pg_schema(schema)
 
 
 @dataclass

@@ -49,12 +49,23 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
         pool_size=10,
         max_overflow=10,
         pool_pre_ping=True,
-        connect_args={"options": "-c synchronous_commit=on"},
+        connect_args={"options": _pg_options(settings)},
     )
 
 
+def _pg_options(settings: Settings) -> str:
+    """libpq ``options``: durable commits, and the configured schema first on the search path."""
+    options = "-c synchronous_commit=on"
+    if settings.db_schema:
+        options += f" -c search_path={settings.db_schema}"
+    return options
+
+
 def _sync_engine(settings: Settings) -> Engine:
-    engine = create_engine(_sync_url(settings))
+    url = _sync_url(settings)
+    if url.startswith("postgresql"):
+        return create_engine(url, connect_args={"options": _pg_options(settings)})
+    engine = create_engine(url)
     if engine.dialect.name == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         sa_event.listen(engine, "connect", _sqlite_pragmas)
@@ -72,6 +83,11 @@ def migrate(settings: Settings) -> None:
     engine = _sync_engine(settings)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                if settings.db_schema:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{settings.db_schema}"')
+                # One migrator at a time when several instances start together.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7253001)")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except SQLAlchemyError as exc:
