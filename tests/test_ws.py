@@ -1,0 +1,152 @@
+"""Live tiles over real WebSocket connections (CONTRACT §4, CASES C12)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from datetime import datetime, timezone
+
+import pytest
+from websockets.asyncio.client import connect
+
+from app.clock import ManualClock
+from tests.helpers import PACKS_DIR, sample
+
+NOW = datetime(2024, 6, 10, 12, 0, tzinfo=timezone.utc)
+WALL = "/ws/dashboards/generic-wall"
+
+
+@pytest.fixture
+async def live(make_settings, start_server):
+    settings = make_settings(packs_dir=PACKS_DIR, tile_interval_ms=50, heartbeat_interval_s=0.5,
+                             ws_ping_interval_s=1, ws_ping_timeout_s=1)
+    return await start_server(settings, clock=ManualClock(NOW))
+
+
+async def recv_json(ws, timeout_s: float = 10) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
+
+
+async def next_update(ws, timeout_s: float = 10) -> dict:
+    """Skip heartbeats; return the next update."""
+    while True:
+        msg = await recv_json(ws, timeout_s)
+        if msg["type"] == "update":
+            return msg
+        assert msg["type"] == "heartbeat", msg
+
+
+async def post(client, n: int, start: int = 0, value: float = 1) -> None:
+    events = [sample(f"2024-06-10T11:{(start + i) % 60:02d}:00Z", value, id=f"s{start + i}") for i in range(n)]
+    resp = await client.post("/api/v1/events", json=events)
+    assert resp.status_code == 202, resp.text
+
+
+async def test_snapshot_then_changed_tiles_only(live, client_for):
+    async with client_for(live) as client, connect(live.ws_url + WALL) as ws:
+        snap = await recv_json(ws)
+        assert snap["type"] == "snapshot" and snap["dashboard"] == "generic-wall"
+        assert set(snap["tiles"]) == {"count_today", "sum_15m", "mean_today"}
+        assert snap["tiles"]["count_today"]["value"] == 0
+        assert snap["tiles"]["mean_today"]["value"] is None
+        await post(client, 3, start=0, value=2)  # 11:00..11:02, outside the 15 m window
+        upd = await next_update(ws)
+        assert upd["epoch"] == snap["epoch"] and upd["seq"] == snap["seq"] + 1
+        assert set(upd["tiles"]) == {"count_today", "mean_today"}  # sum_15m did not change
+        assert upd["tiles"]["count_today"]["value"] == 3
+        assert upd["tiles"]["mean_today"]["value"] == 2.0
+
+
+async def test_resume_gets_missed_updates_or_a_snapshot(live, client_for):
+    async with client_for(live) as client:
+        async with connect(live.ws_url + WALL) as ws:
+            snap = await recv_json(ws)
+            await post(client, 1, start=0)
+            first = await next_update(ws)
+        await post(client, 1, start=1)
+        await post_until_seq(live, first["seq"] + 1)
+        async with connect(f"{live.ws_url}{WALL}?epoch={snap['epoch']}&since={first['seq']}") as ws:
+            missed = await recv_json(ws)
+            assert missed["type"] == "update" and missed["seq"] == first["seq"] + 1
+            assert missed["tiles"]["count_today"]["value"] == 2
+        async with connect(f"{live.ws_url}{WALL}?epoch=not-this-one&since=1") as ws:
+            fresh = await recv_json(ws)
+            assert fresh["type"] == "snapshot" and fresh["tiles"]["count_today"]["value"] == 2
+
+
+async def post_until_seq(live, seq: int, timeout_s: float = 10) -> None:
+    """Wait until the hub has published ``seq`` on the generic wall (a watcher keeps it refreshing)."""
+    channel = live.runtime.hub.channels["generic-wall"]
+    async with connect(live.ws_url + WALL):
+        for _ in range(int(timeout_s / 0.02)):
+            if channel.seq >= seq:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"hub never reached seq {seq} (at {channel.seq})")
+
+
+async def test_heartbeats_when_idle(live):
+    async with connect(live.ws_url + WALL) as ws:
+        snap = await recv_json(ws)
+        beat = await recv_json(ws, timeout_s=5)
+        assert beat == {"type": "heartbeat", "epoch": snap["epoch"], "seq": snap["seq"], "as_of": beat["as_of"]}
+
+
+async def test_unknown_dashboard_is_refused(live):
+    with pytest.raises(Exception) as info:
+        async with connect(live.ws_url + "/ws/dashboards/no-such-wall") as ws:
+            await recv_json(ws, 5)
+    assert "403" in str(info.value) or "1008" in str(info.value)
+
+
+def _drop_without_close(ws) -> None:
+    """Reset the TCP connection (SO_LINGER 0): no close frame, no FIN."""
+    sock: socket.socket = ws.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.transport.abort()
+
+
+async def test_c12_one_dead_screen_never_stops_the_others(live, client_for):
+    hub = live.runtime.hub
+    broker = live.runtime.broker
+    async with client_for(live) as client, connect(live.ws_url + WALL) as a, connect(live.ws_url + WALL) as c:
+        b = await connect(live.ws_url + WALL)
+        for ws in (a, b, c):
+            assert (await recv_json(ws))["type"] == "snapshot"
+        assert broker.subscriber_count("generic-wall") == 3
+        _drop_without_close(b)
+        seen_a, seen_c = [], []
+        for i in range(2):
+            await post(client, 1, start=10 + i)
+            seen_a.append(await next_update(a))
+            seen_c.append(await next_update(c))
+        assert [u["tiles"]["count_today"]["value"] for u in seen_a] == [1, 2]
+        assert [u["seq"] for u in seen_a] == [u["seq"] for u in seen_c]
+        assert hub._task is not None and not hub._task.done()  # the publisher raised nothing
+        for _ in range(300):  # heartbeat 0.5 s + ping 1 s + timeout 1 s, with margin
+            if broker.subscriber_count("generic-wall") == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert broker.subscriber_count("generic-wall") == 2
+
+
+async def test_screen_that_stops_reading_does_not_delay_the_others(live, client_for):
+    broker = live.runtime.broker
+    async with client_for(live) as client, connect(live.ws_url + WALL) as fast:
+        stuck = await connect(live.ws_url + WALL, max_queue=1)
+        assert (await recv_json(fast))["type"] == "snapshot"
+        stuck.transport.pause_reading()  # the stuck screen never reads again
+        for i in range(40):
+            await post(client, 1, start=i)
+            upd = await next_update(fast)
+            assert upd["tiles"]["count_today"]["value"] == i + 1
+        # The stuck screen cannot answer pings: it is dropped after ping interval +
+        # timeout, and its outbox (at most one merged update) goes with it.
+        for _ in range(300):
+            if broker.subscriber_count("generic-wall") == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert broker.subscriber_count("generic-wall") == 1
+        stuck.transport.abort()
