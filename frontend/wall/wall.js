@@ -23,12 +23,21 @@
   // ---------------------------------------------------------------- settings
   var params = new URLSearchParams(window.location.search);
   var SLUG = decodeURIComponent(window.location.pathname.replace(/\/+$/, '').split('/').pop() || '');
+  // ?stale_after_s= wins; else the server's setting if it sends one (snapshot or dashboard JSON); else 15 s.
+  var STALE_FROM_QUERY = positiveParam('stale_after_s', 0) > 0;
   var STALE_AFTER_MS = positiveParam('stale_after_s', 15) * 1000;
   var BACKOFF_BASE_MS = 1000;
   var BACKOFF_CAP_MS = 30000;
   var PING_EVERY_MS = 20000;
   // An open socket that stays silent this long is presumed dead (half-open TCP): close and reconnect.
   var SILENT_RECONNECT_MS = Math.max(2 * STALE_AFTER_MS + 5000, 20000);
+
+  function serverStaleAfter(obj) {
+    var v = obj && obj.stale_after_s;
+    if (STALE_FROM_QUERY || typeof v !== 'number' || !(v > 0)) return;
+    STALE_AFTER_MS = v * 1000;
+    SILENT_RECONNECT_MS = Math.max(2 * STALE_AFTER_MS + 5000, 20000);
+  }
   var TREND_POINTS = 60;
 
   function positiveParam(name, fallback) {
@@ -378,6 +387,7 @@
     state.epoch = msg.epoch;
     state.seq = msg.seq;
     if (msg.title) state.title = msg.title;
+    serverStaleAfter(msg);
     if (msg.tz && msg.tz !== state.tz) { state.tz = msg.tz; fmtCache = {}; }
     var tiles = msg.tiles || {};
     var ids = Object.keys(tiles);
@@ -590,6 +600,7 @@
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (dash) {
         if (!dash) return;
+        serverStaleAfter(dash);
         var order = Array.isArray(dash.tile_order) ? dash.tile_order : Object.keys(dash.tiles || {});
         var extra = state.order.filter(function (id) { return order.indexOf(id) < 0; });
         state.order = order.concat(extra);
@@ -637,7 +648,7 @@
   }
 
   // Exposed for debugging from the console (read-only use).
-  window.pulseboardWall = { state: state, staleAfterMs: STALE_AFTER_MS };
+  window.pulseboardWall = { state: state, staleAfterMs: function () { return STALE_AFTER_MS; } };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
   else start();
