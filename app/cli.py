@@ -64,3 +64,8 @@ def migrate() -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+from app.replay.cli import demo, replay  # noqa: E402
+
+main.add_command(replay)
+main.add_command(demo)
