@@ -1,0 +1,295 @@
+"""Acceptance: the whole August 1999 Anonymous Bank log, replayed at --speed max
+through the HTTP API into each store, gives per day, per month and per queue the
+KPIs a straightforward computation from the file itself gives.
+
+The expected values are computed here from the TSV with ``csv`` alone (no import
+of ``app.replay``): CONTRACT §5 plus the two refinements documented in
+``app/replay/anonymous_bank.py``:
+
+* a time of day counts as the next day only when it is more than 12 h earlier
+  than ``vru_entry`` (dirty rows have a ``q_start`` a little *before* entry);
+* an AGENT row with ``ser_start`` ``0:00:00`` (no recorded service) is answered,
+  and ended, at ``q_exit`` if it queued, else at ``vru_exit``.
+
+Counts must match exactly; ratios and means within 1e-9 relative.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import asyncio
+import math
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+
+from app.cli import uvicorn_options
+from app.config import Settings
+from app.main import create_app
+from app.replay.client import replay_events
+from tests.conftest import IN_CI, PG_URL, _drop_pg_schema, pg_available
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+AUGUST = Path(__file__).resolve().parents[2] / "shared" / "data" / "anonymous-bank" / "august_1999.tsv.gz"
+ZONE = ZoneInfo("Asia/Jerusalem")
+KPIS = ("offered", "answered", "abandoned", "abandonment_rate", "service_level_20s", "service_level_60s",
+        "asa_s", "aht_s")
+COUNTS = ("offered", "answered", "abandoned")
+NEVER = "0:00:00"
+PS_DAY = date(1999, 8, 10)
+DAYS = [date(1999, 8, d) for d in range(1, 32)]
+MONTH_START = datetime(1999, 8, 1, tzinfo=ZONE)
+MONTH_END = datetime(1999, 9, 1, tzinfo=ZONE)
+TIMINGS: dict[str, float] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The expected values, from the file.
+
+@dataclass
+class Tally:
+    answered: int = 0
+    abandoned: int = 0
+    within_20: int = 0
+    within_60: int = 0
+    wait_sum: float = 0.0
+    ended: int = 0
+    handle_sum: float = 0.0
+
+    def kpis(self) -> dict[str, float | None]:
+        offered = self.answered + self.abandoned
+        return {
+            "offered": offered,
+            "answered": self.answered,
+            "abandoned": self.abandoned,
+            "abandonment_rate": self.abandoned / offered if offered else None,
+            "service_level_20s": self.within_20 / offered if offered else None,
+            "service_level_60s": self.within_60 / offered if offered else None,
+            "asa_s": self.wait_sum / self.answered if self.answered else None,
+            "aht_s": self.handle_sum / self.ended if self.ended else None,
+        }
+
+
+@dataclass
+class Expected:
+    days: dict[date, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    month: Tally = field(default_factory=Tally)
+    ps_days: dict[date, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    rows: int = 0
+    events: int = 0
+
+
+def _seconds(tod: str) -> int:
+    h, m, s = tod.split(":")
+    return int(h) * 3600 + int(m) * 60 + int(s)
+
+
+def _when(day: date, entry: str, tod: str) -> datetime:
+    """Local naive instant of ``tod`` on the row's day, next day if > 12 h before entry."""
+    secs = _seconds(tod)
+    if _seconds(entry) - secs > 12 * 3600:
+        day = day + timedelta(days=1)
+    return datetime(day.year, day.month, day.day) + timedelta(seconds=secs)
+
+
+def expected_from_file(path: Path) -> Expected:
+    exp = Expected()
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            exp.rows += 1
+            outcome = row["outcome"]
+            if outcome == "PHANTOM":
+                continue
+            d = row["date"]
+            day = date(1900 + int(d[:2]), int(d[2:4]), int(d[4:6]))
+            entry = row["vru_entry"]
+            queued = row["q_start"] != NEVER
+            wait = int(row["q_time"])
+            tallies = lambda at: [exp.days[at.date()]] + ([exp.month] if at.month == 8 else []) + (  # noqa: E731
+                [exp.ps_days[at.date()]] if row["type"] == "PS" else [])
+            exp.events += 1 if queued else 0
+            if outcome == "AGENT":
+                if row["ser_start"] != NEVER:
+                    answered_at = _when(day, entry, row["ser_start"])
+                    ended_at = _when(day, entry, row["ser_exit"])
+                else:
+                    answered_at = ended_at = _when(day, entry, row["q_exit"] if queued else row["vru_exit"])
+                for t in tallies(answered_at):
+                    t.answered += 1
+                    t.wait_sum += wait
+                    t.within_20 += wait <= 20
+                    t.within_60 += wait <= 60
+                for t in tallies(ended_at):
+                    t.ended += 1
+                    t.handle_sum += int(row["ser_time"])
+                exp.events += 2
+            elif outcome == "HANG" and queued:
+                for t in tallies(_when(day, entry, row["q_exit"])):
+                    t.abandoned += 1
+                exp.events += 1
+    return exp
+
+
+def _need_the_file() -> None:
+    if not AUGUST.is_file():
+        message = f"the August 1999 log is not at {AUGUST} (shared/ beside the repository)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def expected() -> Expected:
+    _need_the_file()
+    return expected_from_file(AUGUST)
+
+
+def assert_kpis(found: dict[str, object], want: dict[str, float | None], where: str) -> None:
+    for name in KPIS:
+        got, exp = found[name], want[name]
+        if exp is None:
+            assert got is None, f"{where} {name}: expected null, got {got!r}"
+        elif name in COUNTS:
+            assert got == exp, f"{where} {name}: expected {exp}, got {got!r}"
+        else:
+            assert got is not None and math.isclose(got, exp, rel_tol=1e-9, abs_tol=0.0), \
+                f"{where} {name}: expected {exp!r}, got {got!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# One replay of the whole file per store, shared by the tests of this module.
+
+@dataclass
+class Replayed:
+    kind: str
+    url: str
+    events: list[dict]
+    summary: object
+    seconds: float
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
+async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A server on a fresh store of each kind, with the whole August file replayed at max speed."""
+    from app.replay.anonymous_bank import load_events  # the code under test: turns the file into events
+
+    kind = request.param
+    _need_the_file()
+    settings_kw: dict = {"data_dir": tmp_path_factory.mktemp(f"august-{kind}") / "var", "tz": "Asia/Jerusalem"}
+    if kind == "postgresql":
+        if not pg_available():
+            if IN_CI:
+                pytest.fail(f"PostgreSQL is required in CI but does not answer at {PG_URL}")
+            pytest.skip(f"no PostgreSQL at {PG_URL}")
+        settings_kw["database_url"] = PG_URL
+        settings_kw["db_schema"] = f"pb_test_august_{secrets.token_hex(4)}"
+    settings = Settings(**settings_kw)
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": 0,
+                                                   "log_level": "warning"}))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        events = load_events(AUGUST)
+        began = time.monotonic()
+        summary = await replay_events(events, url, speed=None, batch_size=1000)
+        seconds = time.monotonic() - began
+        TIMINGS[f"{kind} replay"] = seconds
+        print(f"\n[{kind}] replayed {summary.events} events in {seconds:.1f} s ({summary.events_per_s:.0f}/s)")
+        yield Replayed(kind, url, events, summary, seconds)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        if kind == "postgresql":
+            _drop_pg_schema(settings.db_schema)
+
+
+async def _series(url: str, kpi: str, grain: str, start: datetime, end: datetime,
+                  dims: dict[str, str] | None = None) -> list[dict]:
+    params = {"grain": grain, "start": start.isoformat(), "end": end.isoformat()}
+    params.update({f"dims.{k}": v for k, v in (dims or {}).items()})
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        r = await client.get(f"/api/v1/kpis/{kpi}/series", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()["points"]
+
+
+async def _table(url: str, grain: str, start: datetime, end: datetime,
+                 dims: dict[str, str] | None = None) -> dict[str, dict[str, object]]:
+    """period start (ISO) -> {kpi: value} for every KPI compared."""
+    out: dict[str, dict[str, object]] = defaultdict(dict)
+    for kpi in KPIS:
+        for point in await _series(url, kpi, grain, start, end, dims):
+            out[point["start"]][kpi] = point["value"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+async def test_expected_values_are_sane(expected: Expected) -> None:
+    """The reference computation itself: the documented August totals."""
+    assert expected.rows == 42_078
+    assert sum(t.answered for t in expected.days.values()) == 31_402  # every AGENT row
+    assert set(expected.days) >= set(DAYS)
+    assert set(expected.days) - set(DAYS) <= {date(1999, 9, 1)}  # calls of 31 Aug ending after midnight
+
+
+async def test_replay_accepts_every_event(replayed: Replayed, expected: Expected) -> None:
+    s = replayed.summary
+    assert s.events == len(replayed.events) == expected.events
+    assert (s.accepted, s.duplicates) == (expected.events, 0)
+    assert s.batches == math.ceil(expected.events / 1000)
+    assert replayed.seconds < 180, f"{replayed.kind}: replay took {replayed.seconds:.0f} s"
+
+
+async def test_every_day_matches_the_file(replayed: Replayed, expected: Expected) -> None:
+    table = await _table(replayed.url, "day", MONTH_START, MONTH_END)
+    assert sorted(table) == [datetime(d.year, d.month, d.day, tzinfo=ZONE).isoformat() for d in DAYS]
+    for d in DAYS:
+        key = datetime(d.year, d.month, d.day, tzinfo=ZONE).isoformat()
+        assert_kpis(table[key], expected.days[d].kpis(), f"[{replayed.kind}] {d}")
+
+
+async def test_month_matches_the_file(replayed: Replayed, expected: Expected) -> None:
+    table = await _table(replayed.url, "month", MONTH_START, MONTH_END)
+    assert list(table) == [MONTH_START.isoformat()]
+    assert_kpis(table[MONTH_START.isoformat()], expected.month.kpis(), f"[{replayed.kind}] 1999-08")
+    # The month is the merge of its days (merged counts, not averaged ratios).
+    assert table[MONTH_START.isoformat()]["offered"] == sum(expected.days[d].kpis()["offered"] for d in DAYS)
+
+
+async def test_one_queue_one_day_matches_the_file(replayed: Replayed, expected: Expected) -> None:
+    start = datetime(PS_DAY.year, PS_DAY.month, PS_DAY.day, tzinfo=ZONE)
+    table = await _table(replayed.url, "day", start, start + timedelta(days=1), {"queue": "PS"})
+    assert list(table) == [start.isoformat()]
+    want = expected.ps_days[PS_DAY].kpis()
+    assert want["offered"] < expected.days[PS_DAY].kpis()["offered"]  # the filter really filters
+    assert_kpis(table[start.isoformat()], want, f"[{replayed.kind}] {PS_DAY} queue=PS")
+
+
+async def test_posting_the_file_again_changes_nothing(replayed: Replayed, expected: Expected) -> None:
+    before = await _table(replayed.url, "day", MONTH_START, MONTH_END)
+    began = time.monotonic()
+    again = await replay_events(replayed.events, replayed.url, speed=None, batch_size=1000)
+    TIMINGS[f"{replayed.kind} re-post"] = time.monotonic() - began
+    print(f"\n[{replayed.kind}] re-posted {again.events} events in {TIMINGS[f'{replayed.kind} re-post']:.1f} s")
+    assert (again.accepted, again.duplicates) == (0, expected.events)
+    after = await _table(replayed.url, "day", MONTH_START, MONTH_END)
+    assert after == before
+    month = await _table(replayed.url, "month", MONTH_START, MONTH_END)
+    assert_kpis(month[MONTH_START.isoformat()], expected.month.kpis(), f"[{replayed.kind}] 1999-08 after re-post")
