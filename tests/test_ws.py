@@ -49,6 +49,7 @@ async def test_snapshot_then_changed_tiles_only(live, client_for):
         snap = await recv_json(ws)
         assert snap["type"] == "snapshot" and snap["dashboard"] == "generic-wall"
         assert set(snap["tiles"]) == {"count_today", "sum_15m", "mean_today"}
+        assert snap["stale_after_s"] == live.settings.stale_after_s
         assert snap["tiles"]["count_today"]["value"] == 0
         assert snap["tiles"]["mean_today"]["value"] is None
         await post(client, 3, start=0, value=2)  # 11:00..11:02, outside the 15 m window
@@ -71,6 +72,8 @@ async def test_resume_gets_missed_updates_or_a_snapshot(live, client_for):
             missed = await recv_json(ws)
             assert missed["type"] == "update" and missed["seq"] == first["seq"] + 1
             assert missed["tiles"]["count_today"]["value"] == 2
+            current = await recv_json(ws, timeout_s=0.4)  # at once, not after the heartbeat interval
+            assert current["type"] == "heartbeat" and current["seq"] == missed["seq"]
         async with connect(f"{live.ws_url}{WALL}?epoch=not-this-one&since=1") as ws:
             fresh = await recv_json(ws)
             assert fresh["type"] == "snapshot" and fresh["tiles"]["count_today"]["value"] == 2

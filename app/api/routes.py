@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
@@ -116,6 +116,11 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         return JSONResponse({"ready": False, "reason": exc.__class__.__name__}, status_code=503,
                             headers={"Retry-After": "2"})
     return JSONResponse({"ready": True, "server_time": datetime.now().astimezone().isoformat()})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response:
+    return Response(status_code=204)
 
 
 @router.get("/wall/{slug}", summary="The wall page of a dashboard", include_in_schema=False)

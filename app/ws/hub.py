@@ -52,13 +52,14 @@ class Channel:
     last_compute_wall: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def snapshot_frame(self) -> bytes:
-        """The ``snapshot`` frame (CONTRACT §4) with every tile and its trend."""
+    def snapshot_frame(self, extras: Mapping[str, Any] | None = None) -> bytes:
+        """The ``snapshot`` frame (CONTRACT §4) with every tile and its trend, plus ``extras``
+        (display settings such as ``stale_after_s``)."""
         tiles = {tid: {**tile, "trend": list(self.trends.get(tid, ()))} for tid, tile in self.tiles.items()}
         as_of = from_us(self.computed_at_us, self.zone).isoformat() if self.computed_at_us else None
         return _encoder.encode({"type": "snapshot", "dashboard": self.dashboard.slug, "epoch": self.epoch,
                                 "seq": self.seq, "as_of": as_of, "tiles": tiles, "title": self.dashboard.title,
-                                "tz": str(self.zone)})
+                                "tz": str(self.zone), **(extras or {})})
 
     def missed_since(self, since: int) -> list[TileUpdate] | None:
         """Updates after ``since`` from the replay buffer, or ``None`` if the gap is not covered."""
@@ -126,13 +127,18 @@ class TileHub:
         self._wake.set()
 
     async def ensure_fresh(self, slug: str) -> Channel:
-        """The channel of ``slug`` with tiles computed at least once.
+        """The channel of ``slug`` with tiles no older than the refresh loop would keep them.
+
+        Recomputes when never computed, dirty, unwatched until now, or older than
+        ``time_refresh_s``, so a first screen never gets a stale snapshot.
 
         Raises:
             KeyError: unknown dashboard.
         """
         ch = self.channels[slug]
-        if ch.computed_at_us is None:
+        loop = asyncio.get_running_loop()
+        if (ch.computed_at_us is None or ch.dirty or self._broker.subscriber_count(slug) == 0
+                or loop.time() - ch.last_compute_wall >= self._time_refresh_s):
             await self.refresh(ch)
         return ch
 

@@ -28,12 +28,16 @@ async def _send(ws: WebSocket, frame: bytes, timeout_s: float) -> None:
     await asyncio.wait_for(ws.send({"type": "websocket.send", "text": frame.decode()}), timeout_s)
 
 
+def _heartbeat(channel, seq: int) -> bytes:
+    as_of = from_us(channel.computed_at_us, channel.zone).isoformat() if channel.computed_at_us else None
+    return _encoder.encode({"type": "heartbeat", "epoch": channel.epoch, "seq": seq, "as_of": as_of})
+
+
 async def _sender(ws: WebSocket, sub, channel, last_seq: int, heartbeat_s: float, timeout_s: float) -> None:
     while True:
         update = await sub.get(heartbeat_s)
         if update is None:
-            as_of = from_us(channel.computed_at_us, channel.zone).isoformat() if channel.computed_at_us else None
-            frame = _encoder.encode({"type": "heartbeat", "epoch": channel.epoch, "seq": last_seq, "as_of": as_of})
+            frame = _heartbeat(channel, last_seq)
         elif update.seq <= last_seq:
             continue
         else:
@@ -79,10 +83,13 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
                 missed = channel.missed_since(int(since_raw))
             last_seq = channel.seq
             if missed is None:
-                await _send(ws, channel.snapshot_frame(), timeout_s)
+                extras = {"stale_after_s": settings.stale_after_s, "heartbeat_interval_s": settings.heartbeat_interval_s}
+                await _send(ws, channel.snapshot_frame(extras), timeout_s)
             else:
                 for update in missed:
                     await _send(ws, update.encode(), timeout_s)
+                # Tell the screen at once that it is current (it may have missed nothing).
+                await _send(ws, _heartbeat(channel, last_seq), timeout_s)
             tasks = {
                 asyncio.create_task(_sender(ws, sub, channel, last_seq, settings.heartbeat_interval_s, timeout_s)),
                 asyncio.create_task(_receiver(ws, timeout_s)),
