@@ -49,7 +49,7 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
         pool_size=10,
         max_overflow=10,
         pool_pre_ping=True,
-        connect_args={"options": _pg_options(settings)},
+        connect_args={"options": _pg_options(settings), "prepare_threshold": None},
     )
 
 

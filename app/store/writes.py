@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple, Sequence
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +22,7 @@ from app.metrics.rollup import EventRow, GaugeChange, PartialKey, merge_into, ro
 from app.metrics.sketch import Sketch
 from app.store.schema import event, gauge_item, rollup_minute
 
-KEY_CHUNK = 400
+KEY_CHUNK = 1000
 
 
 class NewEvent(NamedTuple):
@@ -62,16 +62,20 @@ class GroupResult:
 
 
 async def _existing_hashes(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    """Stored body hashes of ``keys``: one indexed ``source = ? AND event_id IN (...)`` query per
+    source and chunk (row-value ``IN`` lists defeat PostgreSQL's index)."""
+    by_source: dict[str, list[str]] = {}
+    for source, event_id in keys:
+        by_source.setdefault(source, []).append(event_id)
     found: dict[tuple[str, str], bytes] = {}
-    for i in range(0, len(keys), KEY_CHUNK):
-        chunk = keys[i:i + KEY_CHUNK]
-        rows = await conn.execute(
-            select(event.c.source, event.c.event_id, event.c.body_hash).where(
-                tuple_(event.c.source, event.c.event_id).in_(chunk)
+    for source, ids in by_source.items():
+        for i in range(0, len(ids), KEY_CHUNK):
+            rows = await conn.execute(
+                select(event.c.event_id, event.c.body_hash).where(
+                    event.c.source == source, event.c.event_id.in_(ids[i:i + KEY_CHUNK]))
             )
-        )
-        for source, event_id, body_hash in rows:
-            found[(source, event_id)] = bytes(body_hash)
+            for event_id, body_hash in rows:
+                found[(source, event_id)] = bytes(body_hash)
     return found
 
 
@@ -97,15 +101,19 @@ async def upsert_partials(conn: AsyncConnection, partials: dict[PartialKey, Part
     if sketched:
         # Sketches merge in Python: read the stored ones under a row lock.
         merged = {k: partials[k].sketch.copy() for k in sketched}  # type: ignore[union-attr]
-        for i in range(0, len(sketched), KEY_CHUNK):
-            chunk = sketched[i:i + KEY_CHUNK]
-            stmt = select(rollup_minute.c.measure, rollup_minute.c.dim_key, rollup_minute.c.bucket_us,
-                          rollup_minute.c.sketch).where(
-                tuple_(rollup_minute.c.measure, rollup_minute.c.dim_key, rollup_minute.c.bucket_us).in_(chunk))
+        # One range query per measure (index-friendly), filtered to the wanted keys here.
+        t = rollup_minute.c
+        by_measure: dict[str, list[PartialKey]] = {}
+        for key in sketched:
+            by_measure.setdefault(key[0], []).append(key)
+        for measure, keys in by_measure.items():
+            stmt = select(t.measure, t.dim_key, t.bucket_us, t.sketch).where(
+                t.measure == measure, t.dim_key.in_({k[1] for k in keys}),
+                t.bucket_us >= min(k[2] for k in keys), t.bucket_us <= max(k[2] for k in keys))
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()
             for m, d, b, blob in await conn.execute(stmt):
-                if blob is not None:
+                if blob is not None and (m, d, b) in merged:
                     merged[(m, d, b)].merge(Sketch.from_bytes(bytes(blob)))
     else:
         merged = {}
