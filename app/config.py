@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     max_string_chars: int = Field(default=1024, gt=0)
     max_dims: int = Field(default=20, gt=0)
     group_commit_max_events: int = Field(default=20_000, gt=0)
-    group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
     ingest_queue_max_events: int = Field(default=200_000, gt=0)
 
     # Live tiles

@@ -29,6 +29,16 @@ MAX_CONFLICT_RETRIES = 3
 
 
 @dataclass(slots=True)
+class WriterStats:
+    """Counters since start: transactions committed, requests and events they carried."""
+
+    groups: int = 0
+    requests: int = 0
+    events_inserted: int = 0
+    failed_groups: int = 0
+
+
+@dataclass(slots=True)
 class _Pending:
     events: Sequence[NewEvent]
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -60,6 +70,7 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._queued_events = 0
         self._task: asyncio.Task | None = None
+        self.stats = WriterStats()
 
     def start(self) -> None:
         """Start the writer task (inside a running loop)."""
@@ -137,11 +148,15 @@ class GroupCommitWriter:
                 result = await self._commit(group)
             except (DBAPIError, SQLAlchemyError, OSError, StoreUnavailable) as exc:
                 log.warning("group commit of %d requests failed: %s", len(group), exc)
+                self.stats.failed_groups += 1
                 error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"database unavailable: {exc.__class__.__name__}")
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(error)
             else:
+                self.stats.groups += 1
+                self.stats.requests += len(group)
+                self.stats.events_inserted += result.inserted
                 for p, outcome in zip(group, result.outcomes):
                     if not p.future.done():
                         p.future.set_result(outcome)
