@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.calendar import Grain, Period, from_us, iter_periods
 from app.metrics.evaluate import GaugeReading, KpiValue, evaluate, rag_status
-from app.metrics.pack import Dashboard, Kpi, Pack, Tile, dim_text
+from app.metrics.pack import Dashboard, Formula, Kpi, Pack, Tile, dim_text
 from app.metrics.partials import Partial
 from app.metrics.rollup import TOTAL, filter_dim_key, rollup
 from app.metrics.windows import window_bounds
@@ -70,6 +70,13 @@ async def kpi_partials(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[
         got = await reads.aggregate(conn, keys, dim_key, start_us, end_us, sketch_keys)
         return {k.split("/", 1)[1]: v for k, v in got.items()}
     return await _raw_partials(conn, pack, kpi, dims, start_us, end_us)
+
+
+async def pack_partials(conn: AsyncConnection, pack: Pack, dims: tuple[tuple[str, str], ...],
+                        start_us: int, end_us: int) -> dict[str, Partial]:
+    """Merged partials of every measure of ``pack`` over ``[start_us, end_us)`` (one query)."""
+    every = Kpi("_every_measure", "", "", "", Formula("count", measures=tuple(pack.measures)))
+    return await kpi_partials(conn, pack, every, dims, start_us, end_us)
 
 
 async def kpi_value(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...],
@@ -137,15 +144,8 @@ async def dashboard_tiles(conn: AsyncConnection, pack: Pack, dashboard: Dashboar
             value = await kpi_value(conn, pack, kpi, tile.dims, start, end, now_us)
         else:
             key = (tile.window, tile.dims)
-            if key not in cache:
-                # One aggregate per window and filter, covering every measure of the pack.
-                fake = Kpi("_all", "", "", "", _all_measures_formula(pack))
-                cache[key] = await kpi_partials(conn, pack, fake, tile.dims, start, end)
+            if key not in cache:  # one aggregate per window and filter, for every measure
+                cache[key] = await pack_partials(conn, pack, tile.dims, start, end)
             value = evaluate(kpi, cache[key])
         out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
     return out
-
-
-def _all_measures_formula(pack: Pack):
-    from app.metrics.pack import Formula
-    return Formula("count", measures=tuple(pack.measures))

@@ -16,8 +16,11 @@ A pack file looks like this (see ``app/packs/contact-centre.yaml``)::
                           denominator: {count: [answered, abandoned]}}}
         unit: ratio
         target: 0.8
+        targets: {month: 0.8}              # optional per-grain targets (day, month)
         direction: higher
         amber_band: 0.05
+        owner: {role: Operations manager, person: Dana}
+        weight: 3                          # agenda weight
     dashboards:
       contact-centre:
         tiles: [{id: sl20_today, kpi: service_level_20s, window: today}]
@@ -171,6 +174,14 @@ class Kpi:
     owner: Owner | None = None
     weight: float = 1.0
     decimals: int = 0
+    targets: tuple[tuple[str, float], ...] = ()
+
+    def target_for(self, grain: str | None) -> float | None:
+        """The target for ``grain`` (``day``/``month``) when the pack sets one, else ``target``."""
+        for g, value in self.targets:
+            if g == grain:
+                return value
+        return self.target
 
     @property
     def is_gauge(self) -> bool:
@@ -368,6 +379,11 @@ def parse_pack(raw: Any, origin: str = "<pack>") -> Pack:
         target = spec.get("target")
         if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
             raise ctx.fail(f"{where}.target", "must be a number")
+        per_grain = spec.get("targets") or {}
+        if not isinstance(per_grain, dict) or any(
+                g not in ("day", "month") or isinstance(v, bool) or not isinstance(v, (int, float))
+                for g, v in per_grain.items()):
+            raise ctx.fail(f"{where}.targets", "expected {day: number, month: number}")
         kpis[kname] = Kpi(
             name=kname,
             title=str(spec.get("title", kname)),
@@ -380,6 +396,7 @@ def parse_pack(raw: Any, origin: str = "<pack>") -> Pack:
             owner=owner,
             weight=float(spec.get("weight", 1.0)),
             decimals=int(spec.get("decimals", 0)),
+            targets=tuple((g, float(v)) for g, v in per_grain.items()),
         )
 
     dashboards: dict[str, Dashboard] = {}

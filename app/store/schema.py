@@ -59,3 +59,54 @@ gauge_item = Table(
     PrimaryKeyConstraint("gauge", "dim_key", "item_key", name="pk_gauge_item"),
     Index("ix_gauge_item_opened", "gauge", "dim_key", "opened_us"),
 )
+
+# Immutable snapshots: one row per (dashboard, grain, period, version).  A database
+# trigger refuses UPDATE and DELETE (migration 0002); restatements add a version.
+snapshot = Table(
+    "snapshot",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dashboard", String(128), nullable=False),
+    Column("grain", String(8), nullable=False),
+    Column("period", String(10), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("period_start_us", BigInteger, nullable=False),
+    Column("period_end_us", BigInteger, nullable=False),
+    Column("tz", String(64), nullable=False),
+    Column("scheduled_for_us", BigInteger, nullable=True),
+    Column("cut_at_us", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("event_seq_max", BigInteger, nullable=False),
+    Column("late_events", BigInteger, nullable=False),
+    Column("kpis", Text, nullable=False),
+    Column("cause", Text, nullable=True),
+    Column("changes", Text, nullable=True),
+    Column("reconciliation", Text, nullable=True),
+    UniqueConstraint("dashboard", "grain", "period", "version", name="uq_snapshot_version"),
+)
+
+# Commentary: the manual finish of a scorecard; append-only notes per KPI and month.
+commentary = Table(
+    "commentary",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dashboard", String(128), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("kpi", String(128), nullable=False),
+    Column("author", String(128), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Index("ix_commentary_month", "dashboard", "month"),
+)
+
+# Publishing locks a month's scorecard.
+scorecard_publication = Table(
+    "scorecard_publication",
+    metadata,
+    Column("dashboard", String(128), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("published_us", BigInteger, nullable=False),
+    Column("published_by", String(128), nullable=False),
+    Column("snapshot_version", Integer, nullable=False),
+    PrimaryKeyConstraint("dashboard", "month", name="pk_scorecard_publication"),
+)
