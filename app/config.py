@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     ws_replay_buffer_updates: int = Field(default=256, ge=0)
     ws_ping_interval_s: float = Field(default=10.0, gt=0)
     ws_ping_timeout_s: float = Field(default=10.0, gt=0)
+    # Snapshots
+    snapshots_enabled: bool = Field(default=True, description="run scheduled cuts and restatements")
+    snapshot_daily_at: str = Field(default="00:05", pattern=r"^\d{2}:\d{2}$", description="local HH:MM of the daily cut")
+    snapshot_monthly_at: str = Field(default="00:15", pattern=r"^\d{2}:\d{2}$", description="local HH:MM of the monthly cut")
+    snapshot_monthly_day: int = Field(default=1, ge=1, le=31, description="day of month of the monthly cut (clamped to month end)")
+    snapshot_catchup_max_periods: int = Field(default=400, gt=0)
+    restate_interval_s: float = Field(default=60.0, gt=0)
+
     clock: Literal["wall", "event"] = Field(
         default="wall",
         description="'wall': windows end at real now; 'event': windows end at the newest event time seen (replays)",

@@ -23,6 +23,8 @@ from app.runtime import Runtime
 from app.store.db import create_engine_for, migrate_async
 from app.store.schema import event
 from app.store.writes import GroupResult
+from app.snapshots.routes import router as snapshot_router
+from app.snapshots.service import SnapshotService
 from app.ws.broker import InMemoryBroker
 from app.ws.hub import TileHub
 from app.ws.routes import router as ws_router
@@ -67,16 +69,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
         writer = GroupCommitWriter(engine, list(packs.values()), wall_clock, on_commit,
                                    settings.group_commit_max_events, settings.ingest_queue_max_events)
-        runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker)
+        snapshots = SnapshotService(engine, packs, settings, wall_clock, day_close=hub.day_close)
+        runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)
         runtime_ref.append(runtime)
         app.state.runtime = runtime
         app.state.hub = hub
         app.state.broker = broker
         writer.start()
         hub.start()
+        if settings.snapshots_enabled:
+            snapshots.start()
         try:
             yield
         finally:
+            await snapshots.stop()
             await hub.stop()
             await writer.stop()
             await engine.dispose()
@@ -88,5 +94,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(ingest_router)
     app.include_router(api_router)
     app.include_router(ws_router)
+    app.include_router(snapshot_router)
     app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
     return app

@@ -57,6 +57,19 @@ async def _raw_partials(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple
     return merged
 
 
+async def raw_pack_partials(conn: AsyncConnection, pack: Pack, start_us: int, end_us: int) -> dict[str, Partial]:
+    """Every measure of ``pack`` over ``[start_us, end_us)`` recomputed from raw events
+    (the rollups' source of truth; used by reconciliation)."""
+    merged: dict[str, Partial] = {}
+    types = {m.event_type for m in pack.measures.values()}
+    async for batch in reads.raw_events(conn, types, start_us, end_us):
+        partials, _ = rollup(pack, batch)
+        for (mkey, dk, _b), part in partials.items():
+            if dk == TOTAL:
+                merged.setdefault(mkey.split("/", 1)[1], Partial()).merge(part)
+    return merged
+
+
 async def kpi_partials(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...],
                        start_us: int, end_us: int) -> dict[str, Partial]:
     """Merged partials (measure name -> Partial) of ``kpi``'s measures over ``[start_us, end_us)``."""

@@ -11,6 +11,7 @@ from app.clock import Clock, EventClock
 from app.config import Settings
 from app.ingest.writer import GroupCommitWriter
 from app.metrics.pack import Dashboard, Kpi, Pack
+from app.snapshots.service import SnapshotService
 from app.ws.broker import Broker
 from app.ws.hub import TileHub
 
@@ -31,6 +32,7 @@ class Runtime:
     writer: GroupCommitWriter
     hub: TileHub
     broker: Broker
+    snapshots: SnapshotService
 
     @property
     def zone(self) -> ZoneInfo:

@@ -66,7 +66,7 @@ def make_settings(tmp_path: Path, store_kind: str) -> Iterator[Callable[..., Set
     schema = f"pb_test_{secrets.token_hex(6)}"
 
     def factory(**overrides) -> Settings:
-        base = {"data_dir": tmp_path / "var", "tz": "UTC"}
+        base = {"data_dir": tmp_path / "var", "tz": "UTC", "snapshots_enabled": False}
         if store_kind == "postgresql":
             base["database_url"] = PG_URL
             base["db_schema"] = schema

@@ -177,6 +177,7 @@ class Replayed:
     events: list[dict]
     summary: object
     seconds: float
+    app: object = None
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
@@ -186,7 +187,8 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
     kind = request.param
     _need_the_file()
-    settings_kw: dict = {"data_dir": tmp_path_factory.mktemp(f"august-{kind}") / "var", "tz": "Asia/Jerusalem"}
+    settings_kw: dict = {"data_dir": tmp_path_factory.mktemp(f"august-{kind}") / "var", "tz": "Asia/Jerusalem",
+                         "snapshots_enabled": False}  # the tests drive the scheduler with their own clock
     if kind == "postgresql":
         if not pg_available():
             if IN_CI:
@@ -211,7 +213,7 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         seconds = time.monotonic() - began
         TIMINGS[f"{kind} replay"] = seconds
         print(f"\n[{kind}] replayed {summary.events} events in {seconds:.1f} s ({summary.events_per_s:.0f}/s)")
-        yield Replayed(kind, url, events, summary, seconds)
+        yield Replayed(kind, url, events, summary, seconds, app)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
@@ -293,3 +295,87 @@ async def test_posting_the_file_again_changes_nothing(replayed: Replayed, expect
     assert after == before
     month = await _table(replayed.url, "month", MONTH_START, MONTH_END)
     assert_kpis(month[MONTH_START.isoformat()], expected.month.kpis(), f"[{replayed.kind}] 1999-08 after re-post")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 3 acceptance: the scheduler (on an injected clock) cuts all 31 days and the month; the
+# snapshots equal the file; late events restate. These run last: they add late events.
+
+CUT_CLOCK = datetime(1999, 9, 1, 0, 20, tzinfo=ZONE)  # after the 00:05 daily and 00:15 monthly cuts
+
+
+async def _get(url: str, path: str, **params) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        return await client.get(path, params=params)
+
+
+async def test_scheduler_cuts_every_day_and_the_month(replayed: Replayed, expected: Expected) -> None:
+    from app.metrics.calendar import to_us
+
+    service = replayed.app.state.runtime.snapshots
+    assert (await _get(replayed.url, "/api/v1/snapshots/contact-centre/day/1999-08-10")).status_code == 404
+    before_end = await service.run_due(to_us(datetime(1999, 8, 31, 23, 0, tzinfo=ZONE)))
+    assert [(g, p) for s, g, p, c in before_end if s == "contact-centre"][-1] == ("day", "1999-08-30")
+    done = await service.run_due(to_us(CUT_CLOCK))
+    cc = [(g, p, created) for s, g, p, created in done if s == "contact-centre"]
+    assert cc == [("day", "1999-08-31", True), ("month", "1999-08", True)]
+    again = await service.run_due(to_us(CUT_CLOCK))  # idempotent
+    assert [c for s, g, p, c in again if s == "contact-centre"] == []
+    month_counts = defaultdict(int)
+    for day in DAYS:
+        snap = (await _get(replayed.url, f"/api/v1/snapshots/contact-centre/day/{day.isoformat()}")).json()
+        assert snap["version"] == 1 and snap["status"] == "final"
+        assert snap["period"]["start"] == datetime(day.year, day.month, day.day, tzinfo=ZONE).isoformat()
+        assert snap["reconciliation"]["ok"] is True, snap["reconciliation"]
+        assert_kpis({k: v["value"] for k, v in snap["kpis"].items()}, expected.days[day].kpis(), f"snapshot {day}")
+        for name in COUNTS:
+            month_counts[name] += snap["kpis"][name]["value"]
+    month = (await _get(replayed.url, "/api/v1/snapshots/contact-centre/month/1999-08")).json()
+    assert_kpis({k: v["value"] for k, v in month["kpis"].items()}, expected.month.kpis(), "month snapshot")
+    assert {n: month["kpis"][n]["value"] for n in COUNTS} == dict(month_counts)
+    assert month["reconciliation"]["ok"] is True, month["reconciliation"]
+    assert {c["name"] for c in month["reconciliation"]["checks"]} == {"rollups_vs_raw", "month_vs_days"}
+    recon = (await _get(replayed.url, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
+    assert recon["ok"] is True and recon["mismatches"] == []
+
+
+async def test_late_events_restate_the_day_and_the_month(replayed: Replayed, expected: Expected) -> None:
+    from app.metrics.calendar import to_us
+
+    service = replayed.app.state.runtime.snapshots
+    day_path = "/api/v1/snapshots/contact-centre/day/1999-08-10"
+    first = (await _get(replayed.url, day_path)).json()
+    late = []
+    for i in range(3):  # three late calls at 10:0i, answered after 5 s, and one abandoned
+        t = datetime(1999, 8, 10, 10, i, tzinfo=ZONE)
+        dims = {"queue": "PS", "priority": "1", "call": f"LATE-{i}"}
+        late.append({"id": f"LATE-{i}:call.answered", "source": "anonymous-bank", "type": "call.answered",
+                     "ts": t.isoformat(), "value": 5, "dims": {**dims, "agent": "LATE"}})
+    late.append({"id": "LATE-9:call.abandoned", "source": "anonymous-bank", "type": "call.abandoned",
+                 "ts": datetime(1999, 8, 10, 11, 0, tzinfo=ZONE).isoformat(), "value": 30,
+                 "dims": {"queue": "PS", "priority": "1", "call": "LATE-9"}})
+    async with httpx.AsyncClient(base_url=replayed.url, timeout=60) as client:
+        assert (await client.post("/api/v1/events", json=late)).status_code == 202
+    recon = (await _get(replayed.url, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
+    assert recon["ok"] is False
+    causes = {m["kpi"]: m["cause"] for m in recon["mismatches"]}
+    assert causes["offered"] == "late data: 4 events arrived after version 1 was cut"
+    restated = await service.restate_pending(to_us(datetime(1999, 9, 1, 9, 0, tzinfo=ZONE)))
+    assert sorted((r.grain, r.period, r.version) for r in restated if r.dashboard == "contact-centre") == \
+        [("day", "1999-08-10", 2), ("month", "1999-08", 2)]
+    now = (await _get(replayed.url, day_path)).json()
+    assert now["version"] == 2 and now["status"] == "restated" and now["late_events"] == 4
+    assert now["cause"] == "late events: 4 arrived after version 1 was cut"
+    assert now["kpis"]["offered"]["value"] == first["kpis"]["offered"]["value"] + 4
+    assert now["changes"]["offered"]["difference"] == 4
+    assert now["changes"]["abandoned"]["difference"] == 1
+    v1 = (await _get(replayed.url, day_path, version=1)).json()
+    assert v1 == first  # the original stays readable, unchanged
+    versions = (await _get(replayed.url, day_path + "/versions")).json()["versions"]
+    assert [(v["version"], v["status"], v["cause"]) for v in versions] == [
+        (1, "final", None), (2, "restated", "late events: 4 arrived after version 1 was cut")]
+    month = (await _get(replayed.url, "/api/v1/snapshots/contact-centre/month/1999-08")).json()
+    assert month["version"] == 2 and month["kpis"]["offered"]["value"] == expected.month.kpis()["offered"] + 4
+    assert month["reconciliation"]["ok"] is True  # month v2 agrees with the restated days
+    after = (await _get(replayed.url, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
+    assert after["ok"] is True, after["mismatches"]

@@ -87,7 +87,7 @@ def evaluate(kpi: Kpi, partials: Mapping[str, Partial], gauge: GaugeReading | No
     if f.kind == "gauge":
         if gauge is None or now_us is None:
             raise ValueError(f"gauge KPI {kpi.name!r} needs a gauge reading and an instant")
-        comps["open_count"] = gauge.open_count
+        comps["open_items"] = gauge.open_count
         if f.aggregate == "open_count":
             return KpiValue(gauge.open_count, comps)
         if gauge.oldest_open_us is None:

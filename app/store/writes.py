@@ -139,13 +139,14 @@ async def upsert_partials(conn: AsyncConnection, partials: dict[PartialKey, Part
 
 
 async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeChange]) -> None:
-    """Record opens and closes of gauge items (earliest open, latest close per item)."""
+    """Record opens and closes of gauge items: the earliest open and the earliest close per
+    item (an incident resolved and later closed stops counting at its resolution)."""
     merged: dict[tuple[str, str, str], list[int | None]] = {}
     for ch in changes:
         slot = merged.setdefault((ch.gauge_key, ch.dim_key, ch.item_key), [None, None])
         idx = 0 if ch.kind == "open" else 1
         current = slot[idx]
-        if current is None or (ch.ts_us < current if idx == 0 else ch.ts_us > current):
+        if current is None or ch.ts_us < current:
             slot[idx] = ch.ts_us
     if not merged:
         return
@@ -157,7 +158,7 @@ async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeCha
     stmt = ins.on_conflict_do_update(
         index_elements=[t.gauge, t.dim_key, t.item_key],
         set_={"opened_us": _least(conn, t.opened_us, ex.opened_us),
-              "closed_us": _greatest(conn, t.closed_us, ex.closed_us)},
+              "closed_us": _least(conn, t.closed_us, ex.closed_us)},
     )
     await conn.execute(stmt, rows)
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.clock import Clock
-from app.metrics.calendar import MINUTE_US, from_us, to_us
+from app.metrics.calendar import MINUTE_US, from_us, period_containing, to_us
 from app.metrics.pack import Dashboard, Pack
 from app.query import dashboard_tiles
 from app.ws.broker import Broker, TileUpdate
@@ -32,6 +32,7 @@ from app.ws.broker import Broker, TileUpdate
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 TREND_POINTS = 60
+DAY_CLOSE_KEPT = 62
 _COMPARED = ("value", "status", "target")
 
 
@@ -100,6 +101,8 @@ class TileHub:
                 self.channels[dash.slug] = Channel(dash, pack, zone, self.epoch,
                                                    history=deque(maxlen=max(replay_buffer, 0) or None))
         self._replay_buffer = replay_buffer
+        # slug -> local day label -> the "today" tiles last shown that day (for reconciliation)
+        self.day_close: dict[str, dict[str, dict[str, Any]]] = {}
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
@@ -152,6 +155,8 @@ class TileHub:
             async with self._engine.connect() as conn:
                 tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone)
             first = ch.computed_at_us is None
+            if not first and period_containing("day", now_us, ch.zone).start_us > ch.computed_at_us:
+                self._close_day(ch)
             minute_moved = first or now_us // MINUTE_US != ch.computed_at_us // MINUTE_US
             ch.computed_at_us = now_us
             changed = {tid: t for tid, t in tiles.items()
@@ -171,6 +176,15 @@ class TileHub:
                 ch.history.append(update)
         await self._broker.publish(ch.dashboard.slug, update)
         return update
+
+    def _close_day(self, ch: Channel) -> None:
+        """Keep the "today" tiles the wall showed last on the day that just ended."""
+        label = period_containing("day", ch.computed_at_us, ch.zone).label
+        today = {t.id for t in ch.dashboard.tiles if t.window == "today" and not t.dims}
+        days = self.day_close.setdefault(ch.dashboard.slug, {})
+        days[label] = {tid: dict(tile) for tid, tile in ch.tiles.items() if tid in today}
+        for old in sorted(days)[:-DAY_CLOSE_KEPT]:
+            del days[old]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,260 @@
+"""Cutting immutable, versioned snapshots of a dashboard's KPIs for a closed period.
+
+A snapshot stores, per KPI of the dashboard's pack: value, components, target
+(per grain), RAG status, owner and the definition's hash; and for the whole
+cut: the event watermark (highest event ``seq`` included), the count of late
+events, and the reconciliation made at cut time.
+
+Exactly one version 1 exists per (dashboard, grain, period) however many
+workers or instances cut: PostgreSQL takes a transaction-scoped advisory lock
+on the period; SQLite has a single writer; and a unique constraint backs both.
+Rows are never updated (a trigger refuses it): events arriving later for a cut
+period produce a new version with status ``restated``, the differences, and
+the cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.metrics.calendar import Period, from_us
+from app.metrics.evaluate import evaluate, rag_status
+from app.metrics.pack import Dashboard, Pack
+from app.query import pack_partials
+from app.snapshots import PeriodNotClosed
+from app.snapshots.reconcile import reconcile_cut
+from app.store import reads
+from app.store.schema import event, snapshot
+
+log = logging.getLogger(__name__)
+_json = msgspec.json
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a snapshot goes: the dashboard, its pack and its zone."""
+
+    pack: Pack
+    dashboard: Dashboard
+
+    @property
+    def slug(self) -> str:
+        return self.dashboard.slug
+
+
+async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Period) -> dict[str, dict[str, Any]]:
+    """Every KPI of ``pack`` over ``period`` from the rollups; gauges read at the period's end.
+
+    Returns:
+        KPI name -> ``{value, components, target, status, owner, definition_hash, unit, direction, title}``.
+    """
+    partials = await pack_partials(conn, pack, (), period.start_us, period.end_us)
+    out: dict[str, dict[str, Any]] = {}
+    for kpi in pack.kpis.values():
+        if kpi.is_gauge:
+            gauge = pack.gauges[kpi.formula.gauge]  # type: ignore[index]
+            at = period.end_us - 1
+            reading = await reads.gauge_reading(conn, pack.gauge_key(gauge.name), "", at, gauge.max_open_s)
+            value = evaluate(kpi, {}, reading, at)
+        else:
+            value = evaluate(kpi, partials)
+        target = kpi.target_for(grain)
+        out[kpi.name] = {
+            "title": kpi.title, "unit": kpi.unit, "direction": kpi.direction,
+            "value": value.value, "components": value.components, "target": target,
+            "status": rag_status(kpi, value.value, target),
+            "owner": {"role": kpi.owner.role, "person": kpi.owner.person} if kpi.owner else None,
+            "weight": kpi.weight, "definition_hash": kpi.definition_hash(),
+        }
+    return out
+
+
+def snapshot_json(row: Any) -> dict[str, Any]:
+    """The API form of a stored snapshot row (CONTRACT §7, plus provenance fields)."""
+    zone = _zone(row.tz)
+    return {
+        "id": row.id, "dashboard": row.dashboard, "grain": row.grain,
+        "period": {"label": row.period, "start": from_us(row.period_start_us, zone).isoformat(),
+                   "end": from_us(row.period_end_us, zone).isoformat()},
+        "tz": row.tz, "version": row.version, "status": row.status,
+        "cut_at": from_us(row.cut_at_us, zone).isoformat(),
+        "scheduled_for": from_us(row.scheduled_for_us, zone).isoformat() if row.scheduled_for_us else None,
+        "event_watermark": row.event_seq_max, "late_events": row.late_events,
+        "cause": row.cause, "changes": _json.decode(row.changes) if row.changes else None,
+        "reconciliation": _json.decode(row.reconciliation) if row.reconciliation else None,
+        "kpis": _json.decode(row.kpis),
+    }
+
+
+def _zone(name: str):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+async def versions(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> list[Any]:
+    """Every stored version of a period, oldest first."""
+    t = snapshot.c
+    rows = await conn.execute(select(snapshot).where(t.dashboard == dashboard, t.grain == grain, t.period == label)
+                              .order_by(t.version))
+    return list(rows)
+
+
+async def latest(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> Any | None:
+    """The newest version of a period, or ``None`` before it is cut."""
+    rows = await versions(conn, dashboard, grain, label)
+    return rows[-1] if rows else None
+
+
+async def _lock_period(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"snapshot:{dashboard}:{grain}:{label}"})
+
+
+async def _watermark(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.coalesce(func.max(event.c.seq), 0)))).scalar_one())
+
+
+async def _late_events(conn: AsyncConnection, pack: Pack, period: Period, after_seq: int) -> int:
+    t = event.c
+    return int((await conn.execute(select(func.count()).where(
+        t.type.in_(sorted(pack.event_types)), t.ts_us >= period.start_us, t.ts_us < period.end_us, t.seq > after_seq,
+    ))).scalar_one())
+
+
+def diff_kpis(old: dict[str, dict], new: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """KPIs whose value, components or definition changed: ``{kpi: {from, to, difference, ...}}``."""
+    changes: dict[str, dict[str, Any]] = {}
+    for name, cur in new.items():
+        prev = old.get(name)
+        if prev is None:
+            changes[name] = {"from": None, "to": cur["value"], "difference": None, "definition_changed": True}
+            continue
+        if prev["value"] == cur["value"] and prev["components"] == cur["components"] \
+                and prev["definition_hash"] == cur["definition_hash"]:
+            continue
+        diff = cur["value"] - prev["value"] if prev["value"] is not None and cur["value"] is not None else None
+        changes[name] = {
+            "from": prev["value"], "to": cur["value"], "difference": diff,
+            "components": {k: {"from": prev["components"].get(k), "to": v}
+                           for k, v in cur["components"].items() if prev["components"].get(k) != v},
+            "definition_changed": prev["definition_hash"] != cur["definition_hash"],
+        }
+    return changes
+
+
+async def cut(engine: AsyncEngine, target: Target, grain: str, period: Period, now_us: int,
+              scheduled_for_us: int | None = None) -> tuple[Any, bool]:
+    """Cut ``period`` for ``target`` unless a snapshot exists; idempotent.
+
+    Returns:
+        ``(row, created)``: the version-1 row (new or existing) and whether this call stored it.
+
+    Raises:
+        PeriodNotClosed: if ``period`` has not ended at ``now_us``.
+    """
+    if period.end_us > now_us:
+        raise PeriodNotClosed(f"{grain} {period.label} ends at {period.end.isoformat()}; it cannot be cut before")
+    try:
+        async with engine.begin() as conn:
+            await _lock_period(conn, target.slug, grain, period.label)
+            existing = await latest(conn, target.slug, grain, period.label)
+            if existing is not None:
+                return existing, False
+            watermark = await _watermark(conn)
+            kpis = await compute_kpis(conn, target.pack, grain, period)
+            recon = await reconcile_cut(conn, target.pack, target.slug, grain, period, kpis)
+            row = {
+                "id": secrets.token_hex(16), "dashboard": target.slug, "grain": grain, "period": period.label,
+                "version": 1, "period_start_us": period.start_us, "period_end_us": period.end_us,
+                "tz": str(period.zone), "scheduled_for_us": scheduled_for_us, "cut_at_us": now_us,
+                "status": "final", "event_seq_max": watermark, "late_events": 0,
+                "kpis": _json.encode(kpis).decode(), "cause": None, "changes": None,
+                "reconciliation": _json.encode(recon).decode(),
+            }
+            await conn.execute(snapshot.insert(), row)
+    except IntegrityError:  # another instance stored it between our check and insert
+        async with engine.connect() as conn:
+            return await latest(conn, target.slug, grain, period.label), False
+    async with engine.connect() as conn:
+        stored = await latest(conn, target.slug, grain, period.label)
+    log.info("cut %s %s %s (watermark %d)", target.slug, grain, period.label, watermark)
+    return stored, True
+
+
+async def restate(engine: AsyncEngine, target: Target, grain: str, period: Period, now_us: int,
+                  reason: str | None = None) -> Any | None:
+    """Re-cut a cut period; store a new ``restated`` version if anything changed.
+
+    Returns:
+        The new row, or ``None`` when the period is not cut yet or nothing changed.
+    """
+    async with engine.begin() as conn:
+        await _lock_period(conn, target.slug, grain, period.label)
+        rows = await versions(conn, target.slug, grain, period.label)
+        if not rows:
+            return None
+        prev = rows[-1]
+        watermark = await _watermark(conn)
+        kpis = await compute_kpis(conn, target.pack, grain, period)
+        changes = diff_kpis(_json.decode(prev.kpis), kpis)
+        if not changes:
+            return None
+        late_since_prev = await _late_events(conn, target.pack, period, prev.event_seq_max)
+        late_total = await _late_events(conn, target.pack, period, rows[0].event_seq_max)
+        causes = []
+        if late_since_prev:
+            causes.append(f"late events: {late_since_prev} arrived after version {prev.version} was cut")
+        redefined = sorted(k for k, c in changes.items() if c.get("definition_changed"))
+        if redefined:
+            causes.append(f"definition change: {', '.join(redefined)}")
+        if reason:
+            causes.append(reason)
+        recon = await reconcile_cut(conn, target.pack, target.slug, grain, period, kpis)
+        row = {
+            "id": secrets.token_hex(16), "dashboard": target.slug, "grain": grain, "period": period.label,
+            "version": prev.version + 1, "period_start_us": period.start_us, "period_end_us": period.end_us,
+            "tz": str(period.zone), "scheduled_for_us": rows[0].scheduled_for_us, "cut_at_us": now_us,
+            "status": "restated", "event_seq_max": watermark, "late_events": late_total,
+            "kpis": _json.encode(kpis).decode(), "cause": "; ".join(causes) or "recomputed",
+            "changes": _json.encode(changes).decode(), "reconciliation": _json.encode(recon).decode(),
+        }
+        await conn.execute(snapshot.insert(), row)
+    log.info("restated %s %s %s as version %d: %s", target.slug, grain, period.label, row["version"], row["cause"])
+    async with engine.connect() as conn:
+        return await latest(conn, target.slug, grain, period.label)
+
+
+async def stale_periods(conn: AsyncConnection, target: Target) -> list[tuple[str, str]]:
+    """``(grain, label)`` of cut periods whose latest version misses events stored since
+    (late events), or whose KPI definitions changed."""
+    t = snapshot.c
+    latest_version = (select(t.dashboard, t.grain, t.period, func.max(t.version).label("v"))
+                      .where(t.dashboard == target.slug).group_by(t.dashboard, t.grain, t.period).subquery())
+    rows = await conn.execute(select(snapshot).join(latest_version, and_(
+        t.dashboard == latest_version.c.dashboard, t.grain == latest_version.c.grain,
+        t.period == latest_version.c.period, t.version == latest_version.c.v)))
+    hashes = {k.name: k.definition_hash() for k in target.pack.kpis.values()}
+    watermark = await _watermark(conn)
+    out = []
+    for row in rows:
+        stored = {k: v.get("definition_hash") for k, v in _json.decode(row.kpis).items()}
+        if stored != hashes:
+            out.append((row.grain, row.period))
+            continue
+        if row.event_seq_max < watermark:
+            e = event.c
+            newer = (await conn.execute(select(e.seq).where(
+                e.seq > row.event_seq_max, e.ts_us >= row.period_start_us, e.ts_us < row.period_end_us,
+                e.type.in_(sorted(target.pack.event_types))).limit(1))).first()
+            if newer is not None:
+                out.append((row.grain, row.period))
+    return out
