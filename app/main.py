@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from app import __version__
 from app.api.routes import FRONTEND_DIR
 from app.api.routes import router as api_router
+from app.api.vendor import router as vendor_router
 from app.clock import Clock, EventClock, SystemClock
 from app.config import Settings
 from app.ingest.routes import router as ingest_router
@@ -95,5 +96,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(api_router)
     app.include_router(ws_router)
     app.include_router(snapshot_router)
+    app.include_router(vendor_router)
     app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
     return app
