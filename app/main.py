@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
         writer = GroupCommitWriter(engine, list(packs.values()), wall_clock, on_commit,
                                    settings.group_commit_max_events, settings.ingest_queue_max_events)
-        snapshots = SnapshotService(engine, packs, settings, wall_clock, day_close=hub.day_close)
+        snapshots = SnapshotService(engine, packs, settings, wall_clock, day_close=hub.day_close,
+                                    on_change=hub.notices_changed)
         runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)
         runtime_ref.append(runtime)
         app.state.runtime = runtime

@@ -153,3 +153,24 @@ async def test_screen_that_stops_reading_does_not_delay_the_others(live, client_
             await asyncio.sleep(0.02)
         assert broker.subscriber_count("generic-wall") == 1
         stuck.transport.abort()
+
+
+async def test_restated_snapshot_is_flagged_on_the_wall(live, client_for):
+    """Walls show when a recent number was restated (issue 3): notices in the snapshot and updates."""
+    async with client_for(live) as client, connect(live.ws_url + WALL) as ws:
+        snap = await recv_json(ws)
+        assert snap["notices"] == []
+        await post(client, 1, start=0)  # 2024-06-10 11:00, the clock stands at 12:00
+        await next_update(ws)
+        live.runtime.clock.set(datetime(2024, 6, 11, 1, 0, tzinfo=timezone.utc))
+        await live.runtime.snapshots.run_due()
+        late = sample("2024-06-10T09:00:00Z", 5, id="late-1")
+        assert (await client.post("/api/v1/events", json=late)).status_code == 202
+        assert await live.runtime.snapshots.restate_pending() != []
+        for _ in range(50):
+            upd = await next_update(ws)
+            if upd.get("notices"):
+                break
+        texts = [n["text"] for n in upd["notices"]]
+        assert texts == ["day 2024-06-10 restated (v2): late events: 1 arrived after version 1 was cut"]
+        assert upd["notices"][0]["kind"] == "restated"

@@ -258,3 +258,29 @@ async def stale_periods(conn: AsyncConnection, target: Target) -> list[tuple[str
             if newer is not None:
                 out.append((row.grain, row.period))
     return out
+
+
+async def notices(conn: AsyncConnection, dashboard: str, since_end_us: int) -> list[dict[str, Any]]:
+    """What a wall should flag about recent cuts: restated snapshots and failed checks.
+
+    Covers periods ending at or after ``since_end_us``; one notice per finding,
+    ``{kind: "restated" | "check_failed", grain, period, version, text}``.
+    """
+    t = snapshot.c
+    rows = await conn.execute(select(snapshot).where(t.dashboard == dashboard, t.period_end_us >= since_end_us)
+                              .order_by(t.grain, t.period, t.version))
+    newest: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        newest[(row.grain, row.period)] = row
+    out = []
+    for (grain, period), row in sorted(newest.items()):
+        base = {"grain": grain, "period": period, "version": row.version}
+        if row.status == "restated":
+            out.append({**base, "kind": "restated", "text": f"{grain} {period} restated (v{row.version}): {row.cause}"})
+        recon = _json.decode(row.reconciliation) if row.reconciliation else None
+        if recon and recon.get("ok") is False:
+            first = recon["mismatches"][0] if recon["mismatches"] else {}
+            out.append({**base, "kind": "check_failed",
+                        "text": f"{grain} {period}: {len(recon['mismatches'])} check mismatch(es), e.g. "
+                                f"{first.get('kpi')}: {first.get('cause')}"})
+    return out

@@ -10,7 +10,7 @@ periodically; tests call both directly with an injected clock.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -43,14 +43,17 @@ class SnapshotService:
         clock: the wall clock (cut times; the period covered comes from the schedule).
         day_close: optional ``slug -> day label -> tile id -> tile``, the live wall's last
             "today" tiles of each day (from the tile hub), for ``live_vs_snapshot``.
+        on_change: called with a dashboard slug after a cut or restatement (walls re-read notices).
     """
 
     def __init__(self, engine: AsyncEngine, packs: Mapping[str, Pack], settings: Settings, clock: Clock,
-                 day_close: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> None:
+                 day_close: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+                 on_change: Callable[[str], None] | None = None) -> None:
         self._engine = engine
         self._settings = settings
         self._clock = clock
         self._day_close = day_close or {}
+        self._on_change = on_change or (lambda _slug: None)
         self.targets: dict[str, cuts.Target] = {
             d.slug: cuts.Target(p, d) for p in packs.values() for d in p.dashboards.values()}
         self.schedules = {
@@ -108,6 +111,8 @@ class SnapshotService:
                 for period in sched.periods_due(first, now_us, self._settings.snapshot_catchup_max_periods):
                     row, created = await cuts.cut(self._engine, target, grain, period, now_us, sched.fire_us(period))
                     done.append((target.slug, grain, period.label, created))
+                    if created:
+                        self._on_change(target.slug)
         return done
 
     async def restate_pending(self, now_us: int | None = None) -> list[Any]:
@@ -124,6 +129,7 @@ class SnapshotService:
                     row = await cuts.restate(self._engine, target, grain, self.period(target.slug, grain, label), now_us)
                     if row is not None:
                         rows.append(row)
+                        self._on_change(target.slug)
         return rows
 
     async def cut_period(self, slug: str, grain: str, label: str, now_us: int | None = None) -> tuple[Any, bool]:
@@ -135,8 +141,11 @@ class SnapshotService:
         row, created = await cuts.cut(self._engine, target, grain, period, now_us,
                                       self.schedules[grain].fire_us(period))
         if created:
+            self._on_change(slug)
             return row, True
         again = await cuts.restate(self._engine, target, grain, period, now_us, reason="re-cut by hand")
+        if again is not None:
+            self._on_change(slug)
         return (again, True) if again is not None else (row, False)
 
     async def reconcile(self, slug: str, grain: str, label: str) -> dict[str, Any]:

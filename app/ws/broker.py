@@ -36,13 +36,16 @@ class TileUpdate:
     tiles: dict[str, dict[str, Any]]
     as_of: str
     frame: bytes | None = None
+    notices: list[dict[str, Any]] | None = None
 
     def encode(self) -> bytes:
-        """The frame to send (CONTRACT §4 ``update``); cached."""
+        """The frame to send (CONTRACT §4 ``update``, plus ``notices`` when they changed); cached."""
         if self.frame is None:
-            self.frame = _encoder.encode(
-                {"type": "update", "epoch": self.epoch, "seq": self.seq, "as_of": self.as_of, "tiles": self.tiles}
-            )
+            body: dict[str, Any] = {"type": "update", "epoch": self.epoch, "seq": self.seq, "as_of": self.as_of,
+                                    "tiles": self.tiles}
+            if self.notices is not None:
+                body["notices"] = self.notices
+            self.frame = _encoder.encode(body)
         return self.frame
 
 
@@ -74,7 +77,8 @@ class Subscription:
             self.pending = update
         else:
             tiles = {**self.pending.tiles, **update.tiles}
-            self.pending = TileUpdate(update.epoch, update.seq, tiles, update.as_of)
+            notices = update.notices if update.notices is not None else self.pending.notices
+            self.pending = TileUpdate(update.epoch, update.seq, tiles, update.as_of, notices=notices)
             self.merged_updates += 1
         self._ready.set()
 

@@ -27,11 +27,13 @@ from app.clock import Clock
 from app.metrics.calendar import MINUTE_US, from_us, period_containing, to_us
 from app.metrics.pack import Dashboard, Pack
 from app.query import dashboard_tiles
+from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 TREND_POINTS = 60
+NOTICE_WINDOW_US = 3 * 86_400_000_000  # flag cuts of periods that ended in the last 3 days
 DAY_CLOSE_KEPT = 62
 _COMPARED = ("value", "status", "target")
 
@@ -48,9 +50,11 @@ class Channel:
     tiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: deque = field(default_factory=deque)
     trends: dict[str, deque] = field(default_factory=dict)
+    notices: list[dict[str, Any]] = field(default_factory=list)
     dirty: bool = True
     computed_at_us: int | None = None
     last_compute_wall: float = 0.0
+    dirty_notices: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def snapshot_frame(self, extras: Mapping[str, Any] | None = None) -> bytes:
@@ -60,7 +64,7 @@ class Channel:
         as_of = from_us(self.computed_at_us, self.zone).isoformat() if self.computed_at_us else None
         return _encoder.encode({"type": "snapshot", "dashboard": self.dashboard.slug, "epoch": self.epoch,
                                 "seq": self.seq, "as_of": as_of, "tiles": tiles, "title": self.dashboard.title,
-                                "tz": str(self.zone), **(extras or {})})
+                                "tz": str(self.zone), "notices": self.notices, **(extras or {})})
 
     def missed_since(self, since: int) -> list[TileUpdate] | None:
         """Updates after ``since`` from the replay buffer, or ``None`` if the gap is not covered."""
@@ -122,6 +126,14 @@ class TileHub:
                 pass
             self._task = None
 
+    def notices_changed(self, slug: str) -> None:
+        """A snapshot of ``slug`` was cut or restated: re-read its notices at the next refresh."""
+        ch = self.channels.get(slug)
+        if ch is not None:
+            ch.dirty_notices = True
+            ch.dirty = True
+            self._wake.set()
+
     def mark_dirty(self, pack_names: set[str]) -> None:
         """New events touched ``pack_names``: their dashboards recompute at the next tick."""
         for ch in self.channels.values():
@@ -152,12 +164,17 @@ class TileHub:
             ch.dirty = False
             ch.last_compute_wall = loop.time()
             now_us = to_us(self._clock.now())
+            first = ch.computed_at_us is None
+            minute_moved = first or now_us // MINUTE_US != ch.computed_at_us // MINUTE_US
             async with self._engine.connect() as conn:
                 tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone)
-            first = ch.computed_at_us is None
+                notices = await recent_notices(conn, ch.dashboard.slug, now_us - NOTICE_WINDOW_US) \
+                    if minute_moved or ch.dirty_notices else ch.notices
+            ch.dirty_notices = False
+            notices_changed = notices != ch.notices
+            ch.notices = notices
             if not first and period_containing("day", now_us, ch.zone).start_us > ch.computed_at_us:
                 self._close_day(ch)
-            minute_moved = first or now_us // MINUTE_US != ch.computed_at_us // MINUTE_US
             ch.computed_at_us = now_us
             changed = {tid: t for tid, t in tiles.items()
                        if first or any(t[k] != ch.tiles.get(tid, {}).get(k) for k in _COMPARED)}
@@ -168,10 +185,11 @@ class TileHub:
                 else:
                     trend[-1] = tile["value"]
             ch.tiles = tiles
-            if first or not changed:
+            if first or not (changed or notices_changed):
                 return None
             ch.seq += 1
-            update = TileUpdate(ch.epoch, ch.seq, changed, from_us(now_us, ch.zone).isoformat())
+            update = TileUpdate(ch.epoch, ch.seq, changed, from_us(now_us, ch.zone).isoformat(),
+                                notices=notices if notices_changed else None)
             if self._replay_buffer:
                 ch.history.append(update)
         await self._broker.publish(ch.dashboard.slug, update)

@@ -407,8 +407,24 @@
     });
     state.asOf = msg.as_of || firstAsOf(tiles) || state.asOf;
     state.trendMinute = state.asOf ? minuteOf(state.asOf) : null;
+    renderNotices(msg.notices);
     renderHeader();
     renderAll();
+  }
+
+  // Restated snapshots and failed reconciliation checks of recent periods (server "notices").
+  function renderNotices(list) {
+    var box = $('notices');
+    while (box.firstChild) box.removeChild(box.firstChild);
+    (list || []).forEach(function (n) {
+      var item = div('notice notice-' + (n.kind === 'check_failed' ? 'failed' : 'restated'), box, 'span');
+      var tag = div('notice-tag', item, 'b');
+      tag.textContent = n.kind === 'check_failed' ? '■ CHECK FAILED' : '▲ RESTATED';
+      var txt = div('notice-text', item, 'span');
+      txt.textContent = ' ' + n.text;
+    });
+    box.hidden = !(list && list.length);
+    document.body.classList.toggle('has-notices', !box.hidden);
   }
 
   function firstAsOf(tiles) {
@@ -426,6 +442,7 @@
     });
     state.seq = msg.seq;
     if (msg.as_of) state.asOf = msg.as_of;
+    if (Array.isArray(msg.notices)) renderNotices(msg.notices);
     renderHeader();
     layout(false);
     state.order.forEach(renderTile);   // every trend may have a new point; 12 tiles are cheap
