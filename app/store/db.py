@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -78,6 +79,7 @@ def migrate(settings: Settings) -> None:
     Raises:
         MigrationError: naming the store and the cause when a migration fails.
     """
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin at every start is noise
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     engine = _sync_engine(settings)
