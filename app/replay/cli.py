@@ -1,4 +1,5 @@
-"""``pulseboard replay anonymous-bank`` and ``pulseboard demo`` (CONTRACT §1).
+"""``pulseboard replay anonymous-bank``, ``pulseboard replay itsm-incident-log`` and
+``pulseboard demo`` (CONTRACT §1).
 
 ``app.cli`` adds these two commands to its group; ``app.cli`` is imported only
 inside the commands, so either module can be imported first.
@@ -105,6 +106,57 @@ def anonymous_bank(file: Path, url: str, speed: float | None, start_text: str | 
     events = _load(file)
     if not events:
         raise click.ClickException(f"{file}: no events (empty log, or only PHANTOM rows)")
+    click.echo(f"{len(events)} events from {file.name}, {events[0]['ts'].isoformat()} .. "
+               f"{events[-1]['ts'].isoformat()}, to {url} at speed {'max' if speed is None else speed}", err=True)
+    try:
+        summary = asyncio.run(replay_events(events, url, speed, start, batch_size, progress, api_key=api_key))
+    except ReplayError as exc:
+        raise click.ClickException(f"replay stopped: {exc}") from None
+    except KeyboardInterrupt:
+        raise click.ClickException("replay interrupted") from None
+    _print_summary(summary)
+
+
+def _load_itsm(path: Path) -> list[dict]:
+    from app.replay.itsm import RowError, map_file
+
+    try:
+        events, stats = map_file(path)
+    except RowError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    for line in stats.lines():
+        click.echo(line, err=True)
+    return events
+
+
+@replay.command("itsm-incident-log")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="base URL of the Pulseboard server")
+@click.option("--speed", type=SpeedType(), default="max", show_default=True,
+              help="'max' = as fast as the server accepts; N = N seconds of incident time per second "
+                   "(86400: a day a second)")
+@click.option("--start", "start_text", default=None, metavar="ISO",
+              help="replay-clock start: earlier events are posted at once, later ones paced by --speed "
+                   "(no offset = UTC, the zone the log's times are taken in)")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True,
+              help="most events per POST")
+@click.option("--api-key", envvar="PULSEBOARD_API_KEY", default=None,
+              help="sent as 'Authorization: Bearer KEY' (env PULSEBOARD_API_KEY)")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
+def itsm_incident_log(file: Path, url: str, speed: float | None, start_text: str | None, batch_size: int,
+                      api_key: str | None, progress: bool) -> None:
+    """Post the ServiceNow incident event log FILE (.csv or .csv.gz) as incident events.
+
+    One incident.opened / incident.resolved / incident.closed per incident, from its
+    last row; times taken as UTC (mapping: app/replay/itsm.py).
+    """
+    start = parse_start(start_text, "UTC")
+    _quiet_http_log()
+    events = _load_itsm(file)
+    if not events:
+        raise click.ClickException(f"{file}: no events (empty log)")
     click.echo(f"{len(events)} events from {file.name}, {events[0]['ts'].isoformat()} .. "
                f"{events[-1]['ts'].isoformat()}, to {url} at speed {'max' if speed is None else speed}", err=True)
     try:
