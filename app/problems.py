@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -28,6 +29,15 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _store_down(_request: Request, exc: DBAPIError) -> JSONResponse:
+        # A read that hit a down or overloaded database: tell clients to come back (not a 500).
+        if exc.connection_invalidated or isinstance(exc, OperationalError) or isinstance(exc.orig, OSError) \
+                or "connect" in str(exc.orig).lower():
+            return problem(503, "Store unavailable", "the database did not answer; retry later",
+                           headers={"Retry-After": "2"})
+        raise exc
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -148,6 +148,17 @@ async def test_invalid_event_is_422_naming_the_field(srv, client_for, event, fie
     assert await stored(srv) == 0
 
 
+@pytest.mark.parametrize("body, field", [
+    (b'{"type":"sample","ts":"2024-01-01T00:00:00Z","value":1,"value":2}', "value"),
+    (b'{"type":"sample","ts":"2024-01-01T00:00:00Z","dims":{"q":"a","q":"b"}}', "q"),
+])
+async def test_duplicate_keys_are_422(srv, client_for, body, field):
+    async with client_for(srv) as client:
+        problem = assert_problem(await client.post("/api/v1/events", content=body, headers=JSON), 422)
+        assert problem["errors"][0]["field"] == field and "twice" in problem["errors"][0]["message"]
+    assert await stored(srv) == 0
+
+
 async def test_ndjson_quirks_accepted(srv, client_for):
     lines = ['{"type":"sample","ts":"2024-01-01T00:00:00Z","id":"a"}', "", "   ",
              '{"type":"sample","ts":"2024-01-01T00:01:00Z","id":"b"}']

@@ -190,6 +190,38 @@ def _nonfinite_fields(obj: Any) -> list[str]:
     return fields
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def duplicate_key(raw: bytes | msgspec.Raw) -> str | None:
+    """The first key that appears twice in one object of ``raw`` (at any depth), else ``None``.
+
+    msgspec keeps the last of duplicate keys silently; a sender that writes a key
+    twice has a bug whose meaning we must not guess (RFC 8259 §4: names SHOULD be unique).
+    """
+    try:
+        json.loads(bytes(raw), object_pairs_hook=_refuse_duplicates)
+    except _DuplicateKey as dup:
+        return dup.key
+    except (ValueError, RecursionError):
+        return None  # not ours to judge here: the strict decoder already accepted it
+    return None
+
+
 _event_decoder = msgspec.json.Decoder(EventIn, strict=True)
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -274,6 +306,10 @@ def parse_events(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]
             if line is not None:
                 raise _decode_error(exc, f"line {line} is not valid JSON") from None
             problems.append({**where, "field": "$", "message": f"not valid JSON: {exc}"})
+            continue
+        dup = duplicate_key(raw)
+        if dup is not None:
+            problems.append({**where, "field": dup, "message": f"key {dup!r} appears twice in one object"})
             continue
         event, errs = validate(decoded, limits)
         if event is None:
