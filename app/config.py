@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     )
     max_string_chars: int = Field(default=1024, gt=0)
     max_dims: int = Field(default=20, gt=0)
+    idempotency_ttl_s: float = Field(default=48 * 3600, ge=24 * 3600, description="how long Idempotency-Key answers are kept")
     group_commit_max_events: int = Field(default=20_000, gt=0)
     ingest_queue_max_events: int = Field(default=200_000, gt=0)
 

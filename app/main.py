@@ -16,6 +16,7 @@ from app.api.routes import router as api_router
 from app.api.vendor import router as vendor_router
 from app.clock import Clock, EventClock, SystemClock
 from app.config import Settings
+from app.ingest.routes import IdempotencyKeys
 from app.ingest.routes import router as ingest_router
 from app.ingest.writer import GroupCommitWriter
 from app.metrics.pack import load_packs
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         snapshots = SnapshotService(engine, packs, settings, wall_clock, day_close=hub.day_close,
                                     on_change=hub.notices_changed)
         runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)
+        runtime.idempotency = IdempotencyKeys()
         runtime_ref.append(runtime)
         app.state.runtime = runtime
         app.state.hub = hub

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,6 +34,7 @@ class Runtime:
     hub: TileHub
     broker: Broker
     snapshots: SnapshotService
+    idempotency: Any = None
 
     @property
     def zone(self) -> ZoneInfo:

@@ -2,20 +2,72 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import zlib
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import delete, select
 
 from app.api.deps import RuntimeDep
-from app.ingest import BadRequest, IngestError, PayloadTooLarge, UnsupportedMedia
+from app.ingest import BadRequest, IngestError, InvalidEvents, PayloadTooLarge, UnsupportedMedia
 from app.ingest.parse import Limits, parse_events
 from app.metrics.calendar import to_us
 from app.problems import problem
 from app.store import StoreUnavailable
+from app.store.schema import idempotency_key
+from app.store.writes import IdempotencyRecord
 
 router = APIRouter()
 ACCEPTED_TYPES = ("application/json", "application/x-ndjson")
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+ANONYMOUS_OWNER = "anonymous"
+
+
+class IdempotencyKeys:
+    """Requests in flight per (owner, key) in this process (a second one gets 409)."""
+
+    def __init__(self) -> None:
+        self.in_flight: set[tuple[str, str]] = set()
+
+
+def idempotency_key_of(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, validated.
+
+    Raises:
+        BadRequest: empty, over 255 characters, or with non-visible characters (BAD_INPUTS 21).
+    """
+    raw = request.headers.get("idempotency-key")
+    if raw is None:
+        return None
+    if not IDEMPOTENCY_KEY_RE.match(raw):
+        raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters (no spaces or control characters)")
+    return raw
+
+
+async def remembered_answer(runtime, owner: str, key: str, request_hash: bytes) -> JSONResponse | None:
+    """The stored answer of an earlier request with this key, if it is still kept.
+
+    Raises:
+        InvalidEvents: the key was used with a different request body (422).
+    """
+    oldest = to_us(runtime.clock.now()) - int(runtime.settings.idempotency_ttl_s * 1e6)
+    t = idempotency_key.c
+    async with runtime.engine.connect() as conn:
+        row = (await conn.execute(select(idempotency_key).where(t.owner == owner, t.key == key))).first()
+    if row is not None and row.created_us < oldest:  # expired: the key may be used afresh
+        async with runtime.engine.begin() as conn:
+            await conn.execute(delete(idempotency_key).where(t.owner == owner, t.key == key,
+                                                             t.created_us < oldest))
+        row = None
+    if row is None:
+        return None
+    if bytes(row.request_hash) != request_hash:
+        raise InvalidEvents("this Idempotency-Key was used before with a different request body",
+                            errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
+    media = "application/json" if row.status < 400 else "application/problem+json"
+    return Response(row.body, status_code=row.status, media_type=media, headers={"Idempotent-Replayed": "true"})
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -70,7 +122,20 @@ async def post_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
         if media_type not in ACCEPTED_TYPES:
             raise UnsupportedMedia(
                 f"Content-Type {media_type or '(none)'!r} is not accepted; use {' or '.join(ACCEPTED_TYPES)}")
+        key = idempotency_key_of(request)
         body = await read_body(request, settings.max_body_bytes)
+        record = None
+        if key is not None:
+            request_hash = hashlib.sha256(b"\0".join((media_type.encode(), body))).digest()
+            replay = await remembered_answer(runtime, ANONYMOUS_OWNER, key, request_hash)
+            if replay is not None:
+                return replay
+            slot = (ANONYMOUS_OWNER, key)
+            if slot in runtime.idempotency.in_flight:
+                return problem(409, "Request in flight", "a request with this Idempotency-Key is still being "
+                               "processed; retry after it finishes", headers={"Retry-After": "1"})
+            runtime.idempotency.in_flight.add(slot)
+            record = IdempotencyRecord(ANONYMOUS_OWNER, key, request_hash)
         limits = Limits(
             now_us=to_us(runtime.clock.now()),
             max_future_skew_s=settings.max_future_skew_s,
@@ -79,8 +144,12 @@ async def post_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
             max_dims=settings.max_dims,
             max_batch_events=settings.max_batch_events,
         )
-        events = parse_events(body, media_type, limits)
-        outcome = await runtime.writer.submit(events)
+        try:
+            events = parse_events(body, media_type, limits)
+            outcome = await runtime.writer.submit(events, record)
+        finally:
+            if record is not None:
+                runtime.idempotency.in_flight.discard((record.owner, record.key))
     except IngestError as exc:
         return problem(exc.status, exc.title, exc.detail, exc.errors, exc.headers or None)
     except StoreUnavailable as exc:

@@ -22,7 +22,7 @@ from app.ingest import EventConflict, Overloaded
 from app.metrics.calendar import to_us
 from app.metrics.pack import Pack
 from app.store import StoreUnavailable
-from app.store.writes import GroupResult, NewEvent, RequestOutcome, write_group
+from app.store.writes import GroupResult, IdempotencyRecord, NewEvent, RequestOutcome, write_group
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 3
@@ -41,6 +41,7 @@ class WriterStats:
 @dataclass(slots=True)
 class _Pending:
     events: Sequence[NewEvent]
+    idempotency: IdempotencyRecord | None = None
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -90,8 +91,10 @@ class GroupCommitWriter:
             pass
         self._task = None
 
-    async def submit(self, events: Sequence[NewEvent]) -> RequestOutcome:
+    async def submit(self, events: Sequence[NewEvent], idempotency: IdempotencyRecord | None = None) -> RequestOutcome:
         """Store ``events`` all-or-nothing; return after commit.
+
+        With ``idempotency``, the answer is remembered under that key in the same transaction.
 
         Raises:
             Overloaded: more than ``max_queued_events`` are waiting (HTTP 503).
@@ -103,7 +106,7 @@ class GroupCommitWriter:
         if self._queued_events + len(events) > self._max_queued:
             raise Overloaded("the ingest queue is full; retry after the indicated delay",
                              headers={"Retry-After": "1"})
-        pending = _Pending(events)
+        pending = _Pending(events, idempotency)
         self._queued_events += len(events)
         await self._queue.put(pending)
         outcome: RequestOutcome = await asyncio.shield(pending.future)
@@ -130,10 +133,11 @@ class GroupCommitWriter:
 
     async def _commit(self, group: list[_Pending]) -> GroupResult:
         requests = [p.events for p in group]
+        keys = [p.idempotency for p in group]
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 async with self._engine.begin() as conn:
-                    return await write_group(conn, requests, self._packs, to_us(self._clock.now()))
+                    return await write_group(conn, requests, self._packs, to_us(self._clock.now()), keys)
             except IntegrityError:
                 # Another instance inserted one of our keys after our check: retry,
                 # the next check sees it as a duplicate or a conflict.

@@ -110,3 +110,18 @@ scorecard_publication = Table(
     Column("snapshot_version", Integer, nullable=False),
     PrimaryKeyConstraint("dashboard", "month", name="pk_scorecard_publication"),
 )
+
+# Idempotency keys of ingest requests: the answer given, stored in the same transaction as the
+# events it acknowledged, replayed for a retry with the same key and body.
+idempotency_key = Table(
+    "idempotency_key",
+    metadata,
+    Column("owner", String(128), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("request_hash", LargeBinary(32), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("owner", "key", name="pk_idempotency_key"),
+    Index("ix_idempotency_created", "created_us"),
+)

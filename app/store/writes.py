@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple, Sequence
 
+import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,9 +21,17 @@ from app.metrics.pack import Pack
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow, GaugeChange, PartialKey, merge_into, rollup
 from app.metrics.sketch import Sketch
-from app.store.schema import event, gauge_item, rollup_minute
+from app.store.schema import event, gauge_item, idempotency_key, rollup_minute
 
 KEY_CHUNK = 1000
+
+
+class IdempotencyRecord(NamedTuple):
+    """An ``Idempotency-Key`` to remember with the answer of its request (same transaction)."""
+
+    owner: str
+    key: str
+    request_hash: bytes
 
 
 class NewEvent(NamedTuple):
@@ -163,8 +172,20 @@ async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeCha
     await conn.execute(stmt, rows)
 
 
+def outcome_answer(outcome: RequestOutcome) -> tuple[int, str]:
+    """HTTP status and JSON body a request's outcome is answered with (remembered for its key)."""
+    if outcome.conflict is not None:
+        index, source, event_id = outcome.conflict
+        return 409, msgspec.json.encode({
+            "type": "about:blank", "title": "Event id conflict", "status": 409,
+            "detail": f"event {index}: (source={source!r}, id={event_id!r}) was stored before with a different "
+                      "body; nothing from this request was stored",
+            "errors": [{"index": index, "field": "id", "message": "same (source, id), different body"}]}).decode()
+    return 202, msgspec.json.encode({"accepted": outcome.accepted, "duplicates": outcome.duplicates}).decode()
+
+
 async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEvent]], packs: Iterable[Pack],
-                      received_us: int) -> GroupResult:
+                      received_us: int, idempotency: Sequence[IdempotencyRecord | None] | None = None) -> GroupResult:
     """Store the events of several requests in the open transaction of ``conn``.
 
     Each request is all-or-nothing: a request with a conflicting event stores
@@ -204,6 +225,14 @@ async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEven
         outcomes.append(outcome)
 
     result = GroupResult(outcomes, inserted=len(to_insert))
+    remembered = [
+        {"owner": rec.owner, "key": rec.key, "request_hash": rec.request_hash, "status": status, "body": body,
+         "created_us": received_us}
+        for rec, outcome in zip(idempotency or (), outcomes) if rec is not None
+        for status, body in [outcome_answer(outcome)]
+    ]
+    if remembered:
+        await conn.execute(idempotency_key.insert(), remembered)
     if not to_insert:
         return result
     await conn.execute(
