@@ -162,3 +162,50 @@ async def dashboard_tiles(conn: AsyncConnection, pack: Pack, dashboard: Dashboar
             value = evaluate(kpi, cache[key])
         out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
     return out
+
+
+async def tile_trends(conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo,
+                      points: int) -> dict[str, list[float | None]]:
+    """Each windowed tile's value at the end of each of the last ``points`` minutes (oldest
+    first, the last one at ``now_us``), so a wall has its sparklines at once.
+
+    One range read of minute partials (plus one aggregate per calendar window start) serves
+    every tile; gauges and tiles filtered by a dimension that is not rolled up are left out.
+    """
+    from app.metrics.calendar import MINUTE_US, minute_floor_us
+
+    last = minute_floor_us(now_us)
+    instants = [last - (points - 1 - i) * MINUTE_US + MINUTE_US - 1 for i in range(points - 1)] + [now_us]
+    floor = last - (points - 1) * MINUTE_US - 60 * MINUTE_US  # minute rows cover every sliding window
+    names = tuple(pack.measures)
+    keys = [pack.measure_key(n) for n in names]
+    sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch]
+    out: dict[str, list[float | None]] = {}
+    cache: dict[tuple, list[float | None]] = {}
+    for tile in dashboard.tiles:
+        kpi = pack.kpis[tile.kpi]
+        dim_key = filter_dim_key(tile.dims)
+        if kpi.is_gauge or dim_key is None or (tile.dims and tile.dims[0][0] not in pack.dimensions):
+            continue
+        key = (tile.window, tile.dims)
+        if key not in cache:
+            rows = await reads.minute_rows(conn, keys, dim_key, floor, last + MINUTE_US, sketch_keys)
+            bases: dict[int, dict[str, Partial]] = {}
+            series_: list[dict[str, Partial]] = []
+            for at in instants:
+                start, end = window_bounds(tile.window, at, zone)
+                merged: dict[str, Partial] = {}
+                if start < floor:
+                    if start not in bases:
+                        got = await reads.aggregate(conn, keys, dim_key, start, floor, sketch_keys)
+                        bases[start] = {k.split("/", 1)[1]: v for k, v in got.items()}
+                    for name, part in bases[start].items():
+                        merged.setdefault(name, Partial()).merge(part)
+                lo, hi = max(start, floor), min(end, at + 1)
+                for mkey, bucket, part in rows:
+                    if lo <= bucket < hi:
+                        merged.setdefault(mkey.split("/", 1)[1], Partial()).merge(part)
+                series_.append(merged)
+            cache[key] = series_  # type: ignore[assignment]
+        out[tile.id] = [evaluate(kpi, merged).value for merged in cache[key]]  # type: ignore[arg-type]
+    return out

@@ -174,3 +174,19 @@ async def test_restated_snapshot_is_flagged_on_the_wall(live, client_for):
         texts = [n["text"] for n in upd["notices"]]
         assert texts == ["day 2024-06-10 restated (v2): late events: 1 arrived after version 1 was cut"]
         assert upd["notices"][0]["kind"] == "restated"
+
+
+async def test_snapshot_carries_trends_from_stored_minutes(live, client_for):
+    """A wall opened late still gets its sparklines: one point per minute from the stored rollups."""
+    async with client_for(live) as client:
+        events = [sample(f"2024-06-10T11:{m:02d}:30Z", 2, id=f"t{i}") for i, m in enumerate((50, 52, 52, 58))]
+        assert (await client.post("/api/v1/events", json=events)).status_code == 202
+    async with connect(live.ws_url + WALL) as ws:
+        snap = await recv_json(ws)
+    count = snap["tiles"]["count_today"]["trend"]
+    assert len(count) == 60 and count[-1] == 4
+    # cumulative "today" count at the end of 11:49 .. 11:59 (the clock stands at 12:00)
+    assert count[-12:] == [0, 1, 1, 3, 3, 3, 3, 3, 3, 4, 4, 4]
+    window = snap["tiles"]["sum_15m"]["trend"]
+    assert window[-1] == 8.0  # 12:00 window: 11:46..12:00
+    assert snap["tiles"]["mean_today"]["trend"][-12] is None  # no data yet: undefined, not 0

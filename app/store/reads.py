@@ -47,6 +47,20 @@ async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key:
     return out
 
 
+async def minute_rows(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,
+                      sketch_keys: Iterable[str] = ()) -> list[tuple[str, int, Partial]]:
+    """The stored minute partials ``(measure_key, bucket_us, Partial)`` in ``[start_us, end_us)``."""
+    t = rollup_minute.c
+    wanted = set(sketch_keys)
+    rows = await conn.execute(
+        select(t.measure, t.bucket_us, t.count, t.sum, t.min, t.max, t.sketch).where(
+            t.measure.in_(list(measure_keys)), t.dim_key == dim_key, t.bucket_us >= start_us, t.bucket_us < end_us)
+    )
+    return [(m, b, Partial(int(c), float(s), mn, mx,
+                           Sketch.from_bytes(bytes(sk)) if sk is not None and m in wanted else None))
+            for m, b, c, s, mn, mx, sk in rows]
+
+
 async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_us: int, max_open_s: float) -> GaugeReading:
     """Items of a gauge open at instant ``at_us``: opened at or before it (within
     ``max_open_s``), and not closed by then."""

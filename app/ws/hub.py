@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.clock import Clock
 from app.metrics.calendar import MINUTE_US, from_us, period_containing, to_us
 from app.metrics.pack import Dashboard, Pack
-from app.query import dashboard_tiles
+from app.query import dashboard_tiles, tile_trends
 from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
 
@@ -168,6 +168,10 @@ class TileHub:
             minute_moved = first or now_us // MINUTE_US != ch.computed_at_us // MINUTE_US
             async with self._engine.connect() as conn:
                 tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone)
+                if first:  # sparklines from the stored minutes, not only from now on
+                    seeded = await tile_trends(conn, ch.pack, ch.dashboard, now_us, ch.zone, TREND_POINTS)
+                    for tid, values in seeded.items():
+                        ch.trends[tid] = deque(values[:-1], maxlen=TREND_POINTS)
                 notices = await recent_notices(conn, ch.dashboard.slug, now_us - NOTICE_WINDOW_US) \
                     if minute_moved or ch.dirty_notices else ch.notices
             ch.dirty_notices = False
