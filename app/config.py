@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     group_commit_max_events: int = Field(default=20_000, gt=0)
     ingest_queue_max_events: int = Field(default=200_000, gt=0)
 
+    allowed_origins: str | None = Field(
+        default=None,
+        description="comma-separated exact Origins allowed to open WebSockets; unset = the public URL, "
+                    "else the server's own host",
+    )
+    ws_max_connections: int = Field(default=10_000, gt=0, description="open WebSockets per process")
+    ws_max_inbound_per_s: float = Field(default=5.0, gt=0, description="messages a screen may send per second")
+
     # Live tiles
     tile_interval_ms: int = Field(default=500, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
@@ -83,6 +91,22 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    def origin_allowed(self, origin: str, host: str | None) -> bool:
+        """Whether a browser ``Origin`` may open a WebSocket (exact match, no wildcards).
+
+        Allowed: the configured ``allowed_origins``; else the ``public_url``'s origin;
+        else ``http(s)://`` + the request's own ``Host``.
+        """
+        origin = origin.rstrip("/").lower()
+        if self.allowed_origins:
+            return origin in {o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",") if o.strip()}
+        if self.public_url:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.public_url)
+            return origin == f"{parts.scheme}://{parts.netloc}".lower()
+        return host is not None and origin in (f"http://{host}".lower(), f"https://{host}".lower())
 
     @property
     def zone(self) -> ZoneInfo:

@@ -190,3 +190,49 @@ async def test_snapshot_carries_trends_from_stored_minutes(live, client_for):
     window = snap["tiles"]["sum_15m"]["trend"]
     assert window[-1] == 8.0  # 12:00 window: 11:46..12:00
     assert snap["tiles"]["mean_today"]["trend"][-12] is None  # no data yet: undefined, not 0
+
+
+async def test_foreign_origin_is_refused_at_the_handshake(live):
+    """Cross-site WebSocket hijacking: a page on another site cannot open the wall's socket."""
+    host = live.ws_url.removeprefix("ws://")
+    with pytest.raises(Exception) as info:
+        async with connect(live.ws_url + WALL, origin="https://evil.example") as ws:
+            await recv_json(ws, 5)
+    assert "403" in str(info.value)
+    async with connect(live.ws_url + WALL, origin=f"http://{host}") as ws:  # same origin: fine
+        assert (await recv_json(ws))["type"] == "snapshot"
+
+
+async def test_inbound_limits_size_and_rate(live):
+    async with connect(live.ws_url + WALL) as ws:
+        await recv_json(ws)
+        await ws.send("x" * (65 * 1024))
+        with pytest.raises(Exception):
+            for _ in range(5):
+                await recv_json(ws, 5)
+        assert ws.close_code == 1009
+    async with connect(live.ws_url + WALL) as ws:
+        await recv_json(ws)
+        for _ in range(30):
+            await ws.send('{"type":"ping"}')
+        with pytest.raises(Exception):
+            for _ in range(60):
+                await recv_json(ws, 5)
+        assert ws.close_code == 1008
+    async with connect(live.ws_url + WALL) as ws:  # unknown message: an error frame, no data
+        await recv_json(ws)
+        await ws.send('{"type":"subscribe","dashboard":"other"}')
+        reply = await recv_json(ws)
+        while reply["type"] == "heartbeat":
+            reply = await recv_json(ws)
+        assert reply["type"] == "error"
+
+
+async def test_connection_cap(make_settings, start_server):
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, ws_max_connections=2))
+    async with connect(srv.ws_url + WALL) as a, connect(srv.ws_url + WALL) as b:
+        await recv_json(a)
+        await recv_json(b)
+        with pytest.raises(Exception):
+            async with connect(srv.ws_url + WALL) as c:
+                await recv_json(c, 5)

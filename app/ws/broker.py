@@ -121,6 +121,10 @@ class Broker(Protocol):
         """Local subscribers of ``channel``."""
         ...
 
+    def total_subscribers(self) -> int:
+        """Local subscribers of every channel."""
+        ...
+
 
 class InMemoryBroker:
     """Single-process broker: a set of subscriptions per channel."""
@@ -149,3 +153,6 @@ class InMemoryBroker:
 
     def subscriber_count(self, channel: str) -> int:
         return len(self._subs.get(channel, ()))
+
+    def total_subscribers(self) -> int:
+        return sum(len(s) for s in self._subs.values())

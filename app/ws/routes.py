@@ -46,11 +46,23 @@ async def _sender(ws: WebSocket, sub, channel, last_seq: int, heartbeat_s: float
         await _send(ws, frame, timeout_s)
 
 
-async def _receiver(ws: WebSocket, timeout_s: float) -> None:
+class TooChatty(Exception):
+    """A screen sent more messages than allowed; it is closed with 1008."""
+
+
+async def _receiver(ws: WebSocket, timeout_s: float, max_per_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    allowance, last = max_per_s, loop.time()
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
+        now = loop.time()  # token bucket: max_per_s messages a second, bursts of max_per_s
+        allowance = min(max_per_s, allowance + (now - last) * max_per_s)
+        last = now
+        if allowance < 1:
+            raise TooChatty()
+        allowance -= 1
         text = message.get("text")
         if text is not None:
             try:
@@ -68,8 +80,17 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     """Live tiles of dashboard ``slug``; see the module docstring for the protocol."""
     state = ws.app.state
     hub, broker, settings = state.hub, state.broker, state.settings
+    origin = ws.headers.get("origin")
+    if origin is not None and not settings.origin_allowed(origin, ws.headers.get("host")):
+        log.warning("refused WebSocket from origin %r (not in the allow-list)", origin)
+        await ws.close(code=1008, reason="origin not allowed")  # before accept: HTTP 403
+        return
     if slug not in hub.channels:
         await ws.close(code=1008, reason="unknown dashboard")
+        return
+    if broker.total_subscribers() >= settings.ws_max_connections:
+        log.warning("WebSocket connection cap (%d) reached; refusing a screen", settings.ws_max_connections)
+        await ws.close(code=1013, reason="server at capacity; retry later")
         return
     epoch = ws.query_params.get("epoch")
     since_raw = ws.query_params.get("since")
@@ -92,7 +113,7 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
                 await _send(ws, _heartbeat(channel, last_seq), timeout_s)
             tasks = {
                 asyncio.create_task(_sender(ws, sub, channel, last_seq, settings.heartbeat_interval_s, timeout_s)),
-                asyncio.create_task(_receiver(ws, timeout_s)),
+                asyncio.create_task(_receiver(ws, timeout_s, settings.ws_max_inbound_per_s)),
             }
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
@@ -100,7 +121,10 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
             await asyncio.gather(*pending, return_exceptions=True)
             for task in done:
                 exc = task.exception()
-                if isinstance(exc, TimeoutError):
+                if isinstance(exc, TooChatty):
+                    log.info("screen on %s sent too many messages; closing", slug)
+                    await ws.close(code=1008, reason="too many messages")
+                elif isinstance(exc, TimeoutError):
                     log.info("screen on %s too slow (send > %.1f s); closing", slug, timeout_s)
                     if ws.application_state == WebSocketState.CONNECTED:
                         await ws.close(code=CLOSE_SLOW_CONSUMER, reason="too slow; reconnect to resync")
