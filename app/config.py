@@ -59,6 +59,7 @@ class Settings(BaseSettings):
         description="comma-separated exact Origins allowed to open WebSockets; unset = the public URL, "
                     "else the server's own host",
     )
+    frame_ancestors: str = Field(default="'none'", description="CSP frame-ancestors (who may embed pages, e.g. a kiosk origin)")
     ws_max_connections: int = Field(default=10_000, gt=0, description="open WebSockets per process")
     ws_max_inbound_per_s: float = Field(default=5.0, gt=0, description="messages a screen may send per second")
 

@@ -22,6 +22,7 @@ from app.ingest.writer import GroupCommitWriter
 from app.metrics.pack import load_packs
 from app.problems import install_handlers
 from app.runtime import Runtime
+from app.security import SecurityHeaders
 from app.store.db import create_engine_for, migrate_async
 from app.store.schema import event
 from app.store.writes import GroupResult
@@ -101,4 +102,5 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(snapshot_router)
     app.include_router(vendor_router)
     app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
+    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
     return app
