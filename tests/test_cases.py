@@ -141,3 +141,17 @@ async def test_c11_non_finite_numbers_never_get_in(generic, httpx_client, body):
         points = await series(client, "sample_mean", "hour", "2024-04-01T09:00:00Z", "2024-04-01T10:00:00Z")
         assert points[0]["value"] is None
         assert points[0]["components"]["sample_count"] == 0
+
+
+async def test_series_in_another_zone_on_request(generic, httpx_client):
+    srv = await generic("UTC")
+    async with httpx_client(srv) as client:
+        await _post(client, [sample("2022-10-29T09:00:00Z"), sample("2022-10-30T21:30:00Z"), sample("2022-10-30T22:30:00Z")])
+        resp = await client.get("/api/v1/kpis/sample_count/series", params={
+            "grain": "day", "start": "2022-10-29T00:00:00+03:00", "end": "2022-11-01T00:00:00+02:00",
+            "tz": "Europe/Athens"})
+        assert resp.json()["tz"] == "Europe/Athens"
+        assert [p["value"] for p in resp.json()["points"]] == [1, 1, 1]
+        bad = await client.get("/api/v1/kpis/sample_count/series", params={
+            "grain": "day", "start": "2022-10-29T00:00:00Z", "end": "2022-10-30T00:00:00Z", "tz": "Mars/Olympus"})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "tz"

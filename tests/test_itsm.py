@@ -372,9 +372,6 @@ async def test_open_incidents_at_every_day_end(replayed: Replayed, expected: Exp
     found = [p["value"] for p in points]
     want = [expected.open_at(e) for e in ends]
     assert want != [expected.open_until_last_close_at(e) for e in ends]  # the two readings differ here
-    if found != want and found == [expected.open_until_last_close_at(e) for e in ends]:
-        pytest.xfail("the store keeps the LATEST close of a gauge item (app/store/writes.py "
-                     "upsert_gauge_changes), so a resolved incident stays open until it is closed")
     assert found == want
     critical = await _series(replayed.url, "open_incidents", "day", MONTH_END - timedelta(days=1), MONTH_END,
                              {"priority": "1 - Critical"})
@@ -414,8 +411,6 @@ async def test_itsm_dashboard_at_an_instant(replayed: Replayed, expected: Expect
     assert tiles["mttr_month"]["status"] == ("green" if mttr <= 259_200 else "amber" if mttr <= 432_000 else "red")
     assert tiles["mttr_month"]["target"] == 259_200
     open_now = tiles["open_now"]["value"]
-    if open_now != expected.open_at(DASHBOARD_AT) and open_now == expected.open_until_last_close_at(DASHBOARD_AT):
-        pytest.xfail("the store keeps the LATEST close of a gauge item (see test_open_incidents_at_every_day_end)")
     assert open_now == expected.open_at(DASHBOARD_AT)
     assert tiles["open_critical_now"]["value"] == expected.open_at(DASHBOARD_AT, "1 - Critical")
 

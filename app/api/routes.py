@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -55,6 +56,7 @@ async def kpi_series(
     grain: Literal["minute", "hour", "day", "month"] = Query(..., description="period length"),
     start: str = Query(..., description="RFC 3339 instant with offset"),
     end: str = Query(..., description="RFC 3339 instant with offset (exclusive)"),
+    tz: str | None = Query(None, description="IANA zone of the periods (default: the business zone)"),
 ) -> JSONResponse:
     """Points ``{start, end, value, components}``; ``value`` is null where undefined.
 
@@ -65,16 +67,22 @@ async def kpi_series(
         return problem(404, "Not found", f"no KPI named {name!r}")
     pack, kpi = found
     try:
+        zone = runtime.zone
+        if tz is not None:
+            try:
+                zone = ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise QueryError("tz", f"unknown IANA time zone {tz!r}") from None
         start_us, end_us = _instant("start", start), _instant("end", end)
         if end_us <= start_us:
             raise QueryError("end", "must be after start")
         async with runtime.engine.connect() as conn:
-            points = await series(conn, pack, kpi, grain, start_us, end_us, runtime.zone, dims_filter(request),
+            points = await series(conn, pack, kpi, grain, start_us, end_us, zone, dims_filter(request),
                                   to_us(runtime.view_clock.now()))
     except QueryError as exc:
         return problem(422, "Invalid request parameters", str(exc), [{"field": exc.field, "message": exc.message}])
     return JSONResponse({
-        "kpi": name, "grain": grain, "tz": runtime.settings.tz, "unit": kpi.unit,
+        "kpi": name, "grain": grain, "tz": str(zone), "unit": kpi.unit,
         "dims": dict(dims_filter(request)),
         "points": [{"start": p.period.start.isoformat(), "end": p.period.end.isoformat(),
                     "value": p.value.value, "components": p.value.components} for p in points],
