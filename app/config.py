@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     group_commit_max_events: int = Field(default=20_000, gt=0)
     ingest_queue_max_events: int = Field(default=200_000, gt=0)
 
+    auth_disabled: bool = Field(
+        default=False,
+        description="serve every route without keys (a local development aid; logged loudly at start)",
+    )
     allowed_origins: str | None = Field(
         default=None,
         description="comma-separated exact Origins allowed to open WebSockets; unset = the public URL, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -14,6 +15,9 @@ from app import __version__
 from app.api.routes import FRONTEND_DIR
 from app.api.routes import router as api_router
 from app.api.vendor import router as vendor_router
+from app.auth.keys import KeyStore
+from app.auth.routes import Pairings
+from app.auth.routes import router as auth_router
 from app.clock import Clock, EventClock, SystemClock
 from app.config import Settings
 from app.ingest.routes import IdempotencyKeys
@@ -30,6 +34,7 @@ from app.snapshots.routes import router as snapshot_router
 from app.snapshots.service import SnapshotService
 from app.ws.broker import InMemoryBroker
 from app.ws.hub import TileHub
+from app.ws.routes import SocketRegistry, watch_revocations
 from app.ws.routes import router as ws_router
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                                     on_change=hub.notices_changed)
         runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)
         runtime.idempotency = IdempotencyKeys()
+        runtime.keys = KeyStore(engine)
+        runtime.pairings = Pairings()
+        runtime.sockets = SocketRegistry()
+        if settings.auth_disabled:
+            log.warning("PULSEBOARD_AUTH_DISABLED is set: every route is open to anyone who can reach it")
         runtime_ref.append(runtime)
         app.state.runtime = runtime
         app.state.hub = hub
@@ -84,9 +94,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         hub.start()
         if settings.snapshots_enabled:
             snapshots.start()
+        watcher = asyncio.create_task(watch_revocations(runtime), name="revocations")
         try:
             yield
         finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             await snapshots.stop()
             await hub.stop()
             await writer.stop()
@@ -101,6 +114,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(ws_router)
     app.include_router(snapshot_router)
     app.include_router(vendor_router)
+    app.include_router(auth_router)
     app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
     return app

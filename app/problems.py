@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.auth import Forbidden, Unauthenticated
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -29,6 +31,16 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(_request: Request, _exc: Unauthenticated) -> JSONResponse:
+        # One body for every reason (no key, malformed, unknown, revoked, expired, in the URL).
+        return problem(401, "Unauthorized", "a valid API key is required: Authorization: Bearer <key>",
+                       headers={"WWW-Authenticate": 'Bearer realm="pulseboard"'})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+        return problem(403, "Forbidden", str(exc))
 
     @app.exception_handler(DBAPIError)
     async def _store_down(_request: Request, exc: DBAPIError) -> JSONResponse:

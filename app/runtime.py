@@ -35,6 +35,9 @@ class Runtime:
     broker: Broker
     snapshots: SnapshotService
     idempotency: Any = None
+    keys: Any = None
+    pairings: Any = None
+    sockets: Any = None
 
     @property
     def zone(self) -> ZoneInfo:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -78,15 +79,91 @@ def make_settings(tmp_path: Path, store_kind: str) -> Iterator[Callable[..., Set
         _drop_pg_schema(schema)
 
 
+TEST_SOURCES = ("default", "anonymous-bank", "itsm-incident-log")
+_SOURCE_RE = re.compile(rb'"source"\s*:\s*"([^"\\]{1,64})"')
+
+
+@dataclass
+class TestKeys:
+    """Keys a test server is started with: one per scope, ingest keys per test source,
+    display keys per dashboard."""
+
+    admin: str
+    read: str
+    ingest: dict[str, str]
+    display: dict[str, str]
+
+
+async def make_test_keys(app) -> TestKeys:
+    """Create the test keys in ``app``'s store (the lifespan must be running)."""
+    store = app.state.runtime.keys
+    now = 0
+
+    async def key(scope: str, **kw) -> str:
+        return (await store.create(scope, f"test {scope}", now, **kw))[0]
+
+    slugs = [d for p in app.state.runtime.packs.values() for d in p.dashboards]
+    return TestKeys(
+        admin=await key("admin"), read=await key("read"),
+        ingest={s: await key("ingest", source=s) for s in TEST_SOURCES},
+        display={slug: await key("display", dashboard=slug) for slug in slugs},
+    )
+
+
+class ScopedAuth(httpx.Auth):
+    """Test client auth: the key a real client of each route would hold (ingest key of the
+    posted source for events, admin for other changes, read for reads)."""
+
+    def __init__(self, keys: TestKeys) -> None:
+        self.keys = keys
+
+    def auth_flow(self, request: httpx.Request):
+        if "authorization" not in request.headers:
+            if request.method == "POST" and request.url.path == "/api/v1/events":
+                found = _SOURCE_RE.search(request.content or b"")
+                source = found.group(1).decode("utf-8", "replace") if found else "default"
+                key = self.keys.ingest.get(source, self.keys.ingest["default"])
+            elif request.method in ("POST", "PUT", "PATCH", "DELETE"):
+                key = self.keys.admin
+            else:
+                key = self.keys.read
+            request.headers["Authorization"] = f"Bearer {key}"
+        yield request
+
+
+KEYS_BY_URL: dict[str, TestKeys] = {}
+
+
+def keyed_client(base_url: str, **kw) -> httpx.AsyncClient:
+    """An HTTP client for a test server started here, holding the keys a real client of each
+    route would hold (see ``ScopedAuth``)."""
+    return httpx.AsyncClient(base_url=base_url, auth=ScopedAuth(KEYS_BY_URL[base_url]), **kw)
+
+
+async def register_test_keys(app, base_url: str) -> TestKeys:
+    """Create test keys for a server started outside ``start_server`` and remember them by URL."""
+    keys = KEYS_BY_URL[base_url] = await make_test_keys(app)
+    return keys
+
+
 @dataclass
 class RunningServer:
-    """A live server: its base URL, app and settings."""
+    """A live server: its base URL, app, settings and test keys."""
 
     url: str
     ws_url: str
     app: object
     settings: Settings
     server: uvicorn.Server
+    keys: TestKeys | None = None
+
+    def auth(self, scope: str = "read", dashboard: str | None = None) -> dict[str, str]:
+        """An Authorization header with the test key of ``scope``."""
+        assert self.keys is not None
+        key = self.keys.display[dashboard] if scope == "display" else getattr(self.keys, scope)
+        if isinstance(key, dict):
+            key = key["default"]
+        return {"Authorization": f"Bearer {key}"}
 
     @property
     def runtime(self):
@@ -115,7 +192,8 @@ async def start_server() -> AsyncIterator[Callable[..., "asyncio.Future[RunningS
         if task.done():
             task.result()
         port = server.servers[0].sockets[0].getsockname()[1]
-        return RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app, settings, server)
+        keys = await register_test_keys(app, f"http://127.0.0.1:{port}")
+        return RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app, settings, server, keys)
 
     yield factory
     for server, _ in started:
@@ -133,7 +211,7 @@ async def server(make_settings, start_server) -> RunningServer:
 @pytest.fixture
 async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client bound to ``server``."""
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, auth=ScopedAuth(server.keys)) as c:
         yield c
 
 
@@ -141,8 +219,8 @@ async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 def client_for():
     """Factory: ``async with client_for(server) as client``."""
 
-    def factory(srv: RunningServer) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=srv.url, timeout=60)
+    def factory(srv: RunningServer, auth: bool = True) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=srv.url, timeout=60, auth=ScopedAuth(srv.keys) if auth else None)
 
     return factory
 

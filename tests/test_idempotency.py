@@ -59,12 +59,13 @@ async def test_malformed_keys_are_400(srv, client_for, key):
 
 
 async def test_in_flight_duplicate_gets_409(srv, client_for):
-    srv.runtime.idempotency.in_flight.add(("anonymous", "busy-key"))
+    owner = (await srv.runtime.keys.find(srv.keys.ingest["default"])).id  # keys are scoped to their owner
+    srv.runtime.idempotency.in_flight.add((owner, "busy-key"))
     async with client_for(srv) as client:
         resp = await client.post("/api/v1/events", json=sample("2024-06-10T10:00:00Z"),
                                  headers={"Idempotency-Key": "busy-key"})
         assert resp.status_code == 409 and resp.headers["retry-after"] == "1"
-    srv.runtime.idempotency.in_flight.discard(("anonymous", "busy-key"))
+    srv.runtime.idempotency.in_flight.discard((owner, "busy-key"))
 
 
 async def test_concurrent_retries_store_once(srv, client_for):

@@ -48,6 +48,10 @@ async def test_malformed_requests_store_nothing(srv, client_for, content, header
     assert await stored(srv) == 0
 
 
+def _auth_line(srv) -> bytes:
+    return f"Authorization: Bearer {srv.keys.ingest['default']}\r\n".encode()
+
+
 async def _raw_exchange(srv, head: bytes, chunks: list[bytes]) -> bytes:
     """Send ``head`` then ``chunks`` over a plain socket; return what the server answered."""
     host, port = srv.url.removeprefix("http://").split(":")
@@ -70,7 +74,7 @@ async def _raw_exchange(srv, head: bytes, chunks: list[bytes]) -> bytes:
 
 async def test_content_length_over_limit_is_413_before_the_body_is_read(srv):
     head = (b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000000000\r\n\r\n")
+            + _auth_line(srv) + b"Content-Length: 1000000000\r\n\r\n")
     answer = await _raw_exchange(srv, head, [])
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"1000000000 bytes" in answer
@@ -79,7 +83,7 @@ async def test_content_length_over_limit_is_413_before_the_body_is_read(srv):
 
 async def test_chunked_body_growing_past_the_limit_is_413_and_closed(srv):
     head = (b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
+            + _auth_line(srv) + b"Transfer-Encoding: chunked\r\n\r\n")
     piece = b" " * 8192
     chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
     answer = await _raw_exchange(srv, head, [chunk] * 80)  # 640 KiB > 512 KiB

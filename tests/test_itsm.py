@@ -42,7 +42,7 @@ from app.clock import ManualClock
 from app.config import Settings
 from app.main import create_app
 from app.replay.client import replay_events
-from tests.conftest import IN_CI, PG_URL, _drop_pg_schema, pg_available
+from tests.conftest import KEYS_BY_URL, keyed_client, register_test_keys, IN_CI, PG_URL, _drop_pg_schema, pg_available
 
 LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "itsm-incident-log" / "incident_event_log.csv.gz"
 UTC = timezone.utc
@@ -247,10 +247,12 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
             task.result()
         await asyncio.sleep(0.01)
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    keys = await register_test_keys(app, url)
     try:
         events = load_events(LOG)
         began = time.monotonic()
-        summary = await replay_events(events, url, speed=None, batch_size=1000)
+        summary = await replay_events(events, url, speed=None, batch_size=1000,
+                                      api_key=keys.ingest["itsm-incident-log"])
         seconds = time.monotonic() - began
         print(f"\n[{kind}] replayed {summary.events} events in {seconds:.1f} s ({summary.events_per_s:.0f}/s)")
         yield Replayed(kind, url, clock, events, summary, seconds)
@@ -265,7 +267,7 @@ async def _series(url: str, kpi: str, grain: str, start: datetime, end: datetime
                   dims: dict[str, str] | None = None) -> list[dict]:
     params = {"grain": grain, "start": start.isoformat(), "end": end.isoformat()}
     params.update({f"dims.{k}": v for k, v in (dims or {}).items()})
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with keyed_client(url, timeout=120) as client:
         r = await client.get(f"/api/v1/kpis/{kpi}/series", params=params)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -384,7 +386,7 @@ async def test_itsm_dashboard_at_an_instant(replayed: Replayed, expected: Expect
     """GET /api/v1/dashboards/itsm with the clock at 2016-03-24 12:00 UTC."""
     replayed.clock.set(DASHBOARD_AT)
     try:
-        async with httpx.AsyncClient(base_url=replayed.url, timeout=60) as client:
+        async with keyed_client(replayed.url, timeout=60) as client:
             r = await client.get("/api/v1/dashboards/itsm")
     finally:
         replayed.clock.set(AFTER_ALL)
@@ -468,7 +470,8 @@ async def test_cli_replays_a_small_log(make_settings, start_server, tmp_path: Pa
     srv = await start_server(make_settings(**_settings_kw(tz="UTC")))
     result = await asyncio.to_thread(
         CliRunner().invoke, main,
-        ["replay", "itsm-incident-log", str(log), "--url", srv.url, "--speed", "max", "--batch-size", "3",
+        ["replay", "itsm-incident-log", str(log), "--url", srv.url, "--api-key", srv.keys.ingest["itsm-incident-log"],
+         "--speed", "max", "--batch-size", "3",
          "--no-progress"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     # opened x4; resolved: INC1 and INC4 (INC2 has no resolved_at, INC3 resolved before opened);
@@ -479,7 +482,7 @@ async def test_cli_replays_a_small_log(make_settings, start_server, tmp_path: Pa
     assert "1 with resolved_at before opened_at" in result.stderr
     assert "1 not Closed on their last row" in result.stderr
 
-    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+    async with keyed_client(srv.url, timeout=30) as c:
         async def month(kpi: str, **dims: str) -> dict:
             params = {"grain": "month", "start": MONTH_START.isoformat(), "end": MONTH_END.isoformat(),
                       **{f"dims.{k}": v for k, v in dims.items()}}

@@ -30,7 +30,8 @@ async def test_march_2016_scorecard(make_settings, start_server, client_for):
 
     srv = await start_server(make_settings(tz="UTC"), clock=ManualClock(APRIL))
     events = [e for e in load_events(LOG) if e["ts"] < APRIL]
-    summary = await replay_events(events, srv.url, speed=None, batch_size=2000)
+    summary = await replay_events(events, srv.url, speed=None, batch_size=2000,
+                                  api_key=srv.keys.ingest["itsm-incident-log"])
     assert summary.accepted == len(events)
     done = await srv.runtime.snapshots.run_due(to_us(APRIL))
     itsm = [(g, p) for slug, g, p, created in done if slug == "itsm" and created]

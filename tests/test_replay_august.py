@@ -37,7 +37,7 @@ from app.cli import uvicorn_options
 from app.config import Settings
 from app.main import create_app
 from app.replay.client import replay_events
-from tests.conftest import IN_CI, PG_URL, _drop_pg_schema, pg_available
+from tests.conftest import KEYS_BY_URL, keyed_client, register_test_keys, IN_CI, PG_URL, _drop_pg_schema, pg_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -206,10 +206,12 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
             task.result()
         await asyncio.sleep(0.01)
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    keys = await register_test_keys(app, url)
     try:
         events = load_events(AUGUST)
         began = time.monotonic()
-        summary = await replay_events(events, url, speed=None, batch_size=1000)
+        summary = await replay_events(events, url, speed=None, batch_size=1000,
+                                      api_key=keys.ingest["anonymous-bank"])
         seconds = time.monotonic() - began
         TIMINGS[f"{kind} replay"] = seconds
         print(f"\n[{kind}] replayed {summary.events} events in {seconds:.1f} s ({summary.events_per_s:.0f}/s)")
@@ -225,7 +227,7 @@ async def _series(url: str, kpi: str, grain: str, start: datetime, end: datetime
                   dims: dict[str, str] | None = None) -> list[dict]:
     params = {"grain": grain, "start": start.isoformat(), "end": end.isoformat()}
     params.update({f"dims.{k}": v for k, v in (dims or {}).items()})
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with keyed_client(url, timeout=120) as client:
         r = await client.get(f"/api/v1/kpis/{kpi}/series", params=params)
     assert r.status_code == 200, r.text
     return r.json()["points"]
@@ -287,7 +289,8 @@ async def test_one_queue_one_day_matches_the_file(replayed: Replayed, expected: 
 async def test_posting_the_file_again_changes_nothing(replayed: Replayed, expected: Expected) -> None:
     before = await _table(replayed.url, "day", MONTH_START, MONTH_END)
     began = time.monotonic()
-    again = await replay_events(replayed.events, replayed.url, speed=None, batch_size=1000)
+    again = await replay_events(replayed.events, replayed.url, speed=None, batch_size=1000,
+                                api_key=KEYS_BY_URL[replayed.url].ingest["anonymous-bank"])
     TIMINGS[f"{replayed.kind} re-post"] = time.monotonic() - began
     print(f"\n[{replayed.kind}] re-posted {again.events} events in {TIMINGS[f'{replayed.kind} re-post']:.1f} s")
     assert (again.accepted, again.duplicates) == (0, expected.events)
@@ -305,7 +308,7 @@ CUT_CLOCK = datetime(1999, 9, 1, 0, 20, tzinfo=ZONE)  # after the 00:05 daily an
 
 
 async def _get(url: str, path: str, **params) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with keyed_client(url, timeout=120) as client:
         return await client.get(path, params=params)
 
 
@@ -354,7 +357,7 @@ async def test_late_events_restate_the_day_and_the_month(replayed: Replayed, exp
     late.append({"id": "LATE-9:call.abandoned", "source": "anonymous-bank", "type": "call.abandoned",
                  "ts": datetime(1999, 8, 10, 11, 0, tzinfo=ZONE).isoformat(), "value": 30,
                  "dims": {"queue": "PS", "priority": "1", "call": "LATE-9"}})
-    async with httpx.AsyncClient(base_url=replayed.url, timeout=60) as client:
+    async with keyed_client(replayed.url, timeout=60) as client:
         assert (await client.post("/api/v1/events", json=late)).status_code == 202
     recon = (await _get(replayed.url, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
     assert recon["ok"] is False

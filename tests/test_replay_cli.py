@@ -61,9 +61,9 @@ def small_log(tmp_path: Path, date_text: str, first: str, last: str) -> Path:
     return path
 
 
-async def total_offered(url: str, first_day: str, days: int) -> int:
+async def total_offered(srv, first_day: str, days: int) -> int:
     start = datetime.fromisoformat(first_day).replace(tzinfo=ZONE)
-    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("read")) as c:
         r = await c.get("/api/v1/kpis/offered/series", params={
             "grain": "day", "start": start.isoformat(), "end": (start + timedelta(days=days)).isoformat()})
     assert r.status_code == 200, r.text
@@ -74,20 +74,20 @@ async def total_offered(url: str, first_day: str, days: int) -> int:
 
 async def test_cli_replays_the_excerpt_and_prints_a_summary(make_settings, start_server):
     srv = await start_server(make_settings(tz="Asia/Jerusalem"))
-    result = await invoke("replay", "anonymous-bank", str(DEMO_FILE), "--url", srv.url, "--speed", "max")
+    result = await invoke("replay", "anonymous-bank", str(DEMO_FILE), "--url", srv.url, "--api-key", srv.keys.ingest["anonymous-bank"], "--speed", "max")
     assert result.exit_code == 0, result.output
     s = summary_of(result.stdout)
     assert (s["events"], s["accepted"], s["duplicates"], s["batches"]) == (EXCERPT_EVENTS, EXCERPT_EVENTS, 0, 18)
     assert s["elapsed_s"] > 0 and s["events_per_s"] > 0
     assert "replay" in result.stderr  # the progress bar goes to stderr, not into the summary
-    assert await total_offered(srv.url, "1999-08-01", 4) == EXCERPT_OFFERED
+    assert await total_offered(srv, "1999-08-01", 4) == EXCERPT_OFFERED
 
-    again = await invoke("replay", "anonymous-bank", str(DEMO_FILE), "--url", srv.url, "--batch-size", "5000",
+    again = await invoke("replay", "anonymous-bank", str(DEMO_FILE), "--url", srv.url, "--api-key", srv.keys.ingest["anonymous-bank"], "--batch-size", "5000",
                          "--no-progress")
     assert again.exit_code == 0, again.output
     s2 = summary_of(again.stdout)
     assert (s2["accepted"], s2["duplicates"], s2["batches"]) == (0, EXCERPT_EVENTS, 4)
-    assert await total_offered(srv.url, "1999-08-01", 4) == EXCERPT_OFFERED
+    assert await total_offered(srv, "1999-08-01", 4) == EXCERPT_OFFERED
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"])
@@ -102,7 +102,8 @@ async def test_speed_paces_the_posts_after_start(make_settings, start_server, tm
     assert len(early) > 10 and len(events) - len(early) > 30
     posts = []
     began = time.monotonic()
-    summary = await replay_events(events, srv.url, speed, start, batch_size=1000, on_post=posts.append)
+    summary = await replay_events(events, srv.url, speed, start, batch_size=1000, on_post=posts.append,
+                                  api_key=srv.keys.ingest["anonymous-bank"])
     assert (summary.backfilled, summary.paced) == (len(early), len(events) - len(early))
     assert summary.accepted == len(events)
 
@@ -123,7 +124,7 @@ async def test_speed_paces_the_posts_after_start(make_settings, start_server, tm
     # The same through the command line: the elapsed time follows the speed.
     piece = small_log(tmp_path, "990802", "11:00:00", "11:05:00")
     n = len(load_events(piece))
-    result = await invoke("replay", "anonymous-bank", str(piece), "--url", srv.url, "--speed", "150",
+    result = await invoke("replay", "anonymous-bank", str(piece), "--url", srv.url, "--api-key", srv.keys.ingest["anonymous-bank"], "--speed", "150",
                           "--start", "1999-08-02T11:03:00", "--no-progress")
     assert result.exit_code == 0, result.output
     s = summary_of(result.stdout)
@@ -137,19 +138,20 @@ async def test_speed_paces_the_posts_after_start(make_settings, start_server, tm
 async def test_a_4xx_stops_the_replay_with_the_problem_detail(make_settings, start_server):
     # A server that refuses events older than an hour: every 1999 event is invalid (422).
     srv = await start_server(make_settings(tz="Asia/Jerusalem", max_lateness_s=3600))
-    result = await invoke("replay", "anonymous-bank", str(DEMO_FILE), "--url", srv.url, "--no-progress")
+    result = await invoke("replay", "anonymous-bank", str(DEMO_FILE), "--url", srv.url, "--api-key", srv.keys.ingest["anonymous-bank"], "--no-progress")
     assert result.exit_code == 1
     assert "replay done" not in result.stdout
     message = result.stderr
     assert "replay stopped" in message and "422" in message and "Invalid events" in message, message
     assert "events 0..999" in message and "index=0" in message and "field=ts" in message, message
-    assert await total_offered(srv.url, "1999-08-01", 4) == 0
+    assert await total_offered(srv, "1999-08-01", 4) == 0
 
     # A batch over the server's limit: 413, stops at the first batch.
     small = await start_server(make_settings(tz="Asia/Jerusalem", max_batch_events=100))
     with pytest.raises(ReplayError, match=r"413 .*refused|refused.*413"):
-        await replay_events(load_events(DEMO_FILE), small.url, None, None, batch_size=500)
-    assert await total_offered(small.url, "1999-08-01", 4) == 0
+        await replay_events(load_events(DEMO_FILE), small.url, None, None, batch_size=500,
+                            api_key=small.keys.ingest["anonymous-bank"])
+    assert await total_offered(small, "1999-08-01", 4) == 0
 
 
 async def test_overload_is_retried_honouring_retry_after():
@@ -221,13 +223,21 @@ def test_demo_serves_the_wall_and_replays_into_it(tmp_path):
     base = f"http://127.0.0.1:{port}"
     wall_status = None
     offered = None
+    printed: list[str] = []
     try:
         deadline = time.monotonic() + 30
+        for line in proc.stdout:  # the banner: the one-time wall link and the keys
+            printed.append(line)
+            if "read key" in line:
+                break
+        read_key = printed[-1].split()[-1]
+        link = next(line.strip() for line in printed if "/pair#s=" in line)
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if wall_status is None:
                     wall_status = httpx.get(f"{base}/wall/contact-centre", timeout=5).status_code
-                dash = httpx.get(f"{base}/api/v1/dashboards/contact-centre", timeout=5).json()
+                dash = httpx.get(f"{base}/api/v1/dashboards/contact-centre", timeout=5,
+                                 headers={"Authorization": f"Bearer {read_key}"}).json()
                 offered = dash["tiles"]["offered_today"]["value"]
                 if offered:
                     break
@@ -242,5 +252,6 @@ def test_demo_serves_the_wall_and_replays_into_it(tmp_path):
     assert wall_status == 200, err
     assert offered and offered > 0, err
     assert proc.returncode == 0, err
-    assert f"{base}/wall/contact-centre" in out
+    assert f"{base}/wall/contact-centre" in "".join(printed)
+    assert read_key.startswith("pbr_") and link.startswith(f"{base}/pair#s=")
     assert (data / "demo" / "pulseboard.db").stat().st_size > 4096  # the demo's own, embedded store

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import KEYS_BY_URL, keyed_client, register_test_keys
 import uvicorn
 
 from app.cli import uvicorn_options
@@ -76,7 +78,7 @@ def _batches(events: list[dict]) -> list[list[dict]]:
 
 async def _replay(url: str, batches: list[list[dict]]) -> int:
     posted = 0
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with keyed_client(url, timeout=30) as client:
         for batch in batches:
             resp = await client.post("/api/v1/events", json=batch)
             assert resp.status_code == 202, resp.text
@@ -89,7 +91,7 @@ async def _wait_closed(url: str, timeout_s: float = 15) -> None:
     """Until the server no longer accepts connections."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with httpx.AsyncClient(base_url=url, timeout=1) as client:
+    async with keyed_client(url, timeout=1) as client:
         while loop.time() < deadline:
             try:
                 await client.get("/healthz")
@@ -152,6 +154,20 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
             page = await browser.new_page(viewport={"width": 1920, "height": 1080})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # A new screen has no key: the wall sends it to pairing, shows a code, an admin approves
+            # it, and the screen gets its display key as an HttpOnly cookie (no secret typed).
+            await page.goto(f"{srv.url}/wall/contact-centre?stale_after_s={STALE_AFTER_S}")
+            await page.wait_for_url("**/pair?dashboard=contact-centre", timeout=10_000)
+            await page.wait_for_function("() => document.getElementById('code').textContent.length === 8")
+            code = await page.text_content("#code")
+            await page.screenshot(path=str(ARTIFACTS / "pair.png"))
+            async with keyed_client(srv.url) as admin:
+                approved = await admin.post(f"/api/v1/pairings/{code}/approve", json={"dashboard": "contact-centre"})
+                assert approved.status_code == 200, approved.text
+            await page.wait_for_url("**/wall/contact-centre", timeout=10_000)
+            cookies = {c["name"]: c for c in await page.context.cookies()}
+            assert cookies["pb_key"]["httpOnly"] and cookies["pb_key"]["value"].startswith("pbd_")
+            assert await page.evaluate("() => document.cookie") == ""  # scripts cannot read the key
             await page.goto(f"{srv.url}/wall/contact-centre?stale_after_s={STALE_AFTER_S}")
 
             # The snapshot renders every tile of the dashboard, in the dashboard's order.
@@ -159,7 +175,7 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
                 "() => document.body.dataset.epoch && document.querySelectorAll('[data-tile-id]').length === 12",
                 timeout=10_000,
             )
-            async with httpx.AsyncClient(base_url=srv.url) as client:
+            async with keyed_client(srv.url) as client:
                 dash = (await client.get("/api/v1/dashboards/contact-centre")).json()
             shown = await page.eval_on_selector_all("[data-tile-id]", "els => els.map(e => e.dataset.tileId)")
             large = [t for t in dash["tile_order"] if dash["tiles"][t]["size"] == "large"]
@@ -186,7 +202,7 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
             assert posted == sum(map(len, batches))
 
             # After the replay the wall agrees with the REST read of the same dashboard.
-            async with httpx.AsyncClient(base_url=srv.url) as client:
+            async with keyed_client(srv.url) as client:
                 dash = (await client.get("/api/v1/dashboards/contact-centre")).json()
             offered = dash["tiles"]["offered_today"]["value"]
             assert offered and offered > 500

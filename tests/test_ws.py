@@ -25,6 +25,11 @@ async def live(make_settings, start_server):
     return await start_server(settings, clock=ManualClock(NOW))
 
 
+def wsconnect(srv, url: str, scope: str = "read", **kw):
+    """A WebSocket client holding the test key of ``scope`` (keys go in the handshake header)."""
+    return connect(url, additional_headers=srv.auth(scope, "generic-wall"), **kw)
+
+
 async def recv_json(ws, timeout_s: float = 10) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
 
@@ -45,7 +50,7 @@ async def post(client, n: int, start: int = 0, value: float = 1) -> None:
 
 
 async def test_snapshot_then_changed_tiles_only(live, client_for):
-    async with client_for(live) as client, connect(live.ws_url + WALL) as ws:
+    async with client_for(live) as client, wsconnect(live, live.ws_url + WALL) as ws:
         snap = await recv_json(ws)
         assert snap["type"] == "snapshot" and snap["dashboard"] == "generic-wall"
         assert set(snap["tiles"]) == {"count_today", "sum_15m", "mean_today"}
@@ -62,19 +67,19 @@ async def test_snapshot_then_changed_tiles_only(live, client_for):
 
 async def test_resume_gets_missed_updates_or_a_snapshot(live, client_for):
     async with client_for(live) as client:
-        async with connect(live.ws_url + WALL) as ws:
+        async with wsconnect(live, live.ws_url + WALL) as ws:
             snap = await recv_json(ws)
             await post(client, 1, start=0)
             first = await next_update(ws)
         await post(client, 1, start=1)
         await post_until_seq(live, first["seq"] + 1)
-        async with connect(f"{live.ws_url}{WALL}?epoch={snap['epoch']}&since={first['seq']}") as ws:
+        async with wsconnect(live, f"{live.ws_url}{WALL}?epoch={snap['epoch']}&since={first['seq']}") as ws:
             missed = await recv_json(ws)
             assert missed["type"] == "update" and missed["seq"] == first["seq"] + 1
             assert missed["tiles"]["count_today"]["value"] == 2
             current = await recv_json(ws, timeout_s=0.4)  # at once, not after the heartbeat interval
             assert current["type"] == "heartbeat" and current["seq"] == missed["seq"]
-        async with connect(f"{live.ws_url}{WALL}?epoch=not-this-one&since=1") as ws:
+        async with wsconnect(live, f"{live.ws_url}{WALL}?epoch=not-this-one&since=1") as ws:
             fresh = await recv_json(ws)
             assert fresh["type"] == "snapshot" and fresh["tiles"]["count_today"]["value"] == 2
 
@@ -82,7 +87,7 @@ async def test_resume_gets_missed_updates_or_a_snapshot(live, client_for):
 async def post_until_seq(live, seq: int, timeout_s: float = 10) -> None:
     """Wait until the hub has published ``seq`` on the generic wall (a watcher keeps it refreshing)."""
     channel = live.runtime.hub.channels["generic-wall"]
-    async with connect(live.ws_url + WALL):
+    async with wsconnect(live, live.ws_url + WALL):
         for _ in range(int(timeout_s / 0.02)):
             if channel.seq >= seq:
                 return
@@ -91,7 +96,7 @@ async def post_until_seq(live, seq: int, timeout_s: float = 10) -> None:
 
 
 async def test_heartbeats_when_idle(live):
-    async with connect(live.ws_url + WALL) as ws:
+    async with wsconnect(live, live.ws_url + WALL) as ws:
         snap = await recv_json(ws)
         beat = await recv_json(ws, timeout_s=5)
         assert beat == {"type": "heartbeat", "epoch": snap["epoch"], "seq": snap["seq"], "as_of": beat["as_of"]}
@@ -99,7 +104,7 @@ async def test_heartbeats_when_idle(live):
 
 async def test_unknown_dashboard_is_refused(live):
     with pytest.raises(Exception) as info:
-        async with connect(live.ws_url + "/ws/dashboards/no-such-wall") as ws:
+        async with wsconnect(live, live.ws_url + "/ws/dashboards/no-such-wall") as ws:
             await recv_json(ws, 5)
     assert "403" in str(info.value) or "1008" in str(info.value)
 
@@ -114,8 +119,8 @@ def _drop_without_close(ws) -> None:
 async def test_c12_one_dead_screen_never_stops_the_others(live, client_for):
     hub = live.runtime.hub
     broker = live.runtime.broker
-    async with client_for(live) as client, connect(live.ws_url + WALL) as a, connect(live.ws_url + WALL) as c:
-        b = await connect(live.ws_url + WALL)
+    async with client_for(live) as client, wsconnect(live, live.ws_url + WALL) as a, wsconnect(live, live.ws_url + WALL) as c:
+        b = await wsconnect(live, live.ws_url + WALL)
         for ws in (a, b, c):
             assert (await recv_json(ws))["type"] == "snapshot"
         assert broker.subscriber_count("generic-wall") == 3
@@ -137,8 +142,8 @@ async def test_c12_one_dead_screen_never_stops_the_others(live, client_for):
 
 async def test_screen_that_stops_reading_does_not_delay_the_others(live, client_for):
     broker = live.runtime.broker
-    async with client_for(live) as client, connect(live.ws_url + WALL) as fast:
-        stuck = await connect(live.ws_url + WALL, max_queue=1)
+    async with client_for(live) as client, wsconnect(live, live.ws_url + WALL) as fast:
+        stuck = await wsconnect(live, live.ws_url + WALL, max_queue=1)
         assert (await recv_json(fast))["type"] == "snapshot"
         stuck.transport.pause_reading()  # the stuck screen never reads again
         for i in range(40):
@@ -157,7 +162,7 @@ async def test_screen_that_stops_reading_does_not_delay_the_others(live, client_
 
 async def test_restated_snapshot_is_flagged_on_the_wall(live, client_for):
     """Walls show when a recent number was restated (issue 3): notices in the snapshot and updates."""
-    async with client_for(live) as client, connect(live.ws_url + WALL) as ws:
+    async with client_for(live) as client, wsconnect(live, live.ws_url + WALL) as ws:
         snap = await recv_json(ws)
         assert snap["notices"] == []
         await post(client, 1, start=0)  # 2024-06-10 11:00, the clock stands at 12:00
@@ -181,7 +186,7 @@ async def test_snapshot_carries_trends_from_stored_minutes(live, client_for):
     async with client_for(live) as client:
         events = [sample(f"2024-06-10T11:{m:02d}:30Z", 2, id=f"t{i}") for i, m in enumerate((50, 52, 52, 58))]
         assert (await client.post("/api/v1/events", json=events)).status_code == 202
-    async with connect(live.ws_url + WALL) as ws:
+    async with wsconnect(live, live.ws_url + WALL) as ws:
         snap = await recv_json(ws)
     count = snap["tiles"]["count_today"]["trend"]
     assert len(count) == 60 and count[-1] == 4
@@ -196,22 +201,22 @@ async def test_foreign_origin_is_refused_at_the_handshake(live):
     """Cross-site WebSocket hijacking: a page on another site cannot open the wall's socket."""
     host = live.ws_url.removeprefix("ws://")
     with pytest.raises(Exception) as info:
-        async with connect(live.ws_url + WALL, origin="https://evil.example") as ws:
+        async with wsconnect(live, live.ws_url + WALL, origin="https://evil.example") as ws:
             await recv_json(ws, 5)
     assert "403" in str(info.value)
-    async with connect(live.ws_url + WALL, origin=f"http://{host}") as ws:  # same origin: fine
+    async with wsconnect(live, live.ws_url + WALL, origin=f"http://{host}") as ws:  # same origin: fine
         assert (await recv_json(ws))["type"] == "snapshot"
 
 
 async def test_inbound_limits_size_and_rate(live):
-    async with connect(live.ws_url + WALL) as ws:
+    async with wsconnect(live, live.ws_url + WALL) as ws:
         await recv_json(ws)
         await ws.send("x" * (65 * 1024))
         with pytest.raises(Exception):
             for _ in range(5):
                 await recv_json(ws, 5)
         assert ws.close_code == 1009
-    async with connect(live.ws_url + WALL) as ws:
+    async with wsconnect(live, live.ws_url + WALL) as ws:
         await recv_json(ws)
         for _ in range(30):
             await ws.send('{"type":"ping"}')
@@ -219,7 +224,7 @@ async def test_inbound_limits_size_and_rate(live):
             for _ in range(60):
                 await recv_json(ws, 5)
         assert ws.close_code == 1008
-    async with connect(live.ws_url + WALL) as ws:  # unknown message: an error frame, no data
+    async with wsconnect(live, live.ws_url + WALL) as ws:  # unknown message: an error frame, no data
         await recv_json(ws)
         await ws.send('{"type":"subscribe","dashboard":"other"}')
         reply = await recv_json(ws)
@@ -230,9 +235,9 @@ async def test_inbound_limits_size_and_rate(live):
 
 async def test_connection_cap(make_settings, start_server):
     srv = await start_server(make_settings(packs_dir=PACKS_DIR, ws_max_connections=2))
-    async with connect(srv.ws_url + WALL) as a, connect(srv.ws_url + WALL) as b:
+    async with wsconnect(srv, srv.ws_url + WALL) as a, wsconnect(srv, srv.ws_url + WALL) as b:
         await recv_json(a)
         await recv_json(b)
         with pytest.raises(Exception):
-            async with connect(srv.ws_url + WALL) as c:
+            async with wsconnect(srv, srv.ws_url + WALL) as c:
                 await recv_json(c, 5)

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
+from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
 from app.metrics.calendar import from_us, to_us
 from app.metrics.pack import NAME_RE, Kpi
@@ -33,7 +34,7 @@ def kpi_json(kpi: Kpi, pack_name: str) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/kpis", summary="Every KPI of the loaded packs")
+@router.get("/api/v1/kpis", summary="Every KPI of the loaded packs", **scoped("read", "admin"))
 async def list_kpis(runtime: RuntimeDep) -> list[dict[str, Any]]:
     return [kpi_json(k, p.name) for p in runtime.packs.values() for k in p.kpis.values()]
 
@@ -50,7 +51,7 @@ def dims_filter(request: Request) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k[5:], v) for k, v in request.query_params.items() if k.startswith("dims.") and len(k) > 5))
 
 
-@router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period")
+@router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period", **scoped("read", "admin"))
 async def kpi_series(
     name: str, request: Request, runtime: RuntimeDep,
     grain: Literal["minute", "hour", "day", "month"] = Query(..., description="period length"),
@@ -89,13 +90,14 @@ async def kpi_series(
     })
 
 
-@router.get("/api/v1/dashboards", summary="Every dashboard")
+@router.get("/api/v1/dashboards", summary="Every dashboard", **scoped("read", "admin"))
 async def list_dashboards(runtime: RuntimeDep) -> list[dict[str, Any]]:
     return [{"slug": d.slug, "title": d.title, "pack": p.name, "tiles": len(d.tiles)}
             for p in runtime.packs.values() for d in p.dashboards.values()]
 
 
-@router.get("/api/v1/dashboards/{slug}", summary="A dashboard, its tiles and their current values")
+@router.get("/api/v1/dashboards/{slug}", summary="A dashboard, its tiles and their current values",
+            **scoped("read", "admin", "display", dashboard_param="slug"))
 async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     found = runtime.find_dashboard(slug)
     if found is None:
@@ -110,12 +112,12 @@ async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
                          "tile_order": [t.id for t in dash.tiles], "tiles": tiles})
 
 
-@router.get("/healthz", summary="Liveness", include_in_schema=False)
+@router.get("/healthz", summary="Liveness", include_in_schema=False, **public())
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the store answers")
+@router.get("/readyz", summary="Readiness: the store answers", **public())
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     try:
         async with runtime.engine.connect() as conn:
@@ -126,12 +128,22 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse({"ready": True, "server_time": datetime.now().astimezone().isoformat()})
 
 
-@router.get("/favicon.ico", include_in_schema=False)
+@router.get("/favicon.ico", include_in_schema=False, **public())
 async def favicon() -> Response:
     return Response(status_code=204)
 
 
-@router.get("/wall/{slug}", summary="The wall page of a dashboard", include_in_schema=False)
+@router.get("/pair", include_in_schema=False, **public())
+async def pair_page() -> FileResponse:
+    return FileResponse(FRONTEND_DIR / "pair" / "index.html", media_type="text/html")
+
+
+@router.get("/login", include_in_schema=False, **public())
+async def login_page() -> FileResponse:
+    return FileResponse(FRONTEND_DIR / "login" / "index.html", media_type="text/html")
+
+
+@router.get("/wall/{slug}", summary="The wall page of a dashboard", include_in_schema=False, **public())
 async def wall_page(slug: str, runtime: RuntimeDep) -> FileResponse:
     if not NAME_RE.match(slug) or runtime.find_dashboard(slug) is None:
         raise HTTPException(404, f"no dashboard {slug!r}")

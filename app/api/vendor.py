@@ -12,13 +12,15 @@ import plotly
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
+from app.auth.deps import public
+
 router = APIRouter()
 ASSETS = {
     "plotly.min.js": Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js",
 }
 
 
-@router.get("/vendor/{name}", include_in_schema=False)
+@router.get("/vendor/{name}", include_in_schema=False, **public())
 async def vendor_asset(name: str) -> FileResponse:
     """A shipped asset by exact name (no paths: anything else is 404)."""
     path = ASSETS.get(name)

@@ -39,7 +39,7 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     type: str
     ts: str
     id: str | None = None
-    source: str = "default"
+    source: str | None = None
     value: float | None = None
     dims: dict[str, str | int | float | bool] | None = None
 
@@ -57,6 +57,7 @@ class Limits:
     max_string_chars: int
     max_dims: int
     max_batch_events: int
+    default_source: str = "default"
 
 
 def _field_of(message: str) -> str:
@@ -110,11 +111,12 @@ def validate(ev: EventIn, limits: Limits) -> tuple[NewEvent | None, list[tuple[s
         ``(event, [])`` when valid, else ``(None, [(field, message), ...])``.
     """
     errors: list[tuple[str, str]] = []
+    source = ev.source if ev.source is not None else limits.default_source
     if not TYPE_RE.match(ev.type):
         errors.append(("type", "must be 1-128 characters of [a-z0-9_.-]"))
-    if not 1 <= len(ev.source) <= 64:
+    if not 1 <= len(source) <= 64:
         errors.append(("source", "must be 1-64 characters"))
-    _check_text("source", ev.source, 64, errors)
+    _check_text("source", source, 64, errors)
     if ev.id is not None:
         if not 1 <= len(ev.id) <= 128:
             errors.append(("id", "must be 1-128 characters"))
@@ -147,14 +149,14 @@ def validate(ev: EventIn, limits: Limits) -> tuple[NewEvent | None, list[tuple[s
     event_id = ev.id if ev.id is not None else uuid.uuid4().hex
     dims = ev.dims or None
     return NewEvent(
-        source=ev.source,
+        source=source,
         event_id=event_id,
         type=ev.type,
         ts_us=ts_us,
         value=float(ev.value) if ev.value is not None else None,
         dims=dims,
         dims_json=msgspec.json.encode(dims).decode() if dims else None,
-        body_hash=body_hash(ev.source, ev.id, ev.type, ts_us, ev.value, dims),
+        body_hash=body_hash(source, ev.id, ev.type, ts_us, ev.value, dims),
     ), []
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import delete, select
 
 from app.api.deps import RuntimeDep
+from app.auth import Forbidden
+from app.auth.deps import SCOPE_KEY, Access, require
 from app.ingest import BadRequest, IngestError, InvalidEvents, PayloadTooLarge, UnsupportedMedia
 from app.ingest.parse import Limits, parse_events
 from app.metrics.calendar import to_us
@@ -22,7 +25,6 @@ from app.store.writes import IdempotencyRecord
 router = APIRouter()
 ACCEPTED_TYPES = ("application/json", "application/x-ndjson")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-ANONYMOUS_OWNER = "anonymous"
 
 
 class IdempotencyKeys:
@@ -70,6 +72,24 @@ async def remembered_answer(runtime, owner: str, key: str, request_hash: bytes) 
     return Response(row.body, status_code=row.status, media_type=media, headers={"Idempotent-Replayed": "true"})
 
 
+def check_binding(access: Access, events: list) -> None:
+    """An ingest key posts only its own source (and its event types, when bound).
+
+    Raises:
+        Forbidden: listing the first events that fall outside the binding.
+    """
+    key = access.key
+    if key.scope != "ingest":
+        return
+    bad = [(i, e) for i, e in enumerate(events)
+           if e.source != key.source or (key.event_types is not None and e.type not in key.event_types)]
+    if bad:
+        i, e = bad[0]
+        what = f"source {e.source!r}" if e.source != key.source else f"type {e.type!r}"
+        raise Forbidden(f"{len(bad)} event(s) outside this key's binding (source {key.source!r}"
+                        + (f", types {list(key.event_types)}" if key.event_types else "") + f"); event {i} has {what}")
+
+
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refusing more than ``max_bytes`` on the wire and after decompression.
 
@@ -108,15 +128,20 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     "/api/v1/events",
     status_code=202,
     summary="Post events (JSON object, JSON array or NDJSON)",
-    responses={400: {}, 409: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+    openapi_extra={SCOPE_KEY: ["ingest"]},
 )
-async def post_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def post_events(request: Request, runtime: RuntimeDep,
+                      access: Annotated[Access, Depends(require("ingest"))]) -> JSONResponse:
     """Store events all-or-nothing and answer ``202 {"accepted": N, "duplicates": D}`` after commit.
 
     ``accepted`` counts events newly stored; ``duplicates`` those whose
     ``(source, id)`` was stored before with the same body (they change nothing).
+    Needs an ``ingest`` key; events without ``source`` get the key's source, and an
+    event of another source (or of a type the key is not bound to) refuses the request (403).
     """
     settings = runtime.settings
+    owner = access.key.id
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if media_type not in ACCEPTED_TYPES:
@@ -127,15 +152,15 @@ async def post_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
         record = None
         if key is not None:
             request_hash = hashlib.sha256(b"\0".join((media_type.encode(), body))).digest()
-            replay = await remembered_answer(runtime, ANONYMOUS_OWNER, key, request_hash)
+            replay = await remembered_answer(runtime, owner, key, request_hash)
             if replay is not None:
                 return replay
-            slot = (ANONYMOUS_OWNER, key)
+            slot = (owner, key)
             if slot in runtime.idempotency.in_flight:
                 return problem(409, "Request in flight", "a request with this Idempotency-Key is still being "
                                "processed; retry after it finishes", headers={"Retry-After": "1"})
             runtime.idempotency.in_flight.add(slot)
-            record = IdempotencyRecord(ANONYMOUS_OWNER, key, request_hash)
+            record = IdempotencyRecord(owner, key, request_hash)
         limits = Limits(
             now_us=to_us(runtime.clock.now()),
             max_future_skew_s=settings.max_future_skew_s,
@@ -143,9 +168,11 @@ async def post_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
             max_string_chars=settings.max_string_chars,
             max_dims=settings.max_dims,
             max_batch_events=settings.max_batch_events,
+            default_source=access.key.source or "default",
         )
         try:
             events = parse_events(body, media_type, limits)
+            check_binding(access, events)
             outcome = await runtime.writer.submit(events, record)
         finally:
             if record is not None:

@@ -203,6 +203,21 @@ def demo(port: int | None, speed: float | None, exit_after_s: float | None) -> N
     sys.exit(code)
 
 
+async def _demo_keys(runtime, base_url: str) -> dict[str, str]:
+    """The demo's own keys: ingest for its replay, read and admin to print, and a display key
+    handed to the first browser that opens the printed one-time pairing link."""
+    from app.metrics.calendar import to_us
+
+    now = to_us(runtime.clock.now())
+    store = runtime.keys
+    ingest, _ = await store.create("ingest", "demo replay", now, source="anonymous-bank")
+    read, _ = await store.create("read", "demo reader", now)
+    admin, _ = await store.create("admin", "demo admin", now)
+    display, _ = await store.create("display", "demo wall", now, dashboard=DEMO_DASHBOARD)
+    pairing = runtime.pairings.preapproved(display, DEMO_DASHBOARD)
+    return {"ingest": ingest, "read": read, "admin": admin, "wall_link": f"{base_url}/pair#s={pairing.secret}"}
+
+
 async def _run_demo(settings, events: list[dict], speed: float | None, start: datetime,
                     exit_after_s: float | None) -> int:
     import uvicorn
@@ -211,7 +226,8 @@ async def _run_demo(settings, events: list[dict], speed: float | None, start: da
     from app.main import create_app
 
     options = {**uvicorn_options(settings), "access_log": False}
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     serve_task = asyncio.create_task(server.serve(), name="demo-server")
     while not server.started:
         if serve_task.done():
@@ -220,9 +236,13 @@ async def _run_demo(settings, events: list[dict], speed: float | None, start: da
         await asyncio.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     base_url = f"http://127.0.0.1:{port}"
-    wall = f"{base_url}/wall/{DEMO_DASHBOARD}"
+    keys = await _demo_keys(app.state.runtime, base_url)
+    wall = keys["wall_link"]
     banner = "=" * max(40, len(wall) + 4)
-    click.echo(f"\n{banner}\n  Pulseboard demo: open the wall at\n\n  {wall}\n{banner}")
+    click.echo(f"\n{banner}\n  Pulseboard demo: open the wall at (one-time link: it pairs this browser)\n\n"
+               f"  {wall}\n\n  then {base_url}/wall/{DEMO_DASHBOARD}\n{banner}")
+    click.echo(f"  read key (API, /login, /day and /scorecard pages): {keys['read']}")
+    click.echo(f"  admin key (pair more screens at {base_url}/pair, cut snapshots): {keys['admin']}")
     click.echo(f"replaying {len(events)} events of 1-3 August 1999 (Anonymous Bank call centre): "
                f"night backfilled up to {start:%H:%M}, then at speed {'max' if speed is None else speed}; "
                f"Ctrl-C stops", err=True)
@@ -233,7 +253,7 @@ async def _run_demo(settings, events: list[dict], speed: float | None, start: da
     async def run_replay() -> None:
         nonlocal code
         try:
-            summary = await replay_events(events, base_url, speed, start, progress=True)
+            summary = await replay_events(events, base_url, speed, start, progress=True, api_key=keys["ingest"])
         except ReplayError as exc:
             click.echo(f"demo replay stopped: {exc}", err=True)
             code = 1

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
 from app.api.routes import FRONTEND_DIR
+from app.auth.deps import public, scoped
 from app.metrics.calendar import to_us
 from app.problems import problem
 from app.snapshots import NotCut, PeriodNotClosed, ScorecardLocked
@@ -46,13 +47,15 @@ async def _snapshot(runtime, dashboard: str, grain: str, period: str, version: i
     return rows[-1]
 
 
-@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}", summary="The latest (or ?version=n) snapshot of a period")
+@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}", summary="The latest (or ?version=n) snapshot of a period",
+            **scoped("read", "admin"))
 async def get_snapshot(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep,
                        version: int | None = None) -> JSONResponse:
     return JSONResponse(cuts.snapshot_json(await _snapshot(runtime, dashboard, grain, period, version)))
 
 
-@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}/versions", summary="Every version, with what changed and why")
+@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}/versions", summary="Every version, with what changed and why",
+            **scoped("read", "admin"))
 async def snapshot_versions(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep) -> JSONResponse:
     await _snapshot(runtime, dashboard, grain, period, None)
     async with runtime.engine.connect() as conn:
@@ -61,7 +64,7 @@ async def snapshot_versions(dashboard: str, grain: Grain, period: str, runtime: 
         {k: v for k, v in cuts.snapshot_json(r).items() if k != "kpis"} for r in rows]})
 
 
-@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}/export.csv", summary="A snapshot as CSV")
+@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}/export.csv", summary="A snapshot as CSV", **scoped("read", "admin"))
 async def snapshot_export(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep) -> Response:
     snap = cuts.snapshot_json(await _snapshot(runtime, dashboard, grain, period, None))
     return Response(snapshot_csv(snap), media_type="text/csv; charset=utf-8", headers={
@@ -75,7 +78,8 @@ class CutRequest(BaseModel):
     period: str = Field(pattern=r"^\d{4}-\d{2}(-\d{2})?$")
 
 
-@router.post("/api/v1/snapshots/{dashboard}/cut", summary="Cut (or re-cut) a period now", status_code=201)
+@router.post("/api/v1/snapshots/{dashboard}/cut", summary="Cut (or re-cut) a period now", status_code=201,
+             **scoped("admin"))
 async def cut_now(dashboard: str, body: CutRequest, runtime: RuntimeDep) -> JSONResponse:
     _check_period(body.grain, body.period)
     try:
@@ -87,7 +91,8 @@ async def cut_now(dashboard: str, body: CutRequest, runtime: RuntimeDep) -> JSON
     return JSONResponse({**cuts.snapshot_json(row), "created": created}, status_code=201 if created else 200)
 
 
-@router.get("/api/v1/reconciliation/{dashboard}/{grain}/{period}", summary="Check a period's numbers against each other")
+@router.get("/api/v1/reconciliation/{dashboard}/{grain}/{period}", summary="Check a period's numbers against each other",
+            **scoped("read", "admin"))
 async def reconciliation(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep) -> JSONResponse:
     _check_period(grain, period)
     try:
@@ -106,12 +111,13 @@ async def _card(runtime, dashboard: str, month: str) -> dict:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.get("/api/v1/scorecards/{dashboard}/{month}", summary="The monthly scorecard and its review agenda")
+@router.get("/api/v1/scorecards/{dashboard}/{month}", summary="The monthly scorecard and its review agenda",
+            **scoped("read", "admin"))
 async def get_scorecard(dashboard: str, month: str, runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(await _card(runtime, dashboard, month))
 
 
-@router.get("/api/v1/scorecards/{dashboard}/{month}/export.csv", summary="The scorecard as CSV")
+@router.get("/api/v1/scorecards/{dashboard}/{month}/export.csv", summary="The scorecard as CSV", **scoped("read", "admin"))
 async def scorecard_export(dashboard: str, month: str, runtime: RuntimeDep) -> Response:
     card = await _card(runtime, dashboard, month)
     return Response(scorecard_csv(card), media_type="text/csv; charset=utf-8",
@@ -132,7 +138,8 @@ class PublishIn(BaseModel):
     by: str = Field(default="anonymous", min_length=1, max_length=128)
 
 
-@router.post("/api/v1/scorecards/{dashboard}/{month}/commentary", status_code=201, summary="Add a note to one KPI")
+@router.post("/api/v1/scorecards/{dashboard}/{month}/commentary", status_code=201, summary="Add a note to one KPI",
+             **scoped("admin"))
 async def add_commentary(dashboard: str, month: str, note: NoteIn, runtime: RuntimeDep) -> JSONResponse:
     await _card(runtime, dashboard, month)
     try:
@@ -147,7 +154,7 @@ async def add_commentary(dashboard: str, month: str, note: NoteIn, runtime: Runt
     return JSONResponse(added, status_code=201)
 
 
-@router.post("/api/v1/scorecards/{dashboard}/{month}/publish", summary="Publish (lock) the scorecard")
+@router.post("/api/v1/scorecards/{dashboard}/{month}/publish", summary="Publish (lock) the scorecard", **scoped("admin"))
 async def publish_scorecard(dashboard: str, month: str, runtime: RuntimeDep,
                             body: Annotated[PublishIn | None, Body()] = None) -> JSONResponse:
     await _card(runtime, dashboard, month)
@@ -161,14 +168,14 @@ async def publish_scorecard(dashboard: str, month: str, runtime: RuntimeDep,
     return JSONResponse(card)
 
 
-@router.get("/day/{slug}/{day}", include_in_schema=False)
+@router.get("/day/{slug}/{day}", include_in_schema=False, **public())
 async def day_page(slug: str, day: str, runtime: RuntimeDep) -> FileResponse:
     if not DAY_RE.match(day) or slug not in runtime.snapshots.targets:
         raise HTTPException(404, "no such end-of-day page")
     return FileResponse(FRONTEND_DIR / "day" / "index.html", media_type="text/html")
 
 
-@router.get("/scorecard/{slug}/{month}", include_in_schema=False)
+@router.get("/scorecard/{slug}/{month}", include_in_schema=False, **public())
 async def scorecard_page(slug: str, month: str, runtime: RuntimeDep) -> FileResponse:
     if not MONTH_RE.match(month) or slug not in runtime.snapshots.targets:
         raise HTTPException(404, "no such scorecard page")

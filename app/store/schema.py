@@ -125,3 +125,23 @@ idempotency_key = Table(
     PrimaryKeyConstraint("owner", "key", name="pk_idempotency_key"),
     Index("ix_idempotency_created", "created_us"),
 )
+
+# API keys: only a hash is kept, with the scope's prefix and the last four characters to
+# recognise a key in lists.  Revoked keys stay (revoked_us) for the audit trail.
+api_key = Table(
+    "api_key",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("scope", String(16), nullable=False),
+    Column("prefix", String(8), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("key_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("name", String(128), nullable=False),
+    Column("source", String(64), nullable=True),
+    Column("event_types", Text, nullable=True),
+    Column("dashboard", String(128), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=True),
+    Column("revoked_us", BigInteger, nullable=True),
+    Column("last_used_us", BigInteger, nullable=True),
+)

@@ -14,9 +14,13 @@ import logging
 
 import msgspec
 from fastapi import APIRouter, WebSocket
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from app.metrics.calendar import from_us
+from app.auth import Forbidden, Unauthenticated
+from app.auth.deps import authenticate, check_scope
+from app.metrics.calendar import from_us, to_us
+from app.problems import problem
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -88,6 +92,15 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     if slug not in hub.channels:
         await ws.close(code=1008, reason="unknown dashboard")
         return
+    try:
+        access = await authenticate(ws)
+        check_scope(access, ("read", "admin", "display"), slug)
+    except (Unauthenticated, Forbidden) as exc:
+        status = 401 if isinstance(exc, Unauthenticated) else 403
+        await ws.send_denial_response(problem(status, "Unauthorized" if status == 401 else "Forbidden", str(exc),
+                                              headers={"WWW-Authenticate": 'Bearer realm="pulseboard"'}
+                                              if status == 401 else None))
+        return
     if broker.total_subscribers() >= settings.ws_max_connections:
         log.warning("WebSocket connection cap (%d) reached; refusing a screen", settings.ws_max_connections)
         await ws.close(code=1013, reason="server at capacity; retry later")
@@ -95,6 +108,7 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     epoch = ws.query_params.get("epoch")
     since_raw = ws.query_params.get("since")
     await ws.accept()
+    state.runtime.sockets.add(access.key.id, ws)
     channel = await hub.ensure_fresh(slug)
     timeout_s = settings.ws_send_timeout_s
     async with broker.subscribe(slug) as sub:
@@ -132,3 +146,53 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
                     raise exc
         except (WebSocketDisconnect, OSError, TimeoutError):
             log.debug("screen on %s went away", slug)
+        finally:
+            state.runtime.sockets.discard(access.key.id, ws)
+
+
+CLOSE_REVOKED = 4401  # documented: the screen's key was revoked
+
+
+class SocketRegistry:
+    """Open sockets by key id, so revoking a key closes its screens within seconds."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, set[WebSocket]] = {}
+
+    def add(self, key_id: str, ws: WebSocket) -> None:
+        self._by_key.setdefault(key_id, set()).add(ws)
+
+    def discard(self, key_id: str, ws: WebSocket) -> None:
+        sockets = self._by_key.get(key_id)
+        if sockets is not None:
+            sockets.discard(ws)
+            if not sockets:
+                del self._by_key[key_id]
+
+    async def close_revoked(self, keys, now_us: int) -> int:
+        """Close the sockets of keys no longer usable; return how many were closed."""
+        closed = 0
+        for key_id in list(self._by_key):
+            if key_id == "anonymous" or await keys.still_usable(key_id, now_us):
+                continue
+            for ws in list(self._by_key.pop(key_id, ())):
+                try:
+                    await ws.close(code=CLOSE_REVOKED, reason="key revoked")
+                except RuntimeError:
+                    pass
+                closed += 1
+        return closed
+
+
+async def watch_revocations(runtime, interval_s: float = 2.0) -> None:
+    """Forever: every ``interval_s``, close sockets whose key was revoked or expired, and
+    write the keys' ``last_used_at``."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            closed = await runtime.sockets.close_revoked(runtime.keys, to_us(runtime.clock.now()))
+            if closed:
+                log.info("closed %d screen(s) whose key was revoked", closed)
+            await runtime.keys.flush_last_used()
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("revocation check failed: %s", exc)

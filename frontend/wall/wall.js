@@ -614,7 +614,14 @@
   function fetchOrder() {
     state.orderPending = true;
     return fetch('/api/v1/dashboards/' + encodeURIComponent(SLUG), { headers: { Accept: 'application/json' } })
-      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (r) {
+        if (r.status === 401 || r.status === 403) {
+          // This screen has no (valid) display key: pair it (the key arrives as an HttpOnly cookie).
+          window.location.replace('/pair?dashboard=' + encodeURIComponent(SLUG));
+          return null;
+        }
+        return r.ok ? r.json() : null;
+      })
       .then(function (dash) {
         if (!dash) return;
         serverStaleAfter(dash);

@@ -1,0 +1,159 @@
+"""Creating, finding, listing and revoking API keys.
+
+A key is ``<prefix><token>``: the prefix names the scope (``pbi_`` ingest, ``pbr_`` read,
+``pbd_`` display, ``pba_`` admin) so a leaked key is recognisable, and the token is 240
+random bits (``secrets.token_urlsafe(30)``).  Only ``sha256(key)`` is stored: a key is
+found by its hash, so the lookup costs the same whatever key is presented, and a dump of
+the database holds no usable key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.metrics.calendar import from_us
+from app.store.schema import api_key
+
+Scope = Literal["ingest", "read", "display", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "display", "admin")
+PREFIX: dict[str, str] = {"ingest": "pbi_", "read": "pbr_", "display": "pbd_", "admin": "pba_"}
+TOKEN_BYTES = 30  # 240 bits
+CACHE_TTL_S = 2.0  # a revoked key stops working within this (plus a socket check interval)
+
+
+def hash_key(key: str) -> bytes:
+    """SHA-256 of the key text (keys are high-entropy: no salt or slow hash needed)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A stored key as the access checks see it (never the key itself)."""
+
+    id: str
+    scope: Scope
+    name: str
+    source: str | None
+    event_types: tuple[str, ...] | None
+    dashboard: str | None
+    expires_us: int | None
+    revoked_us: int | None
+
+    def usable(self, now_us: int) -> bool:
+        """Not revoked and not expired at ``now_us``."""
+        return self.revoked_us is None and (self.expires_us is None or now_us < self.expires_us)
+
+
+def _info(row: Any) -> KeyInfo:
+    types = tuple(msgspec.json.decode(row.event_types)) if row.event_types else None
+    return KeyInfo(row.id, row.scope, row.name, row.source, types, row.dashboard, row.expires_us, row.revoked_us)
+
+
+def key_json(row: Any) -> dict[str, Any]:
+    """The listing form of a key: never the key, only its prefix and last four characters."""
+    return {
+        "id": row.id, "scope": row.scope, "name": row.name, "hint": f"{row.prefix}…{row.last4}",
+        "source": row.source, "event_types": msgspec.json.decode(row.event_types) if row.event_types else None,
+        "dashboard": row.dashboard, "created_at": from_us(row.created_us).isoformat(),
+        "expires_at": from_us(row.expires_us).isoformat() if row.expires_us else None,
+        "revoked_at": from_us(row.revoked_us).isoformat() if row.revoked_us else None,
+        "last_used_at": from_us(row.last_used_us).isoformat() if row.last_used_us else None,
+    }
+
+
+class KeyStore:
+    """Keys in the store, with a short-lived cache of lookups.
+
+    Args:
+        engine: the store.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._cache: dict[bytes, tuple[float, KeyInfo | None]] = {}
+        self._used: dict[str, int] = {}
+
+    async def create(self, scope: str, name: str, now_us: int, source: str | None = None,
+                     event_types: list[str] | None = None, dashboard: str | None = None,
+                     expires_us: int | None = None) -> tuple[str, dict[str, Any]]:
+        """Create a key; return ``(the key, its listing)``.  The key is not kept: show it once.
+
+        Raises:
+            ValueError: unknown scope, an ingest key without a source, a display key without a dashboard.
+        """
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        if scope == "ingest" and not source:
+            raise ValueError("an ingest key is bound to one source: give --source")
+        if scope == "display" and not dashboard:
+            raise ValueError("a display key is bound to one dashboard: give --dashboard")
+        key = PREFIX[scope] + secrets.token_urlsafe(TOKEN_BYTES)
+        row = {
+            "id": secrets.token_hex(16), "scope": scope, "prefix": PREFIX[scope], "last4": key[-4:],
+            "key_hash": hash_key(key), "name": name or scope, "source": source if scope == "ingest" else None,
+            "event_types": msgspec.json.encode(event_types).decode() if event_types and scope == "ingest" else None,
+            "dashboard": dashboard if scope == "display" else None, "created_us": now_us,
+            "expires_us": expires_us, "revoked_us": None, "last_used_us": None,
+        }
+        async with self._engine.begin() as conn:
+            await conn.execute(api_key.insert(), row)
+            stored = (await conn.execute(select(api_key).where(api_key.c.id == row["id"]))).one()
+        return key, key_json(stored)
+
+    async def find(self, key: str) -> KeyInfo | None:
+        """The key's info (usable or not), or ``None`` if no such key exists."""
+        digest = hash_key(key)
+        loop = asyncio.get_running_loop()
+        hit = self._cache.get(digest)
+        if hit is not None and loop.time() - hit[0] < CACHE_TTL_S:
+            return hit[1]
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(api_key).where(api_key.c.key_hash == digest))).first()
+        info = _info(row) if row is not None else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (loop.time(), info)
+        return info
+
+    async def still_usable(self, key_id: str, now_us: int) -> bool:
+        """Whether key ``key_id`` is still usable (read fresh: open sockets are re-checked with it)."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(api_key.c.revoked_us, api_key.c.expires_us)
+                                      .where(api_key.c.id == key_id))).first()
+        return row is not None and row[0] is None and (row[1] is None or now_us < row[1])
+
+    def touch(self, key_id: str, now_us: int) -> None:
+        """Note a use; written by ``flush_last_used`` (at most once a minute per key)."""
+        self._used[key_id] = now_us
+
+    async def flush_last_used(self) -> None:
+        """Write the noted ``last_used_at`` times."""
+        used, self._used = self._used, {}
+        if not used:
+            return
+        async with self._engine.begin() as conn:
+            for key_id, at in used.items():
+                await conn.execute(update(api_key).where(api_key.c.id == key_id).values(last_used_us=at))
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every key (revoked ones too), newest first."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(api_key).order_by(api_key.c.created_us.desc(), api_key.c.id))
+            return [key_json(r) for r in rows]
+
+    async def revoke(self, key_id: str, now_us: int) -> dict[str, Any] | None:
+        """Revoke key ``key_id`` (idempotent); ``None`` if there is no such key."""
+        async with self._engine.begin() as conn:
+            await conn.execute(update(api_key).where(api_key.c.id == key_id, api_key.c.revoked_us.is_(None))
+                               .values(revoked_us=now_us))
+            row = (await conn.execute(select(api_key).where(api_key.c.id == key_id))).first()
+        self._cache.clear()
+        return key_json(row) if row is not None else None
