@@ -258,7 +258,7 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             assert "FAILED" in await page.text_content("#recon-chip")
             causes = await page.eval_on_selector_all(
                 "#mismatches tbody tr", "rs => rs.map(r => [r.dataset.kpi, r.lastElementChild.textContent])")
-            assert ("offered", "late data: 1 events arrived after version 1 was cut") in [tuple(c) for c in causes]
+            assert ("offered", "late data: 1 event arrived after version 1 was cut") in [tuple(c) for c in causes]
             assert await page.locator("#restated").is_hidden()  # not restated yet: the snapshot is v1
 
             # --- a day not cut yet ---------------------------------------------------------------

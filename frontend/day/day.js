@@ -205,14 +205,15 @@
   }
 
   // ------------------------------------------------------------ charts
-  function seriesUrl(name, grain, start, end, dims) {
+  function seriesUrl(name, grain, start, end, dims, tz) {
     var q = '?grain=' + grain + '&start=' + PB.enc(start) + '&end=' + PB.enc(end);
+    if (tz) q += '&tz=' + PB.enc(tz);   // periods in the dashboard's zone, whatever the server's
     Object.keys(dims || {}).forEach(function (k) { q += '&dims.' + PB.enc(k) + '=' + PB.enc(dims[k]); });
     return '/api/v1/kpis/' + PB.enc(name) + '/series' + q;
   }
 
   function fetchSeries(name, grain, snap, dims) {
-    return PB.getJSON(seriesUrl(name, grain, snap.period.start, snap.period.end, dims)).then(function (resp) {
+    return PB.getJSON(seriesUrl(name, grain, snap.period.start, snap.period.end, dims, snap.tz)).then(function (resp) {
       if (!resp.ok || !resp.body) throw new Error(name + ': ' + PB.problemText(resp));
       return resp.body.points || [];
     });
