@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
@@ -116,5 +117,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(vendor_router)
     app.include_router(auth_router)
     app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
+    app.add_middleware(GZipMiddleware, minimum_size=1024)  # the charting library is 4.8 MB raw
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
     return app

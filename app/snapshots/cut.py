@@ -212,7 +212,7 @@ async def restate(engine: AsyncEngine, target: Target, grain: str, period: Perio
         late_total = await _late_events(conn, target.pack, period, rows[0].event_seq_max)
         causes = []
         if late_since_prev:
-            causes.append(f"late events: {late_since_prev} arrived after version {prev.version} was cut")
+            causes.append(f"late events: {late_since_prev} arrived after version {prev.version} was cut")  # n >= 1
         redefined = sorted(k for k, c in changes.items() if c.get("definition_changed"))
         if redefined:
             causes.append(f"definition change: {', '.join(redefined)}")

@@ -124,7 +124,7 @@ async def snapshot_vs_current(conn: AsyncConnection, pack: Pack, grain: str, per
             if old is not None and old.get("definition_hash") != cur.get("definition_hash"):
                 cause = "definition change"
             elif late:
-                cause = f"late data: {late} events arrived after version {row.version} was cut"
+                cause = f"late data: {late} event{'s' if late != 1 else ''} arrived after version {row.version} was cut"
             else:
                 cause = "unexplained"
             mismatches.append({"kpi": name, "where": f"snapshot v{row.version} vs recomputation now",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException
@@ -25,8 +26,17 @@ MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
 Grain = Literal["day", "month"]
 
 
+def _valid_period(grain: str, period: str) -> bool:
+    try:
+        if grain == "day":
+            return bool(DAY_RE.match(period)) and date.fromisoformat(period) is not None
+        return bool(MONTH_RE.match(period)) and 1 <= int(period[5:]) <= 12
+    except ValueError:
+        return False
+
+
 def _check_period(grain: str, period: str) -> None:
-    if not (DAY_RE.match(period) if grain == "day" else MONTH_RE.match(period)):
+    if not _valid_period(grain, period):
         raise HTTPException(404, f"no {grain} {period!r}: use YYYY-MM-DD for days and YYYY-MM for months")
 
 
@@ -163,20 +173,21 @@ async def publish_scorecard(dashboard: str, month: str, runtime: RuntimeDep,
     except ScorecardLocked as exc:
         if exc.missing:
             return problem(422, "Notes required", str(exc),
-                           [{"field": "commentary", "message": f"{k} is red and has no note"} for k in exc.missing])
+                           [{"field": "commentary", "kpi": k, "message": f"{k} is red and has no note"}
+                            for k in exc.missing])
         return problem(409, "Scorecard published", str(exc))
     return JSONResponse(card)
 
 
 @router.get("/day/{slug}/{day}", include_in_schema=False, **public())
 async def day_page(slug: str, day: str, runtime: RuntimeDep) -> FileResponse:
-    if not DAY_RE.match(day) or slug not in runtime.snapshots.targets:
+    if not _valid_period("day", day) or slug not in runtime.snapshots.targets:
         raise HTTPException(404, "no such end-of-day page")
     return FileResponse(FRONTEND_DIR / "day" / "index.html", media_type="text/html")
 
 
 @router.get("/scorecard/{slug}/{month}", include_in_schema=False, **public())
 async def scorecard_page(slug: str, month: str, runtime: RuntimeDep) -> FileResponse:
-    if not MONTH_RE.match(month) or slug not in runtime.snapshots.targets:
+    if not _valid_period("month", month) or slug not in runtime.snapshots.targets:
         raise HTTPException(404, "no such scorecard page")
     return FileResponse(FRONTEND_DIR / "scorecard" / "index.html", media_type="text/html")

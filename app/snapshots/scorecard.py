@@ -14,7 +14,8 @@ of the monthly snapshot it used is recorded.
 from __future__ import annotations
 
 import secrets
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import msgspec
@@ -109,11 +110,16 @@ async def build(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, 
     for i, r in enumerate(rows, start=1):
         r["agenda_rank"] = i
     pub = await _publication(conn, dashboard, month)
+    zone = ZoneInfo(current.tz)
+    for r in rows:
+        for note in r["commentary"]:
+            note["created_at"] = datetime.fromisoformat(note["created_at"]).astimezone(zone).isoformat()
     return {
         "dashboard": dashboard, "month": month, "tz": current.tz,
-        "snapshot": {"version": current.version, "status": current.status, "cut_at": from_us(current.cut_at_us).isoformat(),
+        "snapshot": {"version": current.version, "status": current.status,
+                     "cut_at": from_us(current.cut_at_us, zone).isoformat(),
                      "cause": current.cause},
-        "published": ({"at": from_us(pub.published_us).isoformat(), "by": pub.published_by,
+        "published": ({"at": from_us(pub.published_us, zone).isoformat(), "by": pub.published_by,
                        "snapshot_version": pub.snapshot_version} if pub else None),
         "agenda": [r["kpi"] for r in rows],
         "kpis": rows,
