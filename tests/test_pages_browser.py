@@ -35,6 +35,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from tests.conftest import keyed_client
+
 from app.metrics.calendar import to_us
 from app.replay.anonymous_bank import load_events, to_wire
 
@@ -110,7 +112,7 @@ def test_formats() -> None:
 
 async def _load_august(url: str) -> int:
     events = [to_wire(e) for e in load_events(DATA)]
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with keyed_client(url, timeout=120) as client:
         for i in range(0, len(events), 2000):
             resp = await client.post("/api/v1/events", json=events[i:i + 2000])
             assert resp.status_code == 202, resp.text
@@ -170,7 +172,7 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
     snapshots = srv.runtime.snapshots
     await _load_august(srv.url)
     await snapshots.run_due(to_us(datetime(1999, 9, 1, 0, 20, tzinfo=ZONE)))
-    async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+    async with keyed_client(srv.url, timeout=60) as client:
         assert (await client.post("/api/v1/events", json=_late_events())).status_code == 202
         await snapshots.restate_pending(to_us(datetime(1999, 9, 1, 9, 0, tzinfo=ZONE)))
         # One more late call into 1999-08-03, not restated yet: the day's on-demand check must fail.
@@ -208,7 +210,14 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             page.on("dialog", on_dialog)
 
             # --- an ordinary day -------------------------------------------------------------
+            # Not signed in: the page sends the browser to /login, a read... here an admin key
+            # is pasted once (scorecard notes and publishing need admin), and it comes back.
             await page.goto(f"{srv.url}/day/{SLUG}/1999-08-02")
+            await page.wait_for_url("**/login?next=*", timeout=10_000)
+            await page.fill("#key", srv.keys.admin)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"**/day/{SLUG}/1999-08-02", timeout=10_000)
+            assert await page.evaluate("() => document.cookie") == ""  # the key is HttpOnly
             await page.wait_for_function(READY_DAY, timeout=20_000)
             assert await page.text_content("#title") == "Contact centre"
             assert re.fullmatch(r"Monday,? 2 August 1999", await page.text_content("#day-label"))
@@ -329,7 +338,7 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             assert await page.locator("button.add-note").count() == 0
             assert not await page.locator("#publish-box").is_visible()
             assert not await page.locator("#publish-errors").is_visible()
-            async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+            async with keyed_client(srv.url, timeout=60) as client:
                 after = (await client.get(f"/api/v1/scorecards/{SLUG}/1999-08")).json()
             assert after["published"]["by"] == "Dana Levi"
             assert [n["text"] for n in after["kpis"][card["agenda"].index(red[0])]["commentary"]] == [XSS]

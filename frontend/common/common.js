@@ -202,7 +202,12 @@
       opts.headers['Content-Type'] = 'application/json';
       opts.body = JSON.stringify(payload);
     }
+    opts.credentials = 'same-origin';   // the HttpOnly session cookie from /login
     return fetch(url, opts).then(function (resp) {
+      if (resp.status === 401) {
+        // Not signed in (or the key was revoked): sign in, then come back here.
+        window.location.replace('/login?next=' + encodeURIComponent(window.location.pathname + window.location.search));
+      }
       return resp.text().then(function (txt) {
         var body = null;
         try { body = txt ? JSON.parse(txt) : null; } catch (e) { body = null; }
