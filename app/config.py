@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     )
     max_string_chars: int = Field(default=1024, gt=0)
     max_dims: int = Field(default=20, gt=0)
+    ingest_rate_per_key_per_s: float = Field(default=200.0, gt=0, description="ingest requests a second per key")
+    ingest_burst_per_key: float = Field(default=400.0, ge=1, description="ingest requests a key may make at once")
     idempotency_ttl_s: float = Field(default=48 * 3600, ge=24 * 3600, description="how long Idempotency-Key answers are kept")
     group_commit_max_events: int = Field(default=20_000, gt=0)
     ingest_queue_max_events: int = Field(default=200_000, gt=0)

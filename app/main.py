@@ -17,6 +17,7 @@ from app.api.routes import FRONTEND_DIR
 from app.api.routes import router as api_router
 from app.api.vendor import router as vendor_router
 from app.auth.keys import KeyStore
+from app.auth.ratelimit import RateLimiter
 from app.auth.routes import Pairings
 from app.auth.routes import router as auth_router
 from app.clock import Clock, EventClock, SystemClock
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         runtime.keys = KeyStore(engine)
         runtime.pairings = Pairings()
         runtime.sockets = SocketRegistry()
+        runtime.rate_limiter = RateLimiter(settings.ingest_rate_per_key_per_s, settings.ingest_burst_per_key)
         if settings.auth_disabled:
             log.warning("PULSEBOARD_AUTH_DISABLED is set: every route is open to anyone who can reach it")
         runtime_ref.append(runtime)

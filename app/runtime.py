@@ -38,6 +38,7 @@ class Runtime:
     keys: Any = None
     pairings: Any = None
     sockets: Any = None
+    rate_limiter: Any = None
 
     @property
     def zone(self) -> ZoneInfo:

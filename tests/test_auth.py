@@ -264,3 +264,24 @@ async def test_keys_cli(make_settings, monkeypatch):
     assert revoked.exit_code == 0 and "revoked" in revoked.output
     bad = await asyncio.to_thread(runner.invoke, cli, ["keys", "create", "--scope", "display"])
     assert bad.exit_code != 0 and "dashboard" in bad.output
+
+
+async def test_over_the_per_key_rate_is_429_with_retry_after(make_settings, start_server, client_for):
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, ingest_rate_per_key_per_s=1, ingest_burst_per_key=3))
+    async with client_for(srv) as client:
+        answers = [await client.post("/api/v1/events", json=sample("2024-01-01T00:00:00Z", id=f"r{i}")) for i in range(5)]
+        assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
+        assert answers[3].headers["retry-after"] == "1" and answers[3].json()["status"] == 429
+        other, _ = await srv.runtime.keys.create("ingest", "other", 0, source="default")
+        own_bucket = await client.post("/api/v1/events", json=sample("2024-01-01T00:00:00Z", id="r9"),
+                                       headers={"Authorization": f"Bearer {other}"})
+        assert own_bucket.status_code == 202  # one key's excess never limits another key
+
+
+def test_token_bucket_refills():
+    from app.auth.ratelimit import RateLimiter
+
+    limiter = RateLimiter(rate_per_s=2, burst=2)
+    assert [limiter.try_acquire("k", now=0.0) for _ in range(2)] == [0.0, 0.0]
+    assert limiter.try_acquire("k", now=0.0) == pytest.approx(0.5)
+    assert limiter.try_acquire("k", now=0.5) == 0.0

@@ -142,6 +142,11 @@ async def post_events(request: Request, runtime: RuntimeDep,
     """
     settings = runtime.settings
     owner = access.key.id
+    wait_s = runtime.rate_limiter.try_acquire(owner)
+    if wait_s:
+        return problem(429, "Too many requests", f"this key is over {settings.ingest_rate_per_key_per_s:g} "
+                       "requests a second; retry after the indicated delay",
+                       headers={"Retry-After": runtime.rate_limiter.retry_after(wait_s)})
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if media_type not in ACCEPTED_TYPES:
