@@ -199,14 +199,22 @@ def _retryable(resp: httpx.Response) -> bool:
     return False
 
 
+def create_key(env: dict[str, str], *args: str) -> str:
+    """``pulseboard keys create ARGS`` on the server's store; the key (its last stdout line)."""
+    out = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", *args], env=env, check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return out.strip().splitlines()[-1]
+
+
 async def run_client(client_no: int, url: str, batches: list[Batch], log: IngestLog, deadline: float,
-                     request_timeout_s: float = 60.0) -> None:
+                     request_timeout_s: float = 60.0, api_key: str = "") -> None:
     """Post ``batches`` one after the other; retry each with the same key and body until a
     definite answer (anything but a transport error, 5xx, 429 or 409 in flight)."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(base_url=url, timeout=request_timeout_s, limits=limits) as http:
         for batch in batches:
-            headers = {"Content-Type": "application/json", "Idempotency-Key": batch.key}
+            headers = {"Content-Type": "application/json", "Idempotency-Key": batch.key,
+                       "Authorization": f"Bearer {api_key}"}
             attempts, delay, first = 0, 0.05, log.now()
             while True:
                 attempts += 1

@@ -43,7 +43,8 @@ import pytest
 
 from tests.conftest import ARTIFACTS, PG_URL, _drop_pg_schema
 from tests.crash_client import (
-    AUGUST, TZ, IngestLog, ServerProcess, free_port, kill_in_commit_window, make_batches, run_client, stored_keys,
+    AUGUST, TZ, IngestLog, ServerProcess, create_key, free_port, kill_in_commit_window, make_batches, run_client,
+    stored_keys,
 )
 
 TRIALS = int(os.environ.get("PULSEBOARD_CRASH_TRIALS", "5"))
@@ -146,15 +147,19 @@ async def run_trial(store: str, trial: int, seed: int, batches, workdir: Path) -
     data_dir = workdir / "var"
     data_dir.mkdir(parents=True)
     schema = f"pb_crash_{secrets.token_hex(6)}" if store == "postgresql" else None
-    server = ServerProcess(free_port(), server_env(data_dir, schema), workdir / "server.log")
+    env = server_env(data_dir, schema)
+    server = ServerProcess(free_port(), env, workdir / "server.log")
     tasks: list[asyncio.Task] = []
     try:
+        ingest_key = create_key(env, "--scope", "ingest", "--source", "anonymous-bank")
+        read_key = create_key(env, "--scope", "read")
         server.start()
         fig.first_ready_s = await server.wait_ready(60)
 
         log = IngestLog()
         deadline = time.monotonic() + 240
-        tasks = [asyncio.create_task(run_client(c, server.url, batches[c::CLIENTS], log, deadline))
+        tasks = [asyncio.create_task(run_client(c, server.url, batches[c::CLIENTS], log, deadline,
+                                                api_key=ingest_key))
                  for c in range(CLIENTS)]
         while log.acked_events < fig.kill_after_events:
             if any(t.done() for t in tasks):
@@ -212,7 +217,8 @@ async def run_trial(store: str, trial: int, seed: int, batches, workdir: Path) -
         expected = expected_counts(batches)
         start = datetime.combine(days[0], datetime.min.time(), ZONE)
         end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), ZONE)
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60,
+                                     headers={"Authorization": f"Bearer {read_key}"}) as http:
             for day in days:
                 resp = await http.get(f"/api/v1/reconciliation/contact-centre/day/{day.isoformat()}")
                 assert resp.status_code == 200, resp.text
