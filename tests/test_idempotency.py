@@ -76,3 +76,22 @@ async def test_concurrent_retries_store_once(srv, client_for):
     assert {a.status_code for a in answers} <= {202, 409}
     assert any(a.status_code == 202 for a in answers)
     assert await count(srv) == 50
+
+
+async def test_a_retry_racing_its_committed_first_gets_the_first_answer(srv):
+    """The retry passed the route's check before the first committed: the writer answers it from
+    the stored key instead of storing its events again (or failing the group on the key)."""
+    from app.ingest.parse import Limits, parse_events
+    from app.store.writes import IdempotencyRecord
+    import msgspec
+
+    body = msgspec.json.encode([sample("2024-06-10T10:00:00Z", 1), sample("2024-06-10T10:01:00Z", 2)])  # no ids
+    limits = Limits(now_us=2**62, max_future_skew_s=0, max_lateness_s=None, max_string_chars=100, max_dims=20,
+                    max_batch_events=10)
+    record = IdempotencyRecord("owner-1", "race-key", b"h" * 32)
+    first = await srv.runtime.writer.submit(parse_events(body, "application/json", limits), record)
+    second = await srv.runtime.writer.submit(parse_events(body, "application/json", limits), record)
+    assert (first.accepted, first.remembered) == (2, None)
+    assert second.remembered is not None and second.remembered[0] == 202
+    assert msgspec.json.decode(second.remembered[1]) == {"accepted": 2, "duplicates": 0}
+    assert await count(srv) == 2

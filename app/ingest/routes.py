@@ -179,6 +179,14 @@ async def post_events(request: Request, runtime: RuntimeDep,
             events = parse_events(body, media_type, limits)
             check_binding(access, events)
             outcome = await runtime.writer.submit(events, record)
+            if outcome.remembered is not None:  # a retry raced its first request, which committed
+                status, stored_body, stored_hash = outcome.remembered
+                if record is not None and stored_hash != record.request_hash:
+                    raise InvalidEvents("this Idempotency-Key was used before with a different request body",
+                                        errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
+                media = "application/json" if status < 400 else "application/problem+json"
+                return Response(stored_body, status_code=status, media_type=media,
+                                headers={"Idempotent-Replayed": "true"})
         finally:
             if record is not None:
                 runtime.idempotency.in_flight.discard((record.owner, record.key))

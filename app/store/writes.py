@@ -59,6 +59,7 @@ class RequestOutcome:
     duplicates: int = 0
     conflict: tuple[int, str, str] | None = None
     max_ts_us: int | None = None
+    remembered: tuple[int, str, bytes] | None = None  # (status, body, request hash) stored for its key
 
 
 @dataclass(slots=True)
@@ -172,6 +173,18 @@ async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeCha
     await conn.execute(stmt, rows)
 
 
+async def _remembered(conn: AsyncConnection, records: Sequence[IdempotencyRecord]) -> dict[tuple[str, str], tuple[int, str, bytes]]:
+    """Stored answers of these idempotency keys: ``(owner, key) -> (status, body, request hash)``."""
+    found: dict[tuple[str, str], tuple[int, str, bytes]] = {}
+    t = idempotency_key.c
+    for rec in records:
+        row = (await conn.execute(select(t.status, t.body, t.request_hash).where(
+            t.owner == rec.owner, t.key == rec.key))).first()
+        if row is not None:
+            found[(rec.owner, rec.key)] = (row.status, row.body, bytes(row.request_hash))
+    return found
+
+
 def outcome_answer(outcome: RequestOutcome) -> tuple[int, str]:
     """HTTP status and JSON body a request's outcome is answered with (remembered for its key)."""
     if outcome.conflict is not None:
@@ -197,10 +210,17 @@ async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEven
     """
     keys = list({(e.source, e.event_id) for req in requests for e in req})
     seen = await _existing_hashes(conn, keys)
+    answered = await _remembered(conn, [rec for rec in (idempotency or ()) if rec is not None])
     outcomes: list[RequestOutcome] = []
     to_insert: list[NewEvent] = []
-    for req in requests:
+    for position, req in enumerate(requests):
         outcome = RequestOutcome()
+        rec = idempotency[position] if idempotency else None
+        if rec is not None and (rec.owner, rec.key) in answered:
+            # A retry whose first request committed while this one waited: answer as the first did.
+            outcome.remembered = answered[(rec.owner, rec.key)]
+            outcomes.append(outcome)
+            continue
         local: dict[tuple[str, str], bytes] = {}
         fresh: list[NewEvent] = []
         for index, ev in enumerate(req):
@@ -228,7 +248,7 @@ async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEven
     remembered = [
         {"owner": rec.owner, "key": rec.key, "request_hash": rec.request_hash, "status": status, "body": body,
          "created_us": received_us}
-        for rec, outcome in zip(idempotency or (), outcomes) if rec is not None
+        for rec, outcome in zip(idempotency or (), outcomes) if rec is not None and outcome.remembered is None
         for status, body in [outcome_answer(outcome)]
     ]
     if remembered:
