@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup (finally, atexit) on TERM
     pg_ok = not args.no_pg and pg.available()
     meta = machine.describe(pg.version() if pg_ok else None)
+    meta["repeats, screens"] = f"{args.repeats}, {args.screens}" + (" (quick)" if args.quick else "")
     meta["command"] = " ".join([".venv/bin/python -m bench", *(sys.argv[1:] if argv is None else argv)])
     tmp = Path(tempfile.mkdtemp(prefix="pulseboard-bench-"))
     ctx = RunContext(repeats=args.repeats, screens=args.screens, tmp=tmp,

@@ -66,7 +66,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
 def _cell(s: Summary | None, unit: str) -> str:
     if s is None or math.isnan(s.median):
         return "—"
-    return f"{fmt(s.median)} {unit} (±{s.spread_pct:.0f} %)" if len(s.values) > 1 else f"{fmt(s.median)} {unit}"
+    return f"{fmt(s.median)} {unit} (range {s.spread_pct:.0f} %)" if len(s.values) > 1 else f"{fmt(s.median)} {unit}"
 
 
 def _met(f: Figure) -> str:
@@ -77,7 +77,8 @@ def _met(f: Figure) -> str:
 
 def table_rows(figures: list[Figure]) -> list[list[str]]:
     """The rows of the summary table (header first)."""
-    rows = [["figure", "Pulseboard median (spread)", "baseline median (spread)", "ratio", "goal", "status"]]
+    rows = [["figure", "Pulseboard median (range)", "baseline median (range) — what", "ratio (median)", "goal",
+             "status"]]
     for f in figures:
         ratio = "—" if f.ratio is None or math.isnan(f.ratio.median) else f"{f.ratio.median:.3g}× {f.ratio_label}".strip()
         base = "—" if f.baseline is None else f"{_cell(f.baseline, f.baseline_unit or f.unit)} — {f.baseline_label}"

@@ -12,7 +12,7 @@ from typing import Sequence
 class Summary:
     """Median and spread of repeated measurements of one quantity.
 
-    ``spread_pct`` is (max - min) / median in percent; ``values`` keeps every repeat.
+    ``spread_pct`` is the range, (max - min) / median, in percent; ``values`` keeps every repeat.
     """
 
     median: float

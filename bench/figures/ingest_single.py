@@ -77,7 +77,8 @@ def run(ctx: RunContext) -> list[Figure]:
             ratio=ratios(product[store], base), goal="≥ 0.5×",
         )
         fig.met = fig.ratio.median >= 0.5
-        fig.notes.append(f"{duration_s:.0f} s per repeat, 4 processes × 16 keep-alive connections; "
+        fig.notes.append(f"{duration_s:.0f} s per repeat, 4 processes × 16 keep-alive connections, one real event per "
+                         f"request; "
                          f"Pulseboard request p99 {summarize(p99[store]).median:.0f} ms.")
         fig.extra = {"request_p99_ms": p99[store]}
         figs.append(fig)
