@@ -1,0 +1,90 @@
+"""A big embedded store for the snapshot and tile-refresh figures, loaded through the product's
+write path (``app.store.writes.write_group``, the group-commit writer's transaction body).
+
+Contents: the real August 1999 month (~96k events), plus a "big day": every
+August event moved onto 15 August (time of day kept), ``copies`` times, with
+fresh ids.  The big day then holds ``copies × ~96k`` events plus its own real
+calls, and August holds both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from bench import data
+
+ZONE = ZoneInfo("Asia/Jerusalem")
+BIG_DAY = datetime(1999, 8, 15, tzinfo=ZONE)
+BIG_DAY_LABEL = "1999-08-15"
+MONTH_LABEL = "1999-08"
+GROUP_EVENTS = 20_000  # the writer's default group_commit_max_events
+
+
+@dataclass(frozen=True)
+class BigStore:
+    """A loaded SQLite store: its data dir, and how many events the day and month hold."""
+
+    data_dir: Path
+    day_events: int
+    month_events: int
+    load_s: float
+    load_events_per_s: float
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "pulseboard.db"
+
+
+def settings_for(data_dir: Path):
+    """Pulseboard settings of an embedded store under ``data_dir`` (business zone Asia/Jerusalem)."""
+    from app.config import Settings
+
+    return Settings(data_dir=data_dir, tz="Asia/Jerusalem", snapshots_enabled=False, database_url=None)
+
+
+def _validated(events: list[dict]) -> list:
+    from app.ingest.parse import Limits, parse_events
+
+    limits = Limits(int(time.time() * 1e6), 300.0, None, 1024, 20, 10**9)
+    out = []
+    for i in range(0, len(events), GROUP_EVENTS):
+        out += parse_events(msgspec.json.encode(events[i:i + GROUP_EVENTS]), "application/json", limits)
+    return out
+
+
+async def _load(data_dir: Path, events: list) -> None:
+    from app.metrics.pack import load_packs
+    from app.store.db import create_engine_for, migrate_async
+    from app.store.writes import write_group
+
+    settings = settings_for(data_dir)
+    await migrate_async(settings)
+    engine = create_engine_for(settings)
+    packs = list(load_packs(settings.packs_dir).values())
+    try:
+        for i in range(0, len(events), GROUP_EVENTS):
+            async with engine.begin() as conn:
+                await write_group(conn, [events[i:i + GROUP_EVENTS]], packs, int(time.time() * 1e6))
+    finally:
+        await engine.dispose()  # the last close checkpoints the WAL into the main file
+
+
+def build(data_dir: Path, copies: int) -> BigStore:
+    """Load the month and a big day of ``copies`` × August into a new store under ``data_dir``."""
+    month = list(data.august_wire())
+    big = list(data.moved_to_day(data.august_events(), BIG_DAY, copies, "big"))
+    events = _validated(month + big)
+    t0 = time.perf_counter()
+    asyncio.run(_load(data_dir, events))
+    load_s = time.perf_counter() - t0
+    local_days = [ev["ts"].astimezone(ZONE).date() for ev in data.august_events()]
+    day_real = sum(1 for d in local_days if d == BIG_DAY.date())
+    month_real = sum(1 for d in local_days if d.month == BIG_DAY.month)
+    return BigStore(data_dir, len(big) + day_real, len(big) + month_real, load_s, len(events) / load_s)

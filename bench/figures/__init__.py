@@ -1,0 +1,1 @@
+"""One module per group of figures of issue 5; each exposes ``run(ctx) -> list[Figure]``."""
