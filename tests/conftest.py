@@ -226,3 +226,12 @@ def client_for():
 
 
 httpx_client = client_for
+
+
+def settings_to_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put ``settings`` into the environment, the way the CLI reads them."""
+    for key, value in settings.model_dump(exclude_none=True).items():
+        if key == "database_url":
+            monkeypatch.setenv("DATABASE_URL", value)
+        elif isinstance(value, (str, int, float, bool)) or hasattr(value, "__fspath__"):
+            monkeypatch.setenv(f"PULSEBOARD_{key.upper()}", str(value))

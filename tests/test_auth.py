@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 
 from app.auth.deps import SCOPE_KEY
 from app.cli import main as cli
+from tests.conftest import settings_to_env
 from tests.helpers import PACKS_DIR, sample
 
 WS_ROUTES = {"/ws/dashboards/{slug}"}  # WebSocket routes check their scope in the handler
@@ -247,11 +248,7 @@ async def test_cross_site_websocket_hijacking_is_refused(srv):
 
 async def test_keys_cli(make_settings, monkeypatch):
     settings = make_settings(packs_dir=PACKS_DIR)
-    for key, value in settings.model_dump(exclude_none=True).items():
-        if key == "database_url":
-            monkeypatch.setenv("DATABASE_URL", value)
-        elif isinstance(value, (str, int, float, bool)) or hasattr(value, "__fspath__"):
-            monkeypatch.setenv(f"PULSEBOARD_{key.upper()}", str(value))
+    settings_to_env(settings, monkeypatch)
     runner = CliRunner()
     made = await asyncio.to_thread(runner.invoke, cli, ["keys", "create", "--scope", "ingest", "--source", "pbx"])
     assert made.exit_code == 0, made.output

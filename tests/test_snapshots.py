@@ -15,6 +15,7 @@ from sqlalchemy import text
 from app.cli import main as cli
 from app.clock import ManualClock
 from app.metrics.calendar import to_us
+from tests.conftest import settings_to_env
 from tests.helpers import PACKS_DIR, sample
 
 UTC = timezone.utc
@@ -113,11 +114,7 @@ async def test_snapshot_cut_cli_uses_the_same_path(make_settings, start_server, 
     async with client_for(srv) as client:
         await _post(client, month_events(6, 2, 4, days=[5]))
     await srv.stop()
-    for key, value in settings.model_dump(exclude_none=True).items():
-        if key == "database_url":
-            monkeypatch.setenv("DATABASE_URL", value)
-        elif isinstance(value, (str, int, float, bool)) or hasattr(value, "__fspath__"):
-            monkeypatch.setenv(f"PULSEBOARD_{key.upper()}", str(value))
+    settings_to_env(settings, monkeypatch)
     runner = CliRunner()
     result = await asyncio.to_thread(runner.invoke, cli, ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05",
                                                           "--dashboard", "generic-wall"])

@@ -101,11 +101,16 @@ def replay() -> None:
 def anonymous_bank(file: Path, url: str, speed: float | None, start_text: str | None, batch_size: int,
                    api_key: str | None, progress: bool) -> None:
     """Post the Anonymous Bank call log FILE (.tsv or .tsv.gz) as events (CONTRACT §5)."""
-    start = parse_start(start_text)
     _quiet_http_log()
     events = _load(file)
     if not events:
         raise click.ClickException(f"{file}: no events (empty log, or only PHANTOM rows)")
+    _post_and_summarise(file, events, url, speed, parse_start(start_text), batch_size, progress, api_key)
+
+
+def _post_and_summarise(file: Path, events: list[dict], url: str, speed: float | None, start: datetime | None,
+                        batch_size: int, progress: bool, api_key: str | None) -> None:
+    """Post ``events`` through the API and print the summary (shared by every log's command)."""
     click.echo(f"{len(events)} events from {file.name}, {events[0]['ts'].isoformat()} .. "
                f"{events[-1]['ts'].isoformat()}, to {url} at speed {'max' if speed is None else speed}", err=True)
     try:
@@ -152,20 +157,11 @@ def itsm_incident_log(file: Path, url: str, speed: float | None, start_text: str
     One incident.opened / incident.resolved / incident.closed per incident, from its
     last row; times taken as UTC (mapping: app/replay/itsm.py).
     """
-    start = parse_start(start_text, "UTC")
     _quiet_http_log()
     events = _load_itsm(file)
     if not events:
         raise click.ClickException(f"{file}: no events (empty log)")
-    click.echo(f"{len(events)} events from {file.name}, {events[0]['ts'].isoformat()} .. "
-               f"{events[-1]['ts'].isoformat()}, to {url} at speed {'max' if speed is None else speed}", err=True)
-    try:
-        summary = asyncio.run(replay_events(events, url, speed, start, batch_size, progress, api_key=api_key))
-    except ReplayError as exc:
-        raise click.ClickException(f"replay stopped: {exc}") from None
-    except KeyboardInterrupt:
-        raise click.ClickException("replay interrupted") from None
-    _print_summary(summary)
+    _post_and_summarise(file, events, url, speed, parse_start(start_text, "UTC"), batch_size, progress, api_key)
 
 
 @click.command()
