@@ -286,3 +286,13 @@ def test_token_bucket_refills():
     assert [limiter.try_acquire("k", now=0.0) for _ in range(2)] == [0.0, 0.0]
     assert limiter.try_acquire("k", now=0.0) == pytest.approx(0.5)
     assert limiter.try_acquire("k", now=0.5) == 0.0
+
+
+async def test_auth_disabled_opens_every_route(make_settings, start_server, client_for):
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, auth_disabled=True))
+    async with client_for(srv, auth=False) as client:
+        assert (await client.post("/api/v1/events", json=sample("2024-01-01T00:00:00Z"))).status_code == 202
+        assert (await client.get("/api/v1/kpis")).status_code == 200
+        assert (await client.get("/api/v1/keys")).status_code == 200
+    async with connect(srv.ws_url + "/ws/dashboards/generic-wall") as ws:
+        assert '"snapshot"' in await ws.recv()

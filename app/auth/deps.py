@@ -70,8 +70,10 @@ async def authenticate(conn: HTTPConnection) -> Access:
 
 def check_scope(access: Access, scopes: tuple[str, ...], dashboard: str | None = None) -> None:
     """Raise ``Forbidden`` unless the key's scope is in ``scopes`` and a display key's
-    dashboard is ``dashboard``."""
+    dashboard is ``dashboard`` (with access checks disabled, everything passes)."""
     key = access.key
+    if key is ANONYMOUS:
+        return
     if key.scope not in scopes:
         raise Forbidden(f"a {key.scope} key may not do this; it needs one of: {', '.join(scopes)}")
     if key.scope == "display" and dashboard != key.dashboard:
