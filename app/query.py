@@ -9,7 +9,7 @@ rollup code (slower, same answer).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -70,26 +70,38 @@ async def raw_pack_partials(conn: AsyncConnection, pack: Pack, start_us: int, en
     return merged
 
 
+def sketch_measures(kpis: Iterable[Kpi]) -> set[str]:
+    """Measures whose quantile sketches ``kpis`` read (percentile KPIs only): merging sketches is
+    the costly part of a read, so nothing else asks for them."""
+    return {m for k in kpis if k.formula.kind == "percentile" for m in k.formula.measures}
+
+
 async def kpi_partials(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...],
-                       start_us: int, end_us: int) -> dict[str, Partial]:
-    """Merged partials (measure name -> Partial) of ``kpi``'s measures over ``[start_us, end_us)``."""
+                       start_us: int, end_us: int, sketches: set[str] | None = None) -> dict[str, Partial]:
+    """Merged partials (measure name -> Partial) of ``kpi``'s measures over ``[start_us, end_us)``.
+
+    ``sketches``: measures whose sketches to merge (default: those ``kpi`` itself reads).
+    """
     names = kpi.formula.referenced_measures()
     if not names:
         return {}
+    wanted = sketch_measures([kpi]) if sketches is None else sketches
     dim_key = filter_dim_key(dims)
     if dim_key is not None and (not dims or dims[0][0] in pack.dimensions):
         keys = [pack.measure_key(n) for n in names]
-        sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch]
+        sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
         got = await reads.aggregate(conn, keys, dim_key, start_us, end_us, sketch_keys)
         return {k.split("/", 1)[1]: v for k, v in got.items()}
     return await _raw_partials(conn, pack, kpi, dims, start_us, end_us)
 
 
 async def pack_partials(conn: AsyncConnection, pack: Pack, dims: tuple[tuple[str, str], ...],
-                        start_us: int, end_us: int) -> dict[str, Partial]:
-    """Merged partials of every measure of ``pack`` over ``[start_us, end_us)`` (one query)."""
+                        start_us: int, end_us: int, for_kpis: Iterable[Kpi] | None = None) -> dict[str, Partial]:
+    """Merged partials of every measure of ``pack`` over ``[start_us, end_us)`` (one query), with
+    the sketches that ``for_kpis`` (default: every KPI of the pack) need."""
     every = Kpi("_every_measure", "", "", "", Formula("count", measures=tuple(pack.measures)))
-    return await kpi_partials(conn, pack, every, dims, start_us, end_us)
+    kpis = pack.kpis.values() if for_kpis is None else for_kpis
+    return await kpi_partials(conn, pack, every, dims, start_us, end_us, sketch_measures(kpis))
 
 
 async def kpi_value(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...],
@@ -150,6 +162,7 @@ async def dashboard_tiles(conn: AsyncConnection, pack: Pack, dashboard: Dashboar
     """Every tile of ``dashboard`` evaluated at ``now_us`` (tile id -> tile JSON)."""
     out: dict[str, dict[str, Any]] = {}
     cache: dict[tuple, dict[str, Partial]] = {}
+    shown = [pack.kpis[t.kpi] for t in dashboard.tiles]
     for tile in dashboard.tiles:
         kpi = pack.kpis[tile.kpi]
         start, end = window_bounds(tile.window, now_us, zone)
@@ -158,7 +171,7 @@ async def dashboard_tiles(conn: AsyncConnection, pack: Pack, dashboard: Dashboar
         else:
             key = (tile.window, tile.dims)
             if key not in cache:  # one aggregate per window and filter, for every measure
-                cache[key] = await pack_partials(conn, pack, tile.dims, start, end)
+                cache[key] = await pack_partials(conn, pack, tile.dims, start, end, shown)
             value = evaluate(kpi, cache[key])
         out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
     return out
@@ -179,7 +192,8 @@ async def tile_trends(conn: AsyncConnection, pack: Pack, dashboard: Dashboard, n
     floor = last - (points - 1) * MINUTE_US - 60 * MINUTE_US  # minute rows cover every sliding window
     names = tuple(pack.measures)
     keys = [pack.measure_key(n) for n in names]
-    sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch]
+    wanted = sketch_measures(pack.kpis[t.kpi] for t in dashboard.tiles)
+    sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
     out: dict[str, list[float | None]] = {}
     cache: dict[tuple, list[float | None]] = {}
     for tile in dashboard.tiles:

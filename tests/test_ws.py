@@ -241,3 +241,24 @@ async def test_connection_cap(make_settings, start_server):
         with pytest.raises(Exception):
             async with wsconnect(srv, srv.ws_url + WALL) as c:
                 await recv_json(c, 5)
+
+
+async def test_tiles_merge_sketches_only_for_percentile_kpis(live, client_for, monkeypatch):
+    """Sketch merging is the costly part of a read: a dashboard without percentile tiles asks for none."""
+    from app.store import reads
+
+    asked: list[list[str]] = []
+    real = reads.aggregate
+
+    async def spy(conn, keys, dim_key, start, end, sketch_keys=()):
+        asked.append(list(sketch_keys))
+        return await real(conn, keys, dim_key, start, end, sketch_keys)
+
+    monkeypatch.setattr(reads, "aggregate", spy)
+    async with client_for(live) as client:
+        assert (await client.get("/api/v1/dashboards/generic-wall")).status_code == 200
+        assert asked and all(k == [] for k in asked)
+        asked.clear()
+        p95 = await client.get("/api/v1/kpis/sample_p95/series", params={
+            "grain": "day", "start": "2024-06-10T00:00:00Z", "end": "2024-06-11T00:00:00Z"})
+        assert p95.status_code == 200 and asked == [["generic/sample"]]
