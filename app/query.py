@@ -57,11 +57,12 @@ async def _raw_partials(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple
     return merged
 
 
-async def raw_pack_partials(conn: AsyncConnection, pack: Pack, start_us: int, end_us: int) -> dict[str, Partial]:
-    """Every measure of ``pack`` over ``[start_us, end_us)`` recomputed from raw events
-    (the rollups' source of truth; used by reconciliation)."""
+async def raw_pack_partials(conn: AsyncConnection, pack: Pack, start_us: int, end_us: int,
+                            only: set[str] | None = None) -> dict[str, Partial]:
+    """Every measure of ``pack`` (or the ``only`` ones) over ``[start_us, end_us)`` recomputed
+    from raw events (the rollups' source of truth; used by reconciliation)."""
     merged: dict[str, Partial] = {}
-    types = {m.event_type for m in pack.measures.values()}
+    types = {m.event_type for m in pack.measures.values() if only is None or m.name in only}
     async for batch in reads.raw_events(conn, types, start_us, end_us):
         partials, _ = rollup(pack, batch)
         for (mkey, dk, _b), part in partials.items():

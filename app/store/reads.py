@@ -92,3 +92,19 @@ async def raw_events(conn: AsyncConnection, types: Iterable[str], start_us: int,
 async def event_count(conn: AsyncConnection) -> int:
     """Number of stored raw events."""
     return int((await conn.execute(select(func.count()).select_from(event))).scalar_one())
+
+
+_SQL_OPS = {"lt": "__lt__", "le": "__le__", "gt": "__gt__", "ge": "__ge__", "eq": "__eq__", "ne": "__ne__"}
+
+
+async def raw_measure_totals(conn: AsyncConnection, event_type: str, value_filter: Sequence[tuple[str, float]],
+                             start_us: int, end_us: int) -> tuple[int, float]:
+    """``(count, sum of values)`` of raw events of ``event_type`` in ``[start_us, end_us)`` passing
+    ``value_filter`` (``(op, threshold)`` pairs), as one SQL aggregate."""
+    t = event.c
+    where = [t.type == event_type, t.ts_us >= start_us, t.ts_us < end_us]
+    for op, threshold in value_filter:
+        where.append(t.value.is_not(None))
+        where.append(getattr(t.value, _SQL_OPS[op])(threshold))
+    row = (await conn.execute(select(func.count(), func.coalesce(func.sum(t.value), 0.0)).where(*where))).one()
+    return int(row[0]), float(row[1])
