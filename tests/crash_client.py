@@ -207,9 +207,14 @@ def create_key(env: dict[str, str], *args: str) -> str:
 
 
 async def run_client(client_no: int, url: str, batches: list[Batch], log: IngestLog, deadline: float,
-                     request_timeout_s: float = 60.0, api_key: str = "") -> None:
+                     request_timeout_s: float = 60.0, api_key: str = "",
+                     on_attempt: Callable[[int, float, float, httpx.Response | None, str | None], None] | None = None
+                     ) -> None:
     """Post ``batches`` one after the other; retry each with the same key and body until a
-    definite answer (anything but a transport error, 5xx, 429 or 409 in flight)."""
+    definite answer (anything but a transport error, 5xx, 429 or 409 in flight).
+
+    ``on_attempt(batch index, sent_s, answered_s, response or None, transport error name or None)``
+    is called after every attempt (times in seconds since the ingest started)."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(base_url=url, timeout=request_timeout_s, limits=limits) as http:
         for batch in batches:
@@ -219,13 +224,16 @@ async def run_client(client_no: int, url: str, batches: list[Batch], log: Ingest
             while True:
                 attempts += 1
                 log.in_flight.add(batch.index)
+                sent_s, error = log.now(), None
                 try:
                     resp = await http.post("/api/v1/events", content=batch.body, headers=headers)
                 except httpx.TransportError as exc:
-                    resp = None
-                    log.indeterminate[type(exc).__name__] += 1
+                    resp, error = None, type(exc).__name__
+                    log.indeterminate[error] += 1
                 finally:
                     log.in_flight.discard(batch.index)
+                if on_attempt is not None:
+                    on_attempt(batch.index, sent_s, log.now(), resp, error)
                 if resp is not None:
                     if not _retryable(resp):
                         try:
