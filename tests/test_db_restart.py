@@ -1,0 +1,529 @@
+"""Database restart during ingest (issue 4, "Proof"): PostgreSQL is stopped with
+``pg_ctl stop -m immediate`` while clients ingest, stays down ``DOWN_S`` seconds, and is
+started again.  Pulseboard is NOT restarted.  Pass criteria, per trial:
+
+* while the database is down, every ingest answer is ``503`` with ``Retry-After`` and
+  ``/readyz`` answers ``503`` ``{"ready": false}``; over the whole run no other 5xx and no
+  connection error from Pulseboard itself;
+* ingest resumes (a 202) and ``/readyz`` is true again within ``RESUME_LIMIT_S`` of the
+  database being back;
+* 0 acknowledged events lost and 0 counted twice: the raw rows per event id and the 1-minute
+  rollup partials (count and sum per minute, for every dimension key) equal what follows from
+  the events the clients got 202 for;
+* the background jobs survived the outage: a screen connected before the outage receives
+  tile updates again (its ``count_today`` tile reaches the number of events posted), the
+  key revocation watcher closes a revoked key's screen within ``REVOKE_LIMIT_S``, the
+  snapshot scheduler cuts a day made due by an event posted after the outage, and the
+  server log holds no traceback.
+
+The PostgreSQL cluster is private to the trial (``initdb`` into a temp dir as user
+``postgres``, a free port, its unix socket in the temp dir); the shared cluster is never
+touched.  The server is a real ``python -m app.cli serve`` subprocess (``tests/crash_client``),
+and the clients are the crash test's retrying clients: each batch keeps its
+``Idempotency-Key`` through every retry.  ``PULSEBOARD_DBRESTART_TRIALS`` (default 1) sets the
+number of trials; the figures go to ``test-artifacts/db-restart.json`` and RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, time as dtime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import ARTIFACTS, IN_CI
+from tests.crash_client import REPO, Batch, IngestLog, ServerProcess, create_key, free_port, run_client
+from tests.helpers import PACKS_DIR
+
+PG_BIN = Path(os.environ.get("PULSEBOARD_PG_BIN", "/usr/lib/postgresql/15/bin"))
+TRIALS = int(os.environ.get("PULSEBOARD_DBRESTART_TRIALS", "1"))
+CLIENTS = 4
+BATCHES_PER_CLIENT = 50
+BATCH_EVENTS = 40
+STOP_AFTER_SHARE = 0.25  # the database is stopped once this share of the events is acknowledged
+DOWN_S = 4.0
+RESUME_LIMIT_S = 30.0  # issue 4: ingest resumes within 30 s of the database being back
+REVOKE_LIMIT_S = 5.0  # issue 4: revoking a key closes its sockets within 5 s
+SCHEDULER_LIMIT_S = 15.0  # restate_interval_s = 1: the scheduler's next passes cut the due day
+SOURCE = "dbrestart"
+MEASURE = "generic/sample"
+WALL = "/ws/dashboards/generic-wall"
+CLOSE_REVOKED = 4401
+
+
+def _pg_usable() -> str | None:
+    """Why a private cluster cannot be made here, or ``None``."""
+    if not (PG_BIN / "initdb").exists():
+        return f"no PostgreSQL binaries in {PG_BIN}"
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        return "initdb as user postgres needs root and runuser"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "no user postgres"
+    return None
+
+
+_WHY_NOT = _pg_usable()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120 + 120 * TRIALS),
+    pytest.mark.skipif(_WHY_NOT is not None and not IN_CI, reason=str(_WHY_NOT)),
+]
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster: ``initdb`` into a temp dir as user ``postgres`` (trust
+    auth), listening on 127.0.0.1:``port`` with its unix socket in the temp dir.
+
+    ``start``/``stop`` block until ``pg_ctl -w`` returns; ``destroy`` stops it and removes the dir.
+    """
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="pb-dbrestart-", dir="/tmp"))
+        user = pwd.getpwnam("postgres")
+        os.chown(self.base, user.pw_uid, user.pw_gid)
+        self.data = self.base / "data"
+        self.log = self.base / "postgres.log"
+        self.port = free_port()
+        assert self.port != 5432
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _pg(self, tool: str, *args: str, timeout_s: float = 60) -> None:
+        cmd = ["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=self.base)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stdout}{done.stderr}\n"
+                               + self.log_tail())
+
+    def init(self) -> None:
+        self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                 "--locale=C", "--no-sync")
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=80"
+        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", opts, "start")
+
+    def stop(self, mode: str) -> None:
+        self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def destroy(self) -> None:
+        try:
+            if (self.data / "postmaster.pid").exists():
+                self.stop("fast")
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Attempt:
+    """One ingest attempt as the client saw it (times in seconds since the trial's t0)."""
+
+    batch: int
+    sent_s: float
+    answered_s: float
+    status: int | None  # None: transport error
+    retry_after: str | None
+    error: str | None
+    replayed: bool
+
+
+@dataclass
+class Ready:
+    sent_s: float
+    answered_s: float
+    status: int | None
+    ready: bool | None
+    retry_after: str | None
+
+
+@dataclass
+class Screen:
+    """A wall screen's WebSocket, read by a task: the latest ``count_today`` and when frames came."""
+
+    ws: object
+    updates: list[tuple[float, float | None]] = field(default_factory=list)  # (at_s, count_today) per update
+    count_today: float | None = None
+    frames: int = 0
+    close_code: int | None = None
+    closed_s: float | None = None
+
+
+@dataclass
+class Figures:
+    trial: int
+    events: int = 0
+    acked_at_stop: int = 0
+    stop_sent_s: float = 0.0
+    db_down_s: float = 0.0  # pg_ctl stop -m immediate returned
+    db_start_sent_s: float = 0.0
+    db_up_s: float = 0.0  # pg_ctl start -w returned
+    down_answers: int = 0  # ingest answers to requests sent and answered while the database was down
+    down_statuses: dict = field(default_factory=dict)
+    down_503_without_retry_after: int = 0
+    statuses: dict = field(default_factory=dict)  # every ingest answer of the run
+    other_5xx: int = 0
+    without_retry_after: int = 0  # 503s without Retry-After over the whole run
+    transport_errors: dict = field(default_factory=dict)
+    readyz_down: int = 0
+    readyz_down_not_false: int = 0
+    readyz_errors: int = 0
+    ready_after_up_s: float | None = None  # db up -> first /readyz 200
+    resume_after_up_s: float | None = None  # db up -> first 202
+    ws_update_after_up_s: float | None = None  # db up -> first tile update on the screen connected before
+    ws_count_today: float | None = None
+    revoke_to_close_s: float | None = None
+    scheduler_cut_after_post_s: float | None = None
+    server_starts: int = 0
+    acked_events: int = 0
+    stored_rows: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    missing: int = 0
+    extra: int = 0
+    replayed_answers: int = 0
+    rollup_buckets: int = 0
+    rollup_mismatches: list = field(default_factory=list)
+    log_errors: list = field(default_factory=list)
+    ingest_s: float = 0.0
+
+    def line(self) -> str:
+        return (f"[db-restart #{self.trial}] {self.events:,} events; stop -m immediate after {self.acked_at_stop:,} "
+                f"acked, down {self.db_start_sent_s - self.db_down_s:.1f} s: {self.down_answers} answers while down "
+                f"{self.down_statuses}, readyz while down {self.readyz_down} (not false: {self.readyz_down_not_false}); "
+                f"db up -> ready {_s(self.ready_after_up_s)}, -> first 202 {_s(self.resume_after_up_s)}, "
+                f"-> tile update {_s(self.ws_update_after_up_s)}; revoke -> close {_s(self.revoke_to_close_s)}; "
+                f"late event -> scheduled cut {_s(self.scheduler_cut_after_post_s)}; statuses {self.statuses}, "
+                f"transport errors {self.transport_errors}; lost {self.lost} dup {self.duplicated} "
+                f"missing {self.missing} extra {self.extra}; rollup buckets {self.rollup_buckets} mismatches "
+                f"{len(self.rollup_mismatches)}; replayed {self.replayed_answers}; ingest {self.ingest_s:.1f} s")
+
+
+def _s(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
+
+
+def make_events(total: int, rng: random.Random) -> list[dict]:
+    """``total`` generic ``sample`` events with unique ids, integer values (exact sums) and a
+    ``host`` dimension, stamped over the last 5 minutes (never before today's UTC midnight, so
+    they all count in the wall's ``count_today``)."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start = max(now - timedelta(minutes=5), datetime.combine(now.date(), dtime(), timezone.utc))
+    span_s = int((now - start).total_seconds())
+    events = []
+    for i in range(total):
+        ts = start + timedelta(seconds=rng.randint(0, span_s))
+        events.append({"type": "sample", "source": SOURCE, "id": f"ev-{i:06d}",
+                       "ts": ts.isoformat().replace("+00:00", "Z"), "value": rng.randint(1, 9),
+                       "dims": {"host": f"h{i % 3}"}})
+    return events
+
+
+def make_batches(events: list[dict], batch_size: int, run_id: str) -> list[Batch]:
+    return [Batch(index=n, key=f"dbr-{run_id}-{n:05d}",
+                  body=json.dumps(events[i:i + batch_size], separators=(",", ":")).encode(),
+                  keys=tuple((SOURCE, e["id"]) for e in events[i:i + batch_size]), types=())
+            for n, i in enumerate(range(0, len(events), batch_size))]
+
+
+def expected_partials(events: list[dict]) -> dict[tuple[str, int], tuple[int, float]]:
+    """(dim_key, UTC minute µs) -> (count, sum) of ``events`` (the pack rolls up ``host``)."""
+    out: dict[tuple[str, int], list] = {}
+    for e in events:
+        ts_us = int(datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()) * 1_000_000
+        bucket = ts_us - ts_us % 60_000_000
+        for dim_key in ("", f"host={e['dims']['host']}"):
+            slot = out.setdefault((dim_key, bucket), [0, 0.0])
+            slot[0] += 1
+            slot[1] += e["value"]
+    return {k: (c, s) for k, (c, s) in out.items()}
+
+
+def create_key_with_id(env: dict[str, str], *args: str) -> tuple[str, str]:
+    """``pulseboard keys create ARGS``: ``(key id, key)``."""
+    out = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", *args], env=env, check=True,
+                         capture_output=True, text=True, timeout=60, cwd=REPO).stdout.strip().splitlines()
+    found = re.search(r"created \w+ key ([0-9a-f]+) ", out[0])
+    assert found, out
+    return found.group(1), out[-1]
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, check=True, capture_output=True,
+                          text=True, timeout=60, cwd=REPO).stdout
+
+
+async def watch_screen(screen: Screen, log: IngestLog) -> None:
+    """Read every frame; keep the latest ``count_today`` and the time of each update."""
+    ws = screen.ws
+    try:
+        async for raw in ws:
+            msg = json.loads(raw)
+            screen.frames += 1
+            tile = (msg.get("tiles") or {}).get("count_today")
+            if tile is not None:
+                screen.count_today = tile["value"]
+            if msg["type"] == "update":
+                screen.updates.append((log.now(), screen.count_today))
+    except ConnectionClosed:
+        pass
+    finally:
+        screen.closed_s = log.now()
+        screen.close_code = ws.close_code
+
+
+async def poll_ready(url: str, log: IngestLog, out: list[Ready], stop: asyncio.Event) -> None:
+    """``GET /readyz`` every 100 ms until ``stop``."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        while not stop.is_set():
+            sent = log.now()
+            try:
+                resp = await http.get("/readyz")
+                body = resp.json()
+                out.append(Ready(sent, log.now(), resp.status_code, body.get("ready"), resp.headers.get("retry-after")))
+            except (httpx.TransportError, ValueError):
+                out.append(Ready(sent, log.now(), None, None, None))
+            await asyncio.sleep(0.1)
+
+
+async def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(step_s)
+    return predicate()
+
+
+def stored_state(pg_url: str) -> tuple[Counter, dict[tuple[str, int], tuple[int, float]]]:
+    """Raw rows per event id of ``SOURCE`` and the rollup partials of ``MEASURE``, read directly."""
+    import psycopg
+
+    with psycopg.connect(pg_url, connect_timeout=5) as conn:
+        rows = Counter({r[0]: r[1] for r in conn.execute(
+            "SELECT event_id, count(*) FROM event WHERE source = %s GROUP BY event_id", (SOURCE,))})
+        partials = {(r[0], int(r[1])): (int(r[2]), float(r[3])) for r in conn.execute(
+            "SELECT dim_key, bucket_us, count, sum FROM rollup_minute WHERE measure = %s", (MEASURE,))}
+    return rows, partials
+
+
+def day_snapshots(pg_url: str, day: str) -> int:
+    import psycopg
+
+    with psycopg.connect(pg_url, connect_timeout=5) as conn:
+        return conn.execute("SELECT count(*) FROM snapshot WHERE dashboard = 'generic-wall' AND grain = 'day' "
+                            "AND period = %s", (day,)).fetchone()[0]
+
+
+async def run_trial(trial: int, workdir: Path) -> Figures:
+    fig = Figures(trial)
+    rng = random.Random(trial)
+    pg = PrivatePostgres()
+    server: ServerProcess | None = None
+    tasks: list[asyncio.Task] = []
+    screens: list[Screen] = []
+    stop_polling = asyncio.Event()
+    try:
+        await asyncio.to_thread(pg.init)
+        await asyncio.to_thread(pg.start)
+        data_dir = workdir / "var"
+        data_dir.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
+        env.update({"DATABASE_URL": pg.url, "PULSEBOARD_DATA_DIR": str(data_dir), "PULSEBOARD_TZ": "UTC",
+                    "PULSEBOARD_PACKS_DIR": str(PACKS_DIR), "PULSEBOARD_SNAPSHOTS_ENABLED": "true",
+                    "PULSEBOARD_RESTATE_INTERVAL_S": "1", "PULSEBOARD_TILE_INTERVAL_MS": "100",
+                    "PULSEBOARD_HEARTBEAT_INTERVAL_S": "1", "PYTHONUNBUFFERED": "1"})
+        ingest_key = create_key(env, "--scope", "ingest", "--source", SOURCE)
+        read_key = create_key(env, "--scope", "read")
+        display_id, display_key = create_key_with_id(env, "--scope", "display", "--dashboard", "generic-wall")
+        server = ServerProcess(free_port(), env, workdir / "server.log")
+        server.start()
+        await server.wait_ready(60)
+
+        events = make_events(CLIENTS * BATCHES_PER_CLIENT * BATCH_EVENTS, rng)
+        batches = make_batches(events, BATCH_EVENTS, f"t{trial}")
+        fig.events = len(events)
+        log = IngestLog()
+        attempts: list[Attempt] = []
+        readies: list[Ready] = []
+
+        def on_attempt(index: int, sent_s: float, answered_s: float, resp: httpx.Response | None,
+                       error: str | None) -> None:
+            attempts.append(Attempt(index, sent_s, answered_s, resp.status_code if resp is not None else None,
+                                    resp.headers.get("retry-after") if resp is not None else None, error,
+                                    resp is not None and resp.headers.get("idempotent-replayed") == "true"))
+
+        ws_base = server.url.replace("http://", "ws://")
+        for key in (read_key, display_key):
+            ws = await connect(ws_base + WALL, additional_headers={"Authorization": f"Bearer {key}"})
+            screens.append(Screen(ws))
+        wall, revoked = screens
+        tasks += [asyncio.create_task(watch_screen(s, log)) for s in screens]
+        tasks.append(asyncio.create_task(poll_ready(server.url, log, readies, stop_polling)))
+
+        deadline = time.monotonic() + 150
+        clients = [asyncio.create_task(run_client(c, server.url, batches[c::CLIENTS], log, deadline,
+                                                  api_key=ingest_key, on_attempt=on_attempt))
+                   for c in range(CLIENTS)]
+        tasks += clients
+        while log.acked_events < STOP_AFTER_SHARE * fig.events and not any(t.done() for t in clients):
+            log.progress.clear()
+            try:
+                await asyncio.wait_for(log.progress.wait(), 1)
+            except TimeoutError:
+                pass
+        for t in clients:
+            if t.done() and t.exception() is not None:
+                raise t.exception()
+
+        # The outage.
+        fig.acked_at_stop, fig.stop_sent_s = log.acked_events, log.now()
+        await asyncio.to_thread(pg.stop, "immediate")
+        fig.db_down_s = log.now()
+        await asyncio.sleep(DOWN_S)
+        fig.db_start_sent_s = log.now()
+        await asyncio.to_thread(pg.start)
+        fig.db_up_s = up = log.now()
+        assert fig.acked_at_stop < fig.events, "the ingest had finished before the stop; not a restart test"
+
+        await asyncio.wait_for(asyncio.gather(*clients), 150)
+        fig.ingest_s = log.now()
+        await wait_until(lambda: any(r.status == 200 and r.sent_s >= up for r in readies), RESUME_LIMIT_S)
+
+        # Background jobs after the outage: tile refresh, revocation watcher, snapshot scheduler.
+        ok = await wait_until(lambda: wall.count_today == fig.events, RESUME_LIMIT_S)
+        fig.ws_count_today = wall.count_today
+        after = [at for at, _ in wall.updates if at >= up]
+        fig.ws_update_after_up_s = after[0] - up if after else None
+        assert ok, f"the wall shows count_today={wall.count_today}, not {fig.events}, {RESUME_LIMIT_S} s after"
+        assert revoked.close_code is None, f"the display screen closed before its key was revoked ({revoked.close_code})"
+        await asyncio.to_thread(cli, env, "keys", "revoke", display_id)
+        revoked_at = log.now()
+        await wait_until(lambda: revoked.closed_s is not None, REVOKE_LIMIT_S + 5)
+        if revoked.closed_s is not None and revoked.close_code == CLOSE_REVOKED:
+            fig.revoke_to_close_s = revoked.closed_s - revoked_at
+
+        late_day = datetime.now(timezone.utc).date() - timedelta(days=2)
+        late = {"type": "sample", "source": SOURCE, "id": "late-0", "ts": f"{late_day.isoformat()}T12:00:00Z",
+                "value": 5, "dims": {"host": "h0"}}
+        async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                     headers={"Authorization": f"Bearer {ingest_key}"}) as http:
+            resp = await http.post("/api/v1/events", json=[late])
+        assert resp.status_code == 202, resp.text
+        posted_at = log.now()
+        if await wait_until(lambda: day_snapshots(pg.url, late_day.isoformat()) > 0, SCHEDULER_LIMIT_S, 0.25):
+            fig.scheduler_cut_after_post_s = log.now() - posted_at
+        stop_polling.set()
+
+        # The figures.
+        fig.server_starts = server.starts
+        assert server.proc is not None and server.proc.poll() is None, "the server process died"
+        down = [a for a in attempts if a.sent_s >= fig.db_down_s and a.answered_s <= fig.db_start_sent_s]
+        fig.down_answers = len(down)
+        fig.down_statuses = dict(Counter(str(a.status or a.error) for a in down))
+        fig.down_503_without_retry_after = sum(a.status == 503 and not a.retry_after for a in down)
+        fig.statuses = dict(Counter(str(a.status) for a in attempts if a.status is not None))
+        fig.other_5xx = sum(a.status is not None and a.status >= 500 and a.status != 503 for a in attempts)
+        fig.without_retry_after = sum(a.status == 503 and not a.retry_after for a in attempts)
+        fig.transport_errors = dict(Counter(a.error for a in attempts if a.error is not None))
+        fig.replayed_answers = sum(a.replayed for a in attempts)
+        first_ok = [a.answered_s for a in attempts if a.status == 202 and a.answered_s >= up]
+        fig.resume_after_up_s = min(first_ok) - up if first_ok else None
+        ready_down = [r for r in readies if r.sent_s >= fig.db_down_s and r.answered_s <= fig.db_start_sent_s]
+        fig.readyz_down = len(ready_down)
+        fig.readyz_down_not_false = sum(not (r.status == 503 and r.ready is False and r.retry_after)
+                                        for r in ready_down)
+        fig.readyz_errors = sum(r.status is None for r in readies)
+        ready_up = [r.answered_s for r in readies if r.status == 200 and r.sent_s >= up]
+        fig.ready_after_up_s = min(ready_up) - up if ready_up else None
+
+        rows, partials = await asyncio.to_thread(stored_state, pg.url)
+        acked_ids = {k[1] for b in batches if log.answers[b.index].status == 202 for k in b.keys} | {"late-0"}
+        posted_ids = {e["id"] for e in events} | {"late-0"}
+        fig.acked_events = len(acked_ids)
+        fig.stored_rows = sum(rows.values())
+        fig.lost = len(acked_ids - rows.keys())
+        fig.duplicated = sum(n - 1 for n in rows.values())
+        fig.missing = len(posted_ids - rows.keys())
+        fig.extra = len(rows.keys() - posted_ids)
+        expected = expected_partials([e for e in events + [late] if e["id"] in acked_ids])
+        fig.rollup_buckets = len(expected)
+        fig.rollup_mismatches = [{"dim_key": k[0], "bucket_us": k[1], "expected": expected.get(k),
+                                  "stored": partials.get(k)}
+                                 for k in sorted(expected.keys() | partials.keys()) if expected.get(k) != partials.get(k)]
+        text = server.log_path.read_text(errors="replace")
+        fig.log_errors = [ln for ln in text.splitlines()
+                          if re.search(r"Traceback|Task exception was never retrieved|Exception in ASGI|"
+                                       r"raised an exception|maximum number of running instances", ln)][:10]
+        return fig
+    except BaseException:
+        print(f"\n{fig.line()}\n[db-restart #{trial}] FAILED; server log (202 lines left out):\n"
+              + (server.log_tail(60, skip="202 Accepted") if server else "")
+              + f"\npostgres log:\n{pg.log_tail()}")
+        raise
+    finally:
+        stop_polling.set()
+        for s in screens:
+            await s.ws.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            server.stop()
+        await asyncio.to_thread(pg.destroy)
+
+
+async def test_postgres_restart_during_ingest_loses_nothing_and_recovers_without_restart(tmp_path):
+    if _WHY_NOT is not None:
+        pytest.fail(f"CI needs a private PostgreSQL cluster: {_WHY_NOT}")
+    figures = []
+    started = time.monotonic()
+    for trial in range(TRIALS):
+        fig = await run_trial(trial, tmp_path / f"trial-{trial}")
+        print("\n" + fig.line())
+        figures.append(fig)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "db-restart.json").write_text(json.dumps(
+            {"wall_s": round(time.monotonic() - started, 1), "trials": [asdict(f) for f in figures]},
+            indent=1, default=str))
+        assert fig.down_answers > 0, "no ingest request was answered while the database was down"
+        assert set(fig.down_statuses) == {"503"} and fig.down_503_without_retry_after == 0, (
+            f"while down: {fig.down_statuses}, {fig.down_503_without_retry_after} 503s without Retry-After")
+        assert fig.other_5xx == 0 and fig.without_retry_after == 0, fig.statuses
+        assert set(fig.statuses) <= {"202", "503"}, f"unexpected answers: {fig.statuses}"
+        assert not fig.transport_errors, f"connection errors from Pulseboard: {fig.transport_errors}"
+        assert fig.readyz_down > 0 and fig.readyz_down_not_false == 0, (
+            f"/readyz while down: {fig.readyz_down} polls, {fig.readyz_down_not_false} not 503 ready=false")
+        assert fig.readyz_errors == 0
+        assert fig.ready_after_up_s is not None and fig.ready_after_up_s <= RESUME_LIMIT_S, fig.ready_after_up_s
+        assert fig.resume_after_up_s is not None and fig.resume_after_up_s <= RESUME_LIMIT_S, fig.resume_after_up_s
+        assert fig.server_starts == 1
+        assert fig.lost == 0 and fig.duplicated == 0, f"lost {fig.lost}, duplicated {fig.duplicated}"
+        assert fig.missing == fig.extra == 0 and fig.stored_rows == fig.events + 1
+        assert not fig.rollup_mismatches, f"rollups != acknowledged events: {fig.rollup_mismatches[:5]}"
+        assert fig.ws_update_after_up_s is not None and fig.ws_count_today == fig.events
+        assert fig.revoke_to_close_s is not None and fig.revoke_to_close_s <= REVOKE_LIMIT_S, fig.revoke_to_close_s
+        assert fig.scheduler_cut_after_post_s is not None, "the snapshot scheduler did not cut the due day"
+        assert not fig.log_errors, f"server log: {fig.log_errors}"
