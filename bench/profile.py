@@ -118,8 +118,7 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
     from app.metrics.pack import load_packs
     from app.metrics.rollup import EventRow, merge_into, rollup
     from app.store.db import create_engine_for, migrate_async
-    from app.store.schema import event
-    from app.store.writes import _existing_hashes, upsert_gauge_changes, upsert_partials
+    from app.store.writes import _existing_hashes, insert_events, upsert_gauge_changes, upsert_partials
 
     kw = {"data_dir": tmp / "var", "tz": "Asia/Jerusalem", "snapshots_enabled": False, "database_url": None}
     if store == "postgresql":
@@ -163,9 +162,8 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
                 await _existing_hashes(conn, [(e.source, e.event_id) for e in group])
                 add("dedup SELECT", t0)
                 t0 = time.perf_counter()
-                await conn.execute(event.insert(), [
-                    {"source": e.source, "event_id": e.event_id, "type": e.type, "ts_us": e.ts_us, "value": e.value,
-                     "dims": e.dims_json, "body_hash": e.body_hash, "received_us": 0} for e in group])
+                await insert_events(conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash, 0)
+                                           for e in group])
                 add("event INSERT", t0)
                 t0 = time.perf_counter()
                 partials, changes = {}, []

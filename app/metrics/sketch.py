@@ -122,6 +122,31 @@ class Sketch:
         sketch.negative = Counter({int(k): v for k, v in raw["n"].items()})
         return sketch
 
+    def bins(self) -> list[tuple[int, int, int]]:
+        """The sketch as additive histogram bins ``(side, index, count)``: side 1 for positive
+        values, -1 for negative, 0 (index 0) for the zero band.  Two sketches merge by adding the
+        counts of equal ``(side, index)``, which is how the store keeps them (``rollup_sketch_bin``)."""
+        out = [(1, i, c) for i, c in self.positive.items() if c]
+        out += [(-1, i, c) for i, c in self.negative.items() if c]
+        if self.zero_count:
+            out.append((0, 0, self.zero_count))
+        return out
+
+    def add_bin(self, side: int, index: int, count: int) -> None:
+        """Add ``count`` values to bin ``(side, index)`` (inverse of ``bins``).
+
+        Raises:
+            ValueError: for a side other than -1, 0 or 1.
+        """
+        if side == 1:
+            self.positive[index] += count
+        elif side == -1:
+            self.negative[index] += count
+        elif side == 0:
+            self.zero_count += count
+        else:
+            raise ValueError(f"sketch bin side must be -1, 0 or 1, got {side}")
+
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Sketch)

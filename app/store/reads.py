@@ -12,7 +12,7 @@ from app.metrics.evaluate import GaugeReading
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow
 from app.metrics.sketch import Sketch
-from app.store.schema import event, gauge_item, rollup_minute
+from app.store.schema import event, gauge_item, rollup_minute, rollup_sketch_bin
 
 _json = msgspec.json.Decoder()
 
@@ -23,7 +23,7 @@ async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key:
 
     Returns:
         measure_key -> merged ``Partial`` (measures with no rows are absent).
-        Sketches are merged only for ``sketch_keys``.
+        Sketches are merged only for ``sketch_keys``, by summing their bins in SQL.
     """
     t = rollup_minute.c
     where = and_(t.measure.in_(list(measure_keys)), t.dim_key == dim_key, t.bucket_us >= start_us, t.bucket_us < end_us)
@@ -34,31 +34,45 @@ async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key:
     out = {m: Partial(int(c or 0), float(s or 0.0), mn, mx) for m, c, s, mn, mx in rows}
     sketch_keys = [k for k in sketch_keys if k in out]
     if sketch_keys:
+        b = rollup_sketch_bin.c
         rows = await conn.execute(
-            select(t.measure, t.sketch).where(and_(where, t.measure.in_(sketch_keys), t.sketch.is_not(None)))
+            select(b.measure, b.side, b.bin, func.sum(b.count)).where(
+                b.measure.in_(sketch_keys), b.dim_key == dim_key, b.bucket_us >= start_us, b.bucket_us < end_us)
+            .group_by(b.measure, b.side, b.bin)
         )
-        for measure, blob in rows:
+        for measure, side, index, count in rows:
             part = out[measure]
-            sk = Sketch.from_bytes(bytes(blob))
             if part.sketch is None:
-                part.sketch = sk
-            else:
-                part.sketch.merge(sk)
+                part.sketch = Sketch()
+            part.sketch.add_bin(side, index, int(count))
     return out
 
 
 async def minute_rows(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,
                       sketch_keys: Iterable[str] = ()) -> list[tuple[str, int, Partial]]:
-    """The stored minute partials ``(measure_key, bucket_us, Partial)`` in ``[start_us, end_us)``."""
+    """The stored minute partials ``(measure_key, bucket_us, Partial)`` in ``[start_us, end_us)``;
+    sketches only for ``sketch_keys``."""
     t = rollup_minute.c
-    wanted = set(sketch_keys)
     rows = await conn.execute(
-        select(t.measure, t.bucket_us, t.count, t.sum, t.min, t.max, t.sketch).where(
+        select(t.measure, t.bucket_us, t.count, t.sum, t.min, t.max).where(
             t.measure.in_(list(measure_keys)), t.dim_key == dim_key, t.bucket_us >= start_us, t.bucket_us < end_us)
     )
-    return [(m, b, Partial(int(c), float(s), mn, mx,
-                           Sketch.from_bytes(bytes(sk)) if sk is not None and m in wanted else None))
-            for m, b, c, s, mn, mx, sk in rows]
+    out = {(m, bucket): Partial(int(c), float(s), mn, mx) for m, bucket, c, s, mn, mx in rows}
+    wanted = [k for k in sketch_keys if k in measure_keys]
+    if wanted:
+        b = rollup_sketch_bin.c
+        rows = await conn.execute(
+            select(b.measure, b.bucket_us, b.side, b.bin, b.count).where(
+                b.measure.in_(wanted), b.dim_key == dim_key, b.bucket_us >= start_us, b.bucket_us < end_us)
+        )
+        for measure, bucket, side, index, count in rows:
+            part = out.get((measure, bucket))
+            if part is None:
+                continue
+            if part.sketch is None:
+                part.sketch = Sketch()
+            part.sketch.add_bin(side, index, int(count))
+    return [(m, bucket, p) for (m, bucket), p in out.items()]
 
 
 async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_us: int, max_open_s: float) -> GaugeReading:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger, Column, Double, Index, Integer, LargeBinary, MetaData, PrimaryKeyConstraint,
-    String, Table, Text, UniqueConstraint,
+    SmallInteger, String, Table, Text, UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -43,8 +43,22 @@ rollup_minute = Table(
     Column("sum", Double, nullable=False),
     Column("min", Double, nullable=True),
     Column("max", Double, nullable=True),
-    Column("sketch", LargeBinary, nullable=True),
     PrimaryKeyConstraint("measure", "dim_key", "bucket_us", name="pk_rollup_minute"),
+)
+
+# Quantile sketches of measures that keep one (``sketch: true``), as additive DDSketch bins per
+# (measure, dimension key, UTC minute): side 1/-1/0 = positive/negative/zero band, ``bin`` the
+# logarithmic index (``Sketch.bins``).  Merging is summing ``count`` per bin, in SQL.
+rollup_sketch_bin = Table(
+    "rollup_sketch_bin",
+    metadata,
+    Column("measure", String(200), nullable=False),
+    Column("dim_key", String(300), nullable=False),
+    Column("bucket_us", BigInteger, nullable=False),
+    Column("side", SmallInteger, nullable=False),
+    Column("bin", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "side", "bin", name="pk_rollup_sketch_bin"),
 )
 
 # Paired open/close items of gauges (calls in queue), one row per dimension key.

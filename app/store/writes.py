@@ -9,19 +9,20 @@ never counts twice.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence
 
 import msgspec
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
+import psycopg
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.pack import Pack
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow, GaugeChange, PartialKey, merge_into, rollup
-from app.metrics.sketch import Sketch
-from app.store.schema import event, gauge_item, idempotency_key, rollup_minute
+from app.store.schema import event, idempotency_key
 
 KEY_CHUNK = 1000
 
@@ -89,63 +90,139 @@ async def _existing_hashes(conn: AsyncConnection, keys: Sequence[tuple[str, str]
     return found
 
 
-def _insert(conn: AsyncConnection, table):
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+# Set-based writes.  Rows are built once as tuples and handed to the driver: SQLite gets one
+# ``executemany`` per table (an ``INSERT ... ON CONFLICT DO UPDATE`` for the additive rollup
+# tables); PostgreSQL gets binary ``COPY`` (events straight into ``event``, rollup rows into a
+# session temp table, then one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` per table, in key
+# order so that concurrent instances take row locks in the same order).
+
+_EVENT_COLUMNS = ("source", "event_id", "type", "ts_us", "value", "dims", "body_hash", "received_us")
+_EVENT_PG_TYPES = ("varchar", "varchar", "varchar", "int8", "float8", "text", "bytea", "int8")
 
 
-def _least(conn: AsyncConnection, a, b):
-    name = "least" if conn.dialect.name == "postgresql" else "min"
-    return getattr(func, name)(func.coalesce(a, b), func.coalesce(b, a))
+class _Upsert(NamedTuple):
+    """An additive upsert: target table, key columns, value columns with their PostgreSQL types,
+    and the merge expression of each value column (``{t}`` the stored row, ``{x}`` the new one)."""
+
+    table: str
+    keys: tuple[tuple[str, str], ...]
+    values: tuple[tuple[str, str], ...]
+    merge_pg: tuple[str, ...]
+    merge_sqlite: tuple[str, ...]
 
 
-def _greatest(conn: AsyncConnection, a, b):
-    name = "greatest" if conn.dialect.name == "postgresql" else "max"
-    return getattr(func, name)(func.coalesce(a, b), func.coalesce(b, a))
+_LEAST_SQLITE = "min(coalesce(t.{c}, excluded.{c}), coalesce(excluded.{c}, t.{c}))"
+_GREATEST_SQLITE = "max(coalesce(t.{c}, excluded.{c}), coalesce(excluded.{c}, t.{c}))"
+
+_MINUTE = _Upsert(
+    "rollup_minute",
+    (("measure", "varchar"), ("dim_key", "varchar"), ("bucket_us", "int8")),
+    (("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8")),
+    ("t.count + excluded.count", "t.sum + excluded.sum", "least(t.min, excluded.min)", "greatest(t.max, excluded.max)"),
+    ("t.count + excluded.count", "t.sum + excluded.sum", _LEAST_SQLITE.format(c="min"), _GREATEST_SQLITE.format(c="max")),
+)
+_SKETCH_BIN = _Upsert(
+    "rollup_sketch_bin",
+    (("measure", "varchar"), ("dim_key", "varchar"), ("bucket_us", "int8"), ("side", "int2"), ("bin", "int4")),
+    (("count", "int8"),),
+    ("t.count + excluded.count",),
+    ("t.count + excluded.count",),
+)
+_GAUGE = _Upsert(
+    "gauge_item",
+    (("gauge", "varchar"), ("dim_key", "varchar"), ("item_key", "varchar")),
+    (("opened_us", "int8"), ("closed_us", "int8")),
+    ("least(t.opened_us, excluded.opened_us)", "least(t.closed_us, excluded.closed_us)"),
+    (_LEAST_SQLITE.format(c="opened_us"), _LEAST_SQLITE.format(c="closed_us")),
+)
+
+
+def _upsert_sql(spec: _Upsert, source: str, dialect: str) -> str:
+    cols = [c for c, _ in spec.keys + spec.values]
+    keys = ", ".join(c for c, _ in spec.keys)
+    merges = spec.merge_pg if dialect == "postgresql" else spec.merge_sqlite
+    sets = ", ".join(f"{c} = {m}" for (c, _), m in zip(spec.values, merges))
+    return (f"INSERT INTO {spec.table} AS t ({', '.join(cols)}) {source} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {sets}")
+
+
+async def _pg_driver(conn: AsyncConnection):
+    """The psycopg ``AsyncConnection`` under ``conn`` (same transaction)."""
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def _pg_copy(cur, sql: str, types: Sequence[str], rows: Iterable[tuple]) -> None:
+    async with cur.copy(sql) as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            await copy.write_row(row)
+
+
+@contextlib.asynccontextmanager
+async def _pg_errors(sql: str) -> AsyncIterator[None]:
+    """Turn psycopg errors raised on the raw connection into SQLAlchemy's (``IntegrityError`` for
+    a unique violation, ``DBAPIError`` otherwise), which the group-commit writer maps to a retry
+    or a 503."""
+    try:
+        yield
+    except psycopg.IntegrityError as exc:
+        raise IntegrityError(sql, None, exc) from exc
+    except psycopg.Error as exc:
+        raise DBAPIError(sql, None, exc) from exc
+
+
+async def _upsert(conn: AsyncConnection, spec: _Upsert, rows: list[tuple]) -> None:
+    """Add ``rows`` (tuples in ``spec.keys + spec.values`` order, unique keys) to ``spec.table``."""
+    if not rows:
+        return
+    rows.sort(key=lambda r: r[:len(spec.keys)])  # one lock order for concurrent writers
+    if conn.dialect.name != "postgresql":
+        marks = ", ".join("?" * (len(spec.keys) + len(spec.values)))
+        await conn.exec_driver_sql(_upsert_sql(spec, f"VALUES ({marks})", "sqlite"), rows)
+        return
+    stage = f"pb_stage_{spec.table}"
+    cols = spec.keys + spec.values
+    names = ", ".join(c for c, _ in cols)
+    async with _pg_errors(f"COPY {stage}"):
+        pg = await _pg_driver(conn)
+        async with pg.cursor() as cur:
+            await cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                              f"({', '.join(f'{c} {ty}' for c, ty in cols)}) ON COMMIT DELETE ROWS")
+            await _pg_copy(cur, f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)", [ty for _, ty in cols], rows)
+            keys = ", ".join(c for c, _ in spec.keys)
+            await cur.execute(_upsert_sql(spec, f"SELECT {names} FROM {stage} ORDER BY {keys}", "postgresql"))
+
+
+async def insert_events(conn: AsyncConnection, rows: list[tuple]) -> None:
+    """Insert raw event rows (tuples in ``_EVENT_COLUMNS`` order): binary ``COPY`` on PostgreSQL,
+    one ``executemany`` on SQLite.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a ``(source, event_id)`` is already stored.
+        sqlalchemy.exc.DBAPIError: any other database failure.
+    """
+    if not rows:
+        return
+    names = ", ".join(_EVENT_COLUMNS)
+    if conn.dialect.name != "postgresql":
+        await conn.exec_driver_sql(f"INSERT INTO event ({names}) VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})", rows)
+        return
+    sql = f"COPY event ({names}) FROM STDIN (FORMAT BINARY)"
+    async with _pg_errors(sql):
+        pg = await _pg_driver(conn)
+        async with pg.cursor() as cur:
+            await _pg_copy(cur, sql, _EVENT_PG_TYPES, rows)
 
 
 async def upsert_partials(conn: AsyncConnection, partials: dict[PartialKey, Partial]) -> None:
-    """Add ``partials`` to the stored minute partials (count/sum add, min/max, sketch merge)."""
-    if not partials:
-        return
-    sketched = [k for k, p in partials.items() if p.sketch is not None]
-    if sketched:
-        # Sketches merge in Python: read the stored ones under a row lock.
-        merged = {k: partials[k].sketch.copy() for k in sketched}  # type: ignore[union-attr]
-        # One range query per measure (index-friendly), filtered to the wanted keys here.
-        t = rollup_minute.c
-        by_measure: dict[str, list[PartialKey]] = {}
-        for key in sketched:
-            by_measure.setdefault(key[0], []).append(key)
-        for measure, keys in by_measure.items():
-            stmt = select(t.measure, t.dim_key, t.bucket_us, t.sketch).where(
-                t.measure == measure, t.dim_key.in_({k[1] for k in keys}),
-                t.bucket_us >= min(k[2] for k in keys), t.bucket_us <= max(k[2] for k in keys))
-            if conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update()
-            for m, d, b, blob in await conn.execute(stmt):
-                if blob is not None and (m, d, b) in merged:
-                    merged[(m, d, b)].merge(Sketch.from_bytes(bytes(blob)))
-    else:
-        merged = {}
-    rows = [
-        {"measure": m, "dim_key": d, "bucket_us": b, "count": p.count, "sum": p.sum, "min": p.min, "max": p.max,
-         "sketch": merged[(m, d, b)].to_bytes() if (m, d, b) in merged else None}
-        for (m, d, b), p in partials.items()
-    ]
-    ins = _insert(conn, rollup_minute)
-    ex = ins.excluded
-    t = rollup_minute.c
-    stmt = ins.on_conflict_do_update(
-        index_elements=[t.measure, t.dim_key, t.bucket_us],
-        set_={
-            "count": t.count + ex.count,
-            "sum": t.sum + ex.sum,
-            "min": _least(conn, t.min, ex.min),
-            "max": _greatest(conn, t.max, ex.max),
-            "sketch": func.coalesce(ex.sketch, t.sketch),
-        },
-    )
-    await conn.execute(stmt, rows)
+    """Add ``partials`` to the stored minute partials: count and sum add, min/max keep the
+    extreme, and each sketch's bins add to ``rollup_sketch_bin`` (no read-modify-write)."""
+    minute_rows = [(m, d, b, p.count, p.sum, p.min, p.max) for (m, d, b), p in partials.items()]
+    bin_rows = [(m, d, b, side, index, count)
+                for (m, d, b), p in partials.items() if p.sketch is not None
+                for side, index, count in p.sketch.bins()]
+    await _upsert(conn, _MINUTE, minute_rows)
+    await _upsert(conn, _SKETCH_BIN, bin_rows)
 
 
 async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeChange]) -> None:
@@ -158,19 +235,7 @@ async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeCha
         current = slot[idx]
         if current is None or ch.ts_us < current:
             slot[idx] = ch.ts_us
-    if not merged:
-        return
-    rows = [{"gauge": g, "dim_key": d, "item_key": i, "opened_us": o, "closed_us": c}
-            for (g, d, i), (o, c) in merged.items()]
-    ins = _insert(conn, gauge_item)
-    ex = ins.excluded
-    t = gauge_item.c
-    stmt = ins.on_conflict_do_update(
-        index_elements=[t.gauge, t.dim_key, t.item_key],
-        set_={"opened_us": _least(conn, t.opened_us, ex.opened_us),
-              "closed_us": _least(conn, t.closed_us, ex.closed_us)},
-    )
-    await conn.execute(stmt, rows)
+    await _upsert(conn, _GAUGE, [(g, d, i, o, c) for (g, d, i), (o, c) in merged.items()])
 
 
 async def _remembered(conn: AsyncConnection, records: Sequence[IdempotencyRecord]) -> dict[tuple[str, str], tuple[int, str, bytes]]:
@@ -255,11 +320,8 @@ async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEven
         await conn.execute(idempotency_key.insert(), remembered)
     if not to_insert:
         return result
-    await conn.execute(
-        event.insert(),
-        [{"source": e.source, "event_id": e.event_id, "type": e.type, "ts_us": e.ts_us, "value": e.value,
-          "dims": e.dims_json, "body_hash": e.body_hash, "received_us": received_us} for e in to_insert],
-    )
+    await insert_events(conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash,
+                                received_us) for e in to_insert])
     rows = [EventRow(e.type, e.ts_us, e.value, e.dims) for e in to_insert]
     all_partials: dict[PartialKey, Partial] = {}
     all_changes: list[GaugeChange] = []
