@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
+from app.api.text import StoredText
 from app.auth import Unauthenticated
 from app.auth.deps import COOKIE, Access, authenticate, public, require, scoped
 from app.metrics.calendar import to_us
@@ -28,16 +29,17 @@ router = APIRouter()
 PAIRING_TTL_S = 600
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 COOKIE_MAX_AGE_S = 400 * 86400
+KEY_ID_PATTERN = "^[0-9a-f]{32}$"  # secrets.token_hex(16), as app.auth.keys makes them
 
 
 class KeyIn(BaseModel):
     """A key to create."""
 
     scope: Literal["ingest", "read", "display", "admin"]
-    name: str = Field(default="", max_length=128)
-    source: str | None = Field(default=None, min_length=1, max_length=64)
-    event_types: list[str] | None = Field(default=None, max_length=100)
-    dashboard: str | None = Field(default=None, min_length=1, max_length=128)
+    name: StoredText = Field(default="", max_length=128)
+    source: StoredText | None = Field(default=None, min_length=1, max_length=64)
+    event_types: list[StoredText] | None = Field(default=None, max_length=100)
+    dashboard: StoredText | None = Field(default=None, min_length=1, max_length=128)
 
 
 @router.get("/api/v1/keys", summary="Every API key (hashes are never shown)", **scoped("admin"))
@@ -59,7 +61,7 @@ async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
 
 @router.delete("/api/v1/keys/{key_id}", summary="Revoke a key (its open sockets close within seconds)",
                **scoped("admin"))
-async def revoke_key(key_id: str, runtime: RuntimeDep) -> JSONResponse:
+async def revoke_key(key_id: Annotated[str, Path(pattern=KEY_ID_PATTERN)], runtime: RuntimeDep) -> JSONResponse:
     info = await runtime.keys.revoke(key_id, to_us(runtime.clock.now()))
     if info is None:
         return problem(404, "Not found", "no such key")
@@ -132,9 +134,11 @@ class Pairings:
             del self.by_code[code]
 
     def by_secret(self, secret: str) -> Pairing | None:
+        """The pairing whose secret is ``secret`` (constant-time compare; any text, even non-ASCII)."""
         self.expire()
+        presented = secret.encode("utf-8", "surrogatepass")  # compare_digest refuses non-ASCII str
         for pairing in self.by_code.values():
-            if secrets.compare_digest(pairing.secret, secret):
+            if secrets.compare_digest(pairing.secret.encode(), presented):
                 return pairing
         return None
 
@@ -178,8 +182,8 @@ async def claim_pairing(body: ClaimIn, request: Request, runtime: RuntimeDep) ->
 class ApproveIn(BaseModel):
     """Which dashboard the screen will show, and a name for its key."""
 
-    dashboard: str = Field(min_length=1, max_length=128)
-    name: str = Field(default="wall screen", max_length=128)
+    dashboard: StoredText = Field(min_length=1, max_length=128)
+    name: StoredText = Field(default="wall screen", max_length=128)
 
 
 @router.post("/api/v1/pairings/{code}/approve", summary="An admin approves a screen's code", **scoped("admin"))

@@ -15,7 +15,8 @@ from app.api.deps import RuntimeDep
 from app.auth import Forbidden
 from app.auth.deps import SCOPE_KEY, Access, require
 from app.ingest import BadRequest, IngestError, InvalidEvents, PayloadTooLarge, UnsupportedMedia
-from app.ingest.parse import Limits, parse_events
+from app.config import Settings
+from app.ingest.parse import RFC3339_RE, TYPE_RE, Limits, parse_events
 from app.metrics.calendar import to_us
 from app.problems import problem
 from app.store import StoreUnavailable
@@ -124,12 +125,70 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return body
 
 
+_DEFAULTS = Settings.model_fields
+_NO_NUL = "^[^\\u0000]*$"
+EVENT_SCHEMA = {
+    "title": "Event",
+    "description": "One event (CONTRACT §2). Strings hold no NUL; `ts` must not be more than "
+                   "`PULSEBOARD_MAX_FUTURE_SKEW_S` ahead of the server clock (limits shown are the defaults).",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "ts"],
+    "properties": {
+        "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 128, "pattern": _NO_NUL,
+               "description": "with `source`, the idempotency key of the event"},
+        "source": {"type": ["string", "null"], "minLength": 1, "maxLength": 64, "pattern": _NO_NUL,
+                   "description": "the sending system; default: the ingest key's source"},
+        "type": {"type": "string", "pattern": TYPE_RE.pattern, "examples": ["call.answered"]},
+        "ts": {"type": "string", "format": "date-time", "pattern": RFC3339_RE.pattern,
+               "description": "RFC 3339 with an offset or Z", "examples": ["2024-05-02T09:15:20Z"]},
+        "value": {"type": ["number", "null"], "description": "finite"},
+        "dims": {
+            "type": ["object", "null"],
+            "maxProperties": _DEFAULTS["max_dims"].default,
+            "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": _NO_NUL},
+            "additionalProperties": {"anyOf": [
+                {"type": "string", "maxLength": _DEFAULTS["max_string_chars"].default, "pattern": _NO_NUL},
+                {"type": "number"}, {"type": "boolean"}]},
+        },
+    },
+}
+EVENTS_REQUEST_BODY = {
+    "required": True,
+    "description": "One event object or a JSON array of them (`application/json`), or NDJSON: one event "
+                   "object a line (`application/x-ndjson`, shown here as the sequence of its lines). At most "
+                   "`PULSEBOARD_MAX_BATCH_EVENTS` events, `PULSEBOARD_MAX_BODY_BYTES` bytes (also after gzip).",
+    "content": {
+        "application/json": {"schema": {"anyOf": [
+            EVENT_SCHEMA,
+            {"type": "array", "items": EVENT_SCHEMA, "minItems": 1,
+             "maxItems": _DEFAULTS["max_batch_events"].default},
+        ]}},
+        "application/x-ndjson": {"schema": {
+            "type": "array", "items": EVENT_SCHEMA, "minItems": 1,
+            "maxItems": _DEFAULTS["max_batch_events"].default}},
+    },
+}
+ACCEPTED_SCHEMA = {
+    "type": "object", "required": ["accepted", "duplicates"], "additionalProperties": False,
+    "properties": {"accepted": {"type": "integer", "minimum": 0}, "duplicates": {"type": "integer", "minimum": 0}},
+}
+IDEMPOTENCY_KEY_PARAM = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "replays of the same key and body get the stored answer (kept `PULSEBOARD_IDEMPOTENCY_TTL_S`)",
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_RE.pattern},
+}
+
+
 @router.post(
     "/api/v1/events",
     status_code=202,
     summary="Post events (JSON object, JSON array or NDJSON)",
-    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 415: {}, 422: {}, 503: {}},
-    openapi_extra={SCOPE_KEY: ["ingest"]},
+    responses={202: {"content": {"application/json": {"schema": ACCEPTED_SCHEMA}}},
+               400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+    # The body is read and parsed by msgspec below, not by FastAPI: its schema is declared here only.
+    openapi_extra={SCOPE_KEY: ["ingest"], "requestBody": EVENTS_REQUEST_BODY,
+                   "parameters": [IDEMPOTENCY_KEY_PARAM]},
 )
 async def post_events(request: Request, runtime: RuntimeDep,
                       access: Annotated[Access, Depends(require("ingest"))]) -> JSONResponse:

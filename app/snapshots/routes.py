@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
 from app.api.routes import FRONTEND_DIR
+from app.api.text import StoredText
 from app.auth.deps import public, scoped
 from app.metrics.calendar import to_us
 from app.problems import problem
@@ -137,15 +138,15 @@ async def scorecard_export(dashboard: str, month: str, runtime: RuntimeDep) -> R
 class NoteIn(BaseModel):
     """A commentary note on one KPI of a monthly scorecard."""
 
-    kpi: str = Field(min_length=1, max_length=128)
-    text: str = Field(min_length=1, max_length=cards.MAX_NOTE_CHARS)
-    author: str = Field(default="anonymous", min_length=1, max_length=128)
+    kpi: StoredText = Field(min_length=1, max_length=128)
+    text: StoredText = Field(min_length=1, max_length=cards.MAX_NOTE_CHARS)
+    author: StoredText = Field(default="anonymous", min_length=1, max_length=128)
 
 
 class PublishIn(BaseModel):
     """Who publishes the scorecard."""
 
-    by: str = Field(default="anonymous", min_length=1, max_length=128)
+    by: StoredText = Field(default="anonymous", min_length=1, max_length=128)
 
 
 @router.post("/api/v1/scorecards/{dashboard}/{month}/commentary", status_code=201, summary="Add a note to one KPI",
