@@ -71,15 +71,20 @@ def filter_dim_key(filters: Iterable[tuple[str, str]]) -> str | None:
     return None
 
 
-def rollup(pack: Pack, events: Iterable[EventRow]) -> tuple[dict[PartialKey, Partial], list[GaugeChange]]:
+def rollup(pack: Pack, events: Iterable[EventRow], partials: dict[PartialKey, Partial] | None = None,
+           changes: list[GaugeChange] | None = None) -> tuple[dict[PartialKey, Partial], list[GaugeChange]]:
     """Partials and gauge changes for ``events`` under ``pack``.
+
+    Args:
+        partials, changes: accumulate into these (the write path rolls every pack of a
+            group into one dict, with no copy); new ones by default.
 
     Returns:
         ``(partials, changes)``: partials keyed by (measure_key, dim_key,
         bucket_us); changes in input order.
     """
-    partials: dict[PartialKey, Partial] = {}
-    changes: list[GaugeChange] = []
+    partials = {} if partials is None else partials
+    changes = [] if changes is None else changes
     by_type: dict[str, list] = {}
     for measure in pack.measures.values():
         by_type.setdefault(measure.event_type, []).append(measure)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.pack import Pack
 from app.metrics.partials import Partial
-from app.metrics.rollup import EventRow, GaugeChange, PartialKey, merge_into, rollup
+from app.metrics.rollup import EventRow, GaugeChange, PartialKey, rollup
 from app.store.schema import event, idempotency_key
 
 KEY_CHUNK = 1000
@@ -326,11 +326,10 @@ async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEven
     all_partials: dict[PartialKey, Partial] = {}
     all_changes: list[GaugeChange] = []
     for pack in packs:
-        partials, changes = rollup(pack, rows)
-        if partials or changes:
+        before = (len(all_partials), len(all_changes))
+        rollup(pack, rows, all_partials, all_changes)  # measure and gauge keys carry the pack's name
+        if (len(all_partials), len(all_changes)) != before:
             result.packs_touched.add(pack.name)
-        merge_into(all_partials, partials)
-        all_changes.extend(changes)
     await upsert_partials(conn, all_partials)
     await upsert_gauge_changes(conn, all_changes)
     return result
