@@ -116,7 +116,7 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
     from app.config import Settings
     from app.ingest.parse import Limits, parse_events
     from app.metrics.pack import load_packs
-    from app.metrics.rollup import EventRow, merge_into, rollup
+    from app.metrics.rollup import EventRow, rollup
     from app.store.db import create_engine_for, migrate_async
     from app.store.writes import _existing_hashes, insert_events, upsert_gauge_changes, upsert_partials
 
@@ -167,11 +167,10 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
                 add("event INSERT", t0)
                 t0 = time.perf_counter()
                 partials, changes = {}, []
+                event_rows = [EventRow(e.type, e.ts_us, e.value, e.dims) for e in group]
                 for pack in packs:
-                    p, c = rollup(pack, [EventRow(e.type, e.ts_us, e.value, e.dims) for e in group])
-                    merge_into(partials, p)
-                    changes += c
-                add("rollup + merge (Python)", t0)
+                    rollup(pack, event_rows, partials, changes)
+                add("rollup (Python)", t0)
                 partial_rows += len(partials)
                 gauge_rows += len(changes)
                 t0 = time.perf_counter()
