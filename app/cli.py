@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import click
@@ -35,11 +36,21 @@ def serve(host: str | None, port: int | None) -> None:
     from app.main import create_app
 
     settings = _settings(host=host, port=port)
+    # uvicorn handles SIGTERM itself (stop accepting, close WebSockets with 1012, finish in-flight
+    # requests, run the lifespan shutdown, which drains the ingest writer), then re-raises the
+    # signal to the handler found at start: ours, so a graceful stop exits 0 instead of -15.
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.run(create_app(settings), **uvicorn_options(settings))
 
 
+def _stopped(signum: int, frame) -> None:
+    logging.getLogger("app.cli").info("stopped on signal %d after a graceful shutdown", signum)
+
+
 def uvicorn_options(settings: Settings) -> dict:
-    """uvicorn settings derived from ours (bind, WebSocket limits and pings)."""
+    """uvicorn settings derived from ours (bind, WebSocket implementation, limits and pings)."""
+    from app.ws.transport import direct_protocol
+
     return {
         "host": settings.host,
         "port": settings.port,
@@ -47,6 +58,7 @@ def uvicorn_options(settings: Settings) -> dict:
         "ws_ping_interval": settings.ws_ping_interval_s,
         "ws_ping_timeout": settings.ws_ping_timeout_s,
         "ws_per_message_deflate": False,
+        "ws": direct_protocol(settings.ws_write_buffer_bytes),  # websockets sans-I/O + direct frame writes
         "log_level": "info",
         "timeout_graceful_shutdown": 5,
     }

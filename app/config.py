@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     stale_after_s: float = Field(default=15.0, gt=0)
     ws_send_timeout_s: float = Field(default=10.0, gt=0)
+    ws_write_buffer_bytes: int = Field(default=65_536, ge=1024,
+                                       description="bytes buffered per screen socket past which it takes no new "
+                                                   "frame (its updates merge, latest value wins)")
     ws_replay_buffer_updates: int = Field(default=256, ge=0)
     ws_ping_interval_s: float = Field(default=10.0, gt=0)
     ws_ping_timeout_s: float = Field(default=10.0, gt=0)

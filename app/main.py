@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 view_clock.observe(int(newest))
         broker = InMemoryBroker()
         hub = TileHub(engine, packs, broker, view_clock, settings.zone,
-                      interval_s=settings.tile_interval_ms / 1000, replay_buffer=settings.ws_replay_buffer_updates)
+                      interval_s=settings.tile_interval_ms / 1000, replay_buffer=settings.ws_replay_buffer_updates,
+                      heartbeat_s=settings.heartbeat_interval_s)
 
         runtime_ref: list[Runtime] = []
 

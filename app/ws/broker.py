@@ -5,20 +5,33 @@ dashboard) to every ``Subscription`` of that channel.  ``InMemoryBroker`` is
 the single-process backend; a Redis pub/sub backend plugs in behind the same
 interface for several instances.
 
-A subscription's outbox is bounded by construction: it holds at most one
-pending update whose tiles are merged latest-value-wins (a tile appears once,
-with its newest value), so a screen that stops reading costs at most one copy
-of the dashboard, never a growing queue.
+Two ways out of a subscription:
+
+* a ``FrameSink`` (the screen's socket, ``app.ws.transport``): ``deliver`` writes
+  the update's wire frame - encoded once per update, the same bytes for every
+  screen - straight to the socket, with no task, event or await per screen;
+* no sink: ``get`` waits for the pending update (an ASGI sender task per screen,
+  for servers without the direct path).
+
+A subscription's outbox is bounded by construction: when its socket cannot take
+a frame (write buffer over its high-water mark) it holds at most one pending
+update whose tiles are merged latest-value-wins (a tile appears once, with its
+newest value), so a screen that stops reading costs at most one copy of the
+dashboard plus one socket buffer, never a growing queue; the sink closes it when
+it stays blocked (``app.ws.routes``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
 import msgspec
+
+from app.ws.transport import text_frame
 
 _encoder = msgspec.json.Encoder()
 
@@ -27,8 +40,9 @@ _encoder = msgspec.json.Encoder()
 class TileUpdate:
     """One channel update: ``seq``-numbered changed tiles, with the frame encoded once.
 
-    ``frame`` is the JSON text frame sent to screens; ``None`` after a merge
-    (then it is encoded for that one screen at send time).
+    ``frame`` is the JSON text of the frame sent to screens and ``wire`` the whole
+    WebSocket frame (header + ``frame``); both ``None`` until first asked for (a merged
+    update is encoded for its one screen when sent).
     """
 
     epoch: str
@@ -37,9 +51,10 @@ class TileUpdate:
     as_of: str
     frame: bytes | None = None
     notices: list[dict[str, Any]] | None = None
+    wire: bytes | None = None
 
     def encode(self) -> bytes:
-        """The frame to send (CONTRACT §4 ``update``, plus ``notices`` when they changed); cached."""
+        """The frame's JSON (CONTRACT §4 ``update``, plus ``notices`` when they changed); cached."""
         if self.frame is None:
             body: dict[str, Any] = {"type": "update", "epoch": self.epoch, "seq": self.seq, "as_of": self.as_of,
                                     "tiles": self.tiles}
@@ -47,6 +62,29 @@ class TileUpdate:
                 body["notices"] = self.notices
             self.frame = _encoder.encode(body)
         return self.frame
+
+    def wire_frame(self) -> bytes:
+        """The unmasked WebSocket text frame of ``encode()`` (what goes on every screen's socket); cached."""
+        if self.wire is None:
+            self.wire = text_frame(self.encode())
+        return self.wire
+
+
+class FrameSink(Protocol):
+    """Where a subscription writes frames without awaiting (a screen's socket)."""
+
+    def write_wire(self, wire: bytes) -> bool:
+        """Write one pre-built WebSocket frame now; ``False`` when the socket cannot take it
+        (buffer over its high-water mark, or closed): then nothing was written."""
+        ...
+
+    def blocked(self) -> None:
+        """An update is pending because ``write_wire`` refused it (start the slow-screen clock)."""
+        ...
+
+    def unblocked(self) -> None:
+        """The pending update went out (stop the slow-screen clock)."""
+        ...
 
 
 class SubscriptionState:
@@ -60,19 +98,39 @@ class SubscriptionState:
 class Subscription:
     """A subscriber's bounded outbox (at most one merged pending update).
 
-    ``get`` waits for the pending update (or ``timeout_s``) and takes it.
+    Until ``start`` (while the endpoint sends the snapshot or the missed updates)
+    every delivery waits in the outbox.  After ``start(last_seq, sink)`` updates are
+    written straight to ``sink``; without a sink ``get`` hands them to a sender task.
+    Updates with ``seq <= last_seq`` (already covered by what the screen got) are dropped.
+
+    Attributes:
+        last_seq: the newest ``seq`` the screen has (-1 before ``start``).
+        last_sent_s: ``time.monotonic()`` of the last frame written through the sink
+            (heartbeats go to screens idle longer than the heartbeat interval).
+        merged_updates: how many updates were merged into a pending one (slow screen).
     """
 
     channel: str
     pending: TileUpdate | None = None
     merged_updates: int = 0
     state: str = SubscriptionState.OPEN
+    last_seq: int = -1
+    last_sent_s: float = 0.0
+    started: bool = False
+    sink: FrameSink | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def deliver(self, update: TileUpdate) -> None:
-        """Queue ``update``, merging into any pending one (latest value per tile wins)."""
-        if self.state != SubscriptionState.OPEN:
+    def deliver(self, update: TileUpdate, now_s: float | None = None) -> None:
+        """Write ``update`` to the sink, or keep it pending merged into any pending one
+        (latest value per tile wins).  ``now_s``: ``time.monotonic()`` if the caller has it."""
+        if self.state != SubscriptionState.OPEN or (self.started and update.seq <= self.last_seq):
             return
+        sink = self.sink
+        if sink is not None and self.pending is None and self.started:
+            if sink.write_wire(update.wire_frame()):
+                self.last_seq = update.seq
+                self.last_sent_s = time.monotonic() if now_s is None else now_s
+                return
         if self.pending is None:
             self.pending = update
         else:
@@ -80,10 +138,51 @@ class Subscription:
             notices = update.notices if update.notices is not None else self.pending.notices
             self.pending = TileUpdate(update.epoch, update.seq, tiles, update.as_of, notices=notices)
             self.merged_updates += 1
-        self._ready.set()
+        if sink is not None:
+            if self.started:
+                sink.blocked()
+        else:
+            self._ready.set()
+
+    def start(self, last_seq: int, sink: FrameSink | None = None) -> None:
+        """The screen has everything up to ``last_seq``: from now on deliver to ``sink``
+        (or through ``get`` without one); a pending update newer than ``last_seq`` goes out."""
+        self.last_seq = last_seq
+        self.sink = sink
+        self.started = True
+        self.last_sent_s = time.monotonic()
+        if self.pending is not None and self.pending.seq <= last_seq:
+            self.pending = None
+            self._ready.clear()
+        if sink is not None:
+            self.flush()
+
+    def flush(self) -> bool:
+        """Write the pending update to the sink if it takes it now; ``True`` when nothing is left pending."""
+        update = self.pending
+        if update is None or self.sink is None or self.state != SubscriptionState.OPEN:
+            return update is None
+        if not self.sink.write_wire(update.wire_frame()):
+            self.sink.blocked()
+            return False
+        self.pending = None
+        self.last_seq = update.seq
+        self.last_sent_s = time.monotonic()
+        self.sink.unblocked()
+        return True
+
+    def write_idle(self, wire: bytes, now_s: float) -> bool:
+        """Write a frame that carries no tiles (a heartbeat) if nothing is pending; ``True`` if written."""
+        if self.pending is not None or self.sink is None or self.state != SubscriptionState.OPEN:
+            return False
+        if self.sink.write_wire(wire):
+            self.last_sent_s = now_s
+            return True
+        return False
 
     async def get(self, timeout_s: float | None = None) -> TileUpdate | None:
-        """The pending update, waiting up to ``timeout_s``; ``None`` on timeout.
+        """The pending update, waiting up to ``timeout_s``; ``None`` on timeout (subscriptions
+        without a sink only).
 
         Raises:
             RuntimeError: when the subscription was closed.
@@ -97,12 +196,15 @@ class Subscription:
                 return None
         update, self.pending = self.pending, None
         self._ready.clear()
+        if update is not None and update.seq > self.last_seq:
+            self.last_seq = update.seq
         return update
 
     def close(self) -> None:
-        """Drop the pending update and refuse further deliveries."""
+        """Drop the pending update and the sink, and refuse further deliveries."""
         self.state = SubscriptionState.CLOSED
         self.pending = None
+        self.sink = None
         self._ready.set()
 
 
@@ -115,6 +217,10 @@ class Broker(Protocol):
 
     def subscribe(self, channel: str) -> Any:
         """Async context manager yielding a ``Subscription``; unsubscribes on exit."""
+        ...
+
+    def subscriptions(self, channel: str) -> list[Subscription]:
+        """Local subscriptions of ``channel`` (a copy)."""
         ...
 
     def subscriber_count(self, channel: str) -> int:
@@ -131,28 +237,38 @@ class InMemoryBroker:
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = {}
+        self._total = 0
 
     async def publish(self, channel: str, update: TileUpdate) -> None:
-        update.encode()  # encode once per dashboard, before fan-out
-        for sub in list(self._subs.get(channel, ())):
-            sub.deliver(update)
+        subs = self._subs.get(channel)
+        if not subs:
+            return
+        update.wire_frame()  # encode once per dashboard, before fan-out
+        now_s = time.monotonic()
+        for sub in list(subs):
+            sub.deliver(update, now_s)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         sub = Subscription(channel)
         self._subs.setdefault(channel, set()).add(sub)
+        self._total += 1
         try:
             yield sub
         finally:
             sub.close()
             subs = self._subs.get(channel)
-            if subs is not None:
+            if subs is not None and sub in subs:
                 subs.discard(sub)
+                self._total -= 1
                 if not subs:
                     del self._subs[channel]
+
+    def subscriptions(self, channel: str) -> list[Subscription]:
+        return list(self._subs.get(channel, ()))
 
     def subscriber_count(self, channel: str) -> int:
         return len(self._subs.get(channel, ()))
 
     def total_subscribers(self) -> int:
-        return sum(len(s) for s in self._subs.values())
+        return self._total

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -29,6 +30,7 @@ from app.metrics.pack import Dashboard, Pack
 from app.query import dashboard_tiles, tile_trends
 from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
+from app.ws.transport import text_frame
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -54,8 +56,14 @@ class Channel:
     dirty: bool = True
     computed_at_us: int | None = None
     last_compute_wall: float = 0.0
+    last_done_wall: float = float("-inf")  # loop time the last refresh (and its publish) ended
     dirty_notices: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def heartbeat_frame(self, seq: int) -> bytes:
+        """The ``heartbeat`` frame for a screen that has everything up to ``seq``."""
+        as_of = from_us(self.computed_at_us, self.zone).isoformat() if self.computed_at_us else None
+        return _encoder.encode({"type": "heartbeat", "epoch": self.epoch, "seq": seq, "as_of": as_of})
 
     def snapshot_frame(self, extras: Mapping[str, Any] | None = None) -> bytes:
         """The ``snapshot`` frame (CONTRACT §4) with every tile and its trend, plus ``extras``
@@ -87,16 +95,19 @@ class TileHub:
         interval_s: coalescing interval (at most one update per dashboard per interval).
         replay_buffer: updates kept per channel for resume.
         time_refresh_s: recompute at least this often while watched (sliding windows, gauges).
+        heartbeat_s: a screen written nothing for this long gets a ``heartbeat`` frame
+            (screens on the direct write path; checked every quarter of it).
     """
 
     def __init__(self, engine: AsyncEngine, packs: Mapping[str, Pack], broker: Broker, clock: Clock,
                  default_zone: ZoneInfo, interval_s: float = 0.5, replay_buffer: int = 256,
-                 time_refresh_s: float = 1.0) -> None:
+                 time_refresh_s: float = 1.0, heartbeat_s: float = 5.0) -> None:
         self._engine = engine
         self._broker = broker
         self._clock = clock
         self._interval_s = interval_s
         self._time_refresh_s = time_refresh_s
+        self._heartbeat_s = heartbeat_s
         self.epoch = secrets.token_hex(8)
         self.channels: dict[str, Channel] = {}
         for pack in packs.values():
@@ -108,6 +119,7 @@ class TileHub:
         # slug -> local day label -> the "today" tiles last shown that day (for reconciliation)
         self.day_close: dict[str, dict[str, dict[str, Any]]] = {}
         self._task: asyncio.Task | None = None
+        self._heartbeat_task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
     def start(self) -> None:
@@ -115,16 +127,18 @@ class TileHub:
         if self._task is not None:
             raise RuntimeError("TileHub.start() called twice")
         self._task = asyncio.create_task(self._run(), name="tile-hub")
+        self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="tile-hub-heartbeats")
 
     async def stop(self) -> None:
-        """Stop the refresh loop."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop the refresh and heartbeat loops."""
+        for task in (self._task, self._heartbeat_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._heartbeat_task = None
 
     def notices_changed(self, slug: str) -> None:
         """A snapshot of ``slug`` was cut or restated: re-read its notices at the next refresh."""
@@ -190,6 +204,7 @@ class TileHub:
                     trend[-1] = tile["value"]
             ch.tiles = tiles
             if first or not (changed or notices_changed):
+                ch.last_done_wall = loop.time()
                 return None
             ch.seq += 1
             update = TileUpdate(ch.epoch, ch.seq, changed, from_us(now_us, ch.zone).isoformat(),
@@ -197,6 +212,7 @@ class TileHub:
             if self._replay_buffer:
                 ch.history.append(update)
         await self._broker.publish(ch.dashboard.slug, update)
+        ch.last_done_wall = loop.time()
         return update
 
     def _close_day(self, ch: Channel) -> None:
@@ -208,23 +224,55 @@ class TileHub:
         for old in sorted(days)[:-DAY_CLOSE_KEPT]:
             del days[old]
 
+    def _due_at(self, ch: Channel) -> float:
+        """Loop time from which ``ch`` may be recomputed: an interval after its last refresh
+        ended (coalescing, measured from the last publish, not from the next wake-up); when
+        nothing is dirty, ``time_refresh_s`` after the last computation."""
+        not_before = ch.last_done_wall + self._interval_s
+        if ch.dirty:
+            return not_before
+        return max(not_before, ch.last_compute_wall + self._time_refresh_s)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._time_refresh_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
+            next_due: float | None = None
             for ch in self.channels.values():
                 if self._broker.subscriber_count(ch.dashboard.slug) == 0:
                     continue
-                due = ch.dirty or loop.time() - ch.last_compute_wall >= self._time_refresh_s
-                if not due:
-                    continue
+                due_at = self._due_at(ch)
+                if due_at <= loop.time():
+                    try:
+                        await self.refresh(ch)
+                    except (SQLAlchemyError, OSError) as exc:
+                        log.warning("tile refresh of %s failed: %s", ch.dashboard.slug, exc)
+                        ch.last_done_wall = loop.time()
+                    due_at = self._due_at(ch)
+                next_due = due_at if next_due is None else min(next_due, due_at)
+            # Sleep until the next dashboard is due; new events only wake us to re-plan
+            # (a dirty dashboard waits until an interval after its last publish).
+            wait_s = self._time_refresh_s if next_due is None else max(0.0, next_due - loop.time())
+            if wait_s > 0:
                 try:
-                    await self.refresh(ch)
-                except (SQLAlchemyError, OSError) as exc:
-                    log.warning("tile refresh of %s failed: %s", ch.dashboard.slug, exc)
-            # Coalesce: at most one recompute per dashboard per interval.
-            await asyncio.sleep(self._interval_s)
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _heartbeats(self) -> None:
+        """Forever: write a ``heartbeat`` to every screen (direct path) idle for ``heartbeat_s``."""
+        period_s = self._heartbeat_s / 4
+        while True:
+            await asyncio.sleep(period_s)
+            now_s = time.monotonic()
+            idle_since_s = now_s - self._heartbeat_s
+            for slug, ch in self.channels.items():
+                frames: dict[int, bytes] = {}
+                for sub in self._broker.subscriptions(slug):
+                    if sub.sink is None or sub.last_sent_s > idle_since_s or sub.pending is not None:
+                        continue
+                    wire = frames.get(sub.last_seq)
+                    if wire is None:
+                        wire = frames[sub.last_seq] = text_frame(ch.heartbeat_frame(sub.last_seq))
+                    sub.write_idle(wire, now_s)

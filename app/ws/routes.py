@@ -1,10 +1,18 @@
 """The live tile endpoint ``/ws/dashboards/{slug}`` (CONTRACT §4).
 
 Per screen: the handshake subscribes it, sends a ``snapshot`` (or, with
-``?epoch=E&since=N`` and a covered gap, the missed ``update``s), then one
-sender task drains its bounded outbox and sends heartbeats while idle, and one
-receiver task reads what the screen sends (pings, close).  A send that takes
-longer than ``ws_send_timeout_s`` closes that screen only.
+``?epoch=E&since=N`` and a covered gap, the missed ``update``s), then:
+
+* on the direct path (``app.ws.transport.DirectWebSocketProtocol``, what
+  ``pulseboard serve`` runs): updates are written by the broker straight to the
+  socket as they are published (one encoded frame per update for all screens),
+  heartbeats by the hub's sweep; the endpoint itself only reads what the screen
+  sends (pings, close).  A screen whose socket stays over its write-buffer
+  high-water mark for ``ws_send_timeout_s`` (its outbox = one merged update) is
+  closed with 4008, and its TCP connection aborted if it does not finish the close.
+* otherwise (another ASGI server): one sender task drains the bounded outbox and
+  sends heartbeats while idle, one receiver task reads; a send that takes longer
+  than ``ws_send_timeout_s`` closes that screen (4008).
 """
 
 from __future__ import annotations
@@ -19,34 +27,77 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app.auth import Forbidden, Unauthenticated
 from app.auth.deps import authenticate, check_scope
-from app.metrics.calendar import from_us, to_us
+from app.metrics.calendar import to_us
 from app.problems import problem
+from app.ws.transport import DIRECT_EXTENSION, DirectWebSocketProtocol
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 _encoder = msgspec.json.Encoder()
 CLOSE_SLOW_CONSUMER = 4008  # documented: the screen could not keep up; reconnect to resync
+SLOW_REASON = "too slow; reconnect to resync"
 
 
 async def _send(ws: WebSocket, frame: bytes, timeout_s: float) -> None:
     await asyncio.wait_for(ws.send({"type": "websocket.send", "text": frame.decode()}), timeout_s)
 
 
-def _heartbeat(channel, seq: int) -> bytes:
-    as_of = from_us(channel.computed_at_us, channel.zone).isoformat() if channel.computed_at_us else None
-    return _encoder.encode({"type": "heartbeat", "epoch": channel.epoch, "seq": seq, "as_of": as_of})
+def _direct(ws: WebSocket) -> DirectWebSocketProtocol | None:
+    """The screen's direct write path, when the server provides one."""
+    return ws.scope.get("extensions", {}).get(DIRECT_EXTENSION)
 
 
-async def _sender(ws: WebSocket, sub, channel, last_seq: int, heartbeat_s: float, timeout_s: float) -> None:
+class DirectScreen:
+    """The ``FrameSink`` of one screen on the direct path: writes frames to its socket, flushes
+    the pending update when the socket drains, and closes the screen with 4008 when an update
+    stayed pending (socket over its high-water mark) for ``timeout_s``."""
+
+    def __init__(self, proto: DirectWebSocketProtocol, sub, timeout_s: float, slug: str) -> None:
+        self._proto = proto
+        self._sub = sub
+        self._timeout_s = timeout_s
+        self._slug = slug
+        self._timer: asyncio.TimerHandle | None = None
+        self.write_wire = proto.write_frame
+        proto.on_drain = self._drained
+
+    def blocked(self) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._too_slow)
+
+    def unblocked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _drained(self) -> None:
+        self._sub.flush()
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if self._sub.pending is None:
+            return
+        log.info("screen on %s too slow (socket blocked > %.1f s); closing", self._slug, self._timeout_s)
+        self._sub.close()  # the pending update is freed now, the subscription removed on exit
+        self._proto.close_now(CLOSE_SLOW_CONSUMER, SLOW_REASON, abort_after_s=self._timeout_s)
+
+    def detach(self) -> None:
+        """Stop the timer and the drain callback (the screen is gone)."""
+        self.unblocked()
+        self._proto.on_drain = None
+
+
+async def _sender(ws: WebSocket, sub, channel, heartbeat_s: float, timeout_s: float) -> None:
+    """ASGI path: drain the outbox, heartbeat while idle."""
     while True:
+        last_seq = sub.last_seq
         update = await sub.get(heartbeat_s)
         if update is None:
-            frame = _heartbeat(channel, last_seq)
+            frame = channel.heartbeat_frame(last_seq)
         elif update.seq <= last_seq:
             continue
         else:
             frame = update.encode()
-            last_seq = update.seq
         await _send(ws, frame, timeout_s)
 
 
@@ -77,6 +128,15 @@ async def _receiver(ws: WebSocket, timeout_s: float, max_per_s: float) -> None:
                 await _send(ws, b'{"type":"pong"}', timeout_s)
                 continue
         await _send(ws, _encoder.encode({"type": "error", "message": "unknown message; screens only send {\"type\": \"ping\"}"}), timeout_s)
+
+
+async def _close(ws: WebSocket, code: int, reason: str, abort_after_s: float = 10.0) -> None:
+    """Close ``ws`` with ``code`` without waiting behind a full socket (direct path), else through ASGI."""
+    direct = _direct(ws)
+    if direct is not None:
+        direct.close_now(code, reason, abort_after_s)
+    elif ws.application_state == WebSocketState.CONNECTED:
+        await ws.close(code=code, reason=reason)
 
 
 @router.websocket("/ws/dashboards/{slug}")
@@ -111,6 +171,7 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     state.runtime.sockets.add(access.key.id, ws)
     channel = await hub.ensure_fresh(slug)
     timeout_s = settings.ws_send_timeout_s
+    direct = _direct(ws)
     async with broker.subscribe(slug) as sub:
         try:
             missed = None
@@ -124,30 +185,56 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
                 for update in missed:
                     await _send(ws, update.encode(), timeout_s)
                 # Tell the screen at once that it is current (it may have missed nothing).
-                await _send(ws, _heartbeat(channel, last_seq), timeout_s)
-            tasks = {
-                asyncio.create_task(_sender(ws, sub, channel, last_seq, settings.heartbeat_interval_s, timeout_s)),
-                asyncio.create_task(_receiver(ws, timeout_s, settings.ws_max_inbound_per_s)),
-            }
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            for task in done:
-                exc = task.exception()
-                if isinstance(exc, TooChatty):
-                    log.info("screen on %s sent too many messages; closing", slug)
-                    await ws.close(code=1008, reason="too many messages")
-                elif isinstance(exc, TimeoutError):
-                    log.info("screen on %s too slow (send > %.1f s); closing", slug, timeout_s)
-                    if ws.application_state == WebSocketState.CONNECTED:
-                        await ws.close(code=CLOSE_SLOW_CONSUMER, reason="too slow; reconnect to resync")
-                elif exc is not None and not isinstance(exc, (WebSocketDisconnect, OSError, RuntimeError)):
-                    raise exc
+                await _send(ws, channel.heartbeat_frame(last_seq), timeout_s)
+            if direct is not None:
+                await _serve_direct(ws, direct, sub, slug, last_seq, timeout_s, settings)
+            else:
+                await _serve_asgi(ws, sub, channel, slug, last_seq, timeout_s, settings)
         except (WebSocketDisconnect, OSError, TimeoutError):
             log.debug("screen on %s went away", slug)
         finally:
             state.runtime.sockets.discard(access.key.id, ws)
+
+
+async def _serve_direct(ws: WebSocket, direct: DirectWebSocketProtocol, sub, slug: str, last_seq: int,
+                        timeout_s: float, settings) -> None:
+    """Direct path: the broker writes updates; this coroutine only reads until the screen goes."""
+    screen = DirectScreen(direct, sub, timeout_s, slug)
+    sub.start(last_seq, screen)
+    try:
+        await _receiver(ws, timeout_s, settings.ws_max_inbound_per_s)
+    except TooChatty:
+        log.info("screen on %s sent too many messages; closing", slug)
+        direct.close_now(1008, "too many messages", abort_after_s=timeout_s)
+    except TimeoutError:
+        log.info("screen on %s too slow (send > %.1f s); closing", slug, timeout_s)
+        direct.close_now(CLOSE_SLOW_CONSUMER, SLOW_REASON, abort_after_s=timeout_s)
+    finally:
+        screen.detach()
+
+
+async def _serve_asgi(ws: WebSocket, sub, channel, slug: str, last_seq: int, timeout_s: float, settings) -> None:
+    """ASGI path: a sender and a receiver task; the first to end ends the screen."""
+    sub.start(last_seq)
+    tasks = {
+        asyncio.create_task(_sender(ws, sub, channel, settings.heartbeat_interval_s, timeout_s)),
+        asyncio.create_task(_receiver(ws, timeout_s, settings.ws_max_inbound_per_s)),
+    }
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if isinstance(exc, TooChatty):
+            log.info("screen on %s sent too many messages; closing", slug)
+            await ws.close(code=1008, reason="too many messages")
+        elif isinstance(exc, TimeoutError):
+            log.info("screen on %s too slow (send > %.1f s); closing", slug, timeout_s)
+            if ws.application_state == WebSocketState.CONNECTED:
+                await ws.close(code=CLOSE_SLOW_CONSUMER, reason=SLOW_REASON)
+        elif exc is not None and not isinstance(exc, (WebSocketDisconnect, OSError, RuntimeError)):
+            raise exc
 
 
 CLOSE_REVOKED = 4401  # documented: the screen's key was revoked
@@ -177,7 +264,7 @@ class SocketRegistry:
                 continue
             for ws in list(self._by_key.pop(key_id, ())):
                 try:
-                    await ws.close(code=CLOSE_REVOKED, reason="key revoked")
+                    await _close(ws, CLOSE_REVOKED, "key revoked")
                 except RuntimeError:
                     pass
                 closed += 1

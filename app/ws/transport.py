@@ -1,0 +1,105 @@
+"""The WebSocket transport screens are served on: uvicorn's websockets (sans-I/O) protocol
+plus a direct write path for pre-encoded frames.
+
+Through ASGI every frame a screen gets costs an awaited ``send`` (a wait on the
+connection's ``writable`` event, a text re-encode, a frame build and a write) per
+screen.  A tile update is the same bytes for every screen of a dashboard, and a
+server's frames are not masked, so the whole wire frame (header + JSON) can be built
+once (``text_frame``) and written to each screen's transport as is, without awaiting
+anything - what ``websockets.broadcast()`` does, minus its per-connection framing.
+
+``DirectWebSocketProtocol`` (passed to uvicorn as ``ws=``, see ``app.cli.uvicorn_options``)
+puts itself in the ASGI scope under ``scope["extensions"][DIRECT_EXTENSION]`` so the
+endpoint can use ``write_frame`` / ``close_now``.  Everything else (handshake, pings,
+reads, the ASGI ``send`` path, close on shutdown with 1012) is uvicorn's.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+DIRECT_EXTENSION = "pulseboard.direct_send"
+
+
+def text_frame(payload: bytes) -> bytes:
+    """The wire bytes of one final, unmasked text frame carrying ``payload`` (UTF-8 JSON),
+    as a server sends it (RFC 6455 §5.2); identical for every connection without extensions."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol with a non-blocking write path.
+
+    ``write_frame(wire)`` writes a frame built by ``text_frame`` straight to the
+    transport when the connection is open and its write buffer is under the
+    transport's high-water mark (the kernel took the previous frames); otherwise it
+    returns ``False`` and writes nothing.  ``on_drain`` (set by the endpoint) is called
+    when the buffer drains below the low-water mark after having been over the high one.
+    """
+
+    on_drain: Callable[[], None] | None = None
+    write_buffer_high_bytes: int | None = None
+
+    def connection_made(self, transport) -> None:  # noqa: D102 - uvicorn's hook
+        super().connection_made(transport)
+        if self.write_buffer_high_bytes is not None:
+            transport.set_write_buffer_limits(high=self.write_buffer_high_bytes)
+
+    def handle_connect(self, event) -> None:  # noqa: D102 - uvicorn's hook
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        # Only without extensions (no permessage-deflate): then frames are the same bytes for all.
+        if scope is not None and not self.conn.extensions:
+            scope["extensions"][DIRECT_EXTENSION] = self
+
+    def is_open(self) -> bool:
+        """The handshake is done and neither side started closing."""
+        return (self.handshake_complete and not self.close_sent and not self.disconnected
+                and self.conn.state is State.OPEN and not self.transport.is_closing())
+
+    def backlogged(self) -> bool:
+        """The write buffer is over the high-water mark (the screen is not reading fast enough)."""
+        return not self.writable.is_set()
+
+    def write_frame(self, wire: bytes) -> bool:
+        """Write one pre-built frame (``text_frame``) now; ``False`` (nothing written) when the
+        connection is not open or its write buffer is over the high-water mark."""
+        if not self.writable.is_set() or not self.is_open():
+            return False
+        self.transport.write(wire)
+        return True
+
+    def resume_writing(self) -> None:  # noqa: D102 - asyncio's hook
+        super().resume_writing()
+        if self.on_drain is not None:
+            self.on_drain()
+
+    def close_now(self, code: int, reason: str, abort_after_s: float) -> None:
+        """Start the closing handshake with ``code`` without waiting for the buffer to drain:
+        the close frame is queued behind what is already buffered, the app's ``receive``
+        gets ``websocket.disconnect`` at once, and the TCP connection is aborted (its
+        buffer freed) if the peer has not completed the close within ``abort_after_s``."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.conn.state is State.OPEN:
+            self.conn.send_close(code, reason)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.on_drain = None
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(abort_after_s, self.transport.abort)
+
+
+def direct_protocol(write_buffer_high_bytes: int) -> type[DirectWebSocketProtocol]:
+    """``DirectWebSocketProtocol`` with its transport's write-buffer high-water mark at
+    ``write_buffer_high_bytes`` (a screen's socket takes no new frame past it: its updates
+    merge in its one-update outbox); pass it to uvicorn as ``ws=``."""
+    return type("DirectWebSocketProtocol", (DirectWebSocketProtocol,),
+                {"write_buffer_high_bytes": write_buffer_high_bytes})

@@ -1,0 +1,136 @@
+"""Graceful shutdown (issue 4, "Live channels that heal"): on SIGTERM the server drains
+in-flight requests, closes every screen's WebSocket with 1012 (service restart), exits 0,
+and the screens come back when it restarts.
+
+A real ``python -m app.cli serve`` subprocess on SQLite (``tests.crash_client.ServerProcess``),
+real keys, real sockets.  Pass criteria, asserted as values and upper bounds:
+
+* every connected screen receives a close frame with code 1012;
+* a 10,000-event POST in flight when SIGTERM is sent is answered ``202`` (accepted 10,000)
+  after the signal, and its events are in the store after the restart;
+* the process exits with status 0 within ``EXIT_LIMIT_S`` of the signal;
+* a screen reconnecting the way the wall does (``?epoch=&since=`` of before, retrying while
+  the server is down) gets a ``snapshot`` with a new epoch within ``RECONNECT_LIMIT_S`` of
+  the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.crash_client import AUGUST, TZ, ServerProcess, create_key, free_port, make_batches, stored_keys
+
+SLUG = "contact-centre"
+SCREENS = 4
+BATCH_EVENTS = 10_000  # the default PULSEBOARD_MAX_BATCH_EVENTS: ~1 s of server work
+SIGNAL_AFTER_S = 0.3  # the body is uploaded and being processed, not yet committed
+EXIT_LIMIT_S = 10.0  # uvicorn's graceful timeout (5 s) + lifespan shutdown, with margin
+READY_LIMIT_S = 10.0
+RECONNECT_LIMIT_S = 10.0
+CLOSE_SERVICE_RESTART = 1012
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not AUGUST.exists(), reason=f"no {AUGUST}"),
+    pytest.mark.timeout(180),
+]
+
+
+def server_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
+    env.update({"PULSEBOARD_DATA_DIR": str(data_dir), "PULSEBOARD_TZ": TZ, "PULSEBOARD_CLOCK": "event",
+                "PULSEBOARD_SNAPSHOTS_ENABLED": "false", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+async def open_screen(server: ServerProcess, read_key: str, query: str = ""):
+    """A screen holding ``read_key``; returns the socket and its first frame (the snapshot)."""
+    ws = await connect(f"ws://127.0.0.1:{server.port}/ws/dashboards/{SLUG}{query}",
+                       additional_headers={"Authorization": f"Bearer {read_key}"}, open_timeout=10)
+    return ws, json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+
+async def close_code_of(ws, timeout_s: float) -> int | None:
+    """Read until the server closes ``ws``; the code of the close frame it sent (None: no frame)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                await ws.recv()
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd is not None else None
+
+
+async def reconnect_like_the_wall(server: ServerProcess, read_key: str, epoch: str, seq: int,
+                                  deadline: float) -> dict:
+    """Retry ``?epoch=&since=`` every 0.2 s (the wall backs off from 1 s) until a frame arrives."""
+    while True:
+        try:
+            ws, first = await open_screen(server, read_key, f"?epoch={epoch}&since={seq}")
+            await ws.close()
+            return first
+        except (OSError, ConnectionClosed, TimeoutError, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def test_sigterm_drains_ingest_closes_screens_1012_and_screens_come_back(tmp_path: Path):
+    batch = make_batches(BATCH_EVENTS, BATCH_EVENTS, "shutdown")[0]
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    env = server_env(data_dir)
+    ingest_key = create_key(env, "--scope", "ingest", "--source", "anonymous-bank")
+    read_key = create_key(env, "--scope", "read")
+    server = ServerProcess(free_port(), env, tmp_path / "server.log")
+    server.start()
+    try:
+        await server.wait_ready(READY_LIMIT_S)
+        opened = [await open_screen(server, read_key) for _ in range(SCREENS)]
+        screens = [ws for ws, _ in opened]
+        snap = opened[0][1]
+        assert snap["type"] == "snapshot"
+        closes = [asyncio.create_task(close_code_of(ws, EXIT_LIMIT_S + 5)) for ws in screens]
+
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ingest_key}"}
+            posted = asyncio.create_task(http.post("/api/v1/events", content=batch.body, headers=headers))
+            await asyncio.sleep(SIGNAL_AFTER_S)
+            assert not posted.done(), "the batch was answered before SIGTERM: nothing was in flight"
+            signalled = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            resp = await posted
+
+        assert resp.status_code == 202, resp.text
+        assert resp.json() == {"accepted": BATCH_EVENTS, "duplicates": 0}
+        assert await asyncio.gather(*closes) == [CLOSE_SERVICE_RESTART] * SCREENS
+        returncode = await asyncio.to_thread(server.proc.wait, EXIT_LIMIT_S + 5)
+        exit_s = time.monotonic() - signalled
+        assert returncode == 0, server.log_tail()
+        assert exit_s <= EXIT_LIMIT_S, f"exited {exit_s:.1f} s after SIGTERM"
+
+        rows, _ = stored_keys("sqlite", data_dir)
+        assert sorted(rows) == sorted(batch.keys)  # every acknowledged event, once
+
+        # The wall keeps retrying while the server is down, then resyncs on the new epoch.
+        restarted = time.monotonic()
+        back = asyncio.create_task(reconnect_like_the_wall(server, read_key, snap["epoch"], snap["seq"],
+                                                           restarted + RECONNECT_LIMIT_S))
+        await asyncio.sleep(0.5)  # the first attempts find nobody listening
+        server.start()
+        fresh = await back
+        assert time.monotonic() - restarted <= RECONNECT_LIMIT_S
+        assert fresh["type"] == "snapshot" and fresh["dashboard"] == SLUG
+        assert fresh["epoch"] != snap["epoch"]
+        assert fresh["tiles"]["offered_today"]["value"] > 0  # the drained batch is on the wall
+    finally:
+        server.stop()
