@@ -29,7 +29,7 @@ from app.metrics.pack import load_packs
 from app.problems import install_handlers
 from app.runtime import Runtime
 from app.security import SecurityHeaders
-from app.store.db import create_engine_for, migrate_async
+from app.store.db import create_engine_for, create_writer_engine, migrate_async
 from app.store.schema import event
 from app.store.writes import GroupResult
 from app.snapshots.routes import router as snapshot_router
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             if result.packs_touched:
                 hub.mark_dirty(result.packs_touched)
 
-        writer = GroupCommitWriter(engine, list(packs.values()), wall_clock, on_commit,
+        writer = GroupCommitWriter(create_writer_engine(settings), list(packs.values()), wall_clock, on_commit,
                                    settings.group_commit_max_events, settings.ingest_queue_max_events)
         snapshots = SnapshotService(engine, packs, settings, wall_clock, day_close=hub.day_close,
                                     on_change=hub.notices_changed)

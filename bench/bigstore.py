@@ -9,7 +9,6 @@ calls, and August holds both.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,21 +58,21 @@ def _validated(events: list[dict]) -> list:
     return out
 
 
-async def _load(data_dir: Path, events: list) -> None:
+def _load(data_dir: Path, events: list) -> None:
     from app.metrics.pack import load_packs
-    from app.store.db import create_engine_for, migrate_async
+    from app.store.db import create_writer_engine, migrate
     from app.store.writes import write_group
 
     settings = settings_for(data_dir)
-    await migrate_async(settings)
-    engine = create_engine_for(settings)
+    migrate(settings)
+    engine = create_writer_engine(settings)
     packs = list(load_packs(settings.packs_dir).values())
     try:
         for i in range(0, len(events), GROUP_EVENTS):
-            async with engine.begin() as conn:
-                await write_group(conn, [events[i:i + GROUP_EVENTS]], packs, int(time.time() * 1e6))
+            with engine.begin() as conn:
+                write_group(conn, [events[i:i + GROUP_EVENTS]], packs, int(time.time() * 1e6))
     finally:
-        await engine.dispose()  # the last close checkpoints the WAL into the main file
+        engine.dispose()  # the last close checkpoints the WAL into the main file
 
 
 def build(data_dir: Path, copies: int) -> BigStore:
@@ -82,7 +81,7 @@ def build(data_dir: Path, copies: int) -> BigStore:
     big = list(data.moved_to_day(data.august_events(), BIG_DAY, copies, "big"))
     events = _validated(month + big)
     t0 = time.perf_counter()
-    asyncio.run(_load(data_dir, events))
+    _load(data_dir, events)
     load_s = time.perf_counter() - t0
     local_days = [ev["ts"].astimezone(ZONE).date() for ev in data.august_events()]
     day_real = sum(1 for d in local_days if d == BIG_DAY.date())

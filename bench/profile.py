@@ -117,7 +117,7 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
     from app.ingest.parse import Limits, parse_events
     from app.metrics.pack import load_packs
     from app.metrics.rollup import EventRow, rollup
-    from app.store.db import create_engine_for, migrate_async
+    from app.store.db import create_writer_engine, migrate_async
     from app.store.writes import _existing_hashes, insert_events, upsert_gauge_changes, upsert_partials
 
     kw = {"data_dir": tmp / "var", "tz": "Asia/Jerusalem", "snapshots_enabled": False, "database_url": None}
@@ -125,7 +125,7 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
         kw.update(database_url=pg_url, db_schema="pb_stages")
     settings = Settings(**kw)
     await migrate_async(settings)
-    engine = create_engine_for(settings)
+    engine = create_writer_engine(settings)
     packs = list(load_packs(settings.packs_dir).values())
     wire = data.tagged(data.august_wire()[:total_events], "stages")
     limits = Limits(int(time.time() * 1e6), 300.0, None, 1024, 20, 10**9)
@@ -158,11 +158,11 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
         for i in range(0, len(rows), group_events):
             group = rows[i:i + group_events]
             t0 = time.perf_counter()
-            async with engine.begin() as conn:
-                await _existing_hashes(conn, [(e.source, e.event_id) for e in group])
+            with engine.begin() as conn:
+                _existing_hashes(conn, [(e.source, e.event_id) for e in group])
                 add("dedup SELECT", t0)
                 t0 = time.perf_counter()
-                await insert_events(conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash, 0)
+                insert_events(conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash, 0)
                                            for e in group])
                 add("event INSERT", t0)
                 t0 = time.perf_counter()
@@ -174,15 +174,15 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
                 partial_rows += len(partials)
                 gauge_rows += len(changes)
                 t0 = time.perf_counter()
-                await upsert_partials(conn, partials)
+                upsert_partials(conn, partials)
                 add("rollup_minute upsert", t0)
                 t0 = time.perf_counter()
-                await upsert_gauge_changes(conn, changes)
+                upsert_gauge_changes(conn, changes)
                 add("gauge_item upsert", t0)
                 t0 = time.perf_counter()
             add("COMMIT", t0)
     finally:
-        await engine.dispose()
+        engine.dispose()
     n = len(rows)
     lines = [f"{store}: {n:,} events in groups of {group_events:,}; {partial_rows:,} partial rows, "
              f"{gauge_rows:,} gauge changes", ""]

@@ -2,7 +2,9 @@
 
 Requests are queued with ``submit``; one writer task takes everything queued
 (up to ``max_group_events``), writes it in one transaction and commits, then
-answers each request.  A request is answered only after the commit returned,
+answers each request.  The transaction runs on the writer's own thread with a
+synchronous connection, so a group costs the event loop one hand-off, not one
+per statement, and the loop goes on parsing the next requests meanwhile.  A request is answered only after the commit returned,
 so 202 means durable.  While a transaction runs, new requests pile up and
 join the next one, which is what keeps many small posts fast.
 """
@@ -11,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Engine
 
 from app.clock import Clock
 from app.ingest import EventConflict, Overloaded
@@ -49,7 +52,8 @@ class GroupCommitWriter:
     """The single writer of one process.
 
     Args:
-        engine: the store's async engine.
+        engine: a synchronous engine of the store (``app.store.db.create_writer_engine``),
+            owned by the writer from now on: ``stop()`` disposes of it.
         packs: KPI packs whose measures are rolled up on write.
         clock: the wall clock (for ``received_us``).
         on_commit: awaited after each commit with the ``GroupResult``.
@@ -59,7 +63,7 @@ class GroupCommitWriter:
     Lifecycle: ``start()`` then ``submit()`` many times, then ``stop()``.
     """
 
-    def __init__(self, engine: AsyncEngine, packs: Sequence[Pack], clock: Clock,
+    def __init__(self, engine: Engine, packs: Sequence[Pack], clock: Clock,
                  on_commit: Callable[[GroupResult], Awaitable[None]] | None = None,
                  max_group_events: int = 20_000, max_queued_events: int = 200_000) -> None:
         self._engine = engine
@@ -71,16 +75,18 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._queued_events = 0
         self._task: asyncio.Task | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self.stats = WriterStats()
 
     def start(self) -> None:
         """Start the writer task (inside a running loop)."""
         if self._task is not None:
             raise RuntimeError("GroupCommitWriter.start() called twice; call stop() first")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulseboard-writer")
         self._task = asyncio.create_task(self._run(), name="group-commit-writer")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop the writer task."""
+        """Finish what is queued, then stop the writer task, its thread and its engine."""
         if self._task is None:
             return
         await self._queue.join()
@@ -90,6 +96,10 @@ class GroupCommitWriter:
         except asyncio.CancelledError:
             pass
         self._task = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.shutdown, wait=True)
+        self._engine.dispose()
 
     async def submit(self, events: Sequence[NewEvent], idempotency: IdempotencyRecord | None = None) -> RequestOutcome:
         """Store ``events`` all-or-nothing; return after commit.
@@ -134,10 +144,17 @@ class GroupCommitWriter:
     async def _commit(self, group: list[_Pending]) -> GroupResult:
         requests = [p.events for p in group]
         keys = [p.idempotency for p in group]
+        received_us = to_us(self._clock.now())
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._commit_blocking, requests, keys, received_us)
+
+    def _commit_blocking(self, requests: list[Sequence[NewEvent]], keys: list[IdempotencyRecord | None],
+                         received_us: int) -> GroupResult:
+        """One group's transaction, on the writer thread."""
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                async with self._engine.begin() as conn:
-                    return await write_group(conn, requests, self._packs, to_us(self._clock.now()), keys)
+                with self._engine.begin() as conn:
+                    return write_group(conn, requests, self._packs, received_us, keys)
             except IntegrityError:
                 # Another instance inserted one of our keys after our check: retry,
                 # the next check sees it as a duplicate or a conflict.

@@ -62,15 +62,23 @@ def _pg_options(settings: Settings) -> str:
     return options
 
 
-def _sync_engine(settings: Settings) -> Engine:
+def _sync_engine(settings: Settings, **pool: int) -> Engine:
     url = _sync_url(settings)
     if url.startswith("postgresql"):
-        return create_engine(url, connect_args={"options": _pg_options(settings)})
-    engine = create_engine(url)
+        return create_engine(url, pool_pre_ping=True, **pool,
+                             connect_args={"options": _pg_options(settings), "prepare_threshold": None})
+    engine = create_engine(url, **pool)
     if engine.dialect.name == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         sa_event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def create_writer_engine(settings: Settings) -> Engine:
+    """A synchronous engine for the group-commit writer, which runs each whole transaction on
+    its own thread (one hand-off from the event loop per group instead of one per statement).
+    Same durability settings as ``create_engine_for``; at most 2 connections."""
+    return _sync_engine(settings, pool_size=1, max_overflow=1)
 
 
 def migrate(settings: Settings) -> None:

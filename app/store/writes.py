@@ -1,7 +1,8 @@
 """The write path: one transaction stores raw events, their rollup partials and gauge items.
 
 ``write_group`` is called by the ingest group-commit writer with the events of
-several HTTP requests.  Deduplication by ``(source, event_id)`` costs one
+several HTTP requests, on the writer's own thread with a synchronous connection: the
+whole transaction is one hand-off from the event loop, not one per statement.  Deduplication by ``(source, event_id)`` costs one
 ``SELECT ... WHERE (source, event_id) IN (...)`` per chunk of keys, never a
 round trip per event.  Only events actually inserted are rolled up, so a retry
 never counts twice.
@@ -11,18 +12,18 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import msgspec
 import psycopg
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from app.metrics.pack import Pack
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow, GaugeChange, PartialKey, rollup
-from app.store.schema import event, idempotency_key
+from app.store.schema import idempotency_key
 
 KEY_CHUNK = 1000
 
@@ -72,21 +73,28 @@ class GroupResult:
     packs_touched: set[str] = field(default_factory=set)
 
 
-async def _existing_hashes(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-    """Stored body hashes of ``keys``: one indexed ``source = ? AND event_id IN (...)`` query per
-    source and chunk (row-value ``IN`` lists defeat PostgreSQL's index)."""
+def _existing_hashes(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    """Stored body hashes of ``keys``: one indexed query per source (and per chunk of
+    ``KEY_CHUNK`` ids on SQLite; PostgreSQL takes the ids as one array parameter)."""
     by_source: dict[str, list[str]] = {}
     for source, event_id in keys:
         by_source.setdefault(source, []).append(event_id)
     found: dict[tuple[str, str], bytes] = {}
     for source, ids in by_source.items():
-        for i in range(0, len(ids), KEY_CHUNK):
-            rows = await conn.execute(
-                select(event.c.event_id, event.c.body_hash).where(
-                    event.c.source == source, event.c.event_id.in_(ids[i:i + KEY_CHUNK]))
-            )
-            for event_id, body_hash in rows:
-                found[(source, event_id)] = bytes(body_hash)
+        if conn.dialect.name == "postgresql":
+            sql = "SELECT event_id, body_hash FROM event WHERE source = %s AND event_id = ANY(%s)"
+            with _pg_errors(sql), _pg_driver(conn).cursor() as cur:
+                cur.execute(sql, (source, ids))
+                rows = cur.fetchall()
+        else:
+            rows = []
+            for i in range(0, len(ids), KEY_CHUNK):
+                chunk = ids[i:i + KEY_CHUNK]
+                rows += conn.exec_driver_sql(
+                    f"SELECT event_id, body_hash FROM event WHERE source = ? AND event_id IN ({', '.join('?' * len(chunk))})",
+                    (source, *chunk)).all()
+        for event_id, body_hash in rows:
+            found[(source, event_id)] = bytes(body_hash)
     return found
 
 
@@ -146,20 +154,20 @@ def _upsert_sql(spec: _Upsert, source: str, dialect: str) -> str:
             f"ON CONFLICT ({keys}) DO UPDATE SET {sets}")
 
 
-async def _pg_driver(conn: AsyncConnection):
-    """The psycopg ``AsyncConnection`` under ``conn`` (same transaction)."""
-    return (await conn.get_raw_connection()).driver_connection
+def _pg_driver(conn: Connection):
+    """The psycopg ``Connection`` under ``conn`` (same transaction)."""
+    return conn.connection.driver_connection
 
 
-async def _pg_copy(cur, sql: str, types: Sequence[str], rows: Iterable[tuple]) -> None:
-    async with cur.copy(sql) as copy:
+def _pg_copy(cur, sql: str, types: Sequence[str], rows: Iterable[tuple]) -> None:
+    with cur.copy(sql) as copy:
         copy.set_types(list(types))
         for row in rows:
-            await copy.write_row(row)
+            copy.write_row(row)
 
 
-@contextlib.asynccontextmanager
-async def _pg_errors(sql: str) -> AsyncIterator[None]:
+@contextlib.contextmanager
+def _pg_errors(sql: str) -> Iterator[None]:
     """Turn psycopg errors raised on the raw connection into SQLAlchemy's (``IntegrityError`` for
     a unique violation, ``DBAPIError`` otherwise), which the group-commit writer maps to a retry
     or a 503."""
@@ -171,29 +179,29 @@ async def _pg_errors(sql: str) -> AsyncIterator[None]:
         raise DBAPIError(sql, None, exc) from exc
 
 
-async def _upsert(conn: AsyncConnection, spec: _Upsert, rows: list[tuple]) -> None:
+def _upsert(conn: Connection, spec: _Upsert, rows: list[tuple]) -> None:
     """Add ``rows`` (tuples in ``spec.keys + spec.values`` order, unique keys) to ``spec.table``."""
     if not rows:
         return
     rows.sort(key=lambda r: r[:len(spec.keys)])  # one lock order for concurrent writers
     if conn.dialect.name != "postgresql":
         marks = ", ".join("?" * (len(spec.keys) + len(spec.values)))
-        await conn.exec_driver_sql(_upsert_sql(spec, f"VALUES ({marks})", "sqlite"), rows)
+        conn.exec_driver_sql(_upsert_sql(spec, f"VALUES ({marks})", "sqlite"), rows)
         return
     stage = f"pb_stage_{spec.table}"
     cols = spec.keys + spec.values
     names = ", ".join(c for c, _ in cols)
-    async with _pg_errors(f"COPY {stage}"):
-        pg = await _pg_driver(conn)
-        async with pg.cursor() as cur:
-            await cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
-                              f"({', '.join(f'{c} {ty}' for c, ty in cols)}) ON COMMIT DELETE ROWS")
-            await _pg_copy(cur, f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)", [ty for _, ty in cols], rows)
+    with _pg_errors(f"COPY {stage}"):
+        pg = _pg_driver(conn)
+        with pg.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                        f"({', '.join(f'{c} {ty}' for c, ty in cols)}) ON COMMIT DELETE ROWS")
+            _pg_copy(cur, f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)", [ty for _, ty in cols], rows)
             keys = ", ".join(c for c, _ in spec.keys)
-            await cur.execute(_upsert_sql(spec, f"SELECT {names} FROM {stage} ORDER BY {keys}", "postgresql"))
+            cur.execute(_upsert_sql(spec, f"SELECT {names} FROM {stage} ORDER BY {keys}", "postgresql"))
 
 
-async def insert_events(conn: AsyncConnection, rows: list[tuple]) -> None:
+def insert_events(conn: Connection, rows: list[tuple]) -> None:
     """Insert raw event rows (tuples in ``_EVENT_COLUMNS`` order): binary ``COPY`` on PostgreSQL,
     one ``executemany`` on SQLite.
 
@@ -205,27 +213,27 @@ async def insert_events(conn: AsyncConnection, rows: list[tuple]) -> None:
         return
     names = ", ".join(_EVENT_COLUMNS)
     if conn.dialect.name != "postgresql":
-        await conn.exec_driver_sql(f"INSERT INTO event ({names}) VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})", rows)
+        conn.exec_driver_sql(f"INSERT INTO event ({names}) VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})", rows)
         return
     sql = f"COPY event ({names}) FROM STDIN (FORMAT BINARY)"
-    async with _pg_errors(sql):
-        pg = await _pg_driver(conn)
-        async with pg.cursor() as cur:
-            await _pg_copy(cur, sql, _EVENT_PG_TYPES, rows)
+    with _pg_errors(sql):
+        pg = _pg_driver(conn)
+        with pg.cursor() as cur:
+            _pg_copy(cur, sql, _EVENT_PG_TYPES, rows)
 
 
-async def upsert_partials(conn: AsyncConnection, partials: dict[PartialKey, Partial]) -> None:
+def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> None:
     """Add ``partials`` to the stored minute partials: count and sum add, min/max keep the
     extreme, and each sketch's bins add to ``rollup_sketch_bin`` (no read-modify-write)."""
     minute_rows = [(m, d, b, p.count, p.sum, p.min, p.max) for (m, d, b), p in partials.items()]
     bin_rows = [(m, d, b, side, index, count)
                 for (m, d, b), p in partials.items() if p.sketch is not None
                 for side, index, count in p.sketch.bins()]
-    await _upsert(conn, _MINUTE, minute_rows)
-    await _upsert(conn, _SKETCH_BIN, bin_rows)
+    _upsert(conn, _MINUTE, minute_rows)
+    _upsert(conn, _SKETCH_BIN, bin_rows)
 
 
-async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeChange]) -> None:
+def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> None:
     """Record opens and closes of gauge items: the earliest open and the earliest close per
     item (an incident resolved and later closed stops counting at its resolution)."""
     merged: dict[tuple[str, str, str], list[int | None]] = {}
@@ -235,15 +243,15 @@ async def upsert_gauge_changes(conn: AsyncConnection, changes: Iterable[GaugeCha
         current = slot[idx]
         if current is None or ch.ts_us < current:
             slot[idx] = ch.ts_us
-    await _upsert(conn, _GAUGE, [(g, d, i, o, c) for (g, d, i), (o, c) in merged.items()])
+    _upsert(conn, _GAUGE, [(g, d, i, o, c) for (g, d, i), (o, c) in merged.items()])
 
 
-async def _remembered(conn: AsyncConnection, records: Sequence[IdempotencyRecord]) -> dict[tuple[str, str], tuple[int, str, bytes]]:
+def _remembered(conn: Connection, records: Sequence[IdempotencyRecord]) -> dict[tuple[str, str], tuple[int, str, bytes]]:
     """Stored answers of these idempotency keys: ``(owner, key) -> (status, body, request hash)``."""
     found: dict[tuple[str, str], tuple[int, str, bytes]] = {}
     t = idempotency_key.c
     for rec in records:
-        row = (await conn.execute(select(t.status, t.body, t.request_hash).where(
+        row = (conn.execute(select(t.status, t.body, t.request_hash).where(
             t.owner == rec.owner, t.key == rec.key))).first()
         if row is not None:
             found[(rec.owner, rec.key)] = (row.status, row.body, bytes(row.request_hash))
@@ -262,8 +270,8 @@ def outcome_answer(outcome: RequestOutcome) -> tuple[int, str]:
     return 202, msgspec.json.encode({"accepted": outcome.accepted, "duplicates": outcome.duplicates}).decode()
 
 
-async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEvent]], packs: Iterable[Pack],
-                      received_us: int, idempotency: Sequence[IdempotencyRecord | None] | None = None) -> GroupResult:
+def write_group(conn: Connection, requests: Sequence[Sequence[NewEvent]], packs: Iterable[Pack],
+                received_us: int, idempotency: Sequence[IdempotencyRecord | None] | None = None) -> GroupResult:
     """Store the events of several requests in the open transaction of ``conn``.
 
     Each request is all-or-nothing: a request with a conflicting event stores
@@ -274,8 +282,8 @@ async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEven
             keys between our check and insert; the caller rolls back and retries.
     """
     keys = list({(e.source, e.event_id) for req in requests for e in req})
-    seen = await _existing_hashes(conn, keys)
-    answered = await _remembered(conn, [rec for rec in (idempotency or ()) if rec is not None])
+    seen = _existing_hashes(conn, keys)
+    answered = _remembered(conn, [rec for rec in (idempotency or ()) if rec is not None])
     outcomes: list[RequestOutcome] = []
     to_insert: list[NewEvent] = []
     for position, req in enumerate(requests):
@@ -317,10 +325,10 @@ async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEven
         for status, body in [outcome_answer(outcome)]
     ]
     if remembered:
-        await conn.execute(idempotency_key.insert(), remembered)
+        conn.execute(idempotency_key.insert(), remembered)
     if not to_insert:
         return result
-    await insert_events(conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash,
+    insert_events(conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash,
                                 received_us) for e in to_insert])
     rows = [EventRow(e.type, e.ts_us, e.value, e.dims) for e in to_insert]
     all_partials: dict[PartialKey, Partial] = {}
@@ -330,6 +338,6 @@ async def write_group(conn: AsyncConnection, requests: Sequence[Sequence[NewEven
         rollup(pack, rows, all_partials, all_changes)  # measure and gauge keys carry the pack's name
         if (len(all_partials), len(all_changes)) != before:
             result.packs_touched.add(pack.name)
-    await upsert_partials(conn, all_partials)
-    await upsert_gauge_changes(conn, all_changes)
+    upsert_partials(conn, all_partials)
+    upsert_gauge_changes(conn, all_changes)
     return result
