@@ -11,17 +11,17 @@ from app.config import Settings
 from app.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The process's ``Runtime`` (built by the lifespan)."""
     return request.app.state.runtime
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The validated settings."""
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     """The store engine."""
     return request.app.state.runtime.engine
 
