@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from app.clock import ManualClock
 from tests.helpers import PACKS_DIR, sample
@@ -262,3 +263,40 @@ async def test_tiles_merge_sketches_only_for_percentile_kpis(live, client_for, m
         p95 = await client.get("/api/v1/kpis/sample_p95/series", params={
             "grain": "day", "start": "2024-06-10T00:00:00Z", "end": "2024-06-11T00:00:00Z"})
         assert p95.status_code == 200 and asked == [["generic/sample"]]
+
+
+async def test_screen_whose_socket_stays_full_is_closed_4008_and_freed(make_settings, start_server):
+    """A screen that stops reading while big updates flow: once its socket is over
+    ``ws_write_buffer_bytes`` its updates merge into one pending update; blocked for
+    ``ws_send_timeout_s`` it is closed with 4008 and its outbox dropped, while the
+    other screen gets every update."""
+    from app.ws.broker import SubscriptionState, TileUpdate
+
+    settings = make_settings(packs_dir=PACKS_DIR, ws_write_buffer_bytes=1024, ws_send_timeout_s=0.5,
+                             heartbeat_interval_s=60, ws_ping_interval_s=60, ws_ping_timeout_s=60)
+    srv = await start_server(settings, clock=ManualClock(NOW))
+    broker, channel = srv.runtime.broker, srv.runtime.hub.channels["generic-wall"]
+    big = {"big": {"kpi": "x", "value": "x" * 256 * 1024}}  # 256 KiB a frame: kernel buffers fill fast
+    async with wsconnect(srv, srv.ws_url + WALL, max_size=None) as fast:
+        stuck = await wsconnect(srv, srv.ws_url + WALL, max_size=None, max_queue=1)
+        for ws in (fast, stuck):
+            assert (await recv_json(ws))["type"] == "snapshot"
+        subs = broker.subscriptions("generic-wall")
+        assert len(subs) == 2
+        stuck.transport.pause_reading()
+        base, sent = channel.seq + 1000, 0
+        while broker.subscriber_count("generic-wall") == 2:
+            assert sent < 2000, "the stuck screen was never closed"
+            sent += 1
+            await broker.publish("generic-wall", TileUpdate(channel.epoch, base + sent, big, "2024-06-10T12:00:00+00:00"))
+            got = await next_update(fast)
+            assert got["seq"] == base + sent  # the reading screen is never held back
+        closed = [s for s in subs if s.state == SubscriptionState.CLOSED]
+        assert len(closed) == 1
+        assert closed[0].merged_updates >= 1  # it was held to one merged update ...
+        assert closed[0].pending is None and closed[0].sink is None  # ... and that is freed
+        stuck.transport.resume_reading()
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await asyncio.wait_for(stuck.recv(), 10)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4008

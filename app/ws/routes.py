@@ -36,6 +36,7 @@ router = APIRouter()
 _encoder = msgspec.json.Encoder()
 CLOSE_SLOW_CONSUMER = 4008  # documented: the screen could not keep up; reconnect to resync
 SLOW_REASON = "too slow; reconnect to resync"
+CLOSE_GRACE_S = 10.0  # a screen closed by us that does not finish the close is aborted after this (uvicorn's close timeout)
 
 
 async def _send(ws: WebSocket, frame: bytes, timeout_s: float) -> None:
@@ -79,7 +80,7 @@ class DirectScreen:
             return
         log.info("screen on %s too slow (socket blocked > %.1f s); closing", self._slug, self._timeout_s)
         self._sub.close()  # the pending update is freed now, the subscription removed on exit
-        self._proto.close_now(CLOSE_SLOW_CONSUMER, SLOW_REASON, abort_after_s=self._timeout_s)
+        self._proto.close_now(CLOSE_SLOW_CONSUMER, SLOW_REASON, abort_after_s=CLOSE_GRACE_S)
 
     def detach(self) -> None:
         """Stop the timer and the drain callback (the screen is gone)."""
@@ -130,7 +131,7 @@ async def _receiver(ws: WebSocket, timeout_s: float, max_per_s: float) -> None:
         await _send(ws, _encoder.encode({"type": "error", "message": "unknown message; screens only send {\"type\": \"ping\"}"}), timeout_s)
 
 
-async def _close(ws: WebSocket, code: int, reason: str, abort_after_s: float = 10.0) -> None:
+async def _close(ws: WebSocket, code: int, reason: str, abort_after_s: float = CLOSE_GRACE_S) -> None:
     """Close ``ws`` with ``code`` without waiting behind a full socket (direct path), else through ASGI."""
     direct = _direct(ws)
     if direct is not None:
@@ -205,10 +206,10 @@ async def _serve_direct(ws: WebSocket, direct: DirectWebSocketProtocol, sub, slu
         await _receiver(ws, timeout_s, settings.ws_max_inbound_per_s)
     except TooChatty:
         log.info("screen on %s sent too many messages; closing", slug)
-        direct.close_now(1008, "too many messages", abort_after_s=timeout_s)
+        direct.close_now(1008, "too many messages", abort_after_s=CLOSE_GRACE_S)
     except TimeoutError:
         log.info("screen on %s too slow (send > %.1f s); closing", slug, timeout_s)
-        direct.close_now(CLOSE_SLOW_CONSUMER, SLOW_REASON, abort_after_s=timeout_s)
+        direct.close_now(CLOSE_SLOW_CONSUMER, SLOW_REASON, abort_after_s=CLOSE_GRACE_S)
     finally:
         screen.detach()
 
