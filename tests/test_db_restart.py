@@ -22,6 +22,10 @@ touched.  The server is a real ``python -m app.cli serve`` subprocess (``tests/c
 and the clients are the crash test's retrying clients: each batch keeps its
 ``Idempotency-Key`` through every retry.  ``PULSEBOARD_DBRESTART_TRIALS`` (default 1) sets the
 number of trials; the figures go to ``test-artifacts/db-restart.json`` and RELIABILITY.md.
+
+A second test connects a screen while the database is down (its key cached, its dashboard
+unwatched): it must be refused cleanly and leave nothing in the socket registry.  It is a
+strict ``xfail`` until ``app/ws/routes.py`` reads the tiles before accepting (see its reason).
 """
 
 from __future__ import annotations
@@ -528,3 +532,51 @@ async def test_postgres_restart_during_ingest_loses_nothing_and_recovers_without
             f"{REVOKE_LIMIT_S} s (closed after {fig.revoke_to_close_s} s)")
         assert fig.scheduler_cut_after_post_s is not None, "the snapshot scheduler did not cut the due day"
         assert not fig.log_errors, f"server log: {fig.log_errors}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "app/ws/routes.py accepts the socket and registers it before hub.ensure_fresh(); when that read fails "
+    "(database down) the DBAPIError handler answers HTTP on an accepted WebSocket (RuntimeError, traceback, "
+    "no close frame) and the registry keeps the dead socket. Fix: call ensure_fresh before accept (the "
+    "handler then refuses the handshake with 503) and register the socket after it."))
+async def test_screen_connecting_while_the_database_is_down_is_refused_cleanly(tmp_path, start_server, monkeypatch,
+                                                                               caplog):
+    """A screen that (re)connects during an outage - its key still in the lookup cache, its dashboard
+    watched by nobody, so the tiles must be read - is refused with 503 (or closed with 1011/1013), leaves
+    nothing behind in the socket registry or the broker, and comes back once the database is up."""
+    import app.auth.keys
+    from app.config import Settings
+    from websockets.exceptions import InvalidStatus
+
+    if _WHY_NOT is not None:
+        pytest.fail(f"CI needs a private PostgreSQL cluster: {_WHY_NOT}")
+    monkeypatch.setattr(app.auth.keys, "CACHE_TTL_S", 60.0)  # the key lookup is served from the cache
+    pg = PrivatePostgres()
+    try:
+        await asyncio.to_thread(pg.init)
+        await asyncio.to_thread(pg.start)
+        srv = await start_server(Settings(database_url=pg.url, data_dir=tmp_path / "var", tz="UTC",
+                                          packs_dir=PACKS_DIR, snapshots_enabled=False))
+        runtime, url, headers = srv.runtime, srv.ws_url + WALL, srv.auth("read")
+        async with connect(url, additional_headers=headers) as ws:
+            assert json.loads(await ws.recv())["type"] == "snapshot"
+        await wait_until(lambda: runtime.broker.total_subscribers() == 0, 5)
+        await asyncio.to_thread(pg.stop, "immediate")
+        outcome = None
+        try:
+            async with connect(url, additional_headers=headers) as ws:
+                outcome = json.loads(await asyncio.wait_for(ws.recv(), 10))["type"]
+        except InvalidStatus as exc:
+            outcome = exc.response.status_code
+        except ConnectionClosed as exc:
+            outcome = exc.rcvd.code if exc.rcvd is not None else "closed without a close frame"
+        await asyncio.sleep(0.2)
+        assert outcome in (503, 1011, 1013), outcome
+        assert not runtime.sockets._by_key, "the refused screen is still in the socket registry"
+        assert runtime.broker.total_subscribers() == 0
+        assert "Exception in ASGI application" not in caplog.text
+        await asyncio.to_thread(pg.start)
+        async with connect(url, additional_headers=headers) as ws:  # the screen comes back
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "snapshot"
+    finally:
+        await asyncio.to_thread(pg.destroy)
