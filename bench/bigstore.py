@@ -9,6 +9,8 @@ calls, and August holds both.
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,17 +50,18 @@ def settings_for(data_dir: Path):
     return Settings(data_dir=data_dir, tz="Asia/Jerusalem", snapshots_enabled=False, database_url=None)
 
 
-def _validated(events: list[dict]) -> list:
+def copies_for_day(target_events: int) -> int:
+    """How many copies of August the big day needs to hold at least ``target_events``."""
+    real = data.august_events()
+    day_real = sum(1 for ev in real if ev["ts"].astimezone(ZONE).date() == BIG_DAY.date())
+    return max(1, math.ceil((target_events - day_real) / len(real)))
+
+
+def build(data_dir: Path, copies: int) -> BigStore:
+    """Load the month and a big day of ``copies`` × August into a new store under ``data_dir``,
+    through the write path (parse + validate + ``write_group``) in groups of ``GROUP_EVENTS``,
+    streamed so memory stays flat whatever the size."""
     from app.ingest.parse import Limits, parse_events
-
-    limits = Limits(int(time.time() * 1e6), 300.0, None, 1024, 20, 10**9)
-    out = []
-    for i in range(0, len(events), GROUP_EVENTS):
-        out += parse_events(msgspec.json.encode(events[i:i + GROUP_EVENTS]), "application/json", limits)
-    return out
-
-
-def _load(data_dir: Path, events: list) -> None:
     from app.metrics.pack import load_packs
     from app.store.db import create_writer_engine, migrate
     from app.store.writes import write_group
@@ -67,23 +70,22 @@ def _load(data_dir: Path, events: list) -> None:
     migrate(settings)
     engine = create_writer_engine(settings)
     packs = list(load_packs(settings.packs_dir).values())
+    limits = Limits(int(time.time() * 1e6), 300.0, None, 1024, 20, 10**9)
+    stream = itertools.chain(data.august_wire(), data.moved_to_day(data.august_events(), BIG_DAY, copies, "big"))
+    loaded = 0
+    t0 = time.perf_counter()
     try:
-        for i in range(0, len(events), GROUP_EVENTS):
+        while chunk := list(itertools.islice(stream, GROUP_EVENTS)):
+            events = parse_events(msgspec.json.encode(chunk), "application/json", limits)
             with engine.begin() as conn:
-                write_group(conn, [events[i:i + GROUP_EVENTS]], packs, int(time.time() * 1e6))
+                write_group(conn, [events], packs, int(time.time() * 1e6))
+            loaded += len(events)
     finally:
         engine.dispose()  # the last close checkpoints the WAL into the main file
-
-
-def build(data_dir: Path, copies: int) -> BigStore:
-    """Load the month and a big day of ``copies`` × August into a new store under ``data_dir``."""
-    month = list(data.august_wire())
-    big = list(data.moved_to_day(data.august_events(), BIG_DAY, copies, "big"))
-    events = _validated(month + big)
-    t0 = time.perf_counter()
-    _load(data_dir, events)
     load_s = time.perf_counter() - t0
-    local_days = [ev["ts"].astimezone(ZONE).date() for ev in data.august_events()]
+    real = data.august_events()
+    local_days = [ev["ts"].astimezone(ZONE).date() for ev in real]
     day_real = sum(1 for d in local_days if d == BIG_DAY.date())
     month_real = sum(1 for d in local_days if d.month == BIG_DAY.month)
-    return BigStore(data_dir, len(big) + day_real, len(big) + month_real, load_s, len(events) / load_s)
+    big = copies * len(real)
+    return BigStore(data_dir, big + day_real, big + month_real, load_s, loaded / load_s)

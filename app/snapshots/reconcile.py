@@ -52,10 +52,12 @@ async def rollups_vs_raw(conn: AsyncConnection, pack: Pack, period: Period) -> t
     stored = await pack_partials(conn, pack, (), period.start_us, period.end_us, for_kpis=())
     raw: dict[str, tuple[int, float]] = {}
     by_python = [m for m in pack.measures.values() if m.dims_filter]
+    by_type: dict[str, dict[str, Any]] = {}
     for m in pack.measures.values():
         if not m.dims_filter:
-            raw[m.name] = await reads.raw_measure_totals(conn, m.event_type, m.value_filter,
-                                                         period.start_us, period.end_us)
+            by_type.setdefault(m.event_type, {})[m.name] = m.value_filter
+    for event_type, filters in by_type.items():  # one scan of the period's events per type
+        raw.update(await reads.raw_measure_totals(conn, event_type, filters, period.start_us, period.end_us))
     if by_python:
         recomputed = await raw_pack_partials(conn, pack, period.start_us, period.end_us,
                                              only={m.name for m in by_python})

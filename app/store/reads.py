@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterable, Sequence
+from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 import msgspec
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.evaluate import GaugeReading
@@ -111,14 +111,22 @@ async def event_count(conn: AsyncConnection) -> int:
 _SQL_OPS = {"lt": "__lt__", "le": "__le__", "gt": "__gt__", "ge": "__ge__", "eq": "__eq__", "ne": "__ne__"}
 
 
-async def raw_measure_totals(conn: AsyncConnection, event_type: str, value_filter: Sequence[tuple[str, float]],
-                             start_us: int, end_us: int) -> tuple[int, float]:
-    """``(count, sum of values)`` of raw events of ``event_type`` in ``[start_us, end_us)`` passing
-    ``value_filter`` (``(op, threshold)`` pairs), as one SQL aggregate."""
+async def raw_measure_totals(conn: AsyncConnection, event_type: str,
+                             value_filters: Mapping[str, Sequence[tuple[str, float]]],
+                             start_us: int, end_us: int) -> dict[str, tuple[int, float]]:
+    """``name -> (count, sum of values)`` of the raw events of ``event_type`` in
+    ``[start_us, end_us)`` that pass each named value filter (``(op, threshold)`` pairs; an
+    empty filter passes every event), all from ONE scan: a conditional aggregate per name."""
     t = event.c
-    where = [t.type == event_type, t.ts_us >= start_us, t.ts_us < end_us]
-    for op, threshold in value_filter:
-        where.append(t.value.is_not(None))
-        where.append(getattr(t.value, _SQL_OPS[op])(threshold))
-    row = (await conn.execute(select(func.count(), func.coalesce(func.sum(t.value), 0.0)).where(*where))).one()
-    return int(row[0]), float(row[1])
+    columns = []
+    for value_filter in value_filters.values():
+        if not value_filter:
+            columns += [func.count(), func.coalesce(func.sum(t.value), 0.0)]
+            continue
+        cond = and_(t.value.is_not(None), *(getattr(t.value, _SQL_OPS[op])(threshold) for op, threshold in value_filter))
+        columns += [func.count(case((cond, 1))), func.coalesce(func.sum(case((cond, t.value))), 0.0)]
+    if not columns:
+        return {}
+    row = (await conn.execute(select(*columns).where(
+        t.type == event_type, t.ts_us >= start_us, t.ts_us < end_us))).one()
+    return {name: (int(row[2 * i]), float(row[2 * i + 1])) for i, name in enumerate(value_filters)}

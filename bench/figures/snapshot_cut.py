@@ -10,8 +10,10 @@ cut.
 Baseline, same store, same period: recompute from raw events as one SQL
 aggregate over the period's raw ``event`` rows (count, sum, answered within
 20 s / 60 s per event type: every additive input of the day's KPIs), run by
-SQLite directly.  For reference the product's own Python recomputation from raw
-events (``app.query.raw_pack_partials``, what reconciliation runs) is timed too.
+SQLite directly.
+
+The big day holds at least ``DAY_TARGET_EVENTS`` (1,000,000, issue 5's figure) unless
+``--quick`` (one copy of August, ~100k).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bench.report import Figure, ratios
 from bench.stats import summarize
 
 SLUG = "contact-centre"
+DAY_TARGET_EVENTS = 1_000_000
 RAW_AGGREGATE_SQL = """
 SELECT type, count(*), sum(value), sum(value <= 20), sum(value <= 60)
 FROM event WHERE ts_us >= ? AND ts_us < ? AND type IN ('call.answered', 'call.abandoned', 'call.ended', 'call.queued')
@@ -63,26 +66,6 @@ async def _cut(data_dir: Path, grain: str, label: str) -> tuple[float, str]:
         await engine.dispose()
 
 
-async def _python_recompute_s(data_dir: Path, grain: str, label: str) -> float:
-    from app.metrics.pack import load_packs
-    from app.query import raw_pack_partials
-    from app.snapshots.service import SnapshotService
-    from app.clock import SystemClock
-    from app.store.db import create_engine_for
-
-    settings = bigstore.settings_for(data_dir)
-    engine = create_engine_for(settings)
-    try:
-        packs = load_packs(settings.packs_dir)
-        period = SnapshotService(engine, packs, settings, SystemClock()).period(SLUG, grain, label)
-        async with engine.connect() as conn:
-            t0 = time.perf_counter()
-            await raw_pack_partials(conn, packs["contact-centre"], period.start_us, period.end_us)
-            return time.perf_counter() - t0
-    finally:
-        await engine.dispose()
-
-
 def _period_bounds_us(data_dir: Path, grain: str, label: str) -> tuple[int, int]:
     from app.clock import SystemClock
     from app.metrics.pack import load_packs
@@ -109,7 +92,7 @@ def sql_recompute_s(db_path: Path, start_us: int, end_us: int) -> float:
 def get_store(ctx: RunContext) -> bigstore.BigStore:
     """The big store of this run, built on first use (shared with the tile-refresh figure)."""
     if "bigstore" not in ctx.cache:
-        copies = 1 if ctx.quick else 2
+        copies = 1 if ctx.quick else bigstore.copies_for_day(DAY_TARGET_EVENTS)
         ctx.cache["bigstore"] = bigstore.build(ctx.dir("bigstore"), copies)
     return ctx.cache["bigstore"]
 
@@ -120,11 +103,10 @@ def run(ctx: RunContext) -> list[Figure]:
     for grain, label, events, goal in (("day", bigstore.BIG_DAY_LABEL, store.day_events, "≤ 1 s"),
                                        ("month", bigstore.MONTH_LABEL, store.month_events, "report")):
         start_us, end_us = _period_bounds_us(store.data_dir, grain, label)
-        cut_s, base_s, py_s = [], [], []
+        cut_s, base_s = [], []
         for r in range(ctx.repeats):
             copy = _copy_store(store.data_dir, ctx.tmp / f"cut-{grain}-{r}")
             base_s.append(sql_recompute_s(copy / "pulseboard.db", start_us, end_us))
-            py_s.append(asyncio.run(_python_recompute_s(copy, grain, label)))
             if grain == "month":  # cut the big day first, as the schedule would
                 asyncio.run(_cut(copy, "day", bigstore.BIG_DAY_LABEL))
             cut_s.append(asyncio.run(_cut(copy, grain, label))[0])
@@ -133,22 +115,23 @@ def run(ctx: RunContext) -> list[Figure]:
                      product=summarize(cut_s), baseline=summarize(base_s),
                      baseline_label="raw-event SQL aggregate of the period", ratio=ratios(cut_s, base_s),
                      ratio_label="of the raw recompute time", goal=goal)
-        py = summarize(py_s)
-        fig.notes.append(f"cut = SnapshotService.cut_period (rollup KPIs + reconciliation incl. a raw recompute); "
-                         f"the product's Python raw recompute alone takes {py.median:.2f} s.")
+        fig.notes.append("cut = SnapshotService.cut_period (KPIs from the minute rollups + the reconciliation stored "
+                         "with the cut, which recomputes every measure from raw events by SQL aggregates).")
         if grain == "day":
-            fig.met = fig.product.median <= 1.0
             per_event_us = fig.product.median / events * 1e6
-            fig.notes.append(f"Scale reached: {events:,} events in the day (store loaded through the write path at "
-                             f"{store.load_events_per_s:,.0f} events/s in {store.load_s:.0f} s). The 1,000,000-event "
-                             f"day was NOT reached within the time budget; at {per_event_us:.1f} µs/event a linear "
-                             f"extrapolation gives ≈ {per_event_us:.1f} s for 1M.")
+            reached = events >= DAY_TARGET_EVENTS
+            fig.met = reached and fig.product.median <= 1.0
+            fig.notes.append(f"Scale reached: {events:,} events in the day (store loaded through the write path, "
+                             f"parse included, at {store.load_events_per_s:,.0f} events/s in {store.load_s:.0f} s)."
+                             + ("" if reached else f" The 1,000,000-event day was NOT reached (--quick); at "
+                                f"{per_event_us:.2f} µs/event a linear extrapolation gives ≈ {per_event_us:.2f} s "
+                                "for 1M."))
         else:
             fig.met = None
             fig.notes.append(f"Scale reached: {events:,} events in the month (the real month plus the big day); "
                              f"30M events NOT reached (loading alone would take "
                              f"≈ {30e6 / store.load_events_per_s / 60:,.0f} min at the measured write rate). "
                              f"The goal only asks to report the month.")
-        fig.extra = {"python_raw_recompute_s": py_s, "events": events}
+        fig.extra = {"events": events}
         figs.append(fig)
     return figs
