@@ -232,21 +232,46 @@ class Broker(Protocol):
         ...
 
 
-class InMemoryBroker:
-    """Single-process broker: a set of subscriptions per channel."""
+def _deliver(subs: list[Subscription], update: TileUpdate) -> None:
+    now_s = time.monotonic()
+    for sub in subs:
+        sub.deliver(update, now_s)
 
-    def __init__(self) -> None:
+
+class InMemoryBroker:
+    """Single-process broker: a set of subscriptions per channel.
+
+    ``publish`` writes to the first ``chunk`` subscribers at once and hands the rest to a
+    fan-out task that yields to the loop every ``chunk`` screens, so the hub computes the
+    next update (its queries run in the database thread) while this one is being written.
+    One fan-out per channel at a time: the next ``publish`` on a channel waits for the
+    previous one to finish, so every screen gets a channel's updates in ``seq`` order.
+    """
+
+    def __init__(self, chunk: int = 250) -> None:
         self._subs: dict[str, set[Subscription]] = {}
         self._total = 0
+        self._chunk = chunk
+        self._fanouts: dict[str, asyncio.Task] = {}
 
     async def publish(self, channel: str, update: TileUpdate) -> None:
+        previous = self._fanouts.pop(channel, None)
+        if previous is not None and not previous.done():
+            await asyncio.shield(previous)
         subs = self._subs.get(channel)
         if not subs:
             return
         update.wire_frame()  # encode once per dashboard, before fan-out
-        now_s = time.monotonic()
-        for sub in list(subs):
-            sub.deliver(update, now_s)
+        targets = list(subs)
+        _deliver(targets[:self._chunk], update)
+        if len(targets) > self._chunk:
+            self._fanouts[channel] = asyncio.create_task(self._fan_out(targets, update),
+                                                         name=f"fan-out {channel} {update.seq}")
+
+    async def _fan_out(self, targets: list[Subscription], update: TileUpdate) -> None:
+        for start in range(self._chunk, len(targets), self._chunk):
+            await asyncio.sleep(0)
+            _deliver(targets[start:start + self._chunk], update)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:

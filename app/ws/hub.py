@@ -56,7 +56,7 @@ class Channel:
     dirty: bool = True
     computed_at_us: int | None = None
     last_compute_wall: float = 0.0
-    last_done_wall: float = float("-inf")  # loop time the last refresh (and its publish) ended
+    last_done_wall: float = float("-inf")  # loop time the last refresh (and its fan-out) ended
     dirty_notices: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -225,10 +225,14 @@ class TileHub:
             del days[old]
 
     def _due_at(self, ch: Channel) -> float:
-        """Loop time from which ``ch`` may be recomputed: an interval after its last refresh
-        ended (coalescing, measured from the last publish, not from the next wake-up); when
-        nothing is dirty, ``time_refresh_s`` after the last computation."""
-        not_before = ch.last_done_wall + self._interval_s
+        """Loop time from which ``ch`` may be recomputed.
+
+        Coalescing counts the interval from the start of the previous computation (so
+        publishes are an interval apart, not interval + compute + fan-out), and never
+        before the previous refresh and its fan-out ended; when nothing is dirty,
+        ``time_refresh_s`` after the last computation.
+        """
+        not_before = max(ch.last_compute_wall + self._interval_s, ch.last_done_wall)
         if ch.dirty:
             return not_before
         return max(not_before, ch.last_compute_wall + self._time_refresh_s)
