@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "Etc" is a directory
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 

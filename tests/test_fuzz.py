@@ -21,11 +21,14 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+from datetime import date, datetime
+
 import hypothesis
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
@@ -50,6 +53,7 @@ class FuzzReport:
 
     examples: Counter = field(default_factory=Counter)
     statuses: Counter = field(default_factory=Counter)
+    media_types: Counter = field(default_factory=Counter)  # of the events posted
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -66,14 +70,66 @@ def _key_for(operation, keys: "conftest.TestKeys") -> str:
     return keys.admin  # admin routes, and public ones (which must ignore a key they do not need)
 
 
-def _fuzz_test(operation, mode, base_url: str, session: requests.Session, headers: dict, report: FuzzReport):
+def _deliverable(case):
+    """The case with its events' ``ts`` made recent and ``source`` the key's: what the schema
+    cannot say (no more than ``PULSEBOARD_MAX_FUTURE_SKEW_S`` ahead; an ingest key posts its own
+    source), so that positive events also reach the writer and the rollups."""
+    events = case.body if isinstance(case.body, list) else [case.body]
+    for event in events:
+        if isinstance(event, dict):
+            event["ts"] = "2024-05-02T09:15:20.123456+02:00"
+            event.pop("source", None)
+    return case
+
+
+_INSTANTS = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1),
+                         timezones=st.timezones()).map(datetime.isoformat)
+_DAYS = st.dates(min_value=date(1999, 1, 1), max_value=date(2031, 12, 31))
+
+
+@st.composite
+def _with_known_names(draw, cases, known: dict[str, list[str]]):
+    """A case whose path names a real dashboard / KPI and a real period, and whose series query
+    has real instants and zones: what random strings almost never hit (they stop at 404/422)."""
+    case = draw(cases)
+    path, query = case.path_parameters or {}, case.query or {}
+    for name in path:
+        if name in ("dashboard", "slug"):
+            path[name] = draw(st.sampled_from(known["dashboards"]))
+        elif name == "name":
+            path[name] = draw(st.sampled_from(known["kpis"]))
+        elif name == "month":
+            path[name] = draw(_DAYS).strftime("%Y-%m")
+        elif name == "period":
+            path[name] = draw(_DAYS).strftime("%Y-%m-%d" if path.get("grain") == "day" else "%Y-%m")
+    if "start" in query and "end" in query:
+        query["start"], query["end"] = draw(_INSTANTS), draw(_INSTANTS)
+    if query.get("tz") is not None:
+        query["tz"] = draw(st.timezone_keys())
+    return case
+
+
+def _strategy(operation, mode, known: dict[str, list[str]]):
+    strategy = operation.as_strategy(generation_mode=mode)
+    if mode == GenerationMode.POSITIVE:
+        if operation.label == "POST /api/v1/events":
+            strategy = strategy | strategy.map(_deliverable)
+        elif operation.path_parameters or operation.query:
+            strategy = strategy | _with_known_names(strategy, known)
+    return strategy
+
+
+def _fuzz_test(operation, mode, base_url: str, session: requests.Session, headers: dict, report: FuzzReport,
+               known: dict[str, list[str]]):
     """A Hypothesis test of one operation in one generation mode."""
 
-    @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+    @hypothesis.given(case=_strategy(operation, mode, known))
     def fuzz_one(case):
         response = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
         report.examples[(operation.label, mode.value)] += 1
         report.statuses[response.status_code] += 1
+        if operation.label == "POST /api/v1/events":
+            report.media_types[case.media_type] += 1
         if response.status_code >= 500:
             assert response.status_code == 503 and "retry-after" in response.headers, (
                 f"server error {response.status_code}: {response.text[:500]}\n"
@@ -90,6 +146,9 @@ def run_fuzz(base_url: str, keys: "conftest.TestKeys", max_examples: int) -> Fuz
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config, timeout=30)
     report = FuzzReport()
     session = requests.Session()
+    read = {"Authorization": f"Bearer {keys.read}"}
+    known = {"dashboards": [d["slug"] for d in session.get(f"{base_url}/api/v1/dashboards", headers=read).json()],
+             "kpis": [k["name"] for k in session.get(f"{base_url}/api/v1/kpis", headers=read).json()]}
     settings = hypothesis.settings(
         max_examples=max_examples, deadline=None, database=None, derandomize=False,
         suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink],
@@ -100,7 +159,7 @@ def run_fuzz(base_url: str, keys: "conftest.TestKeys", max_examples: int) -> Fuz
         headers = {"Authorization": f"Bearer {_key_for(operation, keys)}"}
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
-                settings(_fuzz_test(operation, mode, base_url, session, headers, report))()
+                settings(_fuzz_test(operation, mode, base_url, session, headers, report, known))()
             except hypothesis.errors.Unsatisfiable:
                 pass  # nothing to negate in this operation (no parameters, no body)
             except Exception as exc:  # noqa: BLE001 - every failure is collected and asserted below
@@ -114,11 +173,13 @@ async def test_fuzz_every_operation_no_server_error_and_negatives_rejected(make_
     srv = await start_server(make_settings(packs_dir=PACKS_DIR))
     report = await asyncio.to_thread(run_fuzz, srv.url, srv.keys, FUZZ_EXAMPLES)
     print(f"\nfuzz {store_kind}: {report.total} examples over {len({op for op, _ in report.examples})} operations; "
-          f"statuses {dict(sorted(report.statuses.items()))}; failures {len(report.failures)}")
+          f"statuses {dict(sorted(report.statuses.items()))}; events posted as {dict(report.media_types)}; "
+          f"failures {len(report.failures)}")
     assert not report.failures, "\n\n".join(report.failures)
     operations = {op for op, _ in report.examples}
     assert "POST /api/v1/events" in operations and len(operations) >= 20
     assert report.statuses[202] > 0  # some positive events really went in
+    assert report.media_types["application/json"] > 0 and report.media_types["application/x-ndjson"] > 0
     assert sum(n for s, n in report.statuses.items() if 400 <= s < 500) > 0
     assert not any(s >= 500 and s != 503 for s in report.statuses)
 
@@ -162,3 +223,25 @@ async def test_revoking_a_malformed_key_id_is_422_and_an_unknown_one_404(make_se
         for bad in ("%00", "%FF", "nope"):
             assert (await client.delete(f"/api/v1/keys/{bad}", headers=srv.auth("admin"))).status_code == 422
         assert (await client.delete(f"/api/v1/keys/{'0' * 32}", headers=srv.auth("admin"))).status_code == 404
+
+
+@pytest.mark.parametrize("tz", ["Etc", "a" * 300, "Europe/", "../x"])
+async def test_series_with_a_zone_that_is_not_a_zone_file_is_422(make_settings, start_server, client_for, tz):
+    """Was 500 for ``Etc`` (a directory: IsADirectoryError) and 300 characters (OSError: name too long)."""
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR))
+    async with client_for(srv) as client:
+        resp = await client.get("/api/v1/kpis/sample_count/series", params={
+            "grain": "day", "start": "2024-01-01T00:00:00Z", "end": "2024-01-03T00:00:00Z", "tz": tz})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["errors"] == [{"field": "tz", "message": f"unknown IANA time zone {tz!r}"}]
+
+
+@pytest.mark.parametrize("tz", ["Etc", "a" * 300])
+def test_settings_refuse_a_zone_that_is_not_a_zone_file(tmp_path, tz):
+    """``PULSEBOARD_TZ=Etc`` crashed the start with IsADirectoryError instead of naming the setting."""
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    with pytest.raises(ValidationError, match="unknown IANA time zone"):
+        Settings(data_dir=tmp_path, tz=tz)

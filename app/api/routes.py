@@ -72,7 +72,7 @@ async def kpi_series(
         if tz is not None:
             try:
                 zone = ZoneInfo(tz)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Etc" is a directory, names too long
                 raise QueryError("tz", f"unknown IANA time zone {tz!r}") from None
         start_us, end_us = _instant("start", start), _instant("end", end)
         if end_us <= start_us:
