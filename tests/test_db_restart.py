@@ -154,6 +154,8 @@ class Attempt:
 
 @dataclass
 class Ready:
+    """One ``/readyz`` poll (times in seconds since the trial's t0; ``status`` None: transport error)."""
+
     sent_s: float
     answered_s: float
     status: int | None
@@ -175,6 +177,9 @@ class Screen:
 
 @dataclass
 class Figures:
+    """What one trial measured; times ``*_s`` in seconds (``db_*_s`` since the trial's t0,
+    ``*_after_up_s`` since ``pg_ctl start -w`` returned)."""
+
     trial: int
     events: int = 0
     acked_at_stop: int = 0
@@ -244,6 +249,7 @@ def make_events(total: int, rng: random.Random) -> list[dict]:
 
 
 def make_batches(events: list[dict], batch_size: int, run_id: str) -> list[Batch]:
+    """``events`` in request bodies of ``batch_size``, each with its fixed Idempotency-Key."""
     return [Batch(index=n, key=f"dbr-{run_id}-{n:05d}",
                   body=json.dumps(events[i:i + batch_size], separators=(",", ":")).encode(),
                   keys=tuple((SOURCE, e["id"]) for e in events[i:i + batch_size]), types=())
@@ -306,6 +312,7 @@ async def poll_ready(url: str, log: IngestLog, out: list[Ready], stop: asyncio.E
 
 
 async def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
+    """Poll ``predicate`` every ``step_s`` for up to ``timeout_s``; its last value."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -327,6 +334,7 @@ def stored_state(pg_url: str) -> tuple[Counter, dict[tuple[str, int], tuple[int,
 
 
 def day_snapshots(pg_url: str, day: str) -> int:
+    """Stored day cuts (all versions) of the generic wall for ``day`` (YYYY-MM-DD)."""
     import psycopg
 
     with psycopg.connect(pg_url, connect_timeout=5) as conn:
@@ -335,6 +343,7 @@ def day_snapshots(pg_url: str, day: str) -> int:
 
 
 async def run_trial(trial: int, workdir: Path) -> Figures:
+    """One trial on a fresh private cluster (see the module docstring); destroys the cluster after."""
     fig = Figures(trial)
     rng = random.Random(trial)
     pg = PrivatePostgres()

@@ -105,6 +105,7 @@ class SilentRelay:
 
 
 async def recv_json(ws, timeout_s: float = 10) -> dict:
+    """The next frame as JSON (TimeoutError after ``timeout_s``)."""
     return json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
 
 
