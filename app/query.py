@@ -113,14 +113,22 @@ async def kpi_value(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tup
         QueryError: for a gauge filtered by a dimension that is not rolled up.
     """
     if kpi.is_gauge:
-        gauge = pack.gauges[kpi.formula.gauge]  # type: ignore[index]
-        dim_key = filter_dim_key(dims)
-        if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
-            raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")
-        reading: GaugeReading = await reads.gauge_reading(conn, pack.gauge_key(gauge.name), dim_key, at_us,
-                                                          gauge.max_open_s)
-        return evaluate(kpi, {}, reading, at_us)
+        return evaluate(kpi, {}, await kpi_gauge_reading(conn, pack, kpi, dims, at_us), at_us)
     return evaluate(kpi, await kpi_partials(conn, pack, kpi, dims, start_us, end_us))
+
+
+async def kpi_gauge_reading(conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...],
+                            at_us: int, live: bool = False) -> GaugeReading:
+    """The reading of gauge KPI ``kpi``'s gauge at ``at_us`` (``live``: see ``reads.gauge_reading``).
+
+    Raises:
+        QueryError: for a gauge filtered by a dimension that is not rolled up.
+    """
+    gauge = pack.gauges[kpi.formula.gauge]  # type: ignore[index]
+    dim_key = filter_dim_key(dims)
+    if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
+        raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")
+    return await reads.gauge_reading(conn, pack.gauge_key(gauge.name), dim_key, at_us, gauge.max_open_s, live)
 
 
 async def series(conn: AsyncConnection, pack: Pack, kpi: Kpi, grain: Grain, start_us: int, end_us: int,
@@ -163,19 +171,44 @@ async def dashboard_tiles(conn: AsyncConnection, pack: Pack, dashboard: Dashboar
     """Every tile of ``dashboard`` evaluated at ``now_us`` (tile id -> tile JSON)."""
     out: dict[str, dict[str, Any]] = {}
     cache: dict[tuple, dict[str, Partial]] = {}
+    readings: dict[tuple, GaugeReading] = {}
     shown = [pack.kpis[t.kpi] for t in dashboard.tiles]
     for tile in dashboard.tiles:
         kpi = pack.kpis[tile.kpi]
         start, end = window_bounds(tile.window, now_us, zone)
-        if kpi.is_gauge:
-            value = await kpi_value(conn, pack, kpi, tile.dims, start, end, now_us)
+        if kpi.is_gauge:  # one reading per gauge and filter (calls in queue and longest wait share it)
+            gkey = ("gauge", kpi.formula.gauge, tile.dims)
+            if gkey not in readings:
+                readings[gkey] = await kpi_gauge_reading(conn, pack, kpi, tile.dims, now_us, live=True)
+            value = evaluate(kpi, {}, readings[gkey], now_us)
         else:
             key = (tile.window, tile.dims)
-            if key not in cache:  # one aggregate per window and filter, for every measure
-                cache[key] = await pack_partials(conn, pack, tile.dims, start, end, shown)
+            if key not in cache:
+                await _fill_window_partials(conn, pack, dashboard, tile.dims, now_us, zone, shown, cache)
             value = evaluate(kpi, cache[key])
         out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
     return out
+
+
+async def _fill_window_partials(conn: AsyncConnection, pack: Pack, dashboard: Dashboard,
+                                dims: tuple[tuple[str, str], ...], now_us: int, zone: ZoneInfo, shown: list[Kpi],
+                                cache: dict[tuple, dict[str, Partial]]) -> None:
+    """Merged partials of every measure for every window the dashboard shows with filter ``dims``,
+    into ``cache[(window, dims)]``: one conditional aggregate over all the windows when the
+    filter is rolled up, else one computation per window."""
+    windows = sorted({t.window for t in dashboard.tiles if t.dims == dims and not pack.kpis[t.kpi].is_gauge})
+    bounds = [window_bounds(w, now_us, zone) for w in windows]
+    dim_key = filter_dim_key(dims)
+    if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
+        for w, (start, end) in zip(windows, bounds):
+            cache[(w, dims)] = await pack_partials(conn, pack, dims, start, end, shown)
+        return
+    names = list(pack.measures)
+    wanted = sketch_measures(shown)
+    sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
+    got = await reads.aggregate_windows(conn, [pack.measure_key(n) for n in names], dim_key, bounds, sketch_keys)
+    for w, parts in zip(windows, got):
+        cache[(w, dims)] = {k.split("/", 1)[1]: v for k, v in parts.items()}
 
 
 async def tile_trends(conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo,

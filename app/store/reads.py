@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 import msgspec
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.evaluate import GaugeReading
@@ -48,6 +48,50 @@ async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key:
     return out
 
 
+async def aggregate_windows(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str,
+                            windows: Sequence[tuple[int, int]], sketch_keys: Iterable[str] = ()) -> list[dict[str, Partial]]:
+    """``aggregate`` over several windows ``[start_us, end_us)`` at once: one scan of the
+    windows' overall range with a conditional aggregate per window (plus one for sketch bins).
+
+    Returns:
+        one ``measure_key -> Partial`` dict per window, in order (as ``aggregate`` returns).
+    """
+    if not windows:
+        return []
+    t = rollup_minute.c
+    lo, hi = min(s for s, _ in windows), max(e for _, e in windows)
+    columns = []
+    for start, end in windows:
+        inside = and_(t.bucket_us >= start, t.bucket_us < end)
+        columns += [func.sum(case((inside, t.count))), func.sum(case((inside, t.sum))),
+                    func.min(case((inside, t.min))), func.max(case((inside, t.max)))]
+    rows = (await conn.execute(
+        select(t.measure, *columns).where(t.measure.in_(list(measure_keys)), t.dim_key == dim_key,
+                                          t.bucket_us >= lo, t.bucket_us < hi).group_by(t.measure))).all()
+    out: list[dict[str, Partial]] = [{} for _ in windows]
+    for row in rows:
+        for i in range(len(windows)):
+            count, total, mn, mx = row[1 + 4 * i: 5 + 4 * i]
+            if count is not None:
+                out[i][row[0]] = Partial(int(count), float(total or 0.0), mn, mx)
+    wanted = [k for k in sketch_keys if any(k in got for got in out)]
+    if wanted:
+        b = rollup_sketch_bin.c
+        columns = [func.sum(case((and_(b.bucket_us >= start, b.bucket_us < end), b.count))) for start, end in windows]
+        rows = await conn.execute(
+            select(b.measure, b.side, b.bin, *columns).where(
+                b.measure.in_(wanted), b.dim_key == dim_key, b.bucket_us >= lo, b.bucket_us < hi)
+            .group_by(b.measure, b.side, b.bin))
+        for measure, side, index, *counts in rows:
+            for i, count in enumerate(counts):
+                part = out[i].get(measure)
+                if count and part is not None:
+                    if part.sketch is None:
+                        part.sketch = Sketch()
+                    part.sketch.add_bin(side, index, int(count))
+    return out
+
+
 async def minute_rows(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,
                       sketch_keys: Iterable[str] = ()) -> list[tuple[str, int, Partial]]:
     """The stored minute partials ``(measure_key, bucket_us, Partial)`` in ``[start_us, end_us)``;
@@ -75,18 +119,27 @@ async def minute_rows(conn: AsyncConnection, measure_keys: Sequence[str], dim_ke
     return [(m, bucket, p) for (m, bucket), p in out.items()]
 
 
-async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_us: int, max_open_s: float) -> GaugeReading:
+async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_us: int, max_open_s: float,
+                        live: bool = False) -> GaugeReading:
     """Items of a gauge open at instant ``at_us``: opened at or before it (within
-    ``max_open_s``), and not closed by then."""
+    ``max_open_s``), and not closed by then.
+
+    ``live=True`` (``at_us`` is the newest instant, as for live tiles) looks the open items up
+    by close time (no close, or a close after ``at_us``: few), instead of scanning every item
+    opened in the last ``max_open_s`` (the right plan for instants in the past).  Same answer.
+    """
     t = gauge_item.c
     oldest_allowed = at_us - int(max_open_s * 1_000_000)
-    row = (await conn.execute(
-        select(func.count(), func.min(t.opened_us)).where(
-            t.gauge == gauge_key, t.dim_key == dim_key,
-            t.opened_us <= at_us, t.opened_us > oldest_allowed,
-            or_(t.closed_us.is_(None), t.closed_us > at_us),
-        )
-    )).one()
+    opened = (t.gauge == gauge_key, t.dim_key == dim_key, t.opened_us <= at_us, t.opened_us > oldest_allowed)
+    if not live:
+        row = (await conn.execute(
+            select(func.count(), func.min(t.opened_us)).where(
+                *opened, or_(t.closed_us.is_(None), t.closed_us > at_us))
+        )).one()
+        return GaugeReading(int(row[0] or 0), row[1])
+    parts = union_all(select(t.opened_us).where(*opened, t.closed_us.is_(None)),
+                      select(t.opened_us).where(*opened, t.closed_us > at_us)).subquery()
+    row = (await conn.execute(select(func.count(), func.min(parts.c.opened_us)))).one()
     return GaugeReading(int(row[0] or 0), row[1])
 
 

@@ -72,6 +72,7 @@ gauge_item = Table(
     Column("closed_us", BigInteger, nullable=True),
     PrimaryKeyConstraint("gauge", "dim_key", "item_key", name="pk_gauge_item"),
     Index("ix_gauge_item_opened", "gauge", "dim_key", "opened_us"),
+    Index("ix_gauge_item_closed", "gauge", "dim_key", "closed_us", "opened_us"),
 )
 
 # Immutable snapshots: one row per (dashboard, grain, period, version).  A database
