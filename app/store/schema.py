@@ -61,6 +61,32 @@ rollup_sketch_bin = Table(
     PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "side", "bin", name="pk_rollup_sketch_bin"),
 )
 
+# The same partials per UTC hour (``bucket_us`` on the hour), written with the minutes: reads take
+# whole hours from here and only a window's ragged edges from the minutes (migration 0007).
+rollup_hour = Table(
+    "rollup_hour",
+    metadata,
+    Column("measure", String(200), nullable=False),
+    Column("dim_key", String(300), nullable=False),
+    Column("bucket_us", BigInteger, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("sum", Double, nullable=False),
+    Column("min", Double, nullable=True),
+    Column("max", Double, nullable=True),
+    PrimaryKeyConstraint("measure", "dim_key", "bucket_us", name="pk_rollup_hour"),
+)
+rollup_hour_sketch_bin = Table(
+    "rollup_hour_sketch_bin",
+    metadata,
+    Column("measure", String(200), nullable=False),
+    Column("dim_key", String(300), nullable=False),
+    Column("bucket_us", BigInteger, nullable=False),
+    Column("side", SmallInteger, nullable=False),
+    Column("bin", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "side", "bin", name="pk_rollup_hour_sketch_bin"),
+)
+
 # Paired open/close items of gauges (calls in queue), one row per dimension key.
 gauge_item = Table(
     "gauge_item",
