@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -92,6 +92,25 @@ class Settings(BaseSettings):
         default="wall",
         description="'wall': windows end at real now; 'event': windows end at the newest event time seen (replays)",
     )
+
+    # Wall-screen pairing (app.auth.pairing): codes of CODE_ALPHABET (32 symbols, 5 bits each)
+    pairing_ttl_s: float = Field(default=600.0, ge=1, le=86_400,
+                                 description="how long a screen's code waits for approval (and, once approved, for "
+                                             "the screen to collect its key)")
+    pairing_max_pending: int = Field(default=1000, gt=0, description="pairings waiting at once, all clients (429 past it)")
+    pairing_max_pending_per_ip: int = Field(default=10, gt=0,
+                                            description="pairings waiting at once from one client address (429 past it)")
+    pairing_code_length: int = Field(default=8, ge=6, le=16, description="characters of a pairing code")
+
+    @field_validator("pairing_code_length")
+    @classmethod
+    def _unguessable_code(cls, value: int, info: ValidationInfo) -> int:
+        """One guessed code may hit a waiting pairing with probability at most 1e-6."""
+        pending = info.data.get("pairing_max_pending") or 1
+        if pending / 32 ** value > 1e-6:
+            raise ValueError(f"{value} characters leave {pending} waiting pairings guessable "
+                             f"(p = {pending / 32 ** value:.1e} > 1e-6 per guess): lengthen the code")
+        return value
 
     @field_validator("tz")
     @classmethod
