@@ -18,7 +18,8 @@ from app.api.routes import router as api_router
 from app.api.vendor import router as vendor_router
 from app.auth.keys import KeyStore
 from app.auth.ratelimit import RateLimiter
-from app.auth.routes import Pairings
+from app.auth.pairing import PairingStore
+from app.auth.redact import install_key_redaction
 from app.auth.routes import router as auth_router
 from app.clock import Clock, EventClock, SystemClock
 from app.config import Settings
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_key_redaction()  # after uvicorn's logging setup: no key in any log line
         await migrate_async(settings)
         engine = create_engine_for(settings)
         view_clock: Clock = wall_clock
@@ -85,7 +87,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)
         runtime.idempotency = IdempotencyKeys()
         runtime.keys = KeyStore(engine)
-        runtime.pairings = Pairings()
+        runtime.pairings = PairingStore(engine, settings)
         runtime.sockets = SocketRegistry()
         runtime.rate_limiter = RateLimiter(settings.ingest_rate_per_key_per_s, settings.ingest_burst_per_key)
         if settings.auth_disabled:

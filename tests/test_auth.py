@@ -68,6 +68,7 @@ MATRIX = [
     ("GET", "/api/v1/keys", None, {"admin"}),
     ("POST", "/api/v1/keys", {"scope": "read"}, {"admin"}),
     ("POST", "/api/v1/pairings/NOPE/approve", {"dashboard": "generic-wall"}, {"admin"}),
+    ("GET", "/api/v1/pairings", None, {"admin"}),
 ]
 KINDS = ["none", "malformed", "unknown", "revoked", "ingest", "read", "display", "admin"]
 

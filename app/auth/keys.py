@@ -69,6 +69,34 @@ def key_json(row: Any) -> dict[str, Any]:
     }
 
 
+def new_key_row(scope: str, name: str, now_us: int, source: str | None = None,
+                event_types: list[str] | None = None, dashboard: str | None = None,
+                expires_us: int | None = None, key_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A new random key and the ``api_key`` row that stores it (its hash), not yet inserted.
+
+    Lets a caller insert the key in its own transaction (a screen's pairing claim).
+    ``key_id``: the row's id (default: 128 random bits as hex).
+
+    Raises:
+        ValueError: unknown scope, an ingest key without a source, a display key without a dashboard.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    if scope == "ingest" and not source:
+        raise ValueError("an ingest key is bound to one source: give --source")
+    if scope == "display" and not dashboard:
+        raise ValueError("a display key is bound to one dashboard: give --dashboard")
+    key = PREFIX[scope] + secrets.token_urlsafe(TOKEN_BYTES)
+    row = {
+        "id": key_id or secrets.token_hex(16), "scope": scope, "prefix": PREFIX[scope], "last4": key[-4:],
+        "key_hash": hash_key(key), "name": name or scope, "source": source if scope == "ingest" else None,
+        "event_types": msgspec.json.encode(event_types).decode() if event_types and scope == "ingest" else None,
+        "dashboard": dashboard if scope == "display" else None, "created_us": now_us,
+        "expires_us": expires_us, "revoked_us": None, "last_used_us": None,
+    }
+    return key, row
+
+
 class KeyStore:
     """Keys in the store, with a short-lived cache of lookups.
 
@@ -89,20 +117,7 @@ class KeyStore:
         Raises:
             ValueError: unknown scope, an ingest key without a source, a display key without a dashboard.
         """
-        if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
-        if scope == "ingest" and not source:
-            raise ValueError("an ingest key is bound to one source: give --source")
-        if scope == "display" and not dashboard:
-            raise ValueError("a display key is bound to one dashboard: give --dashboard")
-        key = PREFIX[scope] + secrets.token_urlsafe(TOKEN_BYTES)
-        row = {
-            "id": secrets.token_hex(16), "scope": scope, "prefix": PREFIX[scope], "last4": key[-4:],
-            "key_hash": hash_key(key), "name": name or scope, "source": source if scope == "ingest" else None,
-            "event_types": msgspec.json.encode(event_types).decode() if event_types and scope == "ingest" else None,
-            "dashboard": dashboard if scope == "display" else None, "created_us": now_us,
-            "expires_us": expires_us, "revoked_us": None, "last_used_us": None,
-        }
+        key, row = new_key_row(scope, name, now_us, source, event_types, dashboard, expires_us)
         async with self._engine.begin() as conn:
             await conn.execute(api_key.insert(), row)
             stored = (await conn.execute(select(api_key).where(api_key.c.id == row["id"]))).one()

@@ -4,14 +4,12 @@ Pairing: a screen opens ``/pair``; it asks for a pairing and shows the short cod
 approves the code for a dashboard (``POST /api/v1/pairings/{code}/approve`` or
 ``pulseboard``-side tools); the screen, polling with its secret, receives its display key
 as an HttpOnly cookie (never in a URL, never readable by scripts) and opens the wall.
-Pairings live in this process's memory for ``PAIRING_TTL_S``.
+Pairings live in the store (``app.auth.pairing``): any instance on it approves or answers a
+claim, and a restart keeps them for ``PULSEBOARD_PAIRING_TTL_S``.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -22,12 +20,11 @@ from app.api.deps import RuntimeDep
 from app.api.text import StoredText
 from app.auth import Unauthenticated
 from app.auth.deps import COOKIE, Access, authenticate, public, require, scoped
-from app.metrics.calendar import to_us
+from app.auth.pairing import TooManyPairings
+from app.metrics.calendar import from_us, to_us
 from app.problems import problem
 
 router = APIRouter()
-PAIRING_TTL_S = 600
-CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 COOKIE_MAX_AGE_S = 400 * 86400
 KEY_ID_PATTERN = "^[0-9a-f]{32}$"  # secrets.token_hex(16), as app.auth.keys makes them
 
@@ -103,60 +100,40 @@ async def sign_out() -> JSONResponse:
     return response
 
 
-@dataclass
-class Pairing:
-    """A screen waiting to be paired: its code (shown), secret (kept by the screen) and outcome."""
-
-    code: str
-    secret: str
-    expires_at: float
-    key: str | None = None
-    dashboard: str | None = None
-    claimed: bool = False
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
-@dataclass
-class Pairings:
-    """Pairings of this process, by code and by secret."""
+def _now_us(runtime: Any) -> int:
+    return to_us(runtime.clock.now())
 
-    by_code: dict[str, Pairing] = field(default_factory=dict)
 
-    def new(self) -> Pairing:
-        self.expire()
-        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
-        pairing = Pairing(code, secrets.token_urlsafe(32), time.monotonic() + PAIRING_TTL_S)
-        self.by_code[code] = pairing
-        return pairing
+class PairingIn(BaseModel):
+    """What a screen may say when it asks: the dashboard it is meant to show (optional)."""
 
-    def expire(self) -> None:
-        now = time.monotonic()
-        for code in [c for c, p in self.by_code.items() if p.expires_at < now or p.claimed]:
-            del self.by_code[code]
-
-    def by_secret(self, secret: str) -> Pairing | None:
-        """The pairing whose secret is ``secret`` (constant-time compare; any text, even non-ASCII)."""
-        self.expire()
-        presented = secret.encode("utf-8", "surrogatepass")  # compare_digest refuses non-ASCII str
-        for pairing in self.by_code.values():
-            if secrets.compare_digest(pairing.secret.encode(), presented):
-                return pairing
-        return None
-
-    def preapproved(self, key: str, dashboard: str) -> Pairing:
-        """A pairing already approved (for ``pulseboard demo``'s own screen link)."""
-        pairing = self.new()
-        pairing.key, pairing.dashboard = key, dashboard
-        return pairing
+    dashboard: StoredText | None = Field(default=None, min_length=1, max_length=128)
 
 
 @router.post("/api/v1/pairings", status_code=201, summary="A screen asks to be paired", **public())
-async def new_pairing(runtime: RuntimeDep) -> JSONResponse:
-    if len(runtime.pairings.by_code) >= 1000:
-        return problem(429, "Too many pairings", "too many screens are waiting; retry later",
-                       headers={"Retry-After": "30"})
-    pairing = runtime.pairings.new()
-    return JSONResponse({"code": pairing.code, "secret": pairing.secret, "expires_in_s": PAIRING_TTL_S},
+async def new_pairing(request: Request, runtime: RuntimeDep, body: PairingIn | None = None) -> JSONResponse:
+    dashboard = body.dashboard if body is not None else None
+    if dashboard is not None and runtime.find_dashboard(dashboard) is None:
+        return problem(422, "Invalid pairing", f"no dashboard {dashboard!r}",
+                       [{"field": "dashboard", "message": "unknown"}])
+    try:
+        made = await runtime.pairings.create(_now_us(runtime), _client_ip(request), dashboard)
+    except TooManyPairings as exc:
+        return problem(429, "Too many pairings", f"{exc}; retry later",
+                       headers={"Retry-After": str(exc.retry_after_s)})
+    return JSONResponse({"code": made.code, "secret": made.secret, "expires_in_s": runtime.settings.pairing_ttl_s,
+                         "expires_at": from_us(made.expires_us).isoformat()},
                         status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/v1/pairings", summary="Screens waiting for approval (codes, requested dashboards)",
+            **scoped("admin"))
+async def waiting_pairings(runtime: RuntimeDep) -> JSONResponse:
+    return JSONResponse(await runtime.pairings.waiting(_now_us(runtime)), headers={"Cache-Control": "no-store"})
 
 
 class ClaimIn(BaseModel):
@@ -167,36 +144,37 @@ class ClaimIn(BaseModel):
 
 @router.post("/api/v1/pairings/claim", summary="A screen collects its display key once approved", **public())
 async def claim_pairing(body: ClaimIn, request: Request, runtime: RuntimeDep) -> JSONResponse:
-    pairing = runtime.pairings.by_secret(body.secret)
-    if pairing is None:
-        return problem(404, "Not found", "no such pairing (expired?): start again")
-    if pairing.key is None:
-        return JSONResponse({"status": "pending", "code": pairing.code}, headers={"Cache-Control": "no-store"})
-    pairing.claimed = True
-    response = JSONResponse({"status": "approved", "dashboard": pairing.dashboard}, headers={"Cache-Control": "no-store"})
-    _set_cookie(response, request, pairing.key)
-    runtime.pairings.expire()
+    claim = await runtime.pairings.claim(body.secret, _now_us(runtime))
+    if claim is None:
+        return problem(404, "Not found", "no such pairing (expired or already used?): start again")
+    if claim.status == "pending":
+        return JSONResponse({"status": "pending", "code": claim.code}, headers={"Cache-Control": "no-store"})
+    response = JSONResponse({"status": "approved", "dashboard": claim.dashboard}, headers={"Cache-Control": "no-store"})
+    _set_cookie(response, request, claim.key)
     return response
 
 
 class ApproveIn(BaseModel):
-    """Which dashboard the screen will show, and a name for its key."""
+    """Which dashboard the screen will show (default: the one it asked for), and a name for its key."""
 
-    dashboard: StoredText = Field(min_length=1, max_length=128)
+    dashboard: StoredText | None = Field(default=None, min_length=1, max_length=128)
     name: StoredText = Field(default="wall screen", max_length=128)
 
 
 @router.post("/api/v1/pairings/{code}/approve", summary="An admin approves a screen's code", **scoped("admin"))
-async def approve_pairing(code: str, body: ApproveIn, runtime: RuntimeDep,
-                          _admin: Annotated[Access, Depends(require("admin"))]) -> JSONResponse:
-    runtime.pairings.expire()
-    pairing = runtime.pairings.by_code.get(code.strip().upper())
-    if pairing is None or pairing.key is not None:
+async def approve_pairing(code: Annotated[str, Path(max_length=64)], body: ApproveIn, runtime: RuntimeDep,
+                          admin: Annotated[Access, Depends(require("admin"))]) -> JSONResponse:
+    now_us = _now_us(runtime)
+    row = await runtime.pairings.find_code(code, now_us)
+    if row is None:
         return problem(404, "Not found", "no such pairing code waiting (expired?)")
-    if runtime.find_dashboard(body.dashboard) is None:
-        return problem(422, "Invalid pairing", f"no dashboard {body.dashboard!r}",
-                       [{"field": "dashboard", "message": "unknown"}])
-    key, info = await runtime.keys.create("display", body.name, to_us(runtime.clock.now()),
-                                          dashboard=body.dashboard)
-    pairing.key, pairing.dashboard = key, body.dashboard
-    return JSONResponse({"paired": True, "dashboard": body.dashboard, "key_id": info["id"]})
+    if row.approved_us is not None:
+        return problem(409, "Already approved", "this code was approved already; a screen pairs once")
+    dashboard = body.dashboard or row.requested_dashboard
+    if dashboard is None or runtime.find_dashboard(dashboard) is None:
+        reason = "unknown" if dashboard else "required (the screen asked for none)"
+        return problem(422, "Invalid pairing", f"dashboard {reason}", [{"field": "dashboard", "message": reason}])
+    key_id = await runtime.pairings.approve(row.id, dashboard, body.name, admin.key.id, now_us)
+    if key_id is None:
+        return problem(409, "Already approved", "this code was approved meanwhile; a screen pairs once")
+    return JSONResponse({"paired": True, "dashboard": dashboard, "key_id": key_id})

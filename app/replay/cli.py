@@ -209,8 +209,7 @@ async def _demo_keys(runtime, base_url: str) -> dict[str, str]:
     ingest, _ = await store.create("ingest", "demo replay", now, source="anonymous-bank")
     read, _ = await store.create("read", "demo reader", now)
     admin, _ = await store.create("admin", "demo admin", now)
-    display, _ = await store.create("display", "demo wall", now, dashboard=DEMO_DASHBOARD)
-    pairing = runtime.pairings.preapproved(display, DEMO_DASHBOARD)
+    pairing = await runtime.pairings.preapproved(DEMO_DASHBOARD, "demo wall", now)  # key made when claimed
     return {"ingest": ingest, "read": read, "admin": admin, "wall_link": f"{base_url}/pair#s={pairing.secret}"}
 
 

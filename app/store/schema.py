@@ -186,3 +186,29 @@ api_key = Table(
     Column("revoked_us", BigInteger, nullable=True),
     Column("last_used_us", BigInteger, nullable=True),
 )
+
+# Wall-screen pairings (migration 0008), shared by every instance on the store.  A screen asks
+# for one and gets a short code to show plus a poll secret only it holds (256 bits; only its
+# SHA-256 is stored).  An admin approves the code (approved_by = the admin key's id); the
+# screen's next claim with the secret inserts the display key ``key_id`` (reserved at approval)
+# in the same transaction as ``claimed_us``: consumed once.  No key or secret is stored.
+# Rows are purged once past ``expires_us``.
+pairing = Table(
+    "pairing",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("code", String(16), nullable=False, unique=True),
+    Column("secret_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("requested_dashboard", String(128), nullable=True),
+    Column("client_ip", String(64), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("approved_by", String(32), nullable=True),
+    Column("approved_us", BigInteger, nullable=True),
+    Column("dashboard", String(128), nullable=True),
+    Column("key_name", String(128), nullable=True),
+    Column("key_id", String(32), nullable=True),
+    Column("claimed_us", BigInteger, nullable=True),
+    Index("ix_pairing_expires", "expires_us"),
+    Index("ix_pairing_client_ip", "client_ip", "expires_us"),
+)

@@ -55,15 +55,26 @@
     return;
   }
 
-  post('/api/v1/pairings').then(function (r) {
-    if (!r.ok) throw new Error('Could not start pairing (' + r.status + ').');
-    return r.json();
-  }).then(function (p) {
-    $('lead').textContent = 'Show this code to an administrator:';
-    $('code').textContent = p.code;
-    $('how-cmd').textContent = 'POST /api/v1/pairings/' + p.code + '/approve {"dashboard": "' + dashboard + '"}';
-    $('how').hidden = false;
-    status('Waiting for approval… (the code expires in ' + Math.round(p.expires_in_s / 60) + ' minutes)');
-    poll(p.secret);
-  }).catch(function (e) { status(e.message, true); });
+  // The requested dashboard is stored with the pairing (an admin may approve another one).
+  function start() {
+    post('/api/v1/pairings', { dashboard: dashboard }).then(function (r) {
+      if (r.status === 429) {  // too many screens waiting: try again when the server says
+        var wait_s = parseInt(r.headers.get('Retry-After') || '30', 10);
+        status('Too many screens are waiting; trying again in ' + wait_s + ' s…', true);
+        window.setTimeout(start, wait_s * 1000);
+        return null;
+      }
+      if (!r.ok) throw new Error('Could not start pairing (' + r.status + ').');
+      return r.json();
+    }).then(function (p) {
+      if (!p) return;
+      $('lead').textContent = 'Show this code to an administrator:';
+      $('code').textContent = p.code;
+      $('how-cmd').textContent = 'POST /api/v1/pairings/' + p.code + '/approve {"dashboard": "' + dashboard + '"}';
+      $('how').hidden = false;
+      status('Waiting for approval… (the code expires in ' + Math.round(p.expires_in_s / 60) + ' minutes)');
+      poll(p.secret);
+    }).catch(function (e) { status(e.message, true); });
+  }
+  start();
 })();
