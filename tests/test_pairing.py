@@ -325,3 +325,51 @@ def test_migration_matches_the_schema(make_settings):
         engine.dispose()
     assert columns == {c.name: c.nullable for c in pairing.columns}
     assert {"ix_pairing_expires", "ix_pairing_client_ip"} <= indexes
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_pair_page_in_a_browser_across_two_instances(make_settings, start_server):
+    """The /pair page of instance A asks for the dashboard in its URL and shows the code; an admin
+    approves it through instance B without naming a dashboard; the page lands on the wall with an
+    HttpOnly display cookie that scripts cannot read, and no URL the browser requested holds it."""
+    from tests.test_wall_browser import _launch, _playwright
+
+    async_playwright = _playwright()
+    settings = make_settings(packs_dir=PACKS_DIR)
+    first, second = await start_server(settings), await start_server(settings)
+    async with async_playwright() as pw:
+        browser = await _launch(pw)
+        try:
+            page = await browser.new_page()
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            await page.goto(f"{first.url}/pair?dashboard=generic-wall")
+            await page.wait_for_function("() => document.getElementById('code').textContent.length === 8")
+            code = await page.text_content("#code")
+            async with keyed_admin(second) as admin:
+                approved = await admin.post(f"/api/v1/pairings/{code}/approve", json={})
+                assert approved.status_code == 200 and approved.json()["dashboard"] == "generic-wall"
+            await page.wait_for_url("**/wall/generic-wall", timeout=10_000)
+            cookies = {c["name"]: c for c in await page.context.cookies()}
+            token = cookies["pb_key"]["value"]
+            assert cookies["pb_key"]["httpOnly"] and token.startswith("pbd_")
+            assert await page.evaluate("() => document.cookie") == ""
+            await page.wait_for_function("() => document.body.dataset.epoch", timeout=10_000)  # the wall is live
+        finally:
+            await browser.close()
+    assert any("/api/v1/pairings/claim" in u for u in requested)
+    assert [u for u in requested if token in u] == []
+
+
+def test_key_redaction_filter():
+    """Every key shape (any scope) in a log record's message is blanked; other text is kept."""
+    from app.auth.redact import RedactKeys
+
+    record = logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, "< cookie: pb_key=%s; x=%s",
+                               ("pbd_gEgSdNgMdg9F3G3nfSA5cx5GsGsD6HZ1pPd7-AH8", "pb_keep"), None)
+    assert RedactKeys().filter(record) is True
+    assert record.getMessage() == "< cookie: pb_key=pbd_[redacted]; x=pb_keep"
+    header = logging.LogRecord("app", logging.INFO, __file__, 1, "authorization: Bearer pba_abcdefghijkl", None, None)
+    RedactKeys().filter(header)
+    assert header.getMessage() == "authorization: Bearer pba_[redacted]"
