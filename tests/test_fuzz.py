@@ -20,7 +20,6 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-
 from datetime import date, datetime
 
 import hypothesis
@@ -71,7 +70,7 @@ def _key_for(operation, keys: "conftest.TestKeys") -> str:
 
 
 def _deliverable(case):
-    """The case with its events' ``ts`` made recent and ``source`` the key's: what the schema
+    """The case with its events' ``ts`` in the past and ``source`` the key's: what the schema
     cannot say (no more than ``PULSEBOARD_MAX_FUTURE_SKEW_S`` ahead; an ingest key posts its own
     source), so that positive events also reach the writer and the rollups."""
     events = case.body if isinstance(case.body, list) else [case.body]
