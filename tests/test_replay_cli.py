@@ -232,6 +232,12 @@ def test_demo_serves_the_wall_and_replays_into_it(tmp_path):
                 break
         read_key = printed[-1].split()[-1]
         link = next(line.strip() for line in printed if "/pair#s=" in line)
+        # The link's secret collects the wall's display key once, as a cookie (it is made at this claim).
+        secret = link.split("#s=", 1)[1]
+        claimed = httpx.post(f"{base}/api/v1/pairings/claim", json={"secret": secret}, timeout=5)
+        assert claimed.json() == {"status": "approved", "dashboard": "contact-centre"}, claimed.text
+        assert claimed.cookies["pb_key"].startswith("pbd_") and claimed.cookies["pb_key"] not in claimed.text
+        assert httpx.post(f"{base}/api/v1/pairings/claim", json={"secret": secret}, timeout=5).status_code == 404
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if wall_status is None:
