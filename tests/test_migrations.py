@@ -1,4 +1,5 @@
-"""Migrations carry stored data forward: 0005 turns sketch blobs into additive bins (both stores)."""
+"""Migrations carry stored data forward (both stores): 0005 turns sketch blobs into additive bins,
+0007 backfills hour partials from the minutes."""
 
 from __future__ import annotations
 
@@ -61,8 +62,17 @@ def test_0005_converts_sketch_blobs_to_bins(make_settings) -> None:
             assert "sketch" not in {c["name"] for c in inspect(conn).get_columns("rollup_minute")}
             stored = sorted(conn.execute(text(
                 "SELECT bucket_us, side, bin, count FROM rollup_sketch_bin WHERE measure = 'cc/answered'")).all())
+            hours = sorted(conn.execute(text("SELECT measure, bucket_us, count, min, max FROM rollup_hour")).all())
+            hour_bins = sorted(conn.execute(text(
+                "SELECT side, bin, count FROM rollup_hour_sketch_bin WHERE measure = 'cc/answered'")).all())
     finally:
         engine.dispose()
+    # 0007 backfilled the hour partials from the minutes: one hour holds both minutes
+    assert hours == [("cc/abandoned", 0, 2, 1.0, 3.0), ("cc/answered", 0, 10, -2.0, 900.0)]
+    both = Sketch()
+    both.merge(a)
+    both.merge(b)
+    assert hour_bins == sorted(both.bins())
     expected = sorted([(minute_us, *x) for x in a.bins()] + [(2 * minute_us, *x) for x in b.bins()])
     assert stored == expected
     assert sum(c for *_, c in stored) == len(waits_a) + len(waits_b)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import random
 
 from app.store import reads
-from app.store.db import create_engine_for, migrate_async
+from app.metrics.partials import Partial
+from app.store.db import create_engine_for, create_writer_engine, migrate_async
+from app.store.writes import upsert_partials
 from app.metrics.sketch import Sketch
-from app.store.schema import gauge_item, rollup_minute, rollup_sketch_bin
+from app.store.schema import gauge_item
 
 S = 1_000_000
 
@@ -45,44 +47,52 @@ async def test_live_plan_reads_the_same_items(make_settings) -> None:
         await engine.dispose()
 
 
-async def test_windows_in_one_aggregate_equal_one_aggregate_each(make_settings) -> None:
+async def test_windows_from_hours_and_minutes_equal_the_minutes(make_settings) -> None:
+    """Partials written through the write path (minutes and hours) and read over windows with
+    ragged edges (a +05:30 day, 15 minutes, a window inside one hour) equal the sums of the
+    minute partials written, sketches included; several windows at once equal one each."""
     settings = make_settings()
     await migrate_async(settings)
-    engine = create_engine_for(settings)
     rng = random.Random(11)
     minute = 60 * S
-    minutes, bins = [], []
+    written: dict[tuple[str, str, int], Partial] = {}
     for m in ("cc/answered", "cc/abandoned"):
         for dim_key in ("", "queue=PS"):
-            for b in rng.sample(range(0, 600), 200):
-                sk = Sketch()
-                values = [rng.uniform(0, 300) for _ in range(rng.randrange(1, 5))]
-                for v in values:
-                    sk.add(v)
-                minutes.append({"measure": m, "dim_key": dim_key, "bucket_us": b * minute, "count": len(values),
-                                "sum": sum(values), "min": min(values), "max": max(values)})
-                if m == "cc/answered":
-                    bins += [{"measure": m, "dim_key": dim_key, "bucket_us": b * minute, "side": side, "bin": i,
-                              "count": c} for side, i, c in sk.bins()]
-    windows = [(0, 600 * minute), (585 * minute, 600 * minute), (540 * minute, 600 * minute),
-               (700 * minute, 760 * minute), (10 * minute, 11 * minute)]
+            for b in rng.sample(range(0, 1500), 400):
+                part = Partial(sketch=Sketch() if m == "cc/answered" else None)
+                for _ in range(rng.randrange(1, 5)):
+                    part.add(rng.uniform(0, 300))
+                written[(m, dim_key, b * minute)] = part
+    sync = create_writer_engine(settings)
     try:
-        async with engine.begin() as conn:
-            await conn.execute(rollup_minute.insert(), minutes)
-            await conn.execute(rollup_sketch_bin.insert(), bins)
+        with sync.begin() as conn:
+            upsert_partials(conn, dict(list(written.items())[:700]))
+        with sync.begin() as conn:  # a second flush adds to the rows of the first
+            upsert_partials(conn, dict(list(written.items())[700:]))
+    finally:
+        sync.dispose()
+    windows = [(0, 1500 * minute), (330 * minute, 1440 * minute + 330 * minute), (585 * minute, 600 * minute),
+               (540 * minute, 600 * minute), (1600 * minute, 1660 * minute), (61 * minute, 119 * minute),
+               (10 * minute, 11 * minute), (7, 7)]
+    engine = create_engine_for(settings)
+    try:
         async with engine.connect() as conn:
             for dim_key in ("", "queue=PS"):
                 keys = ["cc/answered", "cc/abandoned"]
                 together = await reads.aggregate_windows(conn, keys, dim_key, windows, ["cc/answered"])
                 for (start, end), got in zip(windows, together):
                     one = await reads.aggregate(conn, keys, dim_key, start, end, ["cc/answered"])
-                    assert got.keys() == one.keys()
-                    for k in one:
-                        assert (got[k].count, got[k].min, got[k].max, got[k].sketch) == (
-                            one[k].count, one[k].min, one[k].max, one[k].sketch)
-                        assert abs(got[k].sum - one[k].sum) < 1e-6
-                assert together[3] == {}  # a window with no rows has no measures
-                assert together[0]["cc/answered"].count == sum(
-                    r["count"] for r in minutes if r["measure"] == "cc/answered" and r["dim_key"] == dim_key)
+                    expected: dict[str, Partial] = {}
+                    for (m, d, b), part in written.items():
+                        if d == dim_key and start <= b < end:
+                            expected.setdefault(m, Partial()).merge(part)
+                    assert got.keys() == one.keys() == expected.keys()
+                    for k in expected:
+                        want = expected[k]
+                        for have in (got[k], one[k]):
+                            assert (have.count, have.min, have.max) == (want.count, want.min, want.max)
+                            assert abs(have.sum - want.sum) < 1e-6
+                            assert have.sketch == (want.sketch if k == "cc/answered" else None)
+                assert together[4] == {} and together[7] == {}
     finally:
         await engine.dispose()

@@ -206,12 +206,17 @@ async def test_reconciliation_catches_rollup_drift(srv, client_for):
         await _post(client, [sample("2024-06-10T10:05:00Z", 10, id="d1"), sample("2024-06-10T10:06:00Z", 30, id="d2")])
         clean = (await client.get("/api/v1/reconciliation/generic-wall/day/2024-06-10")).json()
         assert clean["ok"] is True
-        async with srv.runtime.engine.begin() as conn:
-            await conn.execute(text("UPDATE rollup_minute SET count = count + 1, sum = sum + 5 "
-                                    "WHERE measure = 'generic/sample' AND dim_key = ''"
-                                    " AND bucket_us = (SELECT min(bucket_us) FROM rollup_minute)"))
-        drift = (await client.get("/api/v1/reconciliation/generic-wall/day/2024-06-10")).json()
-        assert drift["ok"] is False
-        found = {(m["kpi"], m["where"]): (m["expected"], m["found"], m["cause"]) for m in drift["mismatches"]}
-        assert found[("measure:sample", "rollups vs raw events (count)")] == (2, 3, "rollup drift")
-        assert found[("measure:sample", "rollups vs raw events (sum)")] == (40.0, 45.0, "rollup drift")
+        for table, where in (("rollup_minute", "minute rollups"), ("rollup_hour", "rollups")):
+            async with srv.runtime.engine.begin() as conn:
+                await conn.execute(text(f"UPDATE {table} SET count = count + 1, sum = sum + 5 "
+                                        "WHERE measure = 'generic/sample' AND dim_key = ''"
+                                        f" AND bucket_us = (SELECT min(bucket_us) FROM {table})"))
+            drift = (await client.get("/api/v1/reconciliation/generic-wall/day/2024-06-10")).json()
+            assert drift["ok"] is False
+            found = {(m["kpi"], m["where"]): (m["expected"], m["found"], m["cause"]) for m in drift["mismatches"]}
+            assert found[("measure:sample", f"{where} vs raw events (count)")] == (2, 3, "rollup drift")
+            assert found[("measure:sample", f"{where} vs raw events (sum)")] == (40.0, 45.0, "rollup drift")
+            async with srv.runtime.engine.begin() as conn:  # undo: the next table's drift is found alone
+                await conn.execute(text(f"UPDATE {table} SET count = count - 1, sum = sum - 5 "
+                                        "WHERE measure = 'generic/sample' AND dim_key = ''"
+                                        f" AND bucket_us = (SELECT min(bucket_us) FROM {table})"))

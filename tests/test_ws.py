@@ -249,17 +249,12 @@ async def test_tiles_merge_sketches_only_for_percentile_kpis(live, client_for, m
     from app.store import reads
 
     asked: list[list[str]] = []
-    real, real_windows = reads.aggregate, reads.aggregate_windows
+    real_windows = reads.aggregate_windows  # every aggregate read goes through it
 
-    async def spy(conn, keys, dim_key, start, end, sketch_keys=()):
+    async def spy_windows(conn, keys, dim_key, windows, sketch_keys=(), **kw):
         asked.append(list(sketch_keys))
-        return await real(conn, keys, dim_key, start, end, sketch_keys)
+        return await real_windows(conn, keys, dim_key, windows, sketch_keys, **kw)
 
-    async def spy_windows(conn, keys, dim_key, windows, sketch_keys=()):
-        asked.append(list(sketch_keys))
-        return await real_windows(conn, keys, dim_key, windows, sketch_keys)
-
-    monkeypatch.setattr(reads, "aggregate", spy)
     monkeypatch.setattr(reads, "aggregate_windows", spy_windows)
     async with client_for(live) as client:
         assert (await client.get("/api/v1/dashboards/generic-wall")).status_code == 200

@@ -5,91 +5,117 @@ from __future__ import annotations
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 import msgspec
-from sqlalchemy import and_, case, func, or_, select, union_all
+from sqlalchemy import and_, case, false, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.metrics.calendar import HOUR_US
 from app.metrics.evaluate import GaugeReading
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow
 from app.metrics.sketch import Sketch
-from app.store.schema import event, gauge_item, rollup_minute, rollup_sketch_bin
+from app.store.schema import event, gauge_item, rollup_hour, rollup_hour_sketch_bin, rollup_minute, rollup_sketch_bin
 
 _json = msgspec.json.Decoder()
 
 
+def _pieces(start_us: int, end_us: int) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """Split ``[start_us, end_us)`` into whole UTC hours (read from the hour partials) and the
+    ragged minute edges around them: ``(hours or None, [minute ranges])``."""
+    first_hour = -(-start_us // HOUR_US) * HOUR_US
+    last_hour = end_us // HOUR_US * HOUR_US
+    if first_hour >= last_hour:
+        return None, [(start_us, end_us)] if start_us < end_us else []
+    edges = [(lo, hi) for lo, hi in ((start_us, first_hour), (last_hour, end_us)) if lo < hi]
+    return (first_hour, last_hour), edges
+
+
+def _in_ranges(column, ranges: Sequence[tuple[int, int]]):
+    return or_(*(and_(column >= lo, column < hi) for lo, hi in ranges))
+
+
 async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,
                     sketch_keys: Iterable[str] = ()) -> dict[str, Partial]:
-    """Merge the minute partials of ``measure_keys`` over ``[start_us, end_us)``.
+    """Merge the stored partials of ``measure_keys`` over ``[start_us, end_us)``: whole hours
+    from the hour partials, the edges from the minute partials.
 
     Returns:
         measure_key -> merged ``Partial`` (measures with no rows are absent).
         Sketches are merged only for ``sketch_keys``, by summing their bins in SQL.
     """
-    t = rollup_minute.c
-    where = and_(t.measure.in_(list(measure_keys)), t.dim_key == dim_key, t.bucket_us >= start_us, t.bucket_us < end_us)
-    rows = await conn.execute(
-        select(t.measure, func.sum(t.count), func.sum(t.sum), func.min(t.min), func.max(t.max)).where(where)
-        .group_by(t.measure)
-    )
-    out = {m: Partial(int(c or 0), float(s or 0.0), mn, mx) for m, c, s, mn, mx in rows}
-    sketch_keys = [k for k in sketch_keys if k in out]
-    if sketch_keys:
-        b = rollup_sketch_bin.c
-        rows = await conn.execute(
-            select(b.measure, b.side, b.bin, func.sum(b.count)).where(
-                b.measure.in_(sketch_keys), b.dim_key == dim_key, b.bucket_us >= start_us, b.bucket_us < end_us)
-            .group_by(b.measure, b.side, b.bin)
-        )
-        for measure, side, index, count in rows:
-            part = out[measure]
-            if part.sketch is None:
-                part.sketch = Sketch()
-            part.sketch.add_bin(side, index, int(count))
-    return out
+    return (await aggregate_windows(conn, measure_keys, dim_key, [(start_us, end_us)], sketch_keys))[0]
 
 
 async def aggregate_windows(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str,
-                            windows: Sequence[tuple[int, int]], sketch_keys: Iterable[str] = ()) -> list[dict[str, Partial]]:
-    """``aggregate`` over several windows ``[start_us, end_us)`` at once: one scan of the
-    windows' overall range with a conditional aggregate per window (plus one for sketch bins).
+                            windows: Sequence[tuple[int, int]], sketch_keys: Iterable[str] = (),
+                            minutes_only: bool = False) -> list[dict[str, Partial]]:
+    """``aggregate`` over several windows ``[start_us, end_us)`` at once: one conditional
+    aggregate (a column group per window) over the hour partials and one over the minute
+    edges, plus the same for sketch bins when asked.  ``minutes_only`` reads the minute
+    partials alone (reconciliation checks both tables against raw events).
 
     Returns:
-        one ``measure_key -> Partial`` dict per window, in order (as ``aggregate`` returns).
+        one ``measure_key -> Partial`` dict per window, in order.
     """
-    if not windows:
-        return []
-    t = rollup_minute.c
-    lo, hi = min(s for s, _ in windows), max(e for _, e in windows)
-    columns = []
-    for start, end in windows:
-        inside = and_(t.bucket_us >= start, t.bucket_us < end)
-        columns += [func.sum(case((inside, t.count))), func.sum(case((inside, t.sum))),
-                    func.min(case((inside, t.min))), func.max(case((inside, t.max)))]
-    rows = (await conn.execute(
-        select(t.measure, *columns).where(t.measure.in_(list(measure_keys)), t.dim_key == dim_key,
-                                          t.bucket_us >= lo, t.bucket_us < hi).group_by(t.measure))).all()
     out: list[dict[str, Partial]] = [{} for _ in windows]
-    for row in rows:
-        for i in range(len(windows)):
-            count, total, mn, mx = row[1 + 4 * i: 5 + 4 * i]
-            if count is not None:
-                out[i][row[0]] = Partial(int(count), float(total or 0.0), mn, mx)
+    split = [(None, [(start, end)] if start < end else []) if minutes_only else _pieces(start, end)
+             for start, end in windows]
+    keys = list(measure_keys)
+    sources = ((rollup_hour, [[h] if h else [] for h, _ in split]), (rollup_minute, [edges for _, edges in split]))
+    for table, ranges in sources:
+        await _add_partials(conn, table, keys, dim_key, ranges, out)
     wanted = [k for k in sketch_keys if any(k in got for got in out)]
     if wanted:
-        b = rollup_sketch_bin.c
-        columns = [func.sum(case((and_(b.bucket_us >= start, b.bucket_us < end), b.count))) for start, end in windows]
-        rows = await conn.execute(
-            select(b.measure, b.side, b.bin, *columns).where(
-                b.measure.in_(wanted), b.dim_key == dim_key, b.bucket_us >= lo, b.bucket_us < hi)
-            .group_by(b.measure, b.side, b.bin))
-        for measure, side, index, *counts in rows:
-            for i, count in enumerate(counts):
-                part = out[i].get(measure)
-                if count and part is not None:
-                    if part.sketch is None:
-                        part.sketch = Sketch()
-                    part.sketch.add_bin(side, index, int(count))
+        for table, ranges in ((rollup_hour_sketch_bin, sources[0][1]), (rollup_sketch_bin, sources[1][1])):
+            await _add_sketch_bins(conn, table, wanted, dim_key, ranges, out)
     return out
+
+
+async def _add_partials(conn: AsyncConnection, table, keys: list[str], dim_key: str,
+                        ranges: list[list[tuple[int, int]]], out: list[dict[str, Partial]]) -> None:
+    """Merge ``table``'s rows in ``ranges[i]`` into ``out[i]`` for every window ``i``: one query."""
+    every = [r for rs in ranges for r in rs]
+    if not every:
+        return
+    t = table.c
+    columns = []
+    for rs in ranges:
+        inside = _in_ranges(t.bucket_us, rs) if rs else false()
+        columns += [func.sum(case((inside, t.count))), func.sum(case((inside, t.sum))),
+                    func.min(case((inside, t.min))), func.max(case((inside, t.max)))]
+    rows = await conn.execute(
+        select(t.measure, *columns).where(t.measure.in_(keys), t.dim_key == dim_key, _in_ranges(t.bucket_us, every))
+        .group_by(t.measure))
+    for row in rows:
+        for i in range(len(ranges)):
+            count, total, mn, mx = row[1 + 4 * i: 5 + 4 * i]
+            if count is None:
+                continue
+            part = Partial(int(count), float(total or 0.0), mn, mx)
+            if row[0] in out[i]:
+                out[i][row[0]].merge(part)
+            else:
+                out[i][row[0]] = part
+
+
+async def _add_sketch_bins(conn: AsyncConnection, table, keys: list[str], dim_key: str,
+                           ranges: list[list[tuple[int, int]]], out: list[dict[str, Partial]]) -> None:
+    """Add ``table``'s sketch bins in ``ranges[i]`` to the sketches of ``out[i]``: one query."""
+    every = [r for rs in ranges for r in rs]
+    if not every:
+        return
+    b = table.c
+    columns = [func.sum(case((_in_ranges(b.bucket_us, rs) if rs else false(), b.count))) for rs in ranges]
+    rows = await conn.execute(
+        select(b.measure, b.side, b.bin, *columns).where(
+            b.measure.in_(keys), b.dim_key == dim_key, _in_ranges(b.bucket_us, every))
+        .group_by(b.measure, b.side, b.bin))
+    for measure, side, index, *counts in rows:
+        for i, count in enumerate(counts):
+            part = out[i].get(measure)
+            if count and part is not None:
+                if part.sketch is None:
+                    part.sketch = Sketch()
+                part.sketch.add_bin(side, index, int(count))
 
 
 async def minute_rows(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.engine import Connection
 
+from app.metrics.calendar import HOUR_US
 from app.metrics.pack import Pack
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow, GaugeChange, PartialKey, rollup
@@ -136,6 +137,8 @@ _SKETCH_BIN = _Upsert(
     ("t.count + excluded.count",),
     ("t.count + excluded.count",),
 )
+_HOUR = _MINUTE._replace(table="rollup_hour")
+_HOUR_SKETCH_BIN = _SKETCH_BIN._replace(table="rollup_hour_sketch_bin")
 _GAUGE = _Upsert(
     "gauge_item",
     (("gauge", "varchar"), ("dim_key", "varchar"), ("item_key", "varchar")),
@@ -223,14 +226,34 @@ def insert_events(conn: Connection, rows: list[tuple]) -> None:
 
 
 def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> None:
-    """Add ``partials`` to the stored minute partials: count and sum add, min/max keep the
-    extreme, and each sketch's bins add to ``rollup_sketch_bin`` (no read-modify-write)."""
+    """Add ``partials`` (per UTC minute) to the stored minute AND hour partials: count and sum
+    add, min/max keep the extreme, and each sketch's bins add to the sketch-bin tables (no
+    read-modify-write anywhere)."""
     minute_rows = [(m, d, b, p.count, p.sum, p.min, p.max) for (m, d, b), p in partials.items()]
     bin_rows = [(m, d, b, side, index, count)
                 for (m, d, b), p in partials.items() if p.sketch is not None
                 for side, index, count in p.sketch.bins()]
+    hours: dict[PartialKey, list] = {}
+    for m, d, b, count, total, mn, mx in minute_rows:
+        key = (m, d, b - b % HOUR_US)
+        acc = hours.get(key)
+        if acc is None:
+            hours[key] = [count, total, mn, mx]
+        else:
+            acc[0] += count
+            acc[1] += total
+            if mn is not None and (acc[2] is None or mn < acc[2]):
+                acc[2] = mn
+            if mx is not None and (acc[3] is None or mx > acc[3]):
+                acc[3] = mx
+    hour_bins: dict[tuple, int] = {}
+    for m, d, b, side, index, count in bin_rows:
+        key = (m, d, b - b % HOUR_US, side, index)
+        hour_bins[key] = hour_bins.get(key, 0) + count
     _upsert(conn, _MINUTE, minute_rows)
     _upsert(conn, _SKETCH_BIN, bin_rows)
+    _upsert(conn, _HOUR, [(*k, *v) for k, v in hours.items()])
+    _upsert(conn, _HOUR_SKETCH_BIN, [(*k, c) for k, c in hour_bins.items()])
 
 
 def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> None:
