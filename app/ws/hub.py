@@ -180,6 +180,9 @@ class TileHub:
             now_us = to_us(self._clock.now())
             first = ch.computed_at_us is None
             minute_moved = first or now_us // MINUTE_US != ch.computed_at_us // MINUTE_US
+            # Taken (and reset) before the queries: a cut or restatement announced while they
+            # run sets it again for the next refresh instead of being cleared by this one.
+            read_notices, ch.dirty_notices = minute_moved or ch.dirty_notices, False
             async with self._engine.connect() as conn:
                 tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone)
                 if first:  # sparklines from the stored minutes, not only from now on
@@ -187,8 +190,7 @@ class TileHub:
                     for tid, values in seeded.items():
                         ch.trends[tid] = deque(values[:-1], maxlen=TREND_POINTS)
                 notices = await recent_notices(conn, ch.dashboard.slug, now_us - NOTICE_WINDOW_US) \
-                    if minute_moved or ch.dirty_notices else ch.notices
-            ch.dirty_notices = False
+                    if read_notices else ch.notices
             notices_changed = notices != ch.notices
             ch.notices = notices
             if not first and period_containing("day", now_us, ch.zone).start_us > ch.computed_at_us:
@@ -252,6 +254,7 @@ class TileHub:
                     except (SQLAlchemyError, OSError) as exc:
                         log.warning("tile refresh of %s failed: %s", ch.dashboard.slug, exc)
                         ch.last_done_wall = loop.time()
+                        ch.dirty = ch.dirty_notices = True  # retried in full after the interval
                     due_at = self._due_at(ch)
                 next_due = due_at if next_due is None else min(next_due, due_at)
             # Sleep until the next dashboard is due; new events only wake us to re-plan
