@@ -254,6 +254,22 @@ async def test_waiting_pairings_are_capped_in_total_and_per_client_address(make_
     assert (await ask("10.0.0.4")).status_code == 201
 
 
+async def test_caps_are_exact_under_concurrent_requests_to_two_instances(make_settings, start_server):
+    """40 screens ask at once, half through each of two instances on one store, with room for 5:
+    exactly 5 get a code (the count and the insert are serialised across instances)."""
+    settings = make_settings(packs_dir=PACKS_DIR, pairing_max_pending=5)
+    first, second = await start_server(settings), await start_server(settings)
+
+    async def ask(url: str, ip: str) -> int:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers={"X-Forwarded-For": ip}) as c:
+            return (await c.post("/api/v1/pairings")).status_code
+
+    answers = await asyncio.gather(*(ask((first, second)[i % 2].url, f"10.1.0.{i}") for i in range(40)))
+    assert sorted(answers) == [201] * 5 + [429] * 35
+    async with first.runtime.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(pairing))).scalar() == 5
+
+
 def keyed_admin(srv) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("admin"))
 

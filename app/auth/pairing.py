@@ -9,7 +9,9 @@ Lifecycle of one pairing (all instants UTC epoch µs, from the server's wall clo
    ``PULSEBOARD_PAIRING_CODE_LENGTH`` symbols of ``CODE_ALPHABET`` (5 bits each; 40 bits by
    default) to show, and a poll ``secret`` (256 bits) only it holds.  Only ``sha256(secret)``
    is stored.  At most ``PULSEBOARD_PAIRING_MAX_PENDING`` pairings wait at once, and at most
-   ``PULSEBOARD_PAIRING_MAX_PENDING_PER_IP`` from one client address (``TooManyPairings``).
+   ``PULSEBOARD_PAIRING_MAX_PENDING_PER_IP`` from one client address (``TooManyPairings``);
+   the count and the insert are serialised across instances (PostgreSQL advisory transaction
+   lock; SQLite's write lock), so the caps are exact.
 2. ``approve``: an admin approves the code for a dashboard; the pairing records the admin key's
    id, the instant and a reserved display key id, and gets a fresh TTL for the screen to collect.
 3. ``claim``: the screen presents its secret.  Pending: it keeps polling.  Approved: the display
@@ -31,7 +33,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -130,6 +132,9 @@ class PairingStore:
     async def _create(self, now_us: int, client_ip: str, dashboard: str | None) -> NewPairing:
         waiting = pairing.c.claimed_us.is_(None)
         async with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # count-then-insert, one at a time across instances
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.pairing'))"))
+            # (SQLite: the DELETE takes the file's write lock first, which serialises the same way.)
             await conn.execute(delete(pairing).where(pairing.c.expires_us <= now_us))
             total, oldest = (await conn.execute(
                 select(func.count(), func.min(pairing.c.expires_us)).where(waiting))).one()
