@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 import msgspec
-from sqlalchemy import and_, case, false, func, or_, select, union_all
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.calendar import HOUR_US
@@ -13,7 +13,7 @@ from app.metrics.evaluate import GaugeReading
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow
 from app.metrics.sketch import Sketch
-from app.store.schema import event, gauge_item, rollup_hour, rollup_hour_sketch_bin, rollup_minute, rollup_sketch_bin
+from app.store.schema import event, rollup_hour, rollup_hour_sketch_bin, rollup_minute, rollup_sketch_bin
 
 _json = msgspec.json.Decoder()
 
@@ -27,10 +27,6 @@ def _pieces(start_us: int, end_us: int) -> tuple[tuple[int, int] | None, list[tu
         return None, [(start_us, end_us)] if start_us < end_us else []
     edges = [(lo, hi) for lo, hi in ((start_us, first_hour), (last_hour, end_us)) if lo < hi]
     return (first_hour, last_hour), edges
-
-
-def _in_ranges(column, ranges: Sequence[tuple[int, int]]):
-    return or_(*(and_(column >= lo, column < hi) for lo, hi in ranges))
 
 
 async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,
@@ -70,21 +66,41 @@ async def aggregate_windows(conn: AsyncConnection, measure_keys: Sequence[str], 
     return out
 
 
+def _range_sql(ranges: Sequence[tuple[int, int]], params: list) -> str:
+    """SQL condition "bucket_us in one of ``ranges``" (its parameters appended to ``params``)."""
+    if not ranges:
+        return "1 = 0"
+    for lo, hi in ranges:
+        params += [lo, hi]
+    return "(" + " OR ".join(["(bucket_us >= ? AND bucket_us < ?)"] * len(ranges)) + ")"
+
+
+async def _driver_rows(conn: AsyncConnection, sql: str, params: list) -> list:
+    """Rows of driver-level ``sql`` written with ``?`` placeholders (no statement compilation:
+    these reads run on every tile refresh, where building SQLAlchemy expressions cost more
+    than the queries)."""
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("%", "%%").replace("?", "%s")
+    return (await conn.exec_driver_sql(sql, tuple(params))).all()
+
+
 async def _add_partials(conn: AsyncConnection, table, keys: list[str], dim_key: str,
                         ranges: list[list[tuple[int, int]]], out: list[dict[str, Partial]]) -> None:
     """Merge ``table``'s rows in ``ranges[i]`` into ``out[i]`` for every window ``i``: one query."""
     every = [r for rs in ranges for r in rs]
     if not every:
         return
-    t = table.c
+    params: list = []
     columns = []
     for rs in ranges:
-        inside = _in_ranges(t.bucket_us, rs) if rs else false()
-        columns += [func.sum(case((inside, t.count))), func.sum(case((inside, t.sum))),
-                    func.min(case((inside, t.min))), func.max(case((inside, t.max)))]
-    rows = await conn.execute(
-        select(t.measure, *columns).where(t.measure.in_(keys), t.dim_key == dim_key, _in_ranges(t.bucket_us, every))
-        .group_by(t.measure))
+        inside = _range_sql(rs, params)
+        params += params[len(params) - 2 * len(rs):] * 3
+        columns.append(f"SUM(CASE WHEN {inside} THEN count END), SUM(CASE WHEN {inside} THEN sum END), "
+                       f"MIN(CASE WHEN {inside} THEN min END), MAX(CASE WHEN {inside} THEN max END)")
+    params += [*keys, dim_key, min(lo for lo, _ in every), max(hi for _, hi in every)]
+    rows = await _driver_rows(conn, f"SELECT measure, {', '.join(columns)} FROM {table.name} "
+                                    f"WHERE measure IN ({', '.join('?' * len(keys))}) AND dim_key = ? "
+                                    "AND bucket_us >= ? AND bucket_us < ? GROUP BY measure", params)
     for row in rows:
         for i in range(len(ranges)):
             count, total, mn, mx = row[1 + 4 * i: 5 + 4 * i]
@@ -103,12 +119,12 @@ async def _add_sketch_bins(conn: AsyncConnection, table, keys: list[str], dim_ke
     every = [r for rs in ranges for r in rs]
     if not every:
         return
-    b = table.c
-    columns = [func.sum(case((_in_ranges(b.bucket_us, rs) if rs else false(), b.count))) for rs in ranges]
-    rows = await conn.execute(
-        select(b.measure, b.side, b.bin, *columns).where(
-            b.measure.in_(keys), b.dim_key == dim_key, _in_ranges(b.bucket_us, every))
-        .group_by(b.measure, b.side, b.bin))
+    params: list = []
+    columns = [f"SUM(CASE WHEN {_range_sql(rs, params)} THEN count END)" for rs in ranges]
+    params += [*keys, dim_key, min(lo for lo, _ in every), max(hi for _, hi in every)]
+    rows = await _driver_rows(conn, f"SELECT measure, side, bin, {', '.join(columns)} FROM {table.name} "
+                                    f"WHERE measure IN ({', '.join('?' * len(keys))}) AND dim_key = ? "
+                                    "AND bucket_us >= ? AND bucket_us < ? GROUP BY measure, side, bin", params)
     for measure, side, index, *counts in rows:
         for i, count in enumerate(counts):
             part = out[i].get(measure)
@@ -154,19 +170,19 @@ async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_
     by close time (no close, or a close after ``at_us``: few), instead of scanning every item
     opened in the last ``max_open_s`` (the right plan for instants in the past).  Same answer.
     """
-    t = gauge_item.c
     oldest_allowed = at_us - int(max_open_s * 1_000_000)
-    opened = (t.gauge == gauge_key, t.dim_key == dim_key, t.opened_us <= at_us, t.opened_us > oldest_allowed)
-    if not live:
-        row = (await conn.execute(
-            select(func.count(), func.min(t.opened_us)).where(
-                *opened, or_(t.closed_us.is_(None), t.closed_us > at_us))
-        )).one()
-        return GaugeReading(int(row[0] or 0), row[1])
-    parts = union_all(select(t.opened_us).where(*opened, t.closed_us.is_(None)),
-                      select(t.opened_us).where(*opened, t.closed_us > at_us)).subquery()
-    row = (await conn.execute(select(func.count(), func.min(parts.c.opened_us)))).one()
-    return GaugeReading(int(row[0] or 0), row[1])
+    opened = "gauge = ? AND dim_key = ? AND opened_us <= ? AND opened_us > ?"
+    params = [gauge_key, dim_key, at_us, oldest_allowed]
+    if live:
+        sql = (f"SELECT count(*), min(opened_us) FROM (SELECT opened_us FROM gauge_item WHERE {opened} "
+               f"AND closed_us IS NULL UNION ALL SELECT opened_us FROM gauge_item WHERE {opened} "
+               "AND closed_us > ?) AS open_items")
+        params = params + params + [at_us]
+    else:
+        sql = f"SELECT count(*), min(opened_us) FROM gauge_item WHERE {opened} AND (closed_us IS NULL OR closed_us > ?)"
+        params.append(at_us)
+    count, oldest = (await _driver_rows(conn, sql, params))[0]
+    return GaugeReading(int(count or 0), oldest)
 
 
 async def raw_events(conn: AsyncConnection, types: Iterable[str], start_us: int, end_us: int,
