@@ -345,37 +345,61 @@ def test_migration_matches_the_schema(make_settings):
 
 @pytest.mark.browser
 @pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
-async def test_pair_page_in_a_browser_across_two_instances(make_settings, start_server):
-    """The /pair page of instance A asks for the dashboard in its URL and shows the code; an admin
-    approves it through instance B without naming a dashboard; the page lands on the wall with an
-    HttpOnly display cookie that scripts cannot read, and no URL the browser requested holds it."""
+async def test_pair_and_approve_pages_in_a_browser_across_two_instances(make_settings, start_server):
+    """A screen opens /pair on instance A (asking for the dashboard in its URL) and shows a code;
+    an admin signs in at /login on instance B, finds the code on /pairings (refreshed every 3 s)
+    and clicks Approve; the screen lands on its wall with an HttpOnly display cookie scripts
+    cannot read, and no URL either browser requested holds it.  A waiting screen whose address
+    is markup is shown as text (no dialog)."""
     from tests.test_wall_browser import _launch, _playwright
 
     async_playwright = _playwright()
     settings = make_settings(packs_dir=PACKS_DIR)
     first, second = await start_server(settings), await start_server(settings)
+    xss = "<img src=x onerror=alert(1)>"
+    async with httpx.AsyncClient(base_url=second.url, timeout=30, headers={"X-Forwarded-For": xss}) as odd:
+        assert (await odd.post("/api/v1/pairings")).status_code == 201
     async with async_playwright() as pw:
         browser = await _launch(pw)
         try:
-            page = await browser.new_page()
             requested: list[str] = []
-            page.on("request", lambda request: requested.append(request.url))
-            await page.goto(f"{first.url}/pair?dashboard=generic-wall")
-            await page.wait_for_function("() => document.getElementById('code').textContent.length === 8")
-            code = await page.text_content("#code")
-            async with keyed_admin(second) as admin:
-                approved = await admin.post(f"/api/v1/pairings/{code}/approve", json={})
-                assert approved.status_code == 200 and approved.json()["dashboard"] == "generic-wall"
-            await page.wait_for_url("**/wall/generic-wall", timeout=10_000)
-            cookies = {c["name"]: c for c in await page.context.cookies()}
+            dialogs: list[str] = []
+            screen = await (await browser.new_context()).new_page()
+            admin = await (await browser.new_context()).new_page()
+            for page in (screen, admin):
+                page.on("request", lambda request: requested.append(request.url))
+                page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+            await screen.goto(f"{first.url}/pair?dashboard=generic-wall")
+            await screen.wait_for_function("() => document.getElementById('code').textContent.length === 8")
+            code = await screen.text_content("#code")
+
+            await admin.goto(f"{second.url}/pairings")
+            await admin.wait_for_url("**/login?next=/pairings")  # signed out: sent to sign in first
+            await admin.fill("#key", second.keys.admin)
+            await admin.click("button[type=submit]")
+            await admin.wait_for_url("**/pairings")
+            row = admin.locator(f"tr[data-code='{code}']")
+            await row.wait_for(timeout=10_000)
+            assert await row.locator("select").input_value() == "generic-wall"  # what the screen asked for
+            assert await admin.locator("#rows").get_by_text(xss, exact=True).count() == 1
+            await row.get_by_role("button", name="Approve").click()
+            await admin.wait_for_function("() => document.getElementById('status').textContent.startsWith('Approved')")
+
+            await screen.wait_for_url("**/wall/generic-wall", timeout=10_000)
+            cookies = {c["name"]: c for c in await screen.context.cookies()}
             token = cookies["pb_key"]["value"]
             assert cookies["pb_key"]["httpOnly"] and token.startswith("pbd_")
-            assert await page.evaluate("() => document.cookie") == ""
-            await page.wait_for_function("() => document.body.dataset.epoch", timeout=10_000)  # the wall is live
+            assert await screen.evaluate("() => document.cookie") == ""
+            await screen.wait_for_function("() => document.body.dataset.epoch", timeout=10_000)  # the wall is live
+            # A mistyped code is explained, and approves nothing.
+            await admin.fill("#code", "zzzz-zzzz")
+            await admin.click("#form button[type=submit]")
+            await admin.wait_for_function("() => document.getElementById('status').textContent.startsWith('No screen')")
         finally:
             await browser.close()
     assert any("/api/v1/pairings/claim" in u for u in requested)
     assert [u for u in requested if token in u] == []
+    assert dialogs == []
 
 
 def test_key_redaction_filter():

@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
+from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
 from app.auth import Unauthenticated
 from app.auth.deps import COOKIE, Access, authenticate, public, require, scoped
@@ -128,6 +129,12 @@ async def new_pairing(request: Request, runtime: RuntimeDep, body: PairingIn | N
     return JSONResponse({"code": made.code, "secret": made.secret, "expires_in_s": runtime.settings.pairing_ttl_s,
                          "expires_at": from_us(made.expires_us).isoformat()},
                         status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/pairings", include_in_schema=False, **public())
+async def pairings_page() -> FileResponse:
+    """The admins' page approving waiting screens (its API calls need an admin key)."""
+    return FileResponse(FRONTEND_DIR / "pairings" / "index.html", media_type="text/html")
 
 
 @router.get("/api/v1/pairings", summary="Screens waiting for approval (codes, requested dashboards)",
