@@ -37,6 +37,7 @@ class BigStore:
     month_events: int
     load_s: float
     load_events_per_s: float
+    loaded_events: int = 0
 
     @property
     def db_path(self) -> Path:
@@ -88,4 +89,4 @@ def build(data_dir: Path, copies: int) -> BigStore:
     day_real = sum(1 for d in local_days if d == BIG_DAY.date())
     month_real = sum(1 for d in local_days if d.month == BIG_DAY.month)
     big = copies * len(real)
-    return BigStore(data_dir, big + day_real, big + month_real, load_s, loaded / load_s)
+    return BigStore(data_dir, big + day_real, big + month_real, load_s, loaded / load_s, loaded)
