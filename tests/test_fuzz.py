@@ -10,7 +10,7 @@ route holds, and checks:
   knows the negations that become valid again once serialized).
 
 Every failure of every operation is collected, so one run lists all of them.
-``PULSEBOARD_FUZZ_EXAMPLES`` (default 25) bounds the examples per operation and mode.
+``PULSEBOARD_FUZZ_EXAMPLES`` (default 15) bounds the examples per operation and mode.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 from tests import conftest
 from tests.helpers import PACKS_DIR
 
-FUZZ_EXAMPLES = int(os.environ.get("PULSEBOARD_FUZZ_EXAMPLES", "25"))
+FUZZ_EXAMPLES = int(os.environ.get("PULSEBOARD_FUZZ_EXAMPLES", "15"))
 REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
 
 
@@ -195,23 +195,26 @@ async def test_pairing_claim_with_non_ascii_secret_is_404(make_settings, start_s
         assert (await client.post("/api/v1/pairings/claim", json={"secret": made["secret"]})).json()["status"] == "pending"
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
+NUL_CASES = [
     ("/api/v1/keys", {"scope": "read", "name": "a\x00b"}, "name"),
     ("/api/v1/keys", {"scope": "ingest", "source": "pbx\x00"}, "source"),
     ("/api/v1/keys", {"scope": "ingest", "source": "pbx", "event_types": ["call\x00"]}, "event_types.0"),
     ("/api/v1/scorecards/generic-wall/2024-01/commentary", {"kpi": "k", "text": "a\x00"}, "text"),
     ("/api/v1/scorecards/generic-wall/2024-01/publish", {"by": "\x00"}, "by"),
-])
-async def test_nul_in_stored_text_is_422_on_both_stores(make_settings, start_server, client_for, path, body, field):
+]
+
+
+async def test_nul_in_stored_text_is_422_on_both_stores(make_settings, start_server, client_for):
     """Was 500 on PostgreSQL (``text`` cannot hold NUL) while SQLite stored it."""
     srv = await start_server(make_settings(packs_dir=PACKS_DIR))
     async with client_for(srv) as client:
         before = len((await client.get("/api/v1/keys", headers=srv.auth("admin"))).json())
-        resp = await client.post(path, json=body, headers=srv.auth("admin"))
-        assert resp.status_code == 422, resp.text
-        assert resp.headers["content-type"] == "application/problem+json"
-        assert [e["field"] for e in resp.json()["errors"]] == [field]
-        assert "NUL" in resp.json()["errors"][0]["message"]
+        for path, body, field_ in NUL_CASES:
+            resp = await client.post(path, json=body, headers=srv.auth("admin"))
+            assert resp.status_code == 422, (path, body, resp.text)
+            assert resp.headers["content-type"] == "application/problem+json"
+            assert [e["field"] for e in resp.json()["errors"]] == [field_]
+            assert "NUL" in resp.json()["errors"][0]["message"]
         assert len((await client.get("/api/v1/keys", headers=srv.auth("admin"))).json()) == before
 
 
@@ -224,15 +227,15 @@ async def test_revoking_a_malformed_key_id_is_422_and_an_unknown_one_404(make_se
         assert (await client.delete(f"/api/v1/keys/{'0' * 32}", headers=srv.auth("admin"))).status_code == 404
 
 
-@pytest.mark.parametrize("tz", ["Etc", "a" * 300, "Europe/", "../x"])
-async def test_series_with_a_zone_that_is_not_a_zone_file_is_422(make_settings, start_server, client_for, tz):
+async def test_series_with_a_zone_that_is_not_a_zone_file_is_422(make_settings, start_server, client_for):
     """Was 500 for ``Etc`` (a directory: IsADirectoryError) and 300 characters (OSError: name too long)."""
     srv = await start_server(make_settings(packs_dir=PACKS_DIR))
     async with client_for(srv) as client:
-        resp = await client.get("/api/v1/kpis/sample_count/series", params={
-            "grain": "day", "start": "2024-01-01T00:00:00Z", "end": "2024-01-03T00:00:00Z", "tz": tz})
-        assert resp.status_code == 422, resp.text
-        assert resp.json()["errors"] == [{"field": "tz", "message": f"unknown IANA time zone {tz!r}"}]
+        for tz in ("Etc", "a" * 300, "Europe/", "../x"):
+            resp = await client.get("/api/v1/kpis/sample_count/series", params={
+                "grain": "day", "start": "2024-01-01T00:00:00Z", "end": "2024-01-03T00:00:00Z", "tz": tz})
+            assert resp.status_code == 422, (tz, resp.text)
+            assert resp.json()["errors"] == [{"field": "tz", "message": f"unknown IANA time zone {tz!r}"}]
 
 
 @pytest.mark.parametrize("tz", ["Etc", "a" * 300])
