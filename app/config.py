@@ -33,6 +33,19 @@ class Settings(BaseSettings):
         default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="PostgreSQL schema to use (search_path); unset = the server default (public)",
     )
+    db_connect_timeout_s: int = Field(
+        default=5, ge=2, le=3600,
+        description="PostgreSQL: seconds a new connection may take (libpq connect_timeout, whole seconds, at least 2)",
+    )
+    db_statement_timeout_s: float = Field(
+        default=30.0, gt=0, le=86_400,
+        description="PostgreSQL: statement_timeout of every session; with db_connect_timeout_s also the longest an "
+                    "ingest request or a readiness check waits for the store before answering 503 + Retry-After",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=10_000, ge=0, le=3_600_000,
+        description="SQLite: how long a writer waits for the file lock held by another process before 503",
+    )
     data_dir: Path = Path("./var")
     tz: str = "UTC"
     packs_dir: Path | None = Field(default=None, description="extra YAML KPI packs to load")
@@ -136,6 +149,12 @@ class Settings(BaseSettings):
             parts = urlsplit(self.public_url)
             return origin == f"{parts.scheme}://{parts.netloc}".lower()
         return host is not None and origin in (f"http://{host}".lower(), f"https://{host}".lower())
+
+    @property
+    def store_wait_s(self) -> float:
+        """The longest a request waits for the store before it is answered 503 (seconds): a new
+        connection (``db_connect_timeout_s``) plus one statement (``db_statement_timeout_s``)."""
+        return self.db_connect_timeout_s + self.db_statement_timeout_s
 
     @property
     def zone(self) -> ZoneInfo:

@@ -81,7 +81,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 hub.mark_dirty(result.packs_touched)
 
         writer = GroupCommitWriter(create_writer_engine(settings), list(packs.values()), wall_clock, on_commit,
-                                   settings.group_commit_max_events, settings.ingest_queue_max_events)
+                                   settings.group_commit_max_events, settings.ingest_queue_max_events,
+                                   max_wait_s=settings.store_wait_s)
         snapshots = SnapshotService(engine, packs, settings, wall_clock, day_close=hub.day_close,
                                     on_change=hub.notices_changed)
         runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.auth import Forbidden, Unauthenticated
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -50,6 +51,12 @@ def install_handlers(app: FastAPI) -> None:
             return problem(503, "Store unavailable", "the database did not answer; retry later",
                            headers={"Retry-After": "2"})
         raise exc
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_request: Request, _exc: PoolTimeout) -> JSONResponse:
+        # Every pooled connection is busy past the pool timeout (e.g. a database that hangs).
+        return problem(503, "Store unavailable", "no database connection came free in time; retry later",
+                       headers={"Retry-After": "2"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

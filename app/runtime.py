@@ -39,6 +39,7 @@ class Runtime:
     pairings: Any = None
     sockets: Any = None
     rate_limiter: Any = None
+    ready_probe: Any = None  # the /readyz store check in flight (an asyncio.Task), shared by concurrent polls
 
     @property
     def zone(self) -> ZoneInfo:

@@ -34,17 +34,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pwd
 import random
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -53,10 +50,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ARTIFACTS, IN_CI
-from tests.crash_client import REPO, Batch, IngestLog, ServerProcess, create_key, free_port, run_client
+from tests.crash_client import REPO, IngestLog, ServerProcess, create_key, free_port, run_client
 from tests.helpers import PACKS_DIR
+from tests.pgcluster import (Attempt, PrivatePostgres, Ready, expected_partials, make_batches, make_events,
+                             poll_ready, private_pg_unusable, stored_state, wait_until)
 
-PG_BIN = Path(os.environ.get("PULSEBOARD_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TRIALS = int(os.environ.get("PULSEBOARD_DBRESTART_TRIALS", "1"))
 CLIENTS = 4
 BATCHES_PER_CLIENT = 50
@@ -71,96 +69,9 @@ MEASURE = "generic/sample"
 WALL = "/ws/dashboards/generic-wall"
 CLOSE_REVOKED = 4401
 
-
-def _pg_usable() -> str | None:
-    """Why a private cluster cannot be made here, or ``None``."""
-    if not (PG_BIN / "initdb").exists():
-        return f"no PostgreSQL binaries in {PG_BIN}"
-    if os.geteuid() != 0 or shutil.which("runuser") is None:
-        return "initdb as user postgres needs root and runuser"
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return "no user postgres"
-    return None
-
-
-_WHY_NOT = _pg_usable()
+_WHY_NOT = private_pg_unusable()
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + 120 * TRIALS)]
 needs_private_pg = pytest.mark.skipif(_WHY_NOT is not None and not IN_CI, reason=str(_WHY_NOT))
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL cluster: ``initdb`` into a temp dir as user ``postgres`` (trust
-    auth), listening on 127.0.0.1:``port`` with its unix socket in the temp dir.
-
-    ``start``/``stop`` block until ``pg_ctl -w`` returns; ``destroy`` stops it and removes the dir.
-    """
-
-    def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="pb-dbrestart-", dir="/tmp"))
-        user = pwd.getpwnam("postgres")
-        os.chown(self.base, user.pw_uid, user.pw_gid)
-        self.data = self.base / "data"
-        self.log = self.base / "postgres.log"
-        self.port = free_port()
-        assert self.port != 5432
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _pg(self, tool: str, *args: str, timeout_s: float = 60) -> None:
-        cmd = ["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=self.base)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stdout}{done.stderr}\n"
-                               + self.log_tail())
-
-    def init(self) -> None:
-        self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                 "--locale=C", "--no-sync")
-
-    def start(self) -> None:
-        opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=80"
-        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", opts, "start")
-
-    def stop(self, mode: str) -> None:
-        self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-
-    def destroy(self) -> None:
-        try:
-            if (self.data / "postmaster.pid").exists():
-                self.stop("fast")
-        finally:
-            shutil.rmtree(self.base, ignore_errors=True)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-@dataclass
-class Attempt:
-    """One ingest attempt as the client saw it (times in seconds since the trial's t0)."""
-
-    batch: int
-    sent_s: float
-    answered_s: float
-    status: int | None  # None: transport error
-    retry_after: str | None
-    error: str | None
-    replayed: bool
-
-
-@dataclass
-class Ready:
-    """One ``/readyz`` poll (times in seconds since the trial's t0; ``status`` None: transport error)."""
-
-    sent_s: float
-    answered_s: float
-    status: int | None
-    ready: bool | None
-    retry_after: str | None
 
 
 @dataclass
@@ -232,42 +143,6 @@ def _s(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f} s"
 
 
-def make_events(total: int, rng: random.Random) -> list[dict]:
-    """``total`` generic ``sample`` events with unique ids, integer values (exact sums) and a
-    ``host`` dimension, stamped over the last 5 minutes (never before today's UTC midnight, so
-    they all count in the wall's ``count_today``)."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    start = max(now - timedelta(minutes=5), datetime.combine(now.date(), dtime(), timezone.utc))
-    span_s = int((now - start).total_seconds())
-    events = []
-    for i in range(total):
-        ts = start + timedelta(seconds=rng.randint(0, span_s))
-        events.append({"type": "sample", "source": SOURCE, "id": f"ev-{i:06d}",
-                       "ts": ts.isoformat().replace("+00:00", "Z"), "value": rng.randint(1, 9),
-                       "dims": {"host": f"h{i % 3}"}})
-    return events
-
-
-def make_batches(events: list[dict], batch_size: int, run_id: str) -> list[Batch]:
-    """``events`` in request bodies of ``batch_size``, each with its fixed Idempotency-Key."""
-    return [Batch(index=n, key=f"dbr-{run_id}-{n:05d}",
-                  body=json.dumps(events[i:i + batch_size], separators=(",", ":")).encode(),
-                  keys=tuple((SOURCE, e["id"]) for e in events[i:i + batch_size]), types=())
-            for n, i in enumerate(range(0, len(events), batch_size))]
-
-
-def expected_partials(events: list[dict]) -> dict[tuple[str, int], tuple[int, float]]:
-    """(dim_key, UTC minute µs) -> (count, sum) of ``events`` (the pack rolls up ``host``)."""
-    out: dict[tuple[str, int], list] = {}
-    for e in events:
-        ts_us = int(datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()) * 1_000_000
-        bucket = ts_us - ts_us % 60_000_000
-        for dim_key in ("", f"host={e['dims']['host']}"):
-            slot = out.setdefault((dim_key, bucket), [0, 0.0])
-            slot[0] += 1
-            slot[1] += e["value"]
-    return {k: (c, s) for k, (c, s) in out.items()}
-
 
 def create_key_with_id(env: dict[str, str], *args: str) -> tuple[str, str]:
     """``pulseboard keys create ARGS``: ``(key id, key)``."""
@@ -296,41 +171,6 @@ async def watch_screen(screen: Screen, log: IngestLog) -> None:
         screen.closed_s = log.now()
         screen.close_code = ws.close_code
 
-
-async def poll_ready(url: str, log: IngestLog, out: list[Ready], stop: asyncio.Event) -> None:
-    """``GET /readyz`` every 100 ms until ``stop``."""
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        while not stop.is_set():
-            sent = log.now()
-            try:
-                resp = await http.get("/readyz")
-                body = resp.json()
-                out.append(Ready(sent, log.now(), resp.status_code, body.get("ready"), resp.headers.get("retry-after")))
-            except (httpx.TransportError, ValueError):
-                out.append(Ready(sent, log.now(), None, None, None))
-            await asyncio.sleep(0.1)
-
-
-async def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
-    """Poll ``predicate`` every ``step_s`` for up to ``timeout_s``; its last value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step_s)
-    return predicate()
-
-
-def stored_state(pg_url: str) -> tuple[Counter, dict[tuple[str, int], tuple[int, float]]]:
-    """Raw rows per event id of ``SOURCE`` and the rollup partials of ``MEASURE``, read directly."""
-    import psycopg
-
-    with psycopg.connect(pg_url, connect_timeout=5) as conn:
-        rows = Counter({r[0]: r[1] for r in conn.execute(
-            "SELECT event_id, count(*) FROM event WHERE source = %s GROUP BY event_id", (SOURCE,))})
-        partials = {(r[0], int(r[1])): (int(r[2]), float(r[3])) for r in conn.execute(
-            "SELECT dim_key, bucket_us, count, sum FROM rollup_minute WHERE measure = %s", (MEASURE,))}
-    return rows, partials
 
 
 def day_snapshots(pg_url: str, day: str) -> int:
@@ -369,8 +209,8 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         server.start()
         await server.wait_ready(60)
 
-        events = make_events(CLIENTS * BATCHES_PER_CLIENT * BATCH_EVENTS, rng)
-        batches = make_batches(events, BATCH_EVENTS, f"t{trial}")
+        events = make_events(CLIENTS * BATCHES_PER_CLIENT * BATCH_EVENTS, rng, SOURCE)
+        batches = make_batches(events, BATCH_EVENTS, f"dbr-t{trial}")
         fig.events = len(events)
         log = IngestLog()
         attempts: list[Attempt] = []
@@ -469,7 +309,7 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         ready_up = [r.answered_s for r in readies if r.status == 200 and r.sent_s >= up]
         fig.ready_after_up_s = min(ready_up) - up if ready_up else None
 
-        rows, partials = await asyncio.to_thread(stored_state, pg.url)
+        rows, partials = await asyncio.to_thread(stored_state, pg.url, SOURCE)
         acked_ids = {k[1] for b in batches if log.answers[b.index].status == 202 for k in b.keys} | {"late-0"}
         posted_ids = {e["id"] for e in events} | {"late-0"}
         fig.acked_events = len(acked_ids)

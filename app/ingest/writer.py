@@ -48,6 +48,12 @@ class _Pending:
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+def _consume(future: asyncio.Future) -> None:
+    """Retrieve a late future's exception (so asyncio does not log it as never retrieved)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class GroupCommitWriter:
     """The single writer of one process.
 
@@ -59,19 +65,24 @@ class GroupCommitWriter:
         on_commit: awaited after each commit with the ``GroupResult``.
         max_group_events: most events in one transaction.
         max_queued_events: admission limit; beyond it ``submit`` raises ``Overloaded``.
+        max_wait_s: the longest ``submit`` waits for its commit (``Settings.store_wait_s``); past
+            it ``StoreUnavailable`` (503), so a database that hangs instead of refusing cannot
+            hang the request.  ``None``: no bound.
 
     Lifecycle: ``start()`` then ``submit()`` many times, then ``stop()``.
     """
 
     def __init__(self, engine: Engine, packs: Sequence[Pack], clock: Clock,
                  on_commit: Callable[[GroupResult], Awaitable[None]] | None = None,
-                 max_group_events: int = 20_000, max_queued_events: int = 200_000) -> None:
+                 max_group_events: int = 20_000, max_queued_events: int = 200_000,
+                 max_wait_s: float | None = None) -> None:
         self._engine = engine
         self._packs = list(packs)
         self._clock = clock
         self._on_commit = on_commit
         self._max_group = max_group_events
         self._max_queued = max_queued_events
+        self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._queued_events = 0
         self._task: asyncio.Task | None = None
@@ -109,7 +120,10 @@ class GroupCommitWriter:
         Raises:
             Overloaded: more than ``max_queued_events`` are waiting (HTTP 503).
             EventConflict: an event's (source, id) exists with another body (409).
-            StoreUnavailable: the database failed the transaction (503).
+            StoreUnavailable: the database failed the transaction, or gave no answer within
+                ``max_wait_s`` (503).  In the second case the transaction may still commit once the
+                database answers: the outcome is unknown, as after a lost connection, and a retry
+                with the same Idempotency-Key (or event ids) gets the stored answer, never a copy.
         """
         if self._task is None:
             raise RuntimeError("GroupCommitWriter is not running; call start() in the lifespan")
@@ -119,7 +133,12 @@ class GroupCommitWriter:
         pending = _Pending(events, idempotency)
         self._queued_events += len(events)
         await self._queue.put(pending)
-        outcome: RequestOutcome = await asyncio.shield(pending.future)
+        try:
+            outcome: RequestOutcome = await asyncio.wait_for(asyncio.shield(pending.future), self._max_wait_s)
+        except TimeoutError:
+            pending.future.add_done_callback(_consume)  # answered already: nobody reads its late outcome
+            raise StoreUnavailable(f"the database gave no answer within {self._max_wait_s:g} s; the outcome is "
+                                   "unknown: retry with the same Idempotency-Key") from None
         if outcome.conflict is not None:
             index, source, event_id = outcome.conflict
             raise EventConflict(

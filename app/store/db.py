@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from pathlib import Path
 
@@ -19,11 +20,12 @@ from app.store import MigrationError
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI hook
+def _sqlite_pragmas(dbapi_conn, _record, busy_timeout_ms: int = 10_000) -> None:  # noqa: ANN001 - DBAPI hook
+    """WAL, ``synchronous=FULL``, the busy timeout (``PULSEBOARD_SQLITE_BUSY_TIMEOUT_MS``), foreign keys."""
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -36,41 +38,116 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
     """The async engine of the configured store.
 
     SQLite: the data dir is created; every connection gets WAL,
-    ``synchronous=FULL`` (a commit is on disk before it returns) and a busy
-    timeout.  PostgreSQL: psycopg 3, ``synchronous_commit=on``.
+    ``synchronous=FULL`` (a commit is on disk before it returns) and the busy
+    timeout ``sqlite_busy_timeout_ms``.  PostgreSQL: psycopg 3, ``synchronous_commit=on``,
+    ``connect_timeout`` = ``db_connect_timeout_s`` and ``statement_timeout`` =
+    ``db_statement_timeout_s``, and every wait for the server bounded by ``answer_deadline_s``
+    (see ``_deadline_connections``).  Either way a request waits at most ``store_wait_s`` for a
+    pooled connection (``pool_timeout``).
     """
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=4, max_overflow=4)
-        sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = create_async_engine(url, pool_size=4, max_overflow=4, pool_timeout=settings.store_wait_s)
+        sa_event.listen(engine.sync_engine, "connect", _sqlite_hook(settings))
         return engine
     return create_async_engine(
         url,
         pool_size=10,
         max_overflow=10,
         pool_pre_ping=True,
-        connect_args={"options": _pg_options(settings), "prepare_threshold": None},
+        pool_timeout=settings.store_wait_s,
+        connect_args={**_pg_connect_args(settings),
+                      "async_creator_fn": _deadline_connections(answer_deadline_s(settings))[1].connect},
     )
 
 
+def _sqlite_hook(settings: Settings):  # noqa: ANN202 - a DBAPI "connect" listener
+    return functools.partial(_sqlite_pragmas, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+
+
+ANSWER_GRACE_S = 1.0  # past the statement timeout, the client gives up on a silent server
+
+
+def answer_deadline_s(settings: Settings) -> float:
+    """Seconds the client waits for any answer of the server on an open connection: the
+    statement timeout (the server cancels first when it is alive) plus ``ANSWER_GRACE_S``."""
+    return settings.db_statement_timeout_s + ANSWER_GRACE_S
+
+
+@functools.cache
+def _deadline_connections(deadline_s: float) -> tuple[type, type]:
+    """psycopg ``Connection`` / ``AsyncConnection`` subclasses whose every wait for the server
+    (a query, its results, commit, rollback) gives up after ``deadline_s``.
+
+    libpq has no client-side statement timeout, and a server that hangs instead of refusing (a
+    stopped postmaster and backends, a network black hole) still has its kernel acknowledge our
+    bytes, so neither ``statement_timeout`` nor TCP timeouts end the wait.  Past the deadline the
+    connection is closed (its state is unknown) and ``psycopg.OperationalError`` raised:
+    SQLAlchemy sees a closed connection, invalidates it, and the request answers 503.
+    """
+    import psycopg
+
+    timed_out = getattr(psycopg.errors, "_WaitTimeout", psycopg.errors.OperationalError)
+
+    def give_up(conn) -> psycopg.OperationalError:  # noqa: ANN001
+        conn.pgconn.finish()
+        return psycopg.OperationalError(f"the database gave no answer within {deadline_s:g} s; connection closed")
+
+    class DeadlineConnection(psycopg.Connection):
+        def wait(self, gen, interval=None, timeout=None):  # noqa: ANN001, ANN201 - psycopg's signature
+            kw = {} if interval is None else {"interval": interval}
+            try:
+                return super().wait(gen, timeout=deadline_s if timeout is None else timeout, **kw)
+            except timed_out as exc:
+                if type(exc) is not timed_out or timeout is not None:
+                    raise
+                raise give_up(self) from None
+
+    class DeadlineAsyncConnection(psycopg.AsyncConnection):
+        async def wait(self, gen, interval=None, timeout=None):  # noqa: ANN001, ANN201
+            kw = {} if interval is None else {"interval": interval}
+            try:
+                return await super().wait(gen, timeout=deadline_s if timeout is None else timeout, **kw)
+            except timed_out as exc:
+                if type(exc) is not timed_out or timeout is not None:
+                    raise
+                raise give_up(self) from None
+
+    return DeadlineConnection, DeadlineAsyncConnection
+
+
+def _pg_connect_args(settings: Settings) -> dict:
+    """psycopg connection arguments: ``options``, ``connect_timeout`` (whole seconds), no
+    server-side prepared statements."""
+    return {"options": _pg_options(settings), "connect_timeout": settings.db_connect_timeout_s,
+            "prepare_threshold": None}
+
+
 def _pg_options(settings: Settings) -> str:
-    """libpq ``options``: durable commits, and the configured schema first on the search path."""
-    options = "-c synchronous_commit=on"
+    """libpq ``options``: durable commits, the statement timeout (ms), and the configured schema
+    first on the search path."""
+    options = f"-c synchronous_commit=on -c statement_timeout={max(1, round(settings.db_statement_timeout_s * 1000))}"
     if settings.db_schema:
         options += f" -c search_path={settings.db_schema}"
     return options
 
 
-def _sync_engine(settings: Settings, **pool: int) -> Engine:
+def _sync_engine(settings: Settings, client_deadline: bool = True, **pool: int) -> Engine:
     url = _sync_url(settings)
     if url.startswith("postgresql"):
-        return create_engine(url, pool_pre_ping=True, **pool,
-                             connect_args={"options": _pg_options(settings), "prepare_threshold": None})
-    engine = create_engine(url, **pool)
+        engine = create_engine(url, pool_pre_ping=True, pool_timeout=settings.store_wait_s, **pool,
+                               connect_args=_pg_connect_args(settings))
+        if not client_deadline:
+            return engine
+        connection_class = _deadline_connections(answer_deadline_s(settings))[0]
+        sa_event.listen(engine, "do_connect",
+                        lambda _dialect, _record, cargs, cparams: connection_class.connect(*cargs, **cparams))
+        return engine
+    engine = create_engine(url, pool_timeout=settings.store_wait_s, **pool)
     if engine.dialect.name == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        sa_event.listen(engine, "connect", _sqlite_pragmas)
+        sa_event.listen(engine, "connect", _sqlite_hook(settings))
     return engine
 
 
@@ -90,10 +167,11 @@ def migrate(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin at every start is noise
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    engine = _sync_engine(settings)
+    engine = _sync_engine(settings, client_deadline=False)  # a migration may take long
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")  # a migration may take long
                 if settings.db_schema:
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{settings.db_schema}"')
                 # One migrator at a time when several instances start together.
