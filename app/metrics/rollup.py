@@ -9,7 +9,6 @@ open/close changes of a paired item.  Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
 from app.metrics.calendar import minute_floor_us
@@ -32,9 +31,9 @@ class EventRow(NamedTuple):
     dims: dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
-class GaugeChange:
-    """One open or close of a paired gauge item at ``ts_us``."""
+class GaugeChange(NamedTuple):
+    """One open or close of a paired gauge item at ``ts_us`` (a named tuple: the write path makes
+    one per gauge event and dimension key, and a frozen dataclass costs 3x as much to create)."""
 
     gauge_key: str
     dim_key: str
@@ -54,6 +53,41 @@ def dim_keys(pack: Pack, dims: dict[str, Any] | None) -> list[str]:
             if name in dims:
                 keys.append(f"{name}={dim_text(dims[name])}")
     return keys
+
+
+KEY_MAX_CHARS = 300  # rollup_minute / rollup_sketch_bin / gauge_item: dim_key and item_key are VARCHAR(300)
+
+
+def oversized_dims(packs: Iterable[Pack], events: Iterable[Any]) -> list[dict[str, Any]]:
+    """Problems ``{index, field, message}`` of events whose rolled-up dimension value (``KEY=VALUE``)
+    or gauge pairing value would not fit the rollup key columns (``KEY_MAX_CHARS``).
+
+    Such an event passes ``PULSEBOARD_MAX_STRING_CHARS`` (1024 by default), but PostgreSQL refuses
+    the key (SQLite does not check lengths): the shared group commit would fail with 503 for every
+    request in the group, on every retry.  Refused up front with 422 instead, on both stores.
+    ``events``: objects with ``type`` and ``dims`` (``NewEvent``)."""
+    rules = []
+    for pack in packs:
+        limits = {name: KEY_MAX_CHARS - len(name) - 1 for name in pack.dimensions}
+        for gauge in pack.gauges.values():
+            limits[gauge.pair_on] = min(limits.get(gauge.pair_on, KEY_MAX_CHARS), KEY_MAX_CHARS)
+        if limits:
+            rules.append((pack.event_types, limits))
+    problems: list[dict[str, Any]] = []
+    seen: set[tuple[int, str]] = set()
+    for index, ev in enumerate(events):
+        if not ev.dims:
+            continue
+        for types, limits in rules:
+            if ev.type not in types:
+                continue
+            for name, limit in limits.items():
+                value = ev.dims.get(name)
+                if value is not None and len(dim_text(value)) > limit and (index, name) not in seen:
+                    seen.add((index, name))
+                    problems.append({"index": index, "field": f"dims.{name}", "message": (
+                        f"dims.{name} is rolled up per value: longer than {limit} characters")})
+    return problems
 
 
 def filter_dim_key(filters: Iterable[tuple[str, str]]) -> str | None:
@@ -86,6 +120,7 @@ def rollup(pack: Pack, events: Iterable[EventRow], partials: dict[PartialKey, Pa
     partials = {} if partials is None else partials
     changes = [] if changes is None else changes
     by_type: dict[str, list] = {}
+    measure_keys = {name: pack.measure_key(name) for name in pack.measures}
     for measure in pack.measures.values():
         by_type.setdefault(measure.event_type, []).append(measure)
     gauge_open: dict[str, list] = {}
@@ -106,7 +141,7 @@ def rollup(pack: Pack, events: Iterable[EventRow], partials: dict[PartialKey, Pa
         for measure in measures or ():
             if not measure.matches(ev.type, ev.value, ev.dims):
                 continue
-            mkey = pack.measure_key(measure.name)
+            mkey = measure_keys[measure.name]
             for dk in keys:
                 part = partials.get((mkey, dk, bucket))
                 if part is None:
