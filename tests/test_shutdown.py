@@ -6,8 +6,9 @@ A real ``python -m app.cli serve`` subprocess on SQLite (``tests.crash_client.Se
 real keys, real sockets.  Pass criteria, asserted as values and upper bounds:
 
 * every connected screen receives a close frame with code 1012;
-* a 10,000-event POST in flight when SIGTERM is sent is answered ``202`` (accepted 10,000)
-  after the signal, and its events are in the store after the restart;
+* a 10,000-event POST whose body is half sent when SIGTERM arrives (the rest follows after
+  the server began shutting down) is answered ``202`` (accepted 10,000), and its events are
+  in the store after the restart;
 * the process exits with status 0 within ``EXIT_LIMIT_S`` of the signal;
 * a screen reconnecting the way the wall does (``?epoch=&since=`` of before, retrying while
   the server is down) gets a ``snapshot`` with a new epoch within ``RECONNECT_LIMIT_S`` of
@@ -33,7 +34,7 @@ from tests.crash_client import AUGUST, TZ, ServerProcess, create_key, free_port,
 SLUG = "contact-centre"
 SCREENS = 4
 BATCH_EVENTS = 10_000  # the default PULSEBOARD_MAX_BATCH_EVENTS: ~1 s of server work
-SIGNAL_AFTER_S = 0.3  # the body is uploaded and being processed, not yet committed
+SIGNAL_AFTER_S = 0.3  # pauses around SIGTERM while the body is half sent
 EXIT_LIMIT_S = 10.0  # uvicorn's graceful timeout (5 s) + lifespan shutdown, with margin
 READY_LIMIT_S = 10.0
 RECONNECT_LIMIT_S = 10.0
@@ -101,14 +102,22 @@ async def test_sigterm_drains_ingest_closes_screens_1012_and_screens_come_back(t
         assert snap["type"] == "snapshot"
         closes = [asyncio.create_task(close_code_of(ws, EXIT_LIMIT_S + 5)) for ws in screens]
 
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ingest_key}"}
-            posted = asyncio.create_task(http.post("/api/v1/events", content=batch.body, headers=headers))
-            await asyncio.sleep(SIGNAL_AFTER_S)
-            assert not posted.done(), "the batch was answered before SIGTERM: nothing was in flight"
+        signalled = 0.0
+
+        async def body_with_sigterm_midway():
+            """Half the body, SIGTERM, the other half: the request is in flight by construction."""
+            nonlocal signalled
+            half = len(batch.body) // 2
+            yield batch.body[:half]
+            await asyncio.sleep(SIGNAL_AFTER_S)  # the server has the headers and half the body
             signalled = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
-            resp = await posted
+            await asyncio.sleep(SIGNAL_AFTER_S)  # uvicorn notices the signal within 0.1 s
+            yield batch.body[half:]
+
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ingest_key}"}
+            resp = await http.post("/api/v1/events", content=body_with_sigterm_midway(), headers=headers)
 
         assert resp.status_code == 202, resp.text
         assert resp.json() == {"accepted": BATCH_EVENTS, "duplicates": 0}
@@ -117,6 +126,10 @@ async def test_sigterm_drains_ingest_closes_screens_1012_and_screens_come_back(t
         exit_s = time.monotonic() - signalled
         assert returncode == 0, server.log_tail()
         assert exit_s <= EXIT_LIMIT_S, f"exited {exit_s:.1f} s after SIGTERM"
+
+        first_run = server.log_path.read_text()
+        # The server's own log: it began shutting down before it answered the POST.
+        assert first_run.index("Shutting down") < first_run.index('"POST /api/v1/events HTTP/1.1" 202')
 
         rows, _ = stored_keys("sqlite", data_dir)
         assert sorted(rows) == sorted(batch.keys)  # every acknowledged event, once
