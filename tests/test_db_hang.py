@@ -17,6 +17,10 @@ subprocess, ``PULSEBOARD_DB_CONNECT_TIMEOUT_S=2``, ``PULSEBOARD_DB_STATEMENT_TIM
 
 The cluster and its helpers are ``tests/pgcluster.py`` (shared with tests/test_db_restart.py).
 Figures go to ``test-artifacts/db-hang.json`` and RELIABILITY.md.
+
+The fast tests pin each setting: their validation, ``connect_timeout`` against a black-hole
+listener (accepts TCP, never answers), ``statement_timeout`` in every session of both engines
+(shared cluster, own schema), and the SQLite busy timeout against a lock held by another process.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ FREEZE_AFTER_SHARE = 0.25
 SOURCE = "dbhang"
 
 _WHY_NOT = private_pg_unusable()
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
 
 
 @dataclass
@@ -103,6 +107,8 @@ def _s(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f} s"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 @pytest.mark.skipif(_WHY_NOT is not None and not IN_CI, reason=str(_WHY_NOT))
 async def test_frozen_postgres_gets_prompt_503s_then_ingest_resumes_losing_nothing(tmp_path):
     if _WHY_NOT is not None:
@@ -243,3 +249,125 @@ async def test_frozen_postgres_gets_prompt_503s_then_ingest_resumes_losing_nothi
     assert fig.missing == 0 and fig.stored_rows == fig.events == fig.acked_events
     assert not fig.rollup_mismatches, f"rollups != acknowledged events: {fig.rollup_mismatches[:5]}"
     assert not fig.log_errors, f"server log: {fig.log_errors}"
+
+
+# --- the settings, one by one (fast) ------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value", [
+    ("db_connect_timeout_s", 1), ("db_connect_timeout_s", 0), ("db_statement_timeout_s", 0),
+    ("db_statement_timeout_s", -1), ("sqlite_busy_timeout_ms", -1),
+])
+def test_timeouts_are_validated(tmp_path, field, value):
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    with pytest.raises(ValidationError, match=field):
+        Settings(data_dir=tmp_path, **{field: value})
+
+
+def test_timeouts_come_from_the_environment(tmp_path, monkeypatch):
+    from app.config import Settings
+
+    monkeypatch.setenv("PULSEBOARD_DB_CONNECT_TIMEOUT_S", "3")
+    monkeypatch.setenv("PULSEBOARD_DB_STATEMENT_TIMEOUT_S", "1.5")
+    monkeypatch.setenv("PULSEBOARD_SQLITE_BUSY_TIMEOUT_MS", "250")
+    settings = Settings(data_dir=tmp_path)
+    assert (settings.db_connect_timeout_s, settings.db_statement_timeout_s, settings.sqlite_busy_timeout_ms) == (
+        3, 1.5, 250)
+    assert settings.store_wait_s == 4.5
+
+
+@pytest.mark.parametrize("engine_kind", ["async", "writer"])
+async def test_connect_timeout_ends_a_connection_to_a_black_hole(tmp_path, engine_kind):
+    """A listener that accepts TCP but never answers (what a SIGSTOP'd postmaster or a black-holed
+    route looks like): the connection attempt fails after PULSEBOARD_DB_CONNECT_TIMEOUT_S."""
+    import socket
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from app.config import Settings
+    from app.store.db import create_engine_for, create_writer_engine
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)  # never accepted, never answered
+    try:
+        settings = Settings(data_dir=tmp_path, database_url=f"postgresql://postgres@127.0.0.1:{hole.getsockname()[1]}/x",
+                            db_connect_timeout_s=2)
+        t0 = time.monotonic()
+        with pytest.raises(OperationalError):
+            if engine_kind == "async":
+                engine = create_engine_for(settings)
+                try:
+                    async with engine.connect() as conn:
+                        await conn.execute(text("SELECT 1"))
+                finally:
+                    await engine.dispose()
+            else:
+                engine = create_writer_engine(settings)
+                try:
+                    await asyncio.to_thread(lambda: engine.connect().close())
+                finally:
+                    engine.dispose()
+        waited_s = time.monotonic() - t0
+    finally:
+        hole.close()
+    assert 1.5 <= waited_s <= 2 + MARGIN_S, f"gave up after {waited_s:.2f} s, connect timeout 2 s"
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"], indirect=True)
+async def test_statement_timeout_is_set_on_every_session_of_both_engines(make_settings):
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from app.store.db import create_engine_for, create_writer_engine, migrate_async
+
+    settings = make_settings(db_statement_timeout_s=0.75)
+    await migrate_async(settings)
+    engine = create_engine_for(settings)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SHOW statement_timeout"))).scalar() == "750ms"
+            with pytest.raises(OperationalError, match="statement timeout"):
+                await conn.execute(text("SELECT pg_sleep(2)"))
+    finally:
+        await engine.dispose()
+    writer = create_writer_engine(settings)
+    try:
+        def check() -> str:
+            with writer.connect() as conn:
+                return conn.exec_driver_sql("SHOW statement_timeout").scalar()
+
+        assert await asyncio.to_thread(check) == "750ms"
+    finally:
+        writer.dispose()
+
+
+async def test_sqlite_busy_timeout_is_the_setting(tmp_path, start_server):
+    """PULSEBOARD_SQLITE_BUSY_TIMEOUT_MS=1000: a write blocked by another process's lock answers 503
+    + Retry-After after about 1 s (not the 10 s default); the retry is accepted once it is released."""
+    import sqlite3
+
+    from app.config import Settings
+    from tests.conftest import keyed_client
+    from tests.helpers import sample
+
+    srv = await start_server(Settings(data_dir=tmp_path / "var", tz="UTC", packs_dir=PACKS_DIR,
+                                      snapshots_enabled=False, sqlite_busy_timeout_ms=1000))
+    lock = sqlite3.connect(tmp_path / "var" / "pulseboard.db", isolation_level=None)
+    body, headers = [sample("2024-06-10T11:00:00Z", 3, id="busy-1")], {"Idempotency-Key": "busy-batch"}
+    try:
+        async with keyed_client(srv.url, timeout=30) as client:
+            lock.execute("BEGIN EXCLUSIVE")
+            t0 = time.monotonic()
+            resp = await client.post("/api/v1/events", json=body, headers=headers)
+            waited_s = time.monotonic() - t0
+            assert resp.status_code == 503 and resp.headers.get("retry-after"), resp.text
+            assert 0.9 <= waited_s <= 1 + MARGIN_S, f"answered after {waited_s:.2f} s (busy timeout 1 s)"
+            lock.execute("ROLLBACK")
+            resp = await client.post("/api/v1/events", json=body, headers=headers)
+            assert resp.status_code == 202 and resp.json() == {"accepted": 1, "duplicates": 0}, resp.text
+    finally:
+        lock.close()
