@@ -300,3 +300,22 @@ async def test_screen_whose_socket_stays_full_is_closed_4008_and_freed(make_sett
             while True:
                 await asyncio.wait_for(stuck.recv(), 10)
         assert info.value.rcvd is not None and info.value.rcvd.code == 4008
+
+
+async def test_fan_out_in_chunks_keeps_every_screen_in_seq_order(live):
+    """Past ``chunk`` screens the fan-out goes on in a task; back-to-back publishes must still
+    reach every screen complete and in ``seq`` order (here one screen per chunk)."""
+    from app.ws.broker import TileUpdate
+
+    broker, channel = live.runtime.broker, live.runtime.hub.channels["generic-wall"]
+    broker._chunk = 1
+    async with wsconnect(live, live.ws_url + WALL) as a, wsconnect(live, live.ws_url + WALL) as b, \
+            wsconnect(live, live.ws_url + WALL) as c:
+        for ws in (a, b, c):
+            assert (await recv_json(ws))["type"] == "snapshot"
+        base = channel.seq + 1000
+        for i in range(1, 21):
+            await broker.publish("generic-wall", TileUpdate(channel.epoch, base + i, {"n": {"value": i}},
+                                                            "2024-06-10T12:00:00+00:00"))
+        for ws in (a, b, c):
+            assert [(await next_update(ws))["seq"] for _ in range(20)] == [base + i for i in range(1, 21)]

@@ -24,6 +24,7 @@ it stays blocked (``app.ws.routes``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import msgspec
 from app.ws.transport import text_frame
 
 _encoder = msgspec.json.Encoder()
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -232,6 +234,11 @@ class Broker(Protocol):
         ...
 
 
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
 def _deliver(subs: list[Subscription], update: TileUpdate) -> None:
     now_s = time.monotonic()
     for sub in subs:
@@ -257,7 +264,7 @@ class InMemoryBroker:
     async def publish(self, channel: str, update: TileUpdate) -> None:
         previous = self._fanouts.pop(channel, None)
         if previous is not None and not previous.done():
-            await asyncio.shield(previous)
+            await asyncio.wait([previous])  # neither cancels it nor inherits its outcome
         subs = self._subs.get(channel)
         if not subs:
             return
@@ -265,8 +272,9 @@ class InMemoryBroker:
         targets = list(subs)
         _deliver(targets[:self._chunk], update)
         if len(targets) > self._chunk:
-            self._fanouts[channel] = asyncio.create_task(self._fan_out(targets, update),
-                                                         name=f"fan-out {channel} {update.seq}")
+            task = asyncio.create_task(self._fan_out(targets, update), name=f"fan-out {channel} {update.seq}")
+            task.add_done_callback(_log_failure)
+            self._fanouts[channel] = task
 
     async def _fan_out(self, targets: list[Subscription], update: TileUpdate) -> None:
         for start in range(self._chunk, len(targets), self._chunk):
