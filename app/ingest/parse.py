@@ -197,6 +197,33 @@ def _nonfinite_fields(obj: Any) -> list[str]:
     return fields
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _surrogate_fields(obj: Any) -> list[str]:
+    """Fields of a leniently parsed event holding a lone surrogate (``\\ud800``): msgspec refuses
+    the whole body for one, so without this the sender would get a 400 not naming the field.
+    The names are escaped (``dims.\\ud800``): a lone surrogate cannot be written in the answer."""
+    def bad(key: Any, value: Any) -> bool:
+        return _has_surrogate(key) or (isinstance(value, str) and _has_surrogate(value))
+
+    def name(key: str) -> str:
+        return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    if not isinstance(obj, dict):
+        return []
+    fields = [name(k) for k, v in obj.items() if k != "dims" and bad(k, v)]
+    dims = obj.get("dims")
+    if isinstance(dims, dict):
+        fields += [f"dims.{name(k)}" for k, v in dims.items() if bad(k, v)]
+    return fields
+
+
 class _DuplicateKey(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -265,9 +292,13 @@ def _fast_decode(body: bytes, media_type: str) -> list[EventIn] | None:
     return events
 
 
-def _decode_error(exc: Exception, where: str) -> BadRequest:
+def _decode_error(exc: Exception, where: str, size: int | None = None) -> BadRequest:
+    """A 400 naming where the JSON broke: msgspec names the byte offset of a bad character, but
+    not of a truncation, which is at the end of the ``size`` bytes (BAD_INPUTS 2)."""
     if isinstance(exc, RecursionError):
         return BadRequest(f"{where}: JSON nested too deeply")
+    if size is not None and "(byte " not in str(exc):
+        return BadRequest(f"{where}: {exc} (at byte {size}, the end of the body)")
     return BadRequest(f"{where}: {exc}")
 
 
@@ -329,8 +360,8 @@ def parse_each(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]:
         except (msgspec.DecodeError, RecursionError) as exc:
             lenient = _lenient(body) if isinstance(exc, msgspec.DecodeError) else None
             items = lenient if isinstance(lenient, list) else [lenient]
-            if lenient is None or not any(_nonfinite_fields(item) for item in items):
-                raise _decode_error(exc, "malformed JSON") from None
+            if lenient is None or not any(_nonfinite_fields(item) or _surrogate_fields(item) for item in items):
+                raise _decode_error(exc, "malformed JSON", len(body)) from None
             raws = [(item, None) for item in items]
         except msgspec.ValidationError as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
@@ -348,6 +379,11 @@ def parse_each(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]:
             if bad:
                 problems.extend({**where, "field": f, "message": f"{f} must be a finite number"} for f in bad)
                 continue
+            bad = _surrogate_fields(raw)
+            if bad:
+                problems.extend({**where, "field": f, "message": f"{f} contains a lone surrogate (not valid Unicode)"}
+                                for f in bad)
+                continue
             try:
                 raw = msgspec.json.encode(raw)
             except UnicodeEncodeError:
@@ -363,6 +399,10 @@ def parse_each(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]:
             if lenient is not None and _nonfinite_fields(lenient):
                 problems.extend({**where, "field": f, "message": f"{f} must be a finite number"}
                                 for f in _nonfinite_fields(lenient))
+                continue
+            if lenient is not None and _surrogate_fields(lenient):
+                problems.extend({**where, "field": f, "message": f"{f} contains a lone surrogate (not valid Unicode)"}
+                                for f in _surrogate_fields(lenient))
                 continue
             if line is not None:
                 raise _decode_error(exc, f"line {line} is not valid JSON") from None

@@ -18,6 +18,7 @@ from app.ingest import BadRequest, IngestError, InvalidEvents, PayloadTooLarge, 
 from app.config import Settings
 from app.ingest.parse import RFC3339_RE, TYPE_RE, Limits, parse_events
 from app.metrics.calendar import to_us
+from app.metrics.rollup import oversized_dims
 from app.problems import problem
 from app.store import StoreUnavailable
 from app.store.schema import idempotency_key
@@ -236,6 +237,10 @@ async def post_events(request: Request, runtime: RuntimeDep,
         )
         try:
             events = parse_events(body, media_type, limits)
+            oversized = oversized_dims(runtime.packs.values(), events)
+            if oversized:
+                raise InvalidEvents(f"{len({p['index'] for p in oversized})} of {len(events)} events are invalid; "
+                                    "nothing was stored", errors=oversized)
             check_binding(access, events)
             outcome = await runtime.writer.submit(events, record)
             if outcome.remembered is not None:  # a retry raced its first request, which committed
