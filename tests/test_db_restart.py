@@ -383,11 +383,6 @@ async def test_postgres_restart_during_ingest_loses_nothing_and_recovers_without
 
 
 @needs_private_pg
-@pytest.mark.xfail(strict=True, reason=(
-    "app/ws/routes.py accepts the socket and registers it before hub.ensure_fresh(); when that read fails "
-    "(database down) the DBAPIError handler answers HTTP on an accepted WebSocket (RuntimeError, traceback, "
-    "no close frame) and the registry keeps the dead socket. Fix: call ensure_fresh before accept (the "
-    "handler then refuses the handshake with 503) and register the socket after it."))
 async def test_screen_connecting_while_the_database_is_down_is_refused_cleanly(tmp_path, start_server, monkeypatch,
                                                                                caplog):
     """A screen that (re)connects during an outage - its key still in the lookup cache, its dashboard

@@ -168,11 +168,17 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
         return
     epoch = ws.query_params.get("epoch")
     since_raw = ws.query_params.get("since")
+    try:  # before accepting: a store that cannot be read refuses the handshake, leaving nothing behind
+        channel = await hub.ensure_fresh(slug)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("refused a screen on %s: its tiles cannot be read (%s)", slug, exc)
+        await ws.send_denial_response(problem(503, "Service Unavailable", "the store is unavailable; retry later",
+                                              headers={"Retry-After": "5"}))
+        return
     await ws.accept()
-    state.runtime.sockets.add(access.key.id, ws)
-    channel = await hub.ensure_fresh(slug)
     timeout_s = settings.ws_send_timeout_s
     direct = _direct(ws)
+    state.runtime.sockets.add(access.key.id, ws)
     async with broker.subscribe(slug) as sub:
         try:
             missed = None
