@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.auth import Forbidden, Unauthenticated
+from app.auth import Forbidden, NotVisible, Unauthenticated
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -38,6 +38,10 @@ def install_handlers(app: FastAPI) -> None:
         # One body for every reason (no key, malformed, unknown, revoked, expired, in the URL).
         return problem(401, "Unauthorized", "a valid API key is required: Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": 'Bearer realm="pulseboard"'})
+
+    @app.exception_handler(NotVisible)
+    async def _not_visible(_request: Request, exc: NotVisible) -> JSONResponse:
+        return problem(404, "Not found", str(exc))
 
     @app.exception_handler(Forbidden)
     async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:

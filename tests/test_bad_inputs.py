@@ -48,7 +48,7 @@ row  tests
      test_overload.py::test_over_the_global_admission_limit_is_503_with_retry_after
 27   test_security.py::test_traversal_is_404
 28   test_bad_inputs.py::test_row28_guessed_ids_are_404, ::test_row28_ids_of_shared_things_are_random_128_bits,
-     ::test_row28_another_dashboard_is_404_for_a_display_key (strict xfail: 403 today);
+     ::test_row28_another_dashboard_is_404_for_a_display_key;
      test_fuzz.py::test_revoking_a_malformed_key_id_is_422_and_an_unknown_one_404
 29   test_bad_inputs.py::test_row29_markup_and_formulas_are_stored_as_text_and_csv_neutralised,
      ::test_row29_pages_carry_no_inline_script_and_csp_forbids_it,
@@ -489,11 +489,6 @@ async def test_row28_guessed_ids_are_404(srv, client_for):
         problem_of(await client.post("/api/v1/pairings/claim", json={"secret": secrets.token_urlsafe(32)}), 404)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BAD_INPUTS 28 wants 404 for another dashboard's id; app/auth/deps.py answers 403 when a display key "
-    "asks for a dashboard other than its own (tests/test_auth.py::test_pairing_a_screen_without_typing_secrets "
-    "asserts that 403). Fix (app/auth/*, not this task's files): raise a 404 problem instead of Forbidden "
-    "when the dashboard_param differs from the key's dashboard, for existing and unknown slugs alike."))
 async def test_row28_another_dashboard_is_404_for_a_display_key(srv, client_for):
     async with client_for(srv, auth=False) as client:
         own = await client.get("/api/v1/dashboards/generic-wall", headers=srv.auth("display", "generic-wall"))

@@ -11,6 +11,9 @@ Exception tree::
     AuthError
      ├── Unauthenticated   no, malformed, unknown, revoked or expired key (401, one answer for all)
      └── Forbidden         a valid key of the wrong scope or binding (403)
+          └── NotVisible   a display key asking for another dashboard: 404 on HTTP, as for an
+                           unknown one (BAD_INPUTS 28: another dashboard's id is not confirmed);
+                           403 at a WebSocket handshake (BAD_INPUTS 30)
 """
 
 
@@ -24,3 +27,7 @@ class Unauthenticated(AuthError):
 
 class Forbidden(AuthError):
     """The key is valid but may not do this; the message says why."""
+
+
+class NotVisible(Forbidden):
+    """A display key asked for a dashboard other than its own (answered like an unknown one)."""

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from app.auth import Forbidden, Unauthenticated
+from app.auth import Forbidden, NotVisible, Unauthenticated
 from app.auth.keys import KeyInfo
 from app.metrics.calendar import to_us
 
@@ -69,15 +69,15 @@ async def authenticate(conn: HTTPConnection) -> Access:
 
 
 def check_scope(access: Access, scopes: tuple[str, ...], dashboard: str | None = None) -> None:
-    """Raise ``Forbidden`` unless the key's scope is in ``scopes`` and a display key's
-    dashboard is ``dashboard`` (with access checks disabled, everything passes)."""
+    """Raise ``Forbidden`` unless the key's scope is in ``scopes``, and ``NotVisible`` unless a
+    display key's dashboard is ``dashboard`` (with access checks disabled, everything passes)."""
     key = access.key
     if key is ANONYMOUS:
         return
     if key.scope not in scopes:
         raise Forbidden(f"a {key.scope} key may not do this; it needs one of: {', '.join(scopes)}")
     if key.scope == "display" and dashboard != key.dashboard:
-        raise Forbidden(f"this display key is for dashboard {key.dashboard!r} only")
+        raise NotVisible(f"no dashboard {dashboard!r} for this key")
 
 
 def require(*scopes: str, dashboard_param: str | None = None):
