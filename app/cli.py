@@ -54,13 +54,13 @@ def uvicorn_options(settings: Settings) -> dict:
     return {
         "host": settings.host,
         "port": settings.port,
-        "ws_max_size": 64 * 1024,
+        "ws_max_size": settings.ws_max_inbound_bytes,
         "ws_ping_interval": settings.ws_ping_interval_s,
         "ws_ping_timeout": settings.ws_ping_timeout_s,
         "ws_per_message_deflate": False,
         "ws": direct_protocol(settings.ws_write_buffer_bytes),  # websockets sans-I/O + direct frame writes
         "log_level": "info",
-        "timeout_graceful_shutdown": 5,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
 
 

@@ -209,6 +209,25 @@ async def test_foreign_origin_is_refused_at_the_handshake(live):
         assert (await recv_json(ws))["type"] == "snapshot"
 
 
+async def test_inbound_frame_limit_and_shutdown_grace_are_settings(make_settings, start_server):
+    """PULSEBOARD_WS_MAX_INBOUND_BYTES bounds what a screen may send (1009 past it);
+    PULSEBOARD_SHUTDOWN_GRACE_S is what the server gives requests in flight on SIGTERM."""
+    from app.cli import uvicorn_options
+
+    settings = make_settings(packs_dir=PACKS_DIR, ws_max_inbound_bytes=2048, shutdown_grace_s=12.5)
+    assert uvicorn_options(settings)["timeout_graceful_shutdown"] == 12.5
+    srv = await start_server(settings, clock=ManualClock(NOW))
+    async with wsconnect(srv, srv.ws_url + WALL) as ws:
+        assert (await recv_json(ws))["type"] == "snapshot"
+        await ws.send(json.dumps({"type": "ping", "pad": "x" * 1500}))  # under 2 KiB: answered, still open
+        assert (await recv_json(ws, 5))["type"] in ("pong", "error", "heartbeat")
+        await ws.send("x" * 3000)
+        with pytest.raises(Exception):
+            for _ in range(5):
+                await recv_json(ws, 5)
+        assert ws.close_code == 1009
+
+
 async def test_inbound_limits_size_and_rate(live):
     async with wsconnect(live, live.ws_url + WALL) as ws:
         await recv_json(ws)
