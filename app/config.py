@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     )
     frame_ancestors: str = Field(default="'none'", description="CSP frame-ancestors (who may embed pages, e.g. a kiosk origin)")
     ws_max_connections: int = Field(default=10_000, gt=0, description="open WebSockets per process")
+    ws_max_connections_per_key: int = Field(default=100, gt=0, description="open WebSockets per key")
     ws_max_inbound_per_s: float = Field(default=5.0, gt=0, description="messages a screen may send per second")
     ws_max_inbound_bytes: int = Field(default=65_536, ge=1024,
                                       description="largest frame a screen may send; bigger ones close it with 1009")

@@ -263,6 +263,34 @@ async def test_connection_cap(make_settings, start_server):
                 await recv_json(c, 5)
 
 
+async def test_connection_cap_per_key(make_settings, start_server, caplog):
+    """A key holds at most PULSEBOARD_WS_MAX_CONNECTIONS_PER_KEY screens: the next one is refused
+    at the handshake with 429 + Retry-After (logged); another key is not affected; a closed
+    screen frees its place."""
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, ws_max_connections_per_key=2))
+    async with wsconnect(srv, srv.ws_url + WALL) as a, wsconnect(srv, srv.ws_url + WALL) as b:
+        await recv_json(a)
+        await recv_json(b)
+        with pytest.raises(Exception) as info:
+            async with wsconnect(srv, srv.ws_url + WALL) as c:
+                await recv_json(c, 5)
+        assert "429" in str(info.value)
+        assert "WebSocket cap per key (2) reached" in caplog.text
+        async with wsconnect(srv, srv.ws_url + WALL, scope="admin") as other:  # another key: its own count
+            assert (await recv_json(other))["type"] == "snapshot"
+    from websockets.exceptions import InvalidStatus
+
+    for _ in range(100):  # both closed: once the server has seen it, the key may open screens again
+        try:
+            async with wsconnect(srv, srv.ws_url + WALL) as again:
+                assert (await recv_json(again))["type"] == "snapshot"
+            break
+        except InvalidStatus:
+            await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the key's places were not freed after its screens closed")
+
+
 async def test_tiles_merge_sketches_only_for_percentile_kpis(live, client_for, monkeypatch):
     """Sketch merging is the costly part of a read: a dashboard without percentile tiles asks for none."""
     from app.store import reads

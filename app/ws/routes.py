@@ -166,6 +166,13 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
         log.warning("WebSocket connection cap (%d) reached; refusing a screen", settings.ws_max_connections)
         await ws.close(code=1013, reason="server at capacity; retry later")
         return
+    per_key = settings.ws_max_connections_per_key
+    if not settings.auth_disabled and state.runtime.sockets.count(access.key.id) >= per_key:
+        log.warning("WebSocket cap per key (%d) reached for key %s; refusing a screen", per_key, access.key.id)
+        await ws.send_denial_response(problem(429, "Too Many Requests", f"this key already holds {per_key} open "
+                                              "screens (PULSEBOARD_WS_MAX_CONNECTIONS_PER_KEY)",
+                                              headers={"Retry-After": "30"}))
+        return
     epoch = ws.query_params.get("epoch")
     since_raw = ws.query_params.get("since")
     try:  # before accepting: a store that cannot be read refuses the handshake, leaving nothing behind
@@ -255,6 +262,10 @@ class SocketRegistry:
 
     def add(self, key_id: str, ws: WebSocket) -> None:
         self._by_key.setdefault(key_id, set()).add(ws)
+
+    def count(self, key_id: str) -> int:
+        """Open sockets of key ``key_id``."""
+        return len(self._by_key.get(key_id, ()))
 
     def discard(self, key_id: str, ws: WebSocket) -> None:
         sockets = self._by_key.get(key_id)
