@@ -68,10 +68,14 @@ def _answer(fn, body: bytes, media_type: str):
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.lists(event_objects(), min_size=1, max_size=6), st.booleans(), st.booleans())
-def test_fast_path_answers_as_the_reference(objects, ndjson, spaced) -> None:
+@given(st.lists(event_objects(), min_size=1, max_size=6), st.sampled_from(["array", "ndjson", "object"]),
+       st.booleans())
+def test_fast_path_answers_as_the_reference(objects, form, spaced) -> None:
     encoded = [_encode(o, spaced) for o in objects]
-    if ndjson:
+    if form == "object":  # one event object, not in an array
+        objects, encoded = objects[:1], encoded[:1]
+        body, media_type = encoded[0].encode(), "application/json"
+    elif form == "ndjson":
         body, media_type = "\n".join(encoded).encode(), "application/x-ndjson"
     else:
         body, media_type = ("[" + ",".join(encoded) + "]").encode(), "application/json"
@@ -91,6 +95,12 @@ def test_duplicate_keys_leave_the_fast_path(body: bytes) -> None:
     with pytest.raises(InvalidEvents) as exc:
         parse_events(body, "application/json", LIMITS)
     assert "appears twice" in exc.value.errors[0]["message"]
+
+
+def test_single_object_takes_the_fast_path() -> None:
+    body = b'{"type":"call.answered","ts":"2026-11-29T11:59:00Z","id":"a","value":3}'
+    assert [e.id for e in _fast_decode(body, "application/json")] == ["a"]
+    assert _fast_decode(b'{"type":"a","ts":"2026-11-29T11:59:00Z","type":"b"}', "application/json") is None
 
 
 def test_clean_batch_takes_the_fast_path() -> None:

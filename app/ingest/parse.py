@@ -284,7 +284,7 @@ def _fast_decode(body: bytes, media_type: str) -> list[EventIn] | None:
         elif body.lstrip()[:1] == b"[":
             events = _events_decoder.decode(body)
         else:
-            return None
+            events = [_event_decoder.decode(body)]
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     if _SPACED_COLON_RE.search(body) or body.count(b'":') != sum(map(_keys_decoded, events)):
