@@ -168,47 +168,82 @@ def tile_json(tile: Tile, kpi: Kpi, value: KpiValue, now_us: int, zone: ZoneInfo
 
 async def dashboard_tiles(conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int,
                           zone: ZoneInfo) -> dict[str, dict[str, Any]]:
-    """Every tile of ``dashboard`` evaluated at ``now_us`` (tile id -> tile JSON)."""
+    """Every tile of ``dashboard`` evaluated at ``now_us`` (tile id -> tile JSON).
+
+    Reads once for the whole dashboard: one conditional aggregate per partial table over every
+    (window, rolled-up filter) the tiles show, and one live reading per gauge over all its
+    filters; only filters that are not rolled up are computed from raw events, per window.
+    """
+    partials = await _window_partials(conn, pack, dashboard, now_us, zone)
+    readings = await _gauge_readings(conn, pack, dashboard, now_us)
     out: dict[str, dict[str, Any]] = {}
-    cache: dict[tuple, dict[str, Partial]] = {}
-    readings: dict[tuple, GaugeReading] = {}
-    shown = [pack.kpis[t.kpi] for t in dashboard.tiles]
     for tile in dashboard.tiles:
         kpi = pack.kpis[tile.kpi]
-        start, end = window_bounds(tile.window, now_us, zone)
-        if kpi.is_gauge:  # one reading per gauge and filter (calls in queue and longest wait share it)
-            gkey = ("gauge", kpi.formula.gauge, tile.dims)
-            if gkey not in readings:
-                readings[gkey] = await kpi_gauge_reading(conn, pack, kpi, tile.dims, now_us, live=True)
-            value = evaluate(kpi, {}, readings[gkey], now_us)
+        if kpi.is_gauge:
+            value = evaluate(kpi, {}, readings[(kpi.formula.gauge, tile.dims)], now_us)
         else:
-            key = (tile.window, tile.dims)
-            if key not in cache:
-                await _fill_window_partials(conn, pack, dashboard, tile.dims, now_us, zone, shown, cache)
-            value = evaluate(kpi, cache[key])
+            value = evaluate(kpi, partials[(tile.window, tile.dims)])
         out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
     return out
 
 
-async def _fill_window_partials(conn: AsyncConnection, pack: Pack, dashboard: Dashboard,
-                                dims: tuple[tuple[str, str], ...], now_us: int, zone: ZoneInfo, shown: list[Kpi],
-                                cache: dict[tuple, dict[str, Partial]]) -> None:
-    """Merged partials of every measure for every window the dashboard shows with filter ``dims``,
-    into ``cache[(window, dims)]``: one conditional aggregate over all the windows when the
-    filter is rolled up, else one computation per window."""
-    windows = sorted({t.window for t in dashboard.tiles if t.dims == dims and not pack.kpis[t.kpi].is_gauge})
-    bounds = [window_bounds(w, now_us, zone) for w in windows]
+def _rolled_up(pack: Pack, dims: tuple[tuple[str, str], ...]) -> str | None:
+    """The stored ``dim_key`` answering filter ``dims``, or ``None`` when it is not rolled up."""
     dim_key = filter_dim_key(dims)
     if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
-        for w, (start, end) in zip(windows, bounds):
-            cache[(w, dims)] = await pack_partials(conn, pack, dims, start, end, shown)
-        return
-    names = list(pack.measures)
-    wanted = sketch_measures(shown)
-    sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
-    got = await reads.aggregate_windows(conn, [pack.measure_key(n) for n in names], dim_key, bounds, sketch_keys)
-    for w, parts in zip(windows, got):
-        cache[(w, dims)] = {k.split("/", 1)[1]: v for k, v in parts.items()}
+        return None
+    return dim_key
+
+
+async def _window_partials(conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int,
+                           zone: ZoneInfo) -> dict[tuple, dict[str, Partial]]:
+    """Merged partials of every measure for every (window, filter) of the dashboard's KPI tiles."""
+    tiles = [t for t in dashboard.tiles if not pack.kpis[t.kpi].is_gauge]
+    shown = [pack.kpis[t.kpi] for t in dashboard.tiles]
+    windows = sorted({t.window for t in tiles})
+    bounds = {w: window_bounds(w, now_us, zone) for w in windows}
+    out: dict[tuple, dict[str, Partial]] = {}
+    rolled: dict[str, tuple[tuple[str, str], ...]] = {}
+    for tile in tiles:
+        dim_key = _rolled_up(pack, tile.dims)
+        if dim_key is not None:
+            rolled[dim_key] = tile.dims
+        elif (tile.window, tile.dims) not in out:
+            out[(tile.window, tile.dims)] = await pack_partials(conn, pack, tile.dims, *bounds[tile.window], shown)
+    if rolled:
+        names = list(pack.measures)
+        wanted = sketch_measures(shown)
+        sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
+        grid = await reads.aggregate_grid(conn, [pack.measure_key(n) for n in names], list(rolled),
+                                          [bounds[w] for w in windows], sketch_keys)
+        for dim_key, dims in rolled.items():
+            for w, parts in zip(windows, grid[dim_key]):
+                out[(w, dims)] = {k.split("/", 1)[1]: v for k, v in parts.items()}
+    return out
+
+
+async def _gauge_readings(conn: AsyncConnection, pack: Pack, dashboard: Dashboard,
+                          now_us: int) -> dict[tuple, GaugeReading]:
+    """The live reading of each gauge the dashboard shows, per filter: ``(gauge, dims) -> reading``.
+
+    Raises:
+        QueryError: for a gauge filtered by a dimension that is not rolled up.
+    """
+    wanted: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {}
+    for tile in dashboard.tiles:
+        kpi = pack.kpis[tile.kpi]
+        if kpi.is_gauge:
+            dim_key = _rolled_up(pack, tile.dims)
+            if dim_key is None:
+                raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")
+            wanted.setdefault(kpi.formula.gauge, {})[dim_key] = tile.dims  # type: ignore[index]
+    out: dict[tuple, GaugeReading] = {}
+    for name, by_key in wanted.items():
+        gauge = pack.gauges[name]
+        got = await reads.gauge_readings_live(conn, pack.gauge_key(name), list(by_key), now_us, gauge.max_open_s)
+        for dim_key, dims in by_key.items():
+            out[(name, dims)] = got[dim_key]
+    return out
 
 
 async def tile_trends(conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo,

@@ -33,7 +33,11 @@ async def test_live_plan_reads_the_same_items(make_settings) -> None:
         async with engine.connect() as conn:
             checked = 0
             for at in [0, 1 * S, 5_000 * S, 9_999 * S, 14_400 * S, 19_999 * S, 25_000 * S]:
+                batched = await reads.gauge_readings_live(conn, "cc/queue", ["", "queue=PS", "queue=none"], at,
+                                                          4 * 3600)
+                assert (batched["queue=none"].open_count, batched["queue=none"].oldest_open_us) == (0, None)
                 for dim_key in ("", "queue=PS"):
+                    assert batched[dim_key] == await reads.gauge_reading(conn, "cc/queue", dim_key, at, 4 * 3600)
                     scan = await reads.gauge_reading(conn, "cc/queue", dim_key, at, 4 * 3600)
                     live = await reads.gauge_reading(conn, "cc/queue", dim_key, at, 4 * 3600, live=True)
                     expected = [r["opened_us"] for r in rows if r["dim_key"] == dim_key and r["opened_us"] is not None
@@ -77,9 +81,14 @@ async def test_windows_from_hours_and_minutes_equal_the_minutes(make_settings) -
     engine = create_engine_for(settings)
     try:
         async with engine.connect() as conn:
+            keys = ["cc/answered", "cc/abandoned"]
+            grid = await reads.aggregate_grid(conn, keys, ["", "queue=PS", "queue=none"], windows, ["cc/answered"])
+            assert grid["queue=none"] == [{} for _ in windows]
             for dim_key in ("", "queue=PS"):
-                keys = ["cc/answered", "cc/abandoned"]
                 together = await reads.aggregate_windows(conn, keys, dim_key, windows, ["cc/answered"])
+                assert [{k: (p.count, round(p.sum, 6), p.min, p.max, p.sketch) for k, p in w.items()}
+                        for w in grid[dim_key]] == [
+                    {k: (p.count, round(p.sum, 6), p.min, p.max, p.sketch) for k, p in w.items()} for w in together]
                 for (start, end), got in zip(windows, together):
                     one = await reads.aggregate(conn, keys, dim_key, start, end, ["cc/answered"])
                     expected: dict[str, Partial] = {}

@@ -296,13 +296,13 @@ async def test_tiles_merge_sketches_only_for_percentile_kpis(live, client_for, m
     from app.store import reads
 
     asked: list[list[str]] = []
-    real_windows = reads.aggregate_windows  # every aggregate read goes through it
+    real_grid = reads.aggregate_grid  # every aggregate read goes through it
 
-    async def spy_windows(conn, keys, dim_key, windows, sketch_keys=(), **kw):
+    async def spy_grid(conn, keys, dim_keys, windows, sketch_keys=(), *rest, **kw):
         asked.append(list(sketch_keys))
-        return await real_windows(conn, keys, dim_key, windows, sketch_keys, **kw)
+        return await real_grid(conn, keys, dim_keys, windows, sketch_keys, *rest, **kw)
 
-    monkeypatch.setattr(reads, "aggregate_windows", spy_windows)
+    monkeypatch.setattr(reads, "aggregate_grid", spy_grid)
     async with client_for(live) as client:
         assert (await client.get("/api/v1/dashboards/generic-wall")).status_code == 200
         assert asked and all(k == [] for k in asked)

@@ -52,17 +52,32 @@ async def aggregate_windows(conn: AsyncConnection, measure_keys: Sequence[str], 
     Returns:
         one ``measure_key -> Partial`` dict per window, in order.
     """
-    out: list[dict[str, Partial]] = [{} for _ in windows]
+    grid = await aggregate_grid(conn, measure_keys, [dim_key], windows, sketch_keys, minutes_only)
+    return grid[dim_key]
+
+
+async def aggregate_grid(conn: AsyncConnection, measure_keys: Sequence[str], dim_keys: Sequence[str],
+                         windows: Sequence[tuple[int, int]], sketch_keys: Iterable[str] = (),
+                         minutes_only: bool = False) -> dict[str, list[dict[str, Partial]]]:
+    """``aggregate_windows`` for several dimension keys at once (still one query per table):
+    what a dashboard with per-queue tiles reads on every refresh.
+
+    Returns:
+        dim_key -> one ``measure_key -> Partial`` dict per window, in order.
+    """
+    out = {d: [{} for _ in windows] for d in dim_keys}
+    if not dim_keys:
+        return out
     split = [(None, [(start, end)] if start < end else []) if minutes_only else _pieces(start, end)
              for start, end in windows]
     keys = list(measure_keys)
     sources = ((rollup_hour, [[h] if h else [] for h, _ in split]), (rollup_minute, [edges for _, edges in split]))
     for table, ranges in sources:
-        await _add_partials(conn, table, keys, dim_key, ranges, out)
-    wanted = [k for k in sketch_keys if any(k in got for got in out)]
+        await _add_partials(conn, table, keys, list(dim_keys), ranges, out)
+    wanted = [k for k in sketch_keys if any(k in got for per_dim in out.values() for got in per_dim)]
     if wanted:
         for table, ranges in ((rollup_hour_sketch_bin, sources[0][1]), (rollup_sketch_bin, sources[1][1])):
-            await _add_sketch_bins(conn, table, wanted, dim_key, ranges, out)
+            await _add_sketch_bins(conn, table, wanted, list(dim_keys), ranges, out)
     return out
 
 
@@ -84,9 +99,18 @@ async def _driver_rows(conn: AsyncConnection, sql: str, params: list) -> list:
     return (await conn.exec_driver_sql(sql, tuple(params))).all()
 
 
-async def _add_partials(conn: AsyncConnection, table, keys: list[str], dim_key: str,
-                        ranges: list[list[tuple[int, int]]], out: list[dict[str, Partial]]) -> None:
-    """Merge ``table``'s rows in ``ranges[i]`` into ``out[i]`` for every window ``i``: one query."""
+def _where(keys: Sequence[str], dim_keys: Sequence[str], every: Sequence[tuple[int, int]], params: list) -> str:
+    """``WHERE`` of the grid reads: the measures, the dimension keys, ONE index range covering
+    every window (an OR of ranges makes SQLite scan every bucket)."""
+    params += [*keys, *dim_keys, min(lo for lo, _ in every), max(hi for _, hi in every)]
+    return (f"WHERE measure IN ({', '.join('?' * len(keys))}) AND dim_key IN ({', '.join('?' * len(dim_keys))}) "
+            "AND bucket_us >= ? AND bucket_us < ?")
+
+
+async def _add_partials(conn: AsyncConnection, table, keys: list[str], dim_keys: list[str],
+                        ranges: list[list[tuple[int, int]]], out: dict[str, list[dict[str, Partial]]]) -> None:
+    """Merge ``table``'s rows in ``ranges[i]`` into ``out[dim_key][i]`` for every window ``i``:
+    one query."""
     every = [r for rs in ranges for r in rs]
     if not every:
         return
@@ -97,37 +121,36 @@ async def _add_partials(conn: AsyncConnection, table, keys: list[str], dim_key: 
         params += params[len(params) - 2 * len(rs):] * 3
         columns.append(f"SUM(CASE WHEN {inside} THEN count END), SUM(CASE WHEN {inside} THEN sum END), "
                        f"MIN(CASE WHEN {inside} THEN min END), MAX(CASE WHEN {inside} THEN max END)")
-    params += [*keys, dim_key, min(lo for lo, _ in every), max(hi for _, hi in every)]
-    rows = await _driver_rows(conn, f"SELECT measure, {', '.join(columns)} FROM {table.name} "
-                                    f"WHERE measure IN ({', '.join('?' * len(keys))}) AND dim_key = ? "
-                                    "AND bucket_us >= ? AND bucket_us < ? GROUP BY measure", params)
+    where = _where(keys, dim_keys, every, params)
+    rows = await _driver_rows(conn, f"SELECT measure, dim_key, {', '.join(columns)} FROM {table.name} {where} "
+                                    "GROUP BY measure, dim_key", params)
     for row in rows:
+        measure, per_window = row[0], out[row[1]]
         for i in range(len(ranges)):
-            count, total, mn, mx = row[1 + 4 * i: 5 + 4 * i]
+            count, total, mn, mx = row[2 + 4 * i: 6 + 4 * i]
             if count is None:
                 continue
             part = Partial(int(count), float(total or 0.0), mn, mx)
-            if row[0] in out[i]:
-                out[i][row[0]].merge(part)
+            if measure in per_window[i]:
+                per_window[i][measure].merge(part)
             else:
-                out[i][row[0]] = part
+                per_window[i][measure] = part
 
 
-async def _add_sketch_bins(conn: AsyncConnection, table, keys: list[str], dim_key: str,
-                           ranges: list[list[tuple[int, int]]], out: list[dict[str, Partial]]) -> None:
-    """Add ``table``'s sketch bins in ``ranges[i]`` to the sketches of ``out[i]``: one query."""
+async def _add_sketch_bins(conn: AsyncConnection, table, keys: list[str], dim_keys: list[str],
+                           ranges: list[list[tuple[int, int]]], out: dict[str, list[dict[str, Partial]]]) -> None:
+    """Add ``table``'s sketch bins in ``ranges[i]`` to the sketches of ``out[dim_key][i]``: one query."""
     every = [r for rs in ranges for r in rs]
     if not every:
         return
     params: list = []
     columns = [f"SUM(CASE WHEN {_range_sql(rs, params)} THEN count END)" for rs in ranges]
-    params += [*keys, dim_key, min(lo for lo, _ in every), max(hi for _, hi in every)]
-    rows = await _driver_rows(conn, f"SELECT measure, side, bin, {', '.join(columns)} FROM {table.name} "
-                                    f"WHERE measure IN ({', '.join('?' * len(keys))}) AND dim_key = ? "
-                                    "AND bucket_us >= ? AND bucket_us < ? GROUP BY measure, side, bin", params)
-    for measure, side, index, *counts in rows:
+    where = _where(keys, dim_keys, every, params)
+    rows = await _driver_rows(conn, f"SELECT measure, dim_key, side, bin, {', '.join(columns)} FROM {table.name} "
+                                    f"{where} GROUP BY measure, dim_key, side, bin", params)
+    for measure, dim_key, side, index, *counts in rows:
         for i, count in enumerate(counts):
-            part = out[i].get(measure)
+            part = out[dim_key][i].get(measure)
             if count and part is not None:
                 if part.sketch is None:
                     part.sketch = Sketch()
@@ -183,6 +206,24 @@ async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_
         params.append(at_us)
     count, oldest = (await _driver_rows(conn, sql, params))[0]
     return GaugeReading(int(count or 0), oldest)
+
+
+async def gauge_readings_live(conn: AsyncConnection, gauge_key: str, dim_keys: Sequence[str], at_us: int,
+                              max_open_s: float) -> dict[str, GaugeReading]:
+    """``gauge_reading(..., live=True)`` for several dimension keys in one query
+    (``dim_key -> GaugeReading``; every key asked for is in the answer)."""
+    oldest_allowed = at_us - int(max_open_s * 1_000_000)
+    opened = (f"gauge = ? AND dim_key IN ({', '.join('?' * len(dim_keys))}) "
+              "AND opened_us <= ? AND opened_us > ?")
+    params = [gauge_key, *dim_keys, at_us, oldest_allowed]
+    sql = (f"SELECT dim_key, count(*), min(opened_us) FROM (SELECT dim_key, opened_us FROM gauge_item "
+           f"WHERE {opened} AND closed_us IS NULL UNION ALL SELECT dim_key, opened_us FROM gauge_item "
+           f"WHERE {opened} AND closed_us > ?) AS open_items GROUP BY dim_key")
+    out = {d: GaugeReading(0, None) for d in dim_keys}
+    if dim_keys:
+        for dim_key, count, oldest in await _driver_rows(conn, sql, params + params + [at_us]):
+            out[dim_key] = GaugeReading(int(count), oldest)
+    return out
 
 
 async def raw_events(conn: AsyncConnection, types: Iterable[str], start_us: int, end_us: int,
