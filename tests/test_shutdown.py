@@ -141,7 +141,10 @@ async def test_sigterm_drains_ingest_closes_screens_1012_and_screens_come_back(t
         await asyncio.sleep(0.5)  # the first attempts find nobody listening
         server.start()
         fresh = await back
-        assert time.monotonic() - restarted <= RECONNECT_LIMIT_S
+        reconnect_s = time.monotonic() - restarted
+        print(f"\nshutdown figures: {SCREENS} screens closed 1012, POST 202 accepted {BATCH_EVENTS}, exit 0 "
+              f"{exit_s:.2f} s after SIGTERM, wall back on a new epoch {reconnect_s:.2f} s after the restart began")
+        assert reconnect_s <= RECONNECT_LIMIT_S
         assert fresh["type"] == "snapshot" and fresh["dashboard"] == SLUG
         assert fresh["epoch"] != snap["epoch"]
         assert fresh["tiles"]["offered_today"]["value"] > 0  # the drained batch is on the wall
