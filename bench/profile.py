@@ -175,7 +175,7 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
                 gauge_rows += len(changes)
                 t0 = time.perf_counter()
                 upsert_partials(conn, partials)
-                add("rollup_minute upsert", t0)
+                add("rollup upserts (minute, hour, sketch bins)", t0)
                 t0 = time.perf_counter()
                 upsert_gauge_changes(conn, changes)
                 add("gauge_item upsert", t0)

@@ -48,7 +48,7 @@ DEFAULT_TILE_INTERVAL_MS = 500
 RAMP_P99_LIMIT_MS = 250.0
 RAMP_TILE_INTERVAL_MS = 1000
 RAMP_BATCH_EVENTS = 100  # every 100 ms: 1k events/s
-RAMP_STEPS = (500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 10000)
+RAMP_STEPS = (1000, 2500, 5000, 7500, 10000)
 RAMP_SCREENS_PER_PROCESS = 500
 
 
@@ -307,5 +307,5 @@ def run(ctx: RunContext) -> list[Figure]:
     figs = [_fanout_figure(ctx, screens)]
     figs += _latency_figures(ctx, screens)
     if not ctx.quick:
-        figs.append(_ramp_figure(ctx, budget_s=60))
+        figs.append(_ramp_figure(ctx, budget_s=150))
     return figs
