@@ -263,6 +263,28 @@ async def run_client(client_no: int, url: str, batches: list[Batch], log: Ingest
 # ---------------------------------------------------------------------------------------------
 # The store, read directly.
 
+async def start_clients_until(url: str, batches: list[Batch], clients: int, log: IngestLog, deadline: float,
+                              acked_events: float, **client_kw) -> list[asyncio.Task]:
+    """Start ``clients`` ``run_client`` tasks over ``batches`` (dealt round-robin) and return them
+    once ``acked_events`` events are acknowledged (or a client has finished early).
+
+    Raises:
+        the exception of a client that failed before the threshold.
+    """
+    tasks = [asyncio.create_task(run_client(c, url, batches[c::clients], log, deadline, **client_kw))
+             for c in range(clients)]
+    while log.acked_events < acked_events and not any(t.done() for t in tasks):
+        log.progress.clear()
+        try:
+            await asyncio.wait_for(log.progress.wait(), 1)
+        except TimeoutError:
+            pass
+    for t in tasks:
+        if t.done() and t.exception() is not None:
+            raise t.exception()
+    return tasks
+
+
 def stored_keys(kind: str, data_dir: Path, pg_url: str | None = None, schema: str | None = None
                 ) -> tuple[list[tuple[str, str]], int]:
     """Every stored (source, event_id), one per row, and the number of remembered Idempotency-Keys."""

@@ -50,7 +50,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ARTIFACTS, IN_CI
-from tests.crash_client import REPO, IngestLog, ServerProcess, create_key, free_port, run_client
+from tests.crash_client import REPO, IngestLog, ServerProcess, create_key, free_port, start_clients_until
 from tests.helpers import PACKS_DIR
 from tests.pgcluster import (Attempt, PrivatePostgres, Ready, expected_partials, make_batches, make_events,
                              poll_ready, private_pg_unusable, stored_state, wait_until)
@@ -231,19 +231,9 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         tasks.append(asyncio.create_task(poll_ready(server.url, log, readies, stop_polling)))
 
         deadline = time.monotonic() + 150
-        clients = [asyncio.create_task(run_client(c, server.url, batches[c::CLIENTS], log, deadline,
-                                                  api_key=ingest_key, on_attempt=on_attempt))
-                   for c in range(CLIENTS)]
+        clients = await start_clients_until(server.url, batches, CLIENTS, log, deadline, STOP_AFTER_SHARE * fig.events,
+                                            api_key=ingest_key, on_attempt=on_attempt)
         tasks += clients
-        while log.acked_events < STOP_AFTER_SHARE * fig.events and not any(t.done() for t in clients):
-            log.progress.clear()
-            try:
-                await asyncio.wait_for(log.progress.wait(), 1)
-            except TimeoutError:
-                pass
-        for t in clients:
-            if t.done() and t.exception() is not None:
-                raise t.exception()
 
         # The outage.
         fig.acked_at_stop, fig.stop_sent_s = log.acked_events, log.now()

@@ -32,60 +32,46 @@ event = Table(
     Index("ix_event_ts", "ts_us"),
 )
 
-# Additive 1-minute partials per (measure, dimension key, UTC minute).
-rollup_minute = Table(
-    "rollup_minute",
-    metadata,
-    Column("measure", String(200), nullable=False),
-    Column("dim_key", String(300), nullable=False),
-    Column("bucket_us", BigInteger, nullable=False),
-    Column("count", BigInteger, nullable=False),
-    Column("sum", Double, nullable=False),
-    Column("min", Double, nullable=True),
-    Column("max", Double, nullable=True),
-    PrimaryKeyConstraint("measure", "dim_key", "bucket_us", name="pk_rollup_minute"),
-)
+def _partials_table(name: str) -> Table:
+    """Additive partials per (measure, dimension key, bucket): count, sum, min, max."""
+    return Table(
+        name,
+        metadata,
+        Column("measure", String(200), nullable=False),
+        Column("dim_key", String(300), nullable=False),
+        Column("bucket_us", BigInteger, nullable=False),
+        Column("count", BigInteger, nullable=False),
+        Column("sum", Double, nullable=False),
+        Column("min", Double, nullable=True),
+        Column("max", Double, nullable=True),
+        PrimaryKeyConstraint("measure", "dim_key", "bucket_us", name=f"pk_{name}"),
+    )
 
-# Quantile sketches of measures that keep one (``sketch: true``), as additive DDSketch bins per
-# (measure, dimension key, UTC minute): side 1/-1/0 = positive/negative/zero band, ``bin`` the
-# logarithmic index (``Sketch.bins``).  Merging is summing ``count`` per bin, in SQL.
-rollup_sketch_bin = Table(
-    "rollup_sketch_bin",
-    metadata,
-    Column("measure", String(200), nullable=False),
-    Column("dim_key", String(300), nullable=False),
-    Column("bucket_us", BigInteger, nullable=False),
-    Column("side", SmallInteger, nullable=False),
-    Column("bin", Integer, nullable=False),
-    Column("count", BigInteger, nullable=False),
-    PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "side", "bin", name="pk_rollup_sketch_bin"),
-)
 
-# The same partials per UTC hour (``bucket_us`` on the hour), written with the minutes: reads take
-# whole hours from here and only a window's ragged edges from the minutes (migration 0007).
-rollup_hour = Table(
-    "rollup_hour",
-    metadata,
-    Column("measure", String(200), nullable=False),
-    Column("dim_key", String(300), nullable=False),
-    Column("bucket_us", BigInteger, nullable=False),
-    Column("count", BigInteger, nullable=False),
-    Column("sum", Double, nullable=False),
-    Column("min", Double, nullable=True),
-    Column("max", Double, nullable=True),
-    PrimaryKeyConstraint("measure", "dim_key", "bucket_us", name="pk_rollup_hour"),
-)
-rollup_hour_sketch_bin = Table(
-    "rollup_hour_sketch_bin",
-    metadata,
-    Column("measure", String(200), nullable=False),
-    Column("dim_key", String(300), nullable=False),
-    Column("bucket_us", BigInteger, nullable=False),
-    Column("side", SmallInteger, nullable=False),
-    Column("bin", Integer, nullable=False),
-    Column("count", BigInteger, nullable=False),
-    PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "side", "bin", name="pk_rollup_hour_sketch_bin"),
-)
+def _sketch_bin_table(name: str) -> Table:
+    """Quantile sketches of measures that keep one (``sketch: true``), as additive DDSketch bins
+    per (measure, dimension key, bucket): side 1/-1/0 = positive/negative/zero band, ``bin`` the
+    logarithmic index (``Sketch.bins``).  Merging is summing ``count`` per bin, in SQL."""
+    return Table(
+        name,
+        metadata,
+        Column("measure", String(200), nullable=False),
+        Column("dim_key", String(300), nullable=False),
+        Column("bucket_us", BigInteger, nullable=False),
+        Column("side", SmallInteger, nullable=False),
+        Column("bin", Integer, nullable=False),
+        Column("count", BigInteger, nullable=False),
+        PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "side", "bin", name=f"pk_{name}"),
+    )
+
+
+# Additive partials per (measure, dimension key, UTC minute) and, written with them in the same
+# transaction, per UTC hour (``bucket_us`` on the hour): reads take whole hours from the hour
+# tables and only a window's ragged edges from the minutes (migrations 0001, 0005, 0007).
+rollup_minute = _partials_table("rollup_minute")
+rollup_sketch_bin = _sketch_bin_table("rollup_sketch_bin")
+rollup_hour = _partials_table("rollup_hour")
+rollup_hour_sketch_bin = _sketch_bin_table("rollup_hour_sketch_bin")
 
 # Paired open/close items of gauges (calls in queue), one row per dimension key.
 gauge_item = Table(
