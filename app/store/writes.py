@@ -2,10 +2,12 @@
 
 ``write_group`` is called by the ingest group-commit writer with the events of
 several HTTP requests, on the writer's own thread with a synchronous connection: the
-whole transaction is one hand-off from the event loop, not one per statement.  Deduplication by ``(source, event_id)`` costs one
-``SELECT ... WHERE (source, event_id) IN (...)`` per chunk of keys, never a
-round trip per event.  Only events actually inserted are rolled up, so a retry
-never counts twice.
+whole transaction is one hand-off from the event loop, not one per statement.
+Deduplication by ``(source, event_id)`` costs one indexed query per source (the ids as
+one array parameter on PostgreSQL, chunks of ``KEY_CHUNK`` on SQLite), never a round trip
+per event.  Only events actually inserted are rolled up, so a retry never counts twice.
+Rows go to the driver as tuples: SQLite ``executemany``; PostgreSQL binary ``COPY`` (events
+straight into ``event``, rollup rows through a temp table and one upsert per table).
 """
 
 from __future__ import annotations
