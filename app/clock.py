@@ -8,7 +8,7 @@ All return timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -24,7 +24,7 @@ class SystemClock:
     """Real wall-clock time."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class ManualClock:
@@ -40,7 +40,7 @@ class ManualClock:
     def __init__(self, start: datetime) -> None:
         if start.tzinfo is None:
             raise ValueError("ManualClock needs a timezone-aware start instant")
-        self._now = start.astimezone(timezone.utc)
+        self._now = start.astimezone(UTC)
 
     def now(self) -> datetime:
         return self._now
@@ -49,7 +49,7 @@ class ManualClock:
         """Jump to ``instant`` (aware)."""
         if instant.tzinfo is None:
             raise ValueError("ManualClock.set needs a timezone-aware instant")
-        self._now = instant.astimezone(timezone.utc)
+        self._now = instant.astimezone(UTC)
 
     def advance(self, seconds: float) -> None:
         """Move forward by ``seconds`` (may be fractional)."""
@@ -73,5 +73,5 @@ class EventClock:
 
     def now(self) -> datetime:
         if self._watermark_us is None:
-            return datetime.now(timezone.utc)
-        return datetime.fromtimestamp(self._watermark_us / 1e6, tz=timezone.utc)
+            return datetime.now(UTC)
+        return datetime.fromtimestamp(self._watermark_us / 1e6, tz=UTC)

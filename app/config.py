@@ -30,20 +30,27 @@ class Settings(BaseSettings):
         description="postgresql://user:password@host:port/db; unset = embedded SQLite under data_dir",
     )
     db_schema: str | None = Field(
-        default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="PostgreSQL schema to use (search_path); unset = the server default (public)",
     )
     db_connect_timeout_s: int = Field(
-        default=5, ge=2, le=3600,
+        default=5,
+        ge=2,
+        le=3600,
         description="PostgreSQL: seconds a new connection may take (libpq connect_timeout, whole seconds, at least 2)",
     )
     db_statement_timeout_s: float = Field(
-        default=30.0, gt=0, le=86_400,
+        default=30.0,
+        gt=0,
+        le=86_400,
         description="PostgreSQL: statement_timeout of every session; with db_connect_timeout_s also the longest an "
-                    "ingest request or a readiness check waits for the store before answering 503 + Retry-After",
+        "ingest request or a readiness check waits for the store before answering 503 + Retry-After",
     )
     sqlite_busy_timeout_ms: int = Field(
-        default=10_000, ge=0, le=3_600_000,
+        default=10_000,
+        ge=0,
+        le=3_600_000,
         description="SQLite: how long a writer waits for the file lock held by another process before 503",
     )
     data_dir: Path = Path("./var")
@@ -65,7 +72,9 @@ class Settings(BaseSettings):
     max_dims: int = Field(default=20, gt=0)
     ingest_rate_per_key_per_s: float = Field(default=1000.0, gt=0, description="ingest requests a second per key")
     ingest_burst_per_key: float = Field(default=2000.0, ge=1, description="ingest requests a key may make at once")
-    idempotency_ttl_s: float = Field(default=48 * 3600, ge=24 * 3600, description="how long Idempotency-Key answers are kept")
+    idempotency_ttl_s: float = Field(
+        default=48 * 3600, ge=24 * 3600, description="how long Idempotency-Key answers are kept"
+    )
     group_commit_max_events: int = Field(default=20_000, gt=0)
     ingest_queue_max_events: int = Field(default=200_000, gt=0)
 
@@ -76,33 +85,46 @@ class Settings(BaseSettings):
     allowed_origins: str | None = Field(
         default=None,
         description="comma-separated exact Origins allowed to open WebSockets; unset = the public URL, "
-                    "else the server's own host",
+        "else the server's own host",
     )
-    frame_ancestors: str = Field(default="'none'", description="CSP frame-ancestors (who may embed pages, e.g. a kiosk origin)")
+    frame_ancestors: str = Field(
+        default="'none'", description="CSP frame-ancestors (who may embed pages, e.g. a kiosk origin)"
+    )
     ws_max_connections: int = Field(default=10_000, gt=0, description="open WebSockets per process")
     ws_max_connections_per_key: int = Field(default=100, gt=0, description="open WebSockets per key")
     ws_max_inbound_per_s: float = Field(default=5.0, gt=0, description="messages a screen may send per second")
-    ws_max_inbound_bytes: int = Field(default=65_536, ge=1024,
-                                      description="largest frame a screen may send; bigger ones close it with 1009")
-    shutdown_grace_s: float = Field(default=5.0, gt=0,
-                                    description="on SIGTERM, how long requests in flight may take to finish")
+    ws_max_inbound_bytes: int = Field(
+        default=65_536, ge=1024, description="largest frame a screen may send; bigger ones close it with 1009"
+    )
+    shutdown_grace_s: float = Field(
+        default=5.0, gt=0, description="on SIGTERM, how long requests in flight may take to finish"
+    )
 
     # Live tiles
     tile_interval_ms: int = Field(default=500, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     stale_after_s: float = Field(default=15.0, gt=0)
     ws_send_timeout_s: float = Field(default=10.0, gt=0)
-    ws_write_buffer_bytes: int = Field(default=65_536, ge=1024,
-                                       description="bytes buffered per screen socket past which it takes no new "
-                                                   "frame (its updates merge, latest value wins)")
+    ws_write_buffer_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="bytes buffered per screen socket past which it takes no new "
+        "frame (its updates merge, latest value wins)",
+    )
     ws_replay_buffer_updates: int = Field(default=256, ge=0)
     ws_ping_interval_s: float = Field(default=10.0, gt=0)
     ws_ping_timeout_s: float = Field(default=10.0, gt=0)
     # Snapshots
     snapshots_enabled: bool = Field(default=True, description="run scheduled cuts and restatements")
-    snapshot_daily_at: str = Field(default="00:05", pattern=r"^\d{2}:\d{2}$", description="local HH:MM of the daily cut")
-    snapshot_monthly_at: str = Field(default="00:15", pattern=r"^\d{2}:\d{2}$", description="local HH:MM of the monthly cut")
-    snapshot_monthly_day: int = Field(default=1, ge=1, le=31, description="day of month of the monthly cut (clamped to month end)")
+    snapshot_daily_at: str = Field(
+        default="00:05", pattern=r"^\d{2}:\d{2}$", description="local HH:MM of the daily cut"
+    )
+    snapshot_monthly_at: str = Field(
+        default="00:15", pattern=r"^\d{2}:\d{2}$", description="local HH:MM of the monthly cut"
+    )
+    snapshot_monthly_day: int = Field(
+        default=1, ge=1, le=31, description="day of month of the monthly cut (clamped to month end)"
+    )
     snapshot_catchup_max_periods: int = Field(default=400, gt=0)
     restate_interval_s: float = Field(default=60.0, gt=0)
 
@@ -112,12 +134,19 @@ class Settings(BaseSettings):
     )
 
     # Wall-screen pairing (app.auth.pairing): codes of CODE_ALPHABET (32 symbols, 5 bits each)
-    pairing_ttl_s: float = Field(default=600.0, ge=1, le=86_400,
-                                 description="how long a screen's code waits for approval (and, once approved, for "
-                                             "the screen to collect its key)")
-    pairing_max_pending: int = Field(default=1000, gt=0, description="pairings waiting at once, all clients (429 past it)")
-    pairing_max_pending_per_ip: int = Field(default=10, gt=0,
-                                            description="pairings waiting at once from one client address (429 past it)")
+    pairing_ttl_s: float = Field(
+        default=600.0,
+        ge=1,
+        le=86_400,
+        description="how long a screen's code waits for approval (and, once approved, for "
+        "the screen to collect its key)",
+    )
+    pairing_max_pending: int = Field(
+        default=1000, gt=0, description="pairings waiting at once, all clients (429 past it)"
+    )
+    pairing_max_pending_per_ip: int = Field(
+        default=10, gt=0, description="pairings waiting at once from one client address (429 past it)"
+    )
     pairing_code_length: int = Field(default=8, ge=6, le=16, description="characters of a pairing code")
 
     @field_validator("pairing_code_length")
@@ -125,9 +154,11 @@ class Settings(BaseSettings):
     def _unguessable_code(cls, value: int, info: ValidationInfo) -> int:
         """One guessed code may hit a waiting pairing with probability at most 1e-6."""
         pending = info.data.get("pairing_max_pending") or 1
-        if pending / 32 ** value > 1e-6:
-            raise ValueError(f"{value} characters leave {pending} waiting pairings guessable "
-                             f"(p = {pending / 32 ** value:.1e} > 1e-6 per guess): lengthen the code")
+        if pending / 32**value > 1e-6:
+            raise ValueError(
+                f"{value} characters leave {pending} waiting pairings guessable "
+                f"(p = {pending / 32**value:.1e} > 1e-6 per guess): lengthen the code"
+            )
         return value
 
     @field_validator("tz")
@@ -178,5 +209,5 @@ class Settings(BaseSettings):
             return f"sqlite+aiosqlite:///{(self.data_dir / 'pulseboard.db').resolve()}"
         for prefix in ("postgresql://", "postgres://"):
             if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix):]
+                return "postgresql+psycopg://" + url[len(prefix) :]
         return url

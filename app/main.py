@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
@@ -13,12 +14,14 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
 from app import __version__
+from app.api.problems import install_handlers
 from app.api.routes import FRONTEND_DIR
 from app.api.routes import router as api_router
+from app.api.security import SecurityHeaders
 from app.api.vendor import router as vendor_router
 from app.auth.keys import KeyStore
-from app.auth.ratelimit import RateLimiter
 from app.auth.pairing import PairingStore
+from app.auth.ratelimit import RateLimiter
 from app.auth.redact import install_key_redaction
 from app.auth.routes import router as auth_router
 from app.clock import Clock, EventClock, SystemClock
@@ -27,14 +30,12 @@ from app.ingest.routes import IdempotencyKeys
 from app.ingest.routes import router as ingest_router
 from app.ingest.writer import GroupCommitWriter
 from app.metrics.pack import load_packs
-from app.problems import install_handlers
 from app.runtime import Runtime
-from app.security import SecurityHeaders
+from app.snapshots.routes import router as snapshot_router
+from app.snapshots.service import SnapshotService
 from app.store.db import create_engine_for, create_writer_engine, migrate_async
 from app.store.schema import event
 from app.store.writes import GroupResult
-from app.snapshots.routes import router as snapshot_router
-from app.snapshots.service import SnapshotService
 from app.ws.broker import InMemoryBroker
 from app.ws.hub import TileHub
 from app.ws.routes import SocketRegistry, watch_revocations
@@ -67,9 +68,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             if newest is not None:
                 view_clock.observe(int(newest))
         broker = InMemoryBroker()
-        hub = TileHub(engine, packs, broker, view_clock, settings.zone,
-                      interval_s=settings.tile_interval_ms / 1000, replay_buffer=settings.ws_replay_buffer_updates,
-                      heartbeat_s=settings.heartbeat_interval_s)
+        hub = TileHub(
+            engine,
+            packs,
+            broker,
+            view_clock,
+            settings.zone,
+            interval_s=settings.tile_interval_ms / 1000,
+            replay_buffer=settings.ws_replay_buffer_updates,
+            heartbeat_s=settings.heartbeat_interval_s,
+        )
 
         runtime_ref: list[Runtime] = []
 
@@ -80,11 +88,18 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             if result.packs_touched:
                 hub.mark_dirty(result.packs_touched)
 
-        writer = GroupCommitWriter(create_writer_engine(settings), list(packs.values()), wall_clock, on_commit,
-                                   settings.group_commit_max_events, settings.ingest_queue_max_events,
-                                   max_wait_s=settings.store_wait_s)
-        snapshots = SnapshotService(engine, packs, settings, wall_clock, day_close=hub.day_close,
-                                    on_change=hub.notices_changed)
+        writer = GroupCommitWriter(
+            create_writer_engine(settings),
+            list(packs.values()),
+            wall_clock,
+            on_commit,
+            settings.group_commit_max_events,
+            settings.ingest_queue_max_events,
+            max_wait_s=settings.store_wait_s,
+        )
+        snapshots = SnapshotService(
+            engine, packs, settings, wall_clock, day_close=hub.day_close, on_change=hub.notices_changed
+        )
         runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)
         runtime.idempotency = IdempotencyKeys()
         runtime.keys = KeyStore(engine)
@@ -112,8 +127,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await writer.stop()
             await engine.dispose()
 
-    app = FastAPI(title="Pulseboard", version=__version__, lifespan=lifespan,
-                  description="Real-time operations dashboards: events in, KPI rollups, live tiles.")
+    app = FastAPI(
+        title="Pulseboard",
+        version=__version__,
+        lifespan=lifespan,
+        description="Real-time operations dashboards: events in, KPI rollups, live tiles.",
+    )
     app.state.settings = settings
     install_handlers(app)
     app.include_router(ingest_router)
@@ -126,3 +145,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # the charting library is 4.8 MB raw
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
     return app
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn settings derived from ours (bind, WebSocket implementation, limits and pings)."""
+    from app.ws.transport import direct_protocol
+
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "ws_max_size": settings.ws_max_inbound_bytes,
+        "ws_ping_interval": settings.ws_ping_interval_s,
+        "ws_ping_timeout": settings.ws_ping_timeout_s,
+        "ws_per_message_deflate": False,
+        "ws": direct_protocol(settings.ws_write_buffer_bytes),  # websockets sans-I/O + direct frame writes
+        "log_level": "info",
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+    }

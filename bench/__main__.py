@@ -38,8 +38,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-pg", action="store_true", help="skip PostgreSQL figures")
     p.add_argument("--keep-tmp", action="store_true", help="keep the scratch directory (server logs, SQLite files)")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="where latest.json / latest.md go")
-    p.add_argument("--write-benchmarks", action="store_true",
-                   help="also replace the generated results block of BENCHMARKS.md with this run")
+    p.add_argument(
+        "--write-benchmarks",
+        action="store_true",
+        help="also replace the generated results block of BENCHMARKS.md with this run",
+    )
     return p.parse_args(argv)
 
 
@@ -57,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     meta["repeats, screens"] = f"{args.repeats}, {args.screens}" + (" (quick)" if args.quick else "")
     meta["command"] = " ".join([".venv/bin/python -m bench", *(sys.argv[1:] if argv is None else argv)])
     tmp = Path(tempfile.mkdtemp(prefix="pulseboard-bench-"))
-    ctx = RunContext(repeats=args.repeats, screens=args.screens, tmp=tmp,
-                     pg_url=pg.create_bench_db() if pg_ok else None, quick=args.quick)
+    ctx = RunContext(
+        repeats=args.repeats,
+        screens=args.screens,
+        tmp=tmp,
+        pg_url=pg.create_bench_db() if pg_ok else None,
+        quick=args.quick,
+    )
     figures: list[Figure] = []
     try:
         for name in modules:
@@ -73,8 +81,14 @@ def main(argv: list[str] | None = None) -> int:
             figures.extend(got)
             print(f"[{ctx.elapsed_s():6.1f} s] {name} done in {time.monotonic() - t0:.1f} s", flush=True)
             for f in got:
-                print("    " + f.title + ": " + (f"{f.product.median:,.4g} {f.unit}" if f.product else "—")
-                      + (f", ratio {f.ratio.median:.3g}" if f.ratio else ""), flush=True)
+                print(
+                    "    "
+                    + f.title
+                    + ": "
+                    + (f"{f.product.median:,.4g} {f.unit}" if f.product else "—")
+                    + (f", ratio {f.ratio.median:.3g}" if f.ratio else ""),
+                    flush=True,
+                )
     finally:
         if ctx.pg_url:
             pg.drop_bench_db()

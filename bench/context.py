@@ -37,9 +37,15 @@ class RunContext:
         """Environment of a ``pulseboard serve`` under test on ``store`` (``sqlite`` | ``postgresql``)."""
         # Keys are off for the load generators (a key check is one SHA-256 and a cached lookup
         # per request, far below the figures' resolution); the product's tests cover access.
-        env = {"PULSEBOARD_DATA_DIR": str(data_dir), "PULSEBOARD_TZ": "Asia/Jerusalem",
-               "PULSEBOARD_SNAPSHOTS_ENABLED": "false", "DATABASE_URL": "", "PULSEBOARD_AUTH_DISABLED": "true",
-               "PULSEBOARD_INGEST_RATE_PER_KEY_PER_S": "1000000", "PULSEBOARD_INGEST_BURST_PER_KEY": "1000000"}
+        env = {
+            "PULSEBOARD_DATA_DIR": str(data_dir),
+            "PULSEBOARD_TZ": "Asia/Jerusalem",
+            "PULSEBOARD_SNAPSHOTS_ENABLED": "false",
+            "DATABASE_URL": "",
+            "PULSEBOARD_AUTH_DISABLED": "true",
+            "PULSEBOARD_INGEST_RATE_PER_KEY_PER_S": "1000000",
+            "PULSEBOARD_INGEST_BURST_PER_KEY": "1000000",
+        }
         if store == "postgresql":
             assert self.pg_url is not None
             env.update(DATABASE_URL=self.pg_url, PULSEBOARD_DB_SCHEMA=schema)

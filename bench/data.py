@@ -9,8 +9,9 @@ dimensions, distinct dedup keys, so every repeat stores new rows.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import msgspec
 
@@ -44,7 +45,7 @@ def tagged(events: Sequence[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
 
 def batches(events: Sequence[dict[str, Any]], size: int) -> list[bytes]:
     """``events`` as JSON-array request bodies of ``size`` events each (last one may be short)."""
-    return [_encoder.encode(list(events[i:i + size])) for i in range(0, len(events), size)]
+    return [_encoder.encode(list(events[i : i + size])) for i in range(0, len(events), size)]
 
 
 def singles(events: Sequence[dict[str, Any]]) -> list[bytes]:
@@ -52,8 +53,9 @@ def singles(events: Sequence[dict[str, Any]]) -> list[bytes]:
     return [_encoder.encode(ev) for ev in events]
 
 
-def moved_to_day(events: Sequence[dict[str, Any]], day_start: datetime, copies: int, tag: str
-                 ) -> Iterator[dict[str, Any]]:
+def moved_to_day(
+    events: Sequence[dict[str, Any]], day_start: datetime, copies: int, tag: str
+) -> Iterator[dict[str, Any]]:
     """Every event of ``events`` (aware ``ts``) moved onto one local day, ``copies`` times.
 
     The time of day is kept (the day's real shape: busy mornings, quiet
@@ -82,9 +84,9 @@ def shifted_batches(run_index: int, batch_events: int, tag: str) -> tuple[list[b
     events = august_events()
     bodies, counts, newest = [], [], []
     for i in range(0, len(events), batch_events):
-        chunk = events[i:i + batch_events]
+        chunk = events[i : i + batch_events]
         moved = [(ev["ts"] + shift) for ev in chunk]
-        wire = [{**ev, "id": f"{ev['id']}#{tag}", "ts": ts.isoformat()} for ev, ts in zip(chunk, moved)]
+        wire = [{**ev, "id": f"{ev['id']}#{tag}", "ts": ts.isoformat()} for ev, ts in zip(chunk, moved, strict=True)]
         bodies.append(_encoder.encode(wire))
         counts.append(len(chunk))
         newest.append(max(to_us(ts) for ts in moved))
@@ -94,6 +96,6 @@ def shifted_batches(run_index: int, batch_events: int, tag: str) -> tuple[list[b
 def live_batches(batch_events: int, tag: str, limit: int) -> list[bytes]:
     """Up to ``limit`` batches of August events with ``ts`` left as ``__TS__`` (stamped at send time
     by ``bench.driver``) and ids ``#<tag>``, for a server on the wall clock."""
-    events = august_wire()[:limit * batch_events]
+    events = august_wire()[: limit * batch_events]
     wire = [{**ev, "id": f"{ev['id']}#{tag}", "ts": "__TS__"} for ev in events]
     return batches(wire, batch_events)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bench.httpload import HttpConnection
 
@@ -60,7 +60,7 @@ async def _run(spec: DriverSpec, ready, go) -> DriverResult:
     await go()
     result = DriverResult(started_s=time.monotonic())
     end = result.started_s + spec.duration_s
-    for i, (body, n, ts) in enumerate(zip(spec.bodies, spec.events_per_body, spec.max_ts_us)):
+    for i, (body, n, ts) in enumerate(zip(spec.bodies, spec.events_per_body, spec.max_ts_us, strict=True)):
         if spec.interval_s is not None:
             due = result.started_s + i * spec.interval_s
             wait = due - time.monotonic()
@@ -71,7 +71,7 @@ async def _run(spec: DriverSpec, ready, go) -> DriverResult:
         if time.monotonic() >= end:
             break
         if spec.live:
-            body = body.replace(LIVE_TS, datetime.now(timezone.utc).isoformat().encode())
+            body = body.replace(LIVE_TS, datetime.now(UTC).isoformat().encode())
         status, text = await conn.post("/api/v1/events", body, "application/json")
         if status != 202:
             result.errors.append(f"{status}: {text[:300]!r}")

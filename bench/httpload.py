@@ -60,14 +60,16 @@ class HttpConnection:
         self.writer = writer
 
     @classmethod
-    async def open(cls, port: int, host: str = "127.0.0.1") -> "HttpConnection":
+    async def open(cls, port: int, host: str = "127.0.0.1") -> HttpConnection:
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
         return cls(reader, writer)
 
     async def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
         """POST ``body``; return ``(status, response body)``."""
-        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         return await self._response()
 
@@ -94,7 +96,7 @@ async def _run(spec: PostSpec, ready, go) -> PostResult:
     await go()
     result = PostResult(started_s=time.monotonic())
     deadline = result.started_s + spec.duration_s if spec.duration_s else float("inf")
-    items = iter(zip(spec.bodies, spec.events_per_body))
+    items = iter(zip(spec.bodies, spec.events_per_body, strict=True))
 
     async def drive(conn: HttpConnection) -> None:
         for body, n in items:

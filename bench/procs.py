@@ -13,16 +13,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import psutil
 
 from bench.paths import REPO, VENV_PYTHON
 
 SPAWN = mp.get_context("spawn")
-_RUNNING: set["Server"] = set()
+_RUNNING: set[Server] = set()
 
 
 def stop_all_servers() -> None:
@@ -59,7 +60,7 @@ class Server:
     ready_path: str | None = "/healthz"
     proc: subprocess.Popen | None = field(default=None, init=False)
 
-    def start(self, timeout_s: float = 60.0) -> "Server":
+    def start(self, timeout_s: float = 60.0) -> Server:
         """Start it and wait until it answers.
 
         Raises:
@@ -68,8 +69,9 @@ class Server:
         env = {**os.environ, **self.env}
         self.log_path = self.log_dir / f"{self.name}.log"
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(list(self.argv), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            list(self.argv), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         _RUNNING.add(self)
         deadline = time.monotonic() + timeout_s
@@ -80,7 +82,9 @@ class Server:
                 return self
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.name} did not answer on port {self.port} within {timeout_s:.0f} s: {self.log_tail()}")
+        raise RuntimeError(
+            f"{self.name} did not answer on port {self.port} within {timeout_s:.0f} s: {self.log_tail()}"
+        )
 
     def _answers(self) -> bool:
         try:
@@ -115,7 +119,7 @@ class Server:
             self.proc.kill()
             self.proc.wait(5)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -128,8 +132,9 @@ def pulseboard_server(name: str, port: int, log_dir: Path, env: dict[str, str]) 
     return Server(name, argv, env, port, log_dir)
 
 
-def bench_server(name: str, module: str, port: int, log_dir: Path, args: Sequence[str] = (),
-                 ready_path: str | None = None) -> Server:
+def bench_server(
+    name: str, module: str, port: int, log_dir: Path, args: Sequence[str] = (), ready_path: str | None = None
+) -> Server:
     """A baseline server of ``bench.servers`` (``python -m <module> --port P ...``)."""
     argv = [str(VENV_PYTHON), "-m", module, "--port", str(port), *args]
     return Server(name, argv, {}, port, log_dir, ready_path=ready_path)
@@ -155,7 +160,7 @@ class RssSampler:
                 return
             self._stop.wait(self._interval_s)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -171,7 +176,7 @@ class CpuMeter:
         self._proc = psutil.Process(pid)
         self.cpu_s = 0.0
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         t = self._proc.cpu_times()
         self._t0 = t.user + t.system
         return self
@@ -181,8 +186,9 @@ class CpuMeter:
         self.cpu_s = t.user + t.system - self._t0
 
 
-def run_workers(jobs: Sequence[tuple[Callable, Any]], timeout_s: float,
-                on_go: Callable[[], None] | None = None) -> list[Any]:
+def run_workers(
+    jobs: Sequence[tuple[Callable, Any]], timeout_s: float, on_go: Callable[[], None] | None = None
+) -> list[Any]:
     """Run each ``(target, spec)`` of ``jobs`` as ``target(spec, ready_q, go_event, out_q, index)``
     in its own spawned process.
 
@@ -194,8 +200,10 @@ def run_workers(jobs: Sequence[tuple[Callable, Any]], timeout_s: float,
         RuntimeError: when a worker does not get ready or finish within ``timeout_s``.
     """
     ready_q, out_q, go = SPAWN.Queue(), SPAWN.Queue(), SPAWN.Event()
-    procs = [SPAWN.Process(target=target, args=(spec, ready_q, go, out_q, i), daemon=True)
-             for i, (target, spec) in enumerate(jobs)]
+    procs = [
+        SPAWN.Process(target=target, args=(spec, ready_q, go, out_q, i), daemon=True)
+        for i, (target, spec) in enumerate(jobs)
+    ]
     for p in procs:
         p.start()
     try:

@@ -60,9 +60,25 @@ def summarize_raw(path: Path, top: int = 30) -> str:
 
 def record(pid: int, out: Path, seconds: float) -> subprocess.Popen:
     """Start ``py-spy record`` on ``pid`` for ``seconds`` (idle threads excluded, native frames off)."""
-    return subprocess.Popen([py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            py_spy(),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _server_scenario(ctx: RunContext, scenario: str, out: Path) -> None:
@@ -73,12 +89,15 @@ def _server_scenario(ctx: RunContext, scenario: str, out: Path) -> None:
     if scenario == "fanout":
         server = fanout._pulseboard(ctx, "profile-fanout", 1)
     else:
-        server = procs.pulseboard_server(f"profile-{scenario}", procs.free_port(), workdir,
-                                         ctx.pulseboard_env(workdir / "var", store, "pb_profile"))
+        server = procs.pulseboard_server(
+            f"profile-{scenario}", procs.free_port(), workdir, ctx.pulseboard_env(workdir / "var", store, "pb_profile")
+        )
     with server:
         if scenario == "fanout":
             spies = []
-            fanout.fanout_pulseboard(server, 0, ctx.screens, 6.0, on_go=lambda: spies.append(record(server.pid, out, 6)))
+            fanout.fanout_pulseboard(
+                server, 0, ctx.screens, 6.0, on_go=lambda: spies.append(record(server.pid, out, 6))
+            )
             spy = spies[0]
         elif scenario.startswith("single"):
             spy = record(server.pid, out, 5)
@@ -105,8 +124,9 @@ def _inproc(scenario: str) -> None:
         shutil.rmtree(ctx.tmp, ignore_errors=True)
 
 
-async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int = 1000,
-                  total_events: int = 40_000) -> str:
+async def _stages(
+    store: str, pg_url: str | None, tmp: Path, group_events: int = 1000, total_events: int = 40_000
+) -> str:
     """Per-event cost of each step of ``write_group`` over ``total_events`` real events in
     groups of ``group_events`` (mirrors ``write_group`` at the measured revision)."""
     import time
@@ -135,8 +155,11 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
         cost[step] = cost.get(step, 0.0) + time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rows = [e for i in range(0, len(wire), 1000)
-            for e in parse_events(msgspec.json.encode(wire[i:i + 1000]), "application/json", limits)]
+    rows = [
+        e
+        for i in range(0, len(wire), 1000)
+        for e in parse_events(msgspec.json.encode(wire[i : i + 1000]), "application/json", limits)
+    ]
     add("parse + validate (1,000-event bodies)", t0)
 
     class _Typed(msgspec.Struct):
@@ -148,7 +171,7 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
         dims: dict[str, str | int | float | bool] | None = None
 
     decoder = msgspec.json.Decoder(list[_Typed])
-    bodies = [msgspec.json.encode(wire[i:i + 1000]) for i in range(0, len(wire), 1000)]
+    bodies = [msgspec.json.encode(wire[i : i + 1000]) for i in range(0, len(wire), 1000)]
     t0 = time.perf_counter()
     for body in bodies:
         decoder.decode(body)
@@ -156,14 +179,15 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
     partial_rows = gauge_rows = 0
     try:
         for i in range(0, len(rows), group_events):
-            group = rows[i:i + group_events]
+            group = rows[i : i + group_events]
             t0 = time.perf_counter()
             with engine.begin() as conn:
                 _existing_hashes(conn, [(e.source, e.event_id) for e in group])
                 add("dedup SELECT", t0)
                 t0 = time.perf_counter()
-                insert_events(conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash, 0)
-                                           for e in group])
+                insert_events(
+                    conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash, 0) for e in group]
+                )
                 add("event INSERT", t0)
                 t0 = time.perf_counter()
                 partials, changes = {}, []
@@ -184,19 +208,37 @@ async def _stages(store: str, pg_url: str | None, tmp: Path, group_events: int =
     finally:
         engine.dispose()
     n = len(rows)
-    lines = [f"{store}: {n:,} events in groups of {group_events:,}; {partial_rows:,} partial rows, "
-             f"{gauge_rows:,} gauge changes", ""]
+    lines = [
+        f"{store}: {n:,} events in groups of {group_events:,}; {partial_rows:,} partial rows, "
+        f"{gauge_rows:,} gauge changes",
+        "",
+    ]
     lines += [f"  {step:40s} {secs / n * 1e6:7.1f} µs/event" for step, secs in cost.items()]
-    lines.append(f"  {'total':40s} {sum(cost.values()) / n * 1e6:7.1f} µs/event "
-                 f"(≈ {n / sum(cost.values()):,.0f} events/s on one core)")
+    lines.append(
+        f"  {'total':40s} {sum(cost.values()) / n * 1e6:7.1f} µs/event "
+        f"(≈ {n / sum(cost.values()):,.0f} events/s on one core)"
+    )
     lines.append(f"  reference: msgspec typed decoding of the same bodies alone {typed_us:.2f} µs/event")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n")[0])
-    parser.add_argument("scenario", choices=["ingest-sqlite", "ingest-pg", "single-sqlite", "fanout", "tiles", "cut",
-                                             "stages-sqlite", "stages-pg", "_inproc-tiles", "_inproc-cut"])
+    parser.add_argument(
+        "scenario",
+        choices=[
+            "ingest-sqlite",
+            "ingest-pg",
+            "single-sqlite",
+            "fanout",
+            "tiles",
+            "cut",
+            "stages-sqlite",
+            "stages-pg",
+            "_inproc-tiles",
+            "_inproc-cut",
+        ],
+    )
     parser.add_argument("--screens", type=int, default=1000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--raw", type=Path, default=None, help="also keep py-spy's collapsed stacks here")
@@ -217,9 +259,26 @@ def main() -> None:
                     pg.drop_bench_db()
             return
         if args.scenario in ("tiles", "cut"):
-            subprocess.run([py_spy(), "record", "--rate", "200", "--format", "raw", "--output", str(out), "--",
-                            str(VENV_PYTHON), "-m", "bench.profile", f"_inproc-{args.scenario}"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    py_spy(),
+                    "record",
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out),
+                    "--",
+                    str(VENV_PYTHON),
+                    "-m",
+                    "bench.profile",
+                    f"_inproc-{args.scenario}",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         else:
             pg_url = pg.create_bench_db() if args.scenario.endswith("-pg") else None
             ctx = RunContext(repeats=1, screens=args.screens, tmp=tmp, pg_url=pg_url)

@@ -51,7 +51,7 @@ class Figure:
 
 def ratios(products: list[float], baselines: list[float]) -> Summary:
     """Per-repeat ``product / baseline`` ratios, summarised."""
-    return summarize([p / b for p, b in zip(products, baselines) if b])
+    return summarize([p / b for p, b in zip(products, baselines, strict=True) if b])
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -77,10 +77,13 @@ def _met(f: Figure) -> str:
 
 def table_rows(figures: list[Figure]) -> list[list[str]]:
     """The rows of the summary table (header first)."""
-    rows = [["figure", "Pulseboard median (range)", "baseline median (range) — what", "ratio (median)", "goal",
-             "status"]]
+    rows = [
+        ["figure", "Pulseboard median (range)", "baseline median (range) — what", "ratio (median)", "goal", "status"]
+    ]
     for f in figures:
-        ratio = "—" if f.ratio is None or math.isnan(f.ratio.median) else f"{f.ratio.median:.3g}× {f.ratio_label}".strip()
+        ratio = (
+            "—" if f.ratio is None or math.isnan(f.ratio.median) else f"{f.ratio.median:.3g}× {f.ratio_label}".strip()
+        )
         base = "—" if f.baseline is None else f"{_cell(f.baseline, f.baseline_unit or f.unit)} — {f.baseline_label}"
         rows.append([f.title, _cell(f.product, f.unit), base, ratio, f.goal, _met(f)])
     return rows
@@ -92,7 +95,7 @@ def text_table(figures: list[Figure]) -> str:
     widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
     out = []
     for r in rows:
-        out.append("  ".join(c[:w].ljust(w) for c, w in zip(r, widths)))
+        out.append("  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=False)))
     return "\n".join(out)
 
 

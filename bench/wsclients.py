@@ -61,7 +61,7 @@ def as_of_of(frame: bytes) -> bytes | None:
     if i < 0:
         return None
     j = frame.find(b'"', i + len(AS_OF_KEY))
-    return frame[i + len(AS_OF_KEY):j]
+    return frame[i + len(AS_OF_KEY) : j]
 
 
 async def _run(spec: ScreenSpec, ready, go) -> ScreenResult:
@@ -73,8 +73,9 @@ async def _run(spec: ScreenSpec, ready, go) -> ScreenResult:
 
     async def open_one():
         async with gate:
-            ws = await connect(spec.url, compression=None, max_size=2**22, open_timeout=60,
-                               ping_interval=None, close_timeout=2)
+            ws = await connect(
+                spec.url, compression=None, max_size=2**22, open_timeout=60, ping_interval=None, close_timeout=2
+            )
             await asyncio.wait_for(ws.recv(decode=False), 60)  # the snapshot
             return ws
 

@@ -20,10 +20,9 @@ import httpx
 import pytest
 import uvicorn
 
-from app.cli import uvicorn_options
 from app.clock import Clock
 from app.config import Settings
-from app.main import create_app
+from app.main import create_app, uvicorn_options
 
 PG_URL = os.environ.get("PULSEBOARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -104,7 +103,8 @@ async def make_test_keys(app) -> TestKeys:
 
     slugs = [d for p in app.state.runtime.packs.values() for d in p.dashboards]
     return TestKeys(
-        admin=await key("admin"), read=await key("read"),
+        admin=await key("admin"),
+        read=await key("read"),
         ingest={s: await key("ingest", source=s) for s in TEST_SOURCES},
         display={slug: await key("display", dashboard=slug) for slug in slugs},
     )
@@ -174,7 +174,7 @@ class RunningServer:
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[Callable[..., "asyncio.Future[RunningServer]"]]:
+async def start_server() -> AsyncIterator[Callable[..., asyncio.Future[RunningServer]]]:
     """Factory: ``await start_server(settings, clock=None)`` runs a real uvicorn server
     in this event loop on a free port; every server started is stopped after the test."""
     started: list[tuple[uvicorn.Server, asyncio.Task]] = []

@@ -18,10 +18,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -38,6 +39,7 @@ def free_port() -> int:
 
 # ---------------------------------------------------------------------------------------------
 # The ingest: batches with a fixed Idempotency-Key each.
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -65,20 +67,23 @@ def make_batches(limit: int, batch_size: int, run_id: str) -> list[Batch]:
     events = load_events(AUGUST)[:limit]
     batches = []
     for i in range(0, len(events), batch_size):
-        chunk = events[i:i + batch_size]
+        chunk = events[i : i + batch_size]
         body = json.dumps([to_wire(ev) for ev in chunk], separators=(",", ":")).encode()
-        batches.append(Batch(
-            index=len(batches),
-            key=f"crash-{run_id}-{len(batches):05d}",
-            body=body,
-            keys=tuple((ev["source"], ev["id"]) for ev in chunk),
-            types=tuple((ev["type"], ev["ts"].astimezone(zone).date()) for ev in chunk),
-        ))
+        batches.append(
+            Batch(
+                index=len(batches),
+                key=f"crash-{run_id}-{len(batches):05d}",
+                body=body,
+                keys=tuple((ev["source"], ev["id"]) for ev in chunk),
+                types=tuple((ev["type"], ev["ts"].astimezone(zone).date()) for ev in chunk),
+            )
+        )
     return batches
 
 
 # ---------------------------------------------------------------------------------------------
 # The server process.
+
 
 class ServerProcess:
     """``python -m app.cli serve`` on a fixed port, its output appended to ``log_path``."""
@@ -98,7 +103,11 @@ class ServerProcess:
             log.flush()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
 
     async def wait_ready(self, timeout_s: float) -> float:
@@ -111,8 +120,9 @@ class ServerProcess:
         async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
             while True:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}\n"
-                                       + self.log_tail())
+                    raise RuntimeError(
+                        f"server exited with {self.proc.returncode}; see {self.log_path}\n" + self.log_tail()
+                    )
                 try:
                     if (await client.get("/readyz")).status_code == 200:
                         return time.monotonic() - t0
@@ -155,6 +165,7 @@ class ServerProcess:
 
 # ---------------------------------------------------------------------------------------------
 # The clients.
+
 
 @dataclass(slots=True)
 class Answer:
@@ -201,15 +212,27 @@ def _retryable(resp: httpx.Response) -> bool:
 
 def create_key(env: dict[str, str], *args: str) -> str:
     """``pulseboard keys create ARGS`` on the server's store; the key (its last stdout line)."""
-    out = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", *args], env=env, check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "create", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     return out.strip().splitlines()[-1]
 
 
-async def run_client(client_no: int, url: str, batches: list[Batch], log: IngestLog, deadline: float,
-                     request_timeout_s: float = 60.0, api_key: str = "",
-                     on_attempt: Callable[[int, float, float, httpx.Response | None, str | None], None] | None = None
-                     ) -> None:
+async def run_client(
+    client_no: int,
+    url: str,
+    batches: list[Batch],
+    log: IngestLog,
+    deadline: float,
+    request_timeout_s: float = 60.0,
+    api_key: str = "",
+    on_attempt: Callable[[int, float, float, httpx.Response | None, str | None], None] | None = None,
+) -> None:
     """Post ``batches`` one after the other; retry each with the same key and body until a
     definite answer (anything but a transport error, 5xx, 429 or 409 in flight).
 
@@ -218,8 +241,11 @@ async def run_client(client_no: int, url: str, batches: list[Batch], log: Ingest
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(base_url=url, timeout=request_timeout_s, limits=limits) as http:
         for batch in batches:
-            headers = {"Content-Type": "application/json", "Idempotency-Key": batch.key,
-                       "Authorization": f"Bearer {api_key}"}
+            headers = {
+                "Content-Type": "application/json",
+                "Idempotency-Key": batch.key,
+                "Authorization": f"Bearer {api_key}",
+            }
             attempts, delay, first = 0, 0.05, log.now()
             while True:
                 attempts += 1
@@ -241,8 +267,15 @@ async def run_client(client_no: int, url: str, batches: list[Batch], log: Ingest
                         except ValueError:
                             body = resp.text
                         log.answers[batch.index] = Answer(
-                            batch.index, client_no, resp.status_code, body,
-                            resp.headers.get("idempotent-replayed") == "true", attempts, first, log.now())
+                            batch.index,
+                            client_no,
+                            resp.status_code,
+                            body,
+                            resp.headers.get("idempotent-replayed") == "true",
+                            attempts,
+                            first,
+                            log.now(),
+                        )
                         if resp.status_code == 202:
                             log.acked_events += len(batch.keys)
                         else:
@@ -254,8 +287,9 @@ async def run_client(client_no: int, url: str, batches: list[Batch], log: Ingest
                     if retry_after.isdigit():
                         delay = max(delay, min(float(retry_after), 2.0))
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"client {client_no}: batch {batch.index} has no definite answer "
-                                       f"after {attempts} attempts")
+                    raise TimeoutError(
+                        f"client {client_no}: batch {batch.index} has no definite answer after {attempts} attempts"
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
@@ -263,16 +297,19 @@ async def run_client(client_no: int, url: str, batches: list[Batch], log: Ingest
 # ---------------------------------------------------------------------------------------------
 # The store, read directly.
 
-async def start_clients_until(url: str, batches: list[Batch], clients: int, log: IngestLog, deadline: float,
-                              acked_events: float, **client_kw) -> list[asyncio.Task]:
+
+async def start_clients_until(
+    url: str, batches: list[Batch], clients: int, log: IngestLog, deadline: float, acked_events: float, **client_kw
+) -> list[asyncio.Task]:
     """Start ``clients`` ``run_client`` tasks over ``batches`` (dealt round-robin) and return them
     once ``acked_events`` events are acknowledged (or a client has finished early).
 
     Raises:
         the exception of a client that failed before the threshold.
     """
-    tasks = [asyncio.create_task(run_client(c, url, batches[c::clients], log, deadline, **client_kw))
-             for c in range(clients)]
+    tasks = [
+        asyncio.create_task(run_client(c, url, batches[c::clients], log, deadline, **client_kw)) for c in range(clients)
+    ]
     while log.acked_events < acked_events and not any(t.done() for t in tasks):
         log.progress.clear()
         try:
@@ -285,8 +322,9 @@ async def start_clients_until(url: str, batches: list[Batch], clients: int, log:
     return tasks
 
 
-def stored_keys(kind: str, data_dir: Path, pg_url: str | None = None, schema: str | None = None
-                ) -> tuple[list[tuple[str, str]], int]:
+def stored_keys(
+    kind: str, data_dir: Path, pg_url: str | None = None, schema: str | None = None
+) -> tuple[list[tuple[str, str]], int]:
     """Every stored (source, event_id), one per row, and the number of remembered Idempotency-Keys."""
     if kind == "sqlite":
         conn = sqlite3.connect(data_dir / "pulseboard.db", timeout=30)
@@ -304,9 +342,16 @@ def stored_keys(kind: str, data_dir: Path, pg_url: str | None = None, schema: st
     return [tuple(r) for r in rows], keys
 
 
-def kill_in_commit_window(kind: str, data_dir: Path, pg_url: str | None, schema: str | None,
-                          acked: Callable[[], int], pid: int, timeout_s: float, give_up_acked: int
-                          ) -> tuple[bool, int, int]:
+def kill_in_commit_window(
+    kind: str,
+    data_dir: Path,
+    pg_url: str | None,
+    schema: str | None,
+    acked: Callable[[], int],
+    pid: int,
+    timeout_s: float,
+    give_up_acked: int,
+) -> tuple[bool, int, int]:
     """Poll the store's event count; SIGKILL ``pid`` as soon as more events are committed than the
     clients have had acknowledged (a commit whose answers are not delivered yet), or, not caught,
     at ``timeout_s`` or once ``give_up_acked`` events are acknowledged (so the kill still comes

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -54,8 +54,10 @@ class KeyedConnection(HttpConnection):
             OSError, asyncio.IncompleteReadError: the connection failed or was closed.
             RuntimeError: an answer without ``Content-Length``.
         """
-        head = (f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         header = await self.reader.readuntil(b"\r\n\r\n")
         lines = header.split(b"\r\n")
@@ -81,11 +83,17 @@ class Load:
         self.port = port
         self.answers: list[Answer] = []
         self.seq: Counter = Counter()
-        base = datetime.now(timezone.utc) - timedelta(minutes=5)
-        events = [{"id": f"{_BATCH}-{i}", "type": "call.answered",
-                   "ts": (base + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
-                   "value": float(i % 60), "dims": {"queue": f"q{i % 4}", "agent": f"a{i % 16}", "call": f"{_BATCH}-{i}"}}
-                  for i in range(BATCH_EVENTS)]
+        base = datetime.now(UTC) - timedelta(minutes=5)
+        events = [
+            {
+                "id": f"{_BATCH}-{i}",
+                "type": "call.answered",
+                "ts": (base + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
+                "value": float(i % 60),
+                "dims": {"queue": f"q{i % 4}", "agent": f"a{i % 16}", "call": f"{_BATCH}-{i}"},
+            }
+            for i in range(BATCH_EVENTS)
+        ]
         self.template = msgspec.json.encode(events).decode()  # a body costs one str.replace
 
     def body(self, client: str, phase: str) -> tuple[str, bytes]:
@@ -95,8 +103,9 @@ class Load:
         batch = f"{phase}.{client}.{seq}"
         return batch, self.template.replace(_BATCH, batch).encode()
 
-    async def post(self, conn: KeyedConnection | None, client: str, key: str, phase: str
-                   ) -> tuple[Answer, KeyedConnection | None]:
+    async def post(
+        self, conn: KeyedConnection | None, client: str, key: str, phase: str
+    ) -> tuple[Answer, KeyedConnection | None]:
         """Post the next batch of ``client`` on ``conn`` (opened when ``None``); the answer and the
         connection to reuse (``None`` after a failure: it is closed)."""
         batch, body = self.body(client, phase)
@@ -165,8 +174,9 @@ async def open_loop(load: Load, client: str, key: str, phase: str, rate_per_s: f
             conn.close()
 
 
-def run_open_loop(port: int, senders: list[tuple[str, str]], phase: str, rate_per_s: float,
-                  start_s: float, until_s: float) -> list[dict]:
+def run_open_loop(
+    port: int, senders: list[tuple[str, str]], phase: str, rate_per_s: float, start_s: float, until_s: float
+) -> list[dict]:
     """Process entry: ``open_loop`` for every ``(client, key)`` of ``senders`` from ``start_s``
     to ``until_s`` (``time.monotonic()``, system-wide on Linux); the answers as dicts."""
     import uvloop

@@ -20,7 +20,8 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 import httpx
@@ -64,12 +65,14 @@ class PrivatePostgres:
         cmd = ["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=self.base)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stdout}{done.stderr}\n"
-                               + self.log_tail())
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed ({done.returncode}): {done.stdout}{done.stderr}\n" + self.log_tail()
+            )
 
     def init(self) -> None:
-        self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                 "--locale=C", "--no-sync")
+        self._pg(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"
+        )
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=80"
@@ -146,30 +149,42 @@ class Ready:
     retry_after: str | None
 
 
-
 def make_events(total: int, rng: random.Random, source: str) -> list[dict]:
     """``total`` generic ``sample`` events with unique ids, integer values (exact sums) and a
     ``host`` dimension, stamped over the last 5 minutes (never before today's UTC midnight, so
     they all count in the wall's ``count_today``)."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    start = max(now - timedelta(minutes=5), datetime.combine(now.date(), dtime(), timezone.utc))
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = max(now - timedelta(minutes=5), datetime.combine(now.date(), dtime(), UTC))
     span_s = int((now - start).total_seconds())
     events = []
     for i in range(total):
         ts = start + timedelta(seconds=rng.randint(0, span_s))
-        events.append({"type": "sample", "source": source, "id": f"ev-{i:06d}",
-                       "ts": ts.isoformat().replace("+00:00", "Z"), "value": rng.randint(1, 9),
-                       "dims": {"host": f"h{i % 3}"}})
+        events.append(
+            {
+                "type": "sample",
+                "source": source,
+                "id": f"ev-{i:06d}",
+                "ts": ts.isoformat().replace("+00:00", "Z"),
+                "value": rng.randint(1, 9),
+                "dims": {"host": f"h{i % 3}"},
+            }
+        )
     return events
 
 
 def make_batches(events: list[dict], batch_size: int, run_id: str) -> list[Batch]:
     """``events`` in request bodies of ``batch_size``, each with its fixed Idempotency-Key
     ``{run_id}-{n:05d}``."""
-    return [Batch(index=n, key=f"{run_id}-{n:05d}",
-                  body=json.dumps(events[i:i + batch_size], separators=(",", ":")).encode(),
-                  keys=tuple((e["source"], e["id"]) for e in events[i:i + batch_size]), types=())
-            for n, i in enumerate(range(0, len(events), batch_size))]
+    return [
+        Batch(
+            index=n,
+            key=f"{run_id}-{n:05d}",
+            body=json.dumps(events[i : i + batch_size], separators=(",", ":")).encode(),
+            keys=tuple((e["source"], e["id"]) for e in events[i : i + batch_size]),
+            types=(),
+        )
+        for n, i in enumerate(range(0, len(events), batch_size))
+    ]
 
 
 def expected_partials(events: list[dict]) -> dict[tuple[str, int], tuple[int, float]]:
@@ -183,7 +198,6 @@ def expected_partials(events: list[dict]) -> dict[tuple[str, int], tuple[int, fl
             slot[0] += 1
             slot[1] += e["value"]
     return {k: (c, s) for k, (c, s) in out.items()}
-
 
 
 async def poll_ready(url: str, log: IngestLog, out: list[Ready], stop: asyncio.Event) -> None:
@@ -210,15 +224,25 @@ async def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
     return predicate()
 
 
-def stored_state(pg_url: str, source: str, measure: str = "generic/sample"
-                 ) -> tuple[Counter, dict[tuple[str, int], tuple[int, float]]]:
+def stored_state(
+    pg_url: str, source: str, measure: str = "generic/sample"
+) -> tuple[Counter, dict[tuple[str, int], tuple[int, float]]]:
     """Raw rows per event id of ``source`` and the rollup partials of ``measure``, read directly."""
     import psycopg
 
     with psycopg.connect(pg_url, connect_timeout=5) as conn:
-        rows = Counter({r[0]: r[1] for r in conn.execute(
-            "SELECT event_id, count(*) FROM event WHERE source = %s GROUP BY event_id", (source,))})
-        partials = {(r[0], int(r[1])): (int(r[2]), float(r[3])) for r in conn.execute(
-            "SELECT dim_key, bucket_us, count, sum FROM rollup_minute WHERE measure = %s", (measure,))}
+        rows = Counter(
+            {
+                r[0]: r[1]
+                for r in conn.execute(
+                    "SELECT event_id, count(*) FROM event WHERE source = %s GROUP BY event_id", (source,)
+                )
+            }
+        )
+        partials = {
+            (r[0], int(r[1])): (int(r[2]), float(r[3]))
+            for r in conn.execute(
+                "SELECT dim_key, bucket_us, count, sum FROM rollup_minute WHERE measure = %s", (measure,)
+            )
+        }
     return rows, partials
-

@@ -51,8 +51,12 @@ def test_every_route_declares_its_scope(make_settings):
 MATRIX = [
     ("POST", "/api/v1/events", {"type": "sample", "ts": "2024-01-01T00:00:00Z"}, {"ingest"}),
     ("GET", "/api/v1/kpis", None, {"read", "admin"}),
-    ("GET", "/api/v1/kpis/sample_count/series?grain=day&start=2024-01-01T00:00:00Z&end=2024-01-02T00:00:00Z", None,
-     {"read", "admin"}),
+    (
+        "GET",
+        "/api/v1/kpis/sample_count/series?grain=day&start=2024-01-01T00:00:00Z&end=2024-01-02T00:00:00Z",
+        None,
+        {"read", "admin"},
+    ),
     ("GET", "/api/v1/dashboards", None, {"read", "admin"}),
     ("GET", "/api/v1/dashboards/generic-wall", None, {"read", "admin", "display"}),
     ("GET", "/api/v1/dashboards/contact-centre", None, {"read", "admin"}),
@@ -85,8 +89,12 @@ async def _key_of(srv, kind: str) -> str | None:
         key, info = await srv.runtime.keys.create("read", "to revoke", 0)
         await srv.runtime.keys.revoke(info["id"], 1)
         return key
-    return {"ingest": keys.ingest["default"], "read": keys.read, "display": keys.display["generic-wall"],
-            "admin": keys.admin}[kind]
+    return {
+        "ingest": keys.ingest["default"],
+        "read": keys.read,
+        "display": keys.display["generic-wall"],
+        "admin": keys.admin,
+    }[kind]
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
@@ -133,8 +141,12 @@ async def test_every_failure_does_the_same_work(srv, client_for, monkeypatch):
 
     monkeypatch.setattr(srv.runtime.keys, "find", counting_find)
     async with client_for(srv, auth=False) as client:
-        for headers in ({}, {"Authorization": "Bearer x"}, {"Authorization": "Bearer pbr_" + "B" * 40},
-                        {"Authorization": "Basic abc"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer x"},
+            {"Authorization": "Bearer pbr_" + "B" * 40},
+            {"Authorization": "Basic abc"},
+        ):
             lookups.clear()
             assert (await client.get("/api/v1/kpis", headers=headers)).status_code == 401
             assert len(lookups) == 1, headers
@@ -144,10 +156,13 @@ async def test_ingest_key_is_bound_to_its_source_and_types(srv, client_for):
     key, _ = await srv.runtime.keys.create("ingest", "orders only", 0, source="shop", event_types=["orders"])
     async with client_for(srv, auth=False) as client:
         h = {"Authorization": f"Bearer {key}"}
-        ok = await client.post("/api/v1/events", json={"type": "orders", "ts": "2024-01-01T00:00:00Z", "id": "o1"}, headers=h)
+        ok = await client.post(
+            "/api/v1/events", json={"type": "orders", "ts": "2024-01-01T00:00:00Z", "id": "o1"}, headers=h
+        )
         assert ok.status_code == 202
-        other = await client.post("/api/v1/events", json={"type": "orders", "ts": "2024-01-01T00:00:00Z",
-                                                          "source": "crm"}, headers=h)
+        other = await client.post(
+            "/api/v1/events", json={"type": "orders", "ts": "2024-01-01T00:00:00Z", "source": "crm"}, headers=h
+        )
         assert other.status_code == 403 and "source 'crm'" in other.json()["detail"]
         wrong_type = await client.post("/api/v1/events", json=sample("2024-01-01T00:00:00Z"), headers=h)
         assert wrong_type.status_code == 403 and "type 'sample'" in wrong_type.json()["detail"]
@@ -191,7 +206,9 @@ async def test_sockets_need_a_key_of_the_right_dashboard_and_close_on_revocation
             await ws.recv()
     assert "401" in str(info.value)
     with pytest.raises(Exception) as info:
-        async with connect(srv.ws_url + "/ws/dashboards/contact-centre", additional_headers=srv.auth("display", "generic-wall")) as ws:
+        async with connect(
+            srv.ws_url + "/ws/dashboards/contact-centre", additional_headers=srv.auth("display", "generic-wall")
+        ) as ws:
             await ws.recv()
     assert "403" in str(info.value)
     key, meta = await srv.runtime.keys.create("display", "tv", 0, dashboard="generic-wall")
@@ -212,14 +229,18 @@ async def test_browser_session_cookie_and_csrf(srv, client_for):
         signed = await client.post("/api/v1/session", json={"key": srv.keys.admin})
         assert signed.status_code == 200
         cookie = signed.headers["set-cookie"].lower()
-        assert "httponly" in cookie and "samesite=strict" in cookie and srv.keys.admin.lower() not in signed.text.lower()
+        assert (
+            "httponly" in cookie and "samesite=strict" in cookie and srv.keys.admin.lower() not in signed.text.lower()
+        )
         assert (await client.get("/api/v1/kpis")).status_code == 200  # the cookie authenticates reads
         note = {"grain": "day", "period": "2999-01-01"}
         no_origin = await client.post("/api/v1/snapshots/generic-wall/cut", json=note)
         assert no_origin.status_code == 403  # a cookie alone never changes anything
         same = await client.post("/api/v1/snapshots/generic-wall/cut", json=note, headers={"Origin": srv.url})
         assert same.status_code == 409  # allowed through (the period is in the future)
-        foreign = await client.post("/api/v1/snapshots/generic-wall/cut", json=note, headers={"Origin": "https://evil.example"})
+        foreign = await client.post(
+            "/api/v1/snapshots/generic-wall/cut", json=note, headers={"Origin": "https://evil.example"}
+        )
         assert foreign.status_code == 403
         assert (await client.request("DELETE", "/api/v1/session")).status_code == 200
 
@@ -240,16 +261,20 @@ async def test_pairing_a_screen_without_typing_secrets(srv, client_for):
         again = await screen.post("/api/v1/pairings/claim", json={"secret": started["secret"]})
         assert again.status_code == 404  # one claim only
         cookie = screen.cookies.get("pb_key")
-    async with connect(srv.ws_url + "/ws/dashboards/generic-wall",
-                       additional_headers={"Cookie": f"pb_key={cookie}", "Origin": srv.url}) as ws:
+    async with connect(
+        srv.ws_url + "/ws/dashboards/generic-wall", additional_headers={"Cookie": f"pb_key={cookie}", "Origin": srv.url}
+    ) as ws:
         assert '"snapshot"' in await ws.recv()
 
 
 async def test_cross_site_websocket_hijacking_is_refused(srv):
     """A foreign page cannot use the screen's cookie: its Origin is refused at the handshake."""
     with pytest.raises(Exception) as info:
-        async with connect(srv.ws_url + "/ws/dashboards/generic-wall",
-                           additional_headers={"Cookie": f"pb_key={srv.keys.read}"}, origin="https://evil.example") as ws:
+        async with connect(
+            srv.ws_url + "/ws/dashboards/generic-wall",
+            additional_headers={"Cookie": f"pb_key={srv.keys.read}"},
+            origin="https://evil.example",
+        ) as ws:
             await ws.recv()
     assert "403" in str(info.value)
 
@@ -274,12 +299,15 @@ async def test_keys_cli(make_settings, monkeypatch):
 async def test_over_the_per_key_rate_is_429_with_retry_after(make_settings, start_server, client_for):
     srv = await start_server(make_settings(packs_dir=PACKS_DIR, ingest_rate_per_key_per_s=1, ingest_burst_per_key=3))
     async with client_for(srv) as client:
-        answers = [await client.post("/api/v1/events", json=sample("2024-01-01T00:00:00Z", id=f"r{i}")) for i in range(5)]
+        answers = [
+            await client.post("/api/v1/events", json=sample("2024-01-01T00:00:00Z", id=f"r{i}")) for i in range(5)
+        ]
         assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
         assert answers[3].headers["retry-after"] == "1" and answers[3].json()["status"] == 429
         other, _ = await srv.runtime.keys.create("ingest", "other", 0, source="default")
-        own_bucket = await client.post("/api/v1/events", json=sample("2024-01-01T00:00:00Z", id="r9"),
-                                       headers={"Authorization": f"Bearer {other}"})
+        own_bucket = await client.post(
+            "/api/v1/events", json=sample("2024-01-01T00:00:00Z", id="r9"), headers={"Authorization": f"Bearer {other}"}
+        )
         assert own_bucket.status_code == 202  # one key's excess never limits another key
 
 

@@ -68,7 +68,7 @@ import io
 import json
 import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -82,7 +82,7 @@ from tests.helpers import PACKS_DIR, sample, strict_json
 
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
-NOW = datetime(2024, 7, 1, 1, 0, tzinfo=timezone.utc)  # June 2024 is over: its days and month can be cut
+NOW = datetime(2024, 7, 1, 1, 0, tzinfo=UTC)  # June 2024 is over: its days and month can be cut
 FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
 
 
@@ -112,6 +112,7 @@ def fields_of(body: dict) -> list[str]:
 
 # --- 2: malformed JSON names the byte offset; NDJSON the line --------------------------------------
 
+
 async def test_row02_malformed_json_names_the_byte_offset_and_ndjson_the_line(srv, client_for):
     truncated = b'{"type": "sample", "ts": '
     cut_array = b'[{"type":"sample","ts":"2024-06-10T10:00:00Z"},'
@@ -128,15 +129,18 @@ async def test_row02_malformed_json_names_the_byte_offset_and_ndjson_the_line(sr
 
 # --- 6: a chunked body growing past the limit ------------------------------------------------------
 
+
 async def test_row06_chunked_body_past_the_limit_is_413_and_the_socket_is_closed(make_settings, start_server):
     """The 413 comes once the limit is crossed (not after the whole body), and the server closes
     the connection: the reader sees EOF, no keep-alive on a half-read body."""
     srv = await start_server(make_settings(packs_dir=PACKS_DIR, max_body_bytes=64 * 1024))
     host, port = srv.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    head = (b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {srv.keys.ingest['default']}\r\n".encode()
-            + b"Transfer-Encoding: chunked\r\n\r\n")
+    head = (
+        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {srv.keys.ingest['default']}\r\n".encode()
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+    )
     piece = b" " * 8192
     chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
     sent, answer = 0, b""
@@ -201,17 +205,21 @@ async def test_row11_non_finite_numbers_are_422_naming_the_field(srv, client_for
 HUGE = b"9" * 100_000
 
 
-@pytest.mark.parametrize("body, media, field", [
-    (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":' + HUGE + b"}", JSON, "value"),
-    (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":-' + HUGE + b"}", JSON, "value"),
-    (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":' + HUGE + b"." + HUGE[:10] + b"}", JSON, "value"),
-    (b'[{"type":"sample","ts":"2024-06-10T10:00:00Z","dims":{"host":' + HUGE + b"}}]", JSON, "dims"),
-    (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","id":' + HUGE + b"}", JSON, "id"),
-    (b'{"type":"sample","ts":' + HUGE + b"}", JSON, "ts"),
-    (b"[" + HUGE + b"]", JSON, "$"),
-    (HUGE, JSON, "$"),
-    (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":' + HUGE + b"}\n", NDJSON, "value"),
-], ids=["value", "negative", "fraction", "dim", "id", "ts", "array-item", "bare", "ndjson"])
+@pytest.mark.parametrize(
+    "body, media, field",
+    [
+        (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":' + HUGE + b"}", JSON, "value"),
+        (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":-' + HUGE + b"}", JSON, "value"),
+        (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":' + HUGE + b"." + HUGE[:10] + b"}", JSON, "value"),
+        (b'[{"type":"sample","ts":"2024-06-10T10:00:00Z","dims":{"host":' + HUGE + b"}}]", JSON, "dims"),
+        (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","id":' + HUGE + b"}", JSON, "id"),
+        (b'{"type":"sample","ts":' + HUGE + b"}", JSON, "ts"),
+        (b"[" + HUGE + b"]", JSON, "$"),
+        (HUGE, JSON, "$"),
+        (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":' + HUGE + b"}\n", NDJSON, "value"),
+    ],
+    ids=["value", "negative", "fraction", "dim", "id", "ts", "array-item", "bare", "ndjson"],
+)
 async def test_row12_a_100000_digit_integer_is_4xx_never_500(srv, client_for, body, media, field):
     """422 naming the field ("Number out of range"), never 500: the number is not even converted."""
     async with client_for(srv) as client:
@@ -226,14 +234,18 @@ async def test_row12_a_100000_digit_integer_is_4xx_never_500(srv, client_for, bo
 DEEP = 100_000
 
 
-@pytest.mark.parametrize("body, media", [
-    (b"[" * DEEP + b"]" * DEEP, JSON),
-    (b'{"a":' * DEEP + b"1" + b"}" * DEEP, JSON),
-    (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":' + b"[" * DEEP + b"]" * DEEP + b"}", JSON),
-    (b'[{"type":"sample","ts":"2024-06-10T10:00:00Z","dims":' + b'{"a":' * DEEP + b"1" + b"}" * DEEP + b"}]", JSON),
-    (b'{"type":"sample","ts":"2024-06-10T10:00:00Z"}\n' + b"[" * DEEP + b"]" * DEEP + b"\n", NDJSON),
-    (b"[" * DEEP, JSON),
-], ids=["arrays", "objects", "in-value", "in-dims", "ndjson-line", "unclosed"])
+@pytest.mark.parametrize(
+    "body, media",
+    [
+        (b"[" * DEEP + b"]" * DEEP, JSON),
+        (b'{"a":' * DEEP + b"1" + b"}" * DEEP, JSON),
+        (b'{"type":"sample","ts":"2024-06-10T10:00:00Z","value":' + b"[" * DEEP + b"]" * DEEP + b"}", JSON),
+        (b'[{"type":"sample","ts":"2024-06-10T10:00:00Z","dims":' + b'{"a":' * DEEP + b"1" + b"}" * DEEP + b"}]", JSON),
+        (b'{"type":"sample","ts":"2024-06-10T10:00:00Z"}\n' + b"[" * DEEP + b"]" * DEEP + b"\n", NDJSON),
+        (b"[" * DEEP, JSON),
+    ],
+    ids=["arrays", "objects", "in-value", "in-dims", "ndjson-line", "unclosed"],
+)
 async def test_row13_100000_levels_of_nesting_are_400_never_500(srv, client_for, body, media):
     """400 "nested too deeply".  One exception: an NDJSON line that is a deep array is refused as
     soon as its first character shows it is not an event object, before any nesting is read:
@@ -243,7 +255,8 @@ async def test_row13_100000_levels_of_nesting_are_400_never_500(srv, client_for,
         assert (await client.get("/healthz")).status_code == 200  # the process survived
     if media == NDJSON:
         assert problem["status"] == 422 and problem["errors"] == [
-            {"index": 1, "line": 2, "field": "$", "message": "Expected `object`, got `array`"}], problem
+            {"index": 1, "line": 2, "field": "$", "message": "Expected `object`, got `array`"}
+        ], problem
     else:
         assert problem["status"] == 400 and "nested too deeply" in problem["detail"], problem
     assert await stored(srv) == 0
@@ -251,19 +264,27 @@ async def test_row13_100000_levels_of_nesting_are_400_never_500(srv, client_for,
 
 # --- 16: future skew ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("skew_s", [None, 60.0])
-async def test_row16_future_skew_is_422_past_the_configured_limit_only(make_settings, start_server, client_for,
-                                                                       skew_s):
+async def test_row16_future_skew_is_422_past_the_configured_limit_only(make_settings, start_server, client_for, skew_s):
     settings = make_settings(packs_dir=PACKS_DIR, **({} if skew_s is None else {"max_future_skew_s": skew_s}))
     limit_s = settings.max_future_skew_s
     assert limit_s == (300.0 if skew_s is None else skew_s)
     srv = await start_server(settings, clock=ManualClock(NOW))
-    stamp = lambda s: (NOW + timedelta(seconds=s)).isoformat().replace("+00:00", "Z")  # noqa: E731
+
+    def stamp(s: float) -> str:
+        return (NOW + timedelta(seconds=s)).isoformat().replace("+00:00", "Z")
+
     async with client_for(srv) as client:
-        ahead = problem_of(await client.post("/api/v1/events", json=[sample(stamp(limit_s - 1), id="ok"),
-                                                                      sample(stamp(limit_s + 1), id="ahead")]), 422)
-        assert ahead["errors"] == [{"index": 1, "field": "ts",
-                                    "message": f"ts is more than {limit_s:g} s in the future"}]
+        ahead = problem_of(
+            await client.post(
+                "/api/v1/events", json=[sample(stamp(limit_s - 1), id="ok"), sample(stamp(limit_s + 1), id="ahead")]
+            ),
+            422,
+        )
+        assert ahead["errors"] == [
+            {"index": 1, "field": "ts", "message": f"ts is more than {limit_s:g} s in the future"}
+        ]
         assert await stored(srv) == 0
         ok = await client.post("/api/v1/events", json=sample(stamp(limit_s - 1), id="ok"))
         assert ok.status_code == 202 and ok.json() == {"accepted": 1, "duplicates": 0}
@@ -272,8 +293,10 @@ async def test_row16_future_skew_is_422_past_the_configured_limit_only(make_sett
 
 # --- 17: lateness ----------------------------------------------------------------------------------
 
+
 async def test_row17_older_than_the_lateness_limit_is_422_within_it_accepted_and_marked_late(
-        make_settings, start_server, client_for):
+    make_settings, start_server, client_for
+):
     """``PULSEBOARD_MAX_LATENESS_S`` = 3 days: an event 4 days old is refused saying so; one a day old,
     for a day already cut, is accepted, and the day's snapshot is restated counting it as late."""
     srv = await start_server(make_settings(packs_dir=PACKS_DIR, max_lateness_s=3 * 86400), clock=ManualClock(NOW))
@@ -301,38 +324,59 @@ async def test_row17_older_than_the_lateness_limit_is_422_within_it_accepted_and
 _EV = b'"type":"sample","ts":"2024-06-10T10:00:00Z"'
 
 
-@pytest.mark.parametrize("body, field", [
-    (b'{' + _EV + b',"source":"\xff"}', None),
-    (b'{' + _EV + b',"dims":{"host":"\xc0\xaf"}}', None),  # overlong encoding of "/"
-    (b'{' + _EV + b',"dims":{"host":"caf\xc3"}}', None),  # truncated sequence
-    (b'{' + _EV + b',"dims":{"host":"\xed\xa0\x80"}}', None),  # a surrogate encoded in UTF-8
-    (b'{' + _EV + b',"source":"\\ud800"}', "source"),
-    (b'{' + _EV + b',"id":"x\\udc00"}', "id"),
-    (b'{' + _EV + b',"dims":{"host":"\\ud800"}}', "dims.host"),
-    (b'{' + _EV + b',"dims":{"\\ud800":"x"}}', "dims.\\ud800"),  # named escaped
-    (b'{' + _EV + b',"id":"a\\u0000b"}', "id"),
-    (b'{' + _EV + b',"source":"\\u0000"}', "source"),
-    (b'{"type":"sam\\u0000ple","ts":"2024-06-10T10:00:00Z"}', "type"),
-    (b'{' + _EV + b',"dims":{"ho\\u0000st":"x"}}', None),
-    (b'{' + _EV + b',"dims":{"host":"\\u0000"}}', "dims.host"),
-], ids=["ff", "overlong", "truncated-utf8", "utf8-surrogate", "surrogate-source", "surrogate-id",
-        "surrogate-dim", "surrogate-dim-name", "nul-id", "nul-source", "nul-type", "nul-dim-name", "nul-dim"])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b"{" + _EV + b',"source":"\xff"}', None),
+        (b"{" + _EV + b',"dims":{"host":"\xc0\xaf"}}', None),  # overlong encoding of "/"
+        (b"{" + _EV + b',"dims":{"host":"caf\xc3"}}', None),  # truncated sequence
+        (b"{" + _EV + b',"dims":{"host":"\xed\xa0\x80"}}', None),  # a surrogate encoded in UTF-8
+        (b"{" + _EV + b',"source":"\\ud800"}', "source"),
+        (b"{" + _EV + b',"id":"x\\udc00"}', "id"),
+        (b"{" + _EV + b',"dims":{"host":"\\ud800"}}', "dims.host"),
+        (b"{" + _EV + b',"dims":{"\\ud800":"x"}}', "dims.\\ud800"),  # named escaped
+        (b"{" + _EV + b',"id":"a\\u0000b"}', "id"),
+        (b"{" + _EV + b',"source":"\\u0000"}', "source"),
+        (b'{"type":"sam\\u0000ple","ts":"2024-06-10T10:00:00Z"}', "type"),
+        (b"{" + _EV + b',"dims":{"ho\\u0000st":"x"}}', None),
+        (b"{" + _EV + b',"dims":{"host":"\\u0000"}}', "dims.host"),
+    ],
+    ids=[
+        "ff",
+        "overlong",
+        "truncated-utf8",
+        "utf8-surrogate",
+        "surrogate-source",
+        "surrogate-id",
+        "surrogate-dim",
+        "surrogate-dim-name",
+        "nul-id",
+        "nul-source",
+        "nul-type",
+        "nul-dim-name",
+        "nul-dim",
+    ],
+)
 async def test_row18_invalid_utf8_lone_surrogates_and_nul_are_refused_naming_the_field(srv, client_for, body, field):
     async with client_for(srv) as client:
         for media, content in ((JSON, body), (NDJSON, body + b"\n")):
             problem = problem_of(await client.post("/api/v1/events", content=content, headers=media), 400, 422)
             if field is not None:
                 assert problem["status"] == 422 and field in fields_of(problem), problem
-        pair = await client.post("/api/v1/events", content=b'{' + _EV + b',"dims":{"host":"\\ud83d\\ude00"}}',
-                                 headers=JSON)  # a valid surrogate pair is fine
+        pair = await client.post(
+            "/api/v1/events", content=b"{" + _EV + b',"dims":{"host":"\\ud83d\\ude00"}}', headers=JSON
+        )  # a valid surrogate pair is fine
         assert pair.status_code == 202
     async with srv.runtime.engine.connect() as conn:
         from sqlalchemy import text
 
-        assert [json.loads(r[0]) for r in await conn.execute(text("SELECT dims FROM event"))] == [{"host": "\U0001F600"}]
+        assert [json.loads(r[0]) for r in await conn.execute(text("SELECT dims FROM event"))] == [
+            {"host": "\U0001f600"}
+        ]
 
 
 # --- 19: length, size and count limits ---------------------------------------------------------------
+
 
 async def test_row19_string_dims_and_name_limits_are_422_stating_the_limit(make_settings, start_server, client_for):
     srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(NOW))
@@ -352,41 +396,71 @@ async def test_row19_string_dims_and_name_limits_are_422_stating_the_limit(make_
             problem = problem_of(await client.post("/api/v1/events", json=event), 422)
             found = [e for e in problem["errors"] if e["field"] == field]
             assert found and says in found[0]["message"], (field, problem["errors"])
-        ok = await client.post("/api/v1/events", json={"type": "sample", "ts": ts, "id": "fits", "dims": {
-            **{f"d{i}": i for i in range(18)}, "note": "x" * 1024, "host": "h" * 295}})
+        ok = await client.post(
+            "/api/v1/events",
+            json={
+                "type": "sample",
+                "ts": ts,
+                "id": "fits",
+                "dims": {**{f"d{i}": i for i in range(18)}, "note": "x" * 1024, "host": "h" * 295},
+            },
+        )
         assert ok.status_code == 202, ok.text
-        series = await client.get("/api/v1/kpis/sample_count/series", params={
-            "grain": "day", "start": "2024-06-10T00:00:00Z", "end": "2024-06-11T00:00:00Z", "dims.host": "h" * 295})
+        series = await client.get(
+            "/api/v1/kpis/sample_count/series",
+            params={
+                "grain": "day",
+                "start": "2024-06-10T00:00:00Z",
+                "end": "2024-06-11T00:00:00Z",
+                "dims.host": "h" * 295,
+            },
+        )
         assert series.json()["points"][0]["value"] == 1
     assert await stored(srv) == 1
     small = await start_server(make_settings(packs_dir=PACKS_DIR, max_string_chars=10, max_dims=2))
     async with client_for(small) as client:
-        problem = problem_of(await client.post("/api/v1/events", json={"type": "sample", "ts": ts, "dims": {
-            "host": "x" * 11, "a": 1, "b": 2}}), 422)
+        problem = problem_of(
+            await client.post(
+                "/api/v1/events", json={"type": "sample", "ts": ts, "dims": {"host": "x" * 11, "a": 1, "b": 2}}
+            ),
+            422,
+        )
         assert {(e["field"], e["message"].split(" ", 1)[1]) for e in problem["errors"]} >= {
-            ("dims.host", "longer than 10 characters"), ("dims", "has 3 keys; at most 2 allowed")}
+            ("dims.host", "longer than 10 characters"),
+            ("dims", "has 3 keys; at most 2 allowed"),
+        }
 
 
 # --- 23, 24: keys -------------------------------------------------------------------------------------
+
 
 async def test_row23_every_bad_key_gets_the_same_401_with_www_authenticate(srv, client_for):
     now_us = to_us(NOW)
     revoked, info = await srv.runtime.keys.create("read", "revoked", now_us)
     await srv.runtime.keys.revoke(info["id"], now_us)
     expired, _ = await srv.runtime.keys.create("read", "expired", now_us - 10, expires_us=now_us - 1)
-    expired_ingest, _ = await srv.runtime.keys.create("ingest", "expired", now_us - 10, source="default",
-                                                      expires_us=now_us - 1)
-    presented = {"none": None, "malformed": "not a key", "unknown": "pbr_" + secrets.token_urlsafe(30),
-                 "revoked": revoked, "expired": expired, "expired-ingest": expired_ingest,
-                 "basic": None}
+    expired_ingest, _ = await srv.runtime.keys.create(
+        "ingest", "expired", now_us - 10, source="default", expires_us=now_us - 1
+    )
+    presented = {
+        "none": None,
+        "malformed": "not a key",
+        "unknown": "pbr_" + secrets.token_urlsafe(30),
+        "revoked": revoked,
+        "expired": expired,
+        "expired-ingest": expired_ingest,
+        "basic": None,
+    }
     answers = {}
     async with client_for(srv, auth=False) as client:
         for kind, key in presented.items():
             headers = {} if key is None else {"Authorization": f"Bearer {key}"}
             if kind == "basic":
                 headers = {"Authorization": "Basic dXNlcjpwYXNz"}
-            for method, path, body in (("GET", "/api/v1/kpis", None), ("POST", "/api/v1/events", sample(
-                    "2024-06-10T10:00:00Z", id=f"k-{kind}"))):
+            for method, path, body in (
+                ("GET", "/api/v1/kpis", None),
+                ("POST", "/api/v1/events", sample("2024-06-10T10:00:00Z", id=f"k-{kind}")),
+            ):
                 resp = await client.request(method, path, json=body, headers=headers)
                 assert resp.status_code == 401, (kind, path, resp.status_code, resp.text)
                 assert resp.headers["www-authenticate"] == 'Bearer realm="pulseboard"'
@@ -434,8 +508,10 @@ async def _june_with_a_note(srv, client) -> dict:
     events = [sample(f"2024-06-{d:02d}T10:{i:02d}:00Z", 8, id=f"j{d}-{i}") for d in (3, 4) for i in range(3)]
     assert (await client.post("/api/v1/events", json=events)).status_code == 202
     await srv.runtime.snapshots.run_due()
-    note = await client.post("/api/v1/scorecards/generic-wall/2024-06/commentary",
-                             json={"kpi": "sample_mean", "text": "fine", "author": "Ana"})
+    note = await client.post(
+        "/api/v1/scorecards/generic-wall/2024-06/commentary",
+        json={"kpi": "sample_mean", "text": "fine", "author": "Ana"},
+    )
     assert note.status_code == 201, note.text
     return note.json()
 
@@ -446,11 +522,18 @@ async def test_row28_ids_of_shared_things_are_random_128_bits(srv, client_for):
     (typed by a person) and only an admin can use one."""
     async with client_for(srv) as client:
         note = await _june_with_a_note(srv, client)
-        snaps = [(await client.get(f"/api/v1/snapshots/generic-wall/day/2024-06-{d:02d}")).json()["id"]
-                 for d in range(3, 31)]  # cut from the first day with events
+        snaps = [
+            (await client.get(f"/api/v1/snapshots/generic-wall/day/2024-06-{d:02d}")).json()["id"] for d in range(3, 31)
+        ]  # cut from the first day with events
         snaps.append((await client.get("/api/v1/snapshots/generic-wall/month/2024-06")).json()["id"])
-        notes = [note["id"]] + [(await client.post("/api/v1/scorecards/generic-wall/2024-06/commentary", json={
-            "kpi": "sample_count", "text": f"n{i}"})).json()["id"] for i in range(5)]
+        notes = [note["id"]] + [
+            (
+                await client.post(
+                    "/api/v1/scorecards/generic-wall/2024-06/commentary", json={"kpi": "sample_count", "text": f"n{i}"}
+                )
+            ).json()["id"]
+            for i in range(5)
+        ]
         made = [(await client.post("/api/v1/keys", json={"scope": "read", "name": f"k{i}"})).json() for i in range(5)]
         key_ids = [k["id"] for k in (await client.get("/api/v1/keys", headers=srv.auth("admin"))).json()]
         assert {k["id"] for k in made} <= set(key_ids)
@@ -473,18 +556,33 @@ async def test_row28_guessed_ids_are_404(srv, client_for):
     guess = secrets.token_hex(16)
     async with client_for(srv) as client:
         await _june_with_a_note(srv, client)
-        for path in (f"/api/v1/snapshots/{guess}/day/2024-06-03", f"/api/v1/snapshots/generic-wall/day/{guess}",
-                     f"/api/v1/snapshots/{guess}/month/2024-06/versions", f"/api/v1/scorecards/{guess}/2024-06",
-                     f"/api/v1/reconciliation/{guess}/day/2024-06-03", f"/api/v1/dashboards/{guess}",
-                     f"/api/v1/kpis/{guess}/series?grain=day&start=2024-06-01T00:00:00Z&end=2024-06-02T00:00:00Z",
-                     "/api/v1/snapshots/contact-centre/day/2024-06-03",  # another dashboard, never cut
-                     f"/wall/{guess}", f"/day/{guess}/2024-06-03", f"/scorecard/{guess}/2024-06"):
+        for path in (
+            f"/api/v1/snapshots/{guess}/day/2024-06-03",
+            f"/api/v1/snapshots/generic-wall/day/{guess}",
+            f"/api/v1/snapshots/{guess}/month/2024-06/versions",
+            f"/api/v1/scorecards/{guess}/2024-06",
+            f"/api/v1/reconciliation/{guess}/day/2024-06-03",
+            f"/api/v1/dashboards/{guess}",
+            f"/api/v1/kpis/{guess}/series?grain=day&start=2024-06-01T00:00:00Z&end=2024-06-02T00:00:00Z",
+            "/api/v1/snapshots/contact-centre/day/2024-06-03",  # another dashboard, never cut
+            f"/wall/{guess}",
+            f"/day/{guess}/2024-06-03",
+            f"/scorecard/{guess}/2024-06",
+        ):
             problem_of(await client.get(path), 404)
         problem_of(await client.delete(f"/api/v1/keys/{guess}", headers=srv.auth("admin")), 404)
-        problem_of(await client.post(f"/api/v1/scorecards/{guess}/2024-06/commentary",
-                                     json={"kpi": "sample_mean", "text": "x"}), 404)
-        problem_of(await client.post("/api/v1/scorecards/contact-centre/2024-06/commentary",
-                                     json={"kpi": "sample_mean", "text": "x"}), 404)  # its KPI, another card
+        problem_of(
+            await client.post(
+                f"/api/v1/scorecards/{guess}/2024-06/commentary", json={"kpi": "sample_mean", "text": "x"}
+            ),
+            404,
+        )
+        problem_of(
+            await client.post(
+                "/api/v1/scorecards/contact-centre/2024-06/commentary", json={"kpi": "sample_mean", "text": "x"}
+            ),
+            404,
+        )  # its KPI, another card
         problem_of(await client.post("/api/v1/pairings/ZZZZ2222/approve", json={"dashboard": "generic-wall"}), 404)
         problem_of(await client.post("/api/v1/pairings/claim", json={"secret": secrets.token_urlsafe(32)}), 404)
 
@@ -494,14 +592,20 @@ async def test_row28_another_dashboard_is_404_for_a_display_key(srv, client_for)
         own = await client.get("/api/v1/dashboards/generic-wall", headers=srv.auth("display", "generic-wall"))
         assert own.status_code == 200
         for slug in ("contact-centre", secrets.token_hex(16)):
-            problem_of(await client.get(f"/api/v1/dashboards/{slug}", headers=srv.auth("display", "generic-wall")),
-                       404)
+            problem_of(await client.get(f"/api/v1/dashboards/{slug}", headers=srv.auth("display", "generic-wall")), 404)
 
 
 # --- 29: markup and formulas ------------------------------------------------------------------------------
 
-PAYLOADS = ['<script>alert(1)</script>', '<img src=x onerror=alert(2)>', 'javascript:alert(3)',
-            '=HYPERLINK("http://evil.example","click")', '+SUM(1,2)', '@cmd', '-2+3']
+PAYLOADS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(2)>",
+    "javascript:alert(3)",
+    '=HYPERLINK("http://evil.example","click")',
+    "+SUM(1,2)",
+    "@cmd",
+    "-2+3",
+]
 
 
 async def test_row29_markup_and_formulas_are_stored_as_text_and_csv_neutralised(srv, client_for):
@@ -510,18 +614,24 @@ async def test_row29_markup_and_formulas_are_stored_as_text_and_csv_neutralised(
         events = [sample("2024-06-05T10:00:00Z", 1, id=f"x{i}", dims={"host": p}) for i, p in enumerate(PAYLOADS)]
         assert (await client.post("/api/v1/events", json=events)).status_code == 202
         for p in PAYLOADS:  # dims: stored as text, found again by exact value, echoed as JSON text
-            resp = await client.get("/api/v1/kpis/sample_count/series", params={
-                "grain": "day", "start": "2024-06-05T00:00:00Z", "end": "2024-06-06T00:00:00Z", "dims.host": p})
+            resp = await client.get(
+                "/api/v1/kpis/sample_count/series",
+                params={"grain": "day", "start": "2024-06-05T00:00:00Z", "end": "2024-06-06T00:00:00Z", "dims.host": p},
+            )
             assert resp.headers["content-type"] == "application/json"
             assert resp.json()["dims"] == {"host": p} and resp.json()["points"][0]["value"] == 1, p
         for i, p in enumerate(PAYLOADS):  # names and commentary
             made = await client.post("/api/v1/keys", json={"scope": "read", "name": p})
             assert made.status_code == 201 and made.json()["name"] == p
-            note = await client.post("/api/v1/scorecards/generic-wall/2024-06/commentary",
-                                     json={"kpi": "sample_mean" if i % 2 else "sample_count", "text": p, "author": p})
+            note = await client.post(
+                "/api/v1/scorecards/generic-wall/2024-06/commentary",
+                json={"kpi": "sample_mean" if i % 2 else "sample_count", "text": p, "author": p},
+            )
             assert note.status_code == 201 and (note.json()["text"], note.json()["author"]) == (p, p)
-        lone = await client.post("/api/v1/scorecards/generic-wall/2024-06/commentary",
-                                 json={"kpi": "sample_p95", "text": "x", "author": PAYLOADS[3]})  # alone in its cell
+        lone = await client.post(
+            "/api/v1/scorecards/generic-wall/2024-06/commentary",
+            json={"kpi": "sample_p95", "text": "x", "author": PAYLOADS[3]},
+        )  # alone in its cell
         assert lone.status_code == 201
         listed = {k["name"] for k in (await client.get("/api/v1/keys", headers=srv.auth("admin"))).json()}
         assert set(PAYLOADS) <= listed
@@ -549,8 +659,13 @@ async def test_row29_pages_carry_no_inline_script_and_csp_forbids_it(srv, client
     script, no inline event handler, no ``javascript:`` URL; and the CSP would block any."""
     async with client_for(srv) as client:
         await _june_with_a_note(srv, client)
-        for path in ("/wall/generic-wall", "/day/generic-wall/2024-06-03", "/scorecard/generic-wall/2024-06",
-                     "/pair", "/login"):
+        for path in (
+            "/wall/generic-wall",
+            "/day/generic-wall/2024-06-03",
+            "/scorecard/generic-wall/2024-06",
+            "/pair",
+            "/login",
+        ):
             resp = await client.get(path)
             assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html"), path
             html = resp.text
@@ -575,8 +690,10 @@ async def test_row29_the_scorecard_page_shows_markup_as_text(srv, client_for):
     async with client_for(srv) as client:
         await _june_with_a_note(srv, client)
         for i, p in enumerate(PAYLOADS[:4]):
-            resp = await client.post("/api/v1/scorecards/generic-wall/2024-06/commentary",
-                                     json={"kpi": "sample_mean", "text": p, "author": PAYLOADS[3 - i]})
+            resp = await client.post(
+                "/api/v1/scorecards/generic-wall/2024-06/commentary",
+                json={"kpi": "sample_mean", "text": p, "author": PAYLOADS[3 - i]},
+            )
             assert resp.status_code == 201
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
@@ -588,8 +705,11 @@ async def test_row29_the_scorecard_page_shows_markup_as_text(srv, client_for):
             page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
             await page.goto(f"{srv.url}/scorecard/generic-wall/2024-06")
             await page.wait_for_function(READY_CARD, timeout=20_000)
-            notes = await page.eval_on_selector_all("#kpi-sample_mean li.note", """ns => ns.map(n =>
-                [n.querySelector('.note-text').textContent, n.querySelector('.note-meta').textContent])""")
+            notes = await page.eval_on_selector_all(
+                "#kpi-sample_mean li.note",
+                """ns => ns.map(n =>
+                [n.querySelector('.note-text').textContent, n.querySelector('.note-meta').textContent])""",
+            )
             shown = {text: meta.split(", 1 Jul 2024")[0] for text, meta in notes}  # meta: "— author, date"
             assert shown == {"fine": "— Ana", **{p: "— " + PAYLOADS[3 - i] for i, p in enumerate(PAYLOADS[:4])}}, notes
             injected = await page.evaluate("""() => [document.querySelectorAll('#scorecard script, #scorecard img').length,
@@ -603,17 +723,22 @@ async def test_row29_the_scorecard_page_shows_markup_as_text(srv, client_for):
 
 # --- 30: WebSockets -------------------------------------------------------------------------------------
 
+
 async def test_row30_websocket_bad_token_unknown_message_and_scope(srv):
     wall = srv.ws_url + "/ws/dashboards/generic-wall"
-    for headers in ({"Authorization": "Bearer pbr_" + secrets.token_urlsafe(30)}, {"Authorization": "Bearer x"},
-                    {"Authorization": f"Bearer {srv.keys.ingest['default']}"}):
+    for headers in (
+        {"Authorization": "Bearer pbr_" + secrets.token_urlsafe(30)},
+        {"Authorization": "Bearer x"},
+        {"Authorization": f"Bearer {srv.keys.ingest['default']}"},
+    ):
         with pytest.raises(InvalidStatus) as info:
             async with connect(wall, additional_headers=headers):
                 pass
         assert info.value.response.status_code == (403 if "pbi_" in headers["Authorization"] else 401)
     with pytest.raises(InvalidStatus) as info:  # a display key of another dashboard
-        async with connect(srv.ws_url + "/ws/dashboards/contact-centre",
-                           additional_headers=srv.auth("display", "generic-wall")):
+        async with connect(
+            srv.ws_url + "/ws/dashboards/contact-centre", additional_headers=srv.auth("display", "generic-wall")
+        ):
             pass
     assert info.value.response.status_code in (403, 404)
     async with connect(wall, additional_headers=srv.auth("display", "generic-wall")) as ws:

@@ -3,7 +3,7 @@ end to end (HTTP ingest -> store -> series reads) on both stores."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -29,7 +29,7 @@ async def _post(client, events):
 async def test_c1_fall_back_night_keeps_two_one_oclock_hours(generic, httpx_client):
     srv = await generic("America/Chicago")
     async with httpx_client(srv) as client:
-        start = datetime(2022, 11, 6, 5, 0, tzinfo=timezone.utc)
+        start = datetime(2022, 11, 6, 5, 0, tzinfo=UTC)
         events = [sample((start + timedelta(minutes=i)).isoformat(), 1) for i in range(1500)]
         assert (await _post(client, events))["accepted"] == 1500
         hours = await series(client, "sample_count", "hour", "2022-11-06T00:00:00-05:00", "2022-11-07T00:00:00-06:00")
@@ -45,20 +45,22 @@ async def test_c1_fall_back_night_keeps_two_one_oclock_hours(generic, httpx_clie
 async def test_c2_days_are_calendar_days(generic, httpx_client):
     srv = await generic("Europe/Athens")
     async with httpx_client(srv) as client:
-        await _post(client, [sample("2022-10-29T09:00:00Z"), sample("2022-10-30T21:30:00Z"),
-                             sample("2022-10-30T22:30:00Z")])
+        await _post(
+            client, [sample("2022-10-29T09:00:00Z"), sample("2022-10-30T21:30:00Z"), sample("2022-10-30T22:30:00Z")]
+        )
         days = await series(client, "sample_count", "day", "2022-10-29T00:00:00+03:00", "2022-11-01T00:00:00+02:00")
         assert [p["value"] for p in days] == [1, 1, 1]
         assert days[2]["start"] == "2022-10-31T00:00:00+02:00"
-        assert datetime.fromisoformat(days[2]["start"]) == datetime(2022, 10, 30, 22, 0, tzinfo=timezone.utc)
+        assert datetime.fromisoformat(days[2]["start"]) == datetime(2022, 10, 30, 22, 0, tzinfo=UTC)
         assert datetime.fromisoformat(days[1]["end"]) - datetime.fromisoformat(days[1]["start"]) == timedelta(hours=25)
 
 
 async def test_c3_months_in_business_zone(generic, httpx_client):
     srv = await generic("Europe/Amsterdam")
     async with httpx_client(srv) as client:
-        await _post(client, [sample("2020-09-30T23:00:00Z"), sample("2020-10-24T22:00:00Z"),
-                             sample("2020-10-31T23:30:00Z")])
+        await _post(
+            client, [sample("2020-09-30T23:00:00Z"), sample("2020-10-24T22:00:00Z"), sample("2020-10-31T23:30:00Z")]
+        )
         months = await series(client, "sample_count", "month", "2020-09-01T00:00:00+02:00", "2020-12-01T00:00:00+01:00")
         assert [p["value"] for p in months] == [0, 2, 1]
 
@@ -70,7 +72,9 @@ async def test_c7_late_event_reaches_every_level(generic, httpx_client):
         hour = await series(client, "sample_sum", "hour", "2024-06-10T10:00:00Z", "2024-06-10T11:00:00Z")
         assert hour[0]["value"] == 50
         before_day = (await series(client, "sample_sum", "day", "2024-06-10T00:00:00Z", "2024-06-11T00:00:00Z"))[0]
-        before_month = (await series(client, "sample_count", "month", "2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z"))[0]
+        before_month = (await series(client, "sample_count", "month", "2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z"))[
+            0
+        ]
         await _post(client, [sample("2024-06-10T10:30:00Z", 7)])
         count = await series(client, "sample_count", "hour", "2024-06-10T10:00:00Z", "2024-06-10T11:00:00Z")
         total = await series(client, "sample_sum", "hour", "2024-06-10T10:00:00Z", "2024-06-10T11:00:00Z")
@@ -103,7 +107,9 @@ async def test_c8_retried_event_counted_once(generic, httpx_client):
 async def test_c9_no_average_of_averages(generic, httpx_client):
     srv = await generic("UTC")
     async with httpx_client(srv) as client:
-        await _post(client, [sample(f"2024-04-01T0{i}:00:00Z", 10) for i in range(4)] + [sample("2024-04-02T09:00:00Z", 50)])
+        await _post(
+            client, [sample(f"2024-04-01T0{i}:00:00Z", 10) for i in range(4)] + [sample("2024-04-02T09:00:00Z", 50)]
+        )
         month = await series(client, "sample_mean", "month", "2024-04-01T00:00:00Z", "2024-05-01T00:00:00Z")
         assert month[0]["value"] == 18.0
         assert month[0]["components"] == {"sample_sum": 90.0, "sample_count": 5}
@@ -123,19 +129,24 @@ async def test_c10_percentiles_are_not_added_or_averaged(generic, httpx_client):
         assert day[0]["value"] == pytest.approx(190, rel=0.01)
 
 
-@pytest.mark.parametrize("body", [
-    b'{"type":"sample","ts":"2024-04-01T09:00:00Z","value":"NaN"}',
-    b'{"type":"sample","ts":"2024-04-01T09:00:00Z","value":"Infinity"}',
-    b'{"type":"sample","ts":"2024-04-01T09:00:00Z","value":-1e400}',
-    b'{"type":"sample","ts":"2024-04-01T09:00:00Z","value":NaN}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type":"sample","ts":"2024-04-01T09:00:00Z","value":"NaN"}',
+        b'{"type":"sample","ts":"2024-04-01T09:00:00Z","value":"Infinity"}',
+        b'{"type":"sample","ts":"2024-04-01T09:00:00Z","value":-1e400}',
+        b'{"type":"sample","ts":"2024-04-01T09:00:00Z","value":NaN}',
+    ],
+)
 async def test_c11_non_finite_numbers_never_get_in(generic, httpx_client, body):
     srv = await generic("UTC")
     async with httpx_client(srv) as client:
         resp = await client.post("/api/v1/events", content=body, headers={"content-type": "application/json"})
         assert resp.status_code == 422
         assert strict_json(resp.text)["errors"][0]["field"] == "value"
-        ndjson = await client.post("/api/v1/events", content=body + b"\n", headers={"content-type": "application/x-ndjson"})
+        ndjson = await client.post(
+            "/api/v1/events", content=body + b"\n", headers={"content-type": "application/x-ndjson"}
+        )
         assert ndjson.status_code == 422
         assert strict_json(ndjson.text)["errors"][0] == {**strict_json(ndjson.text)["errors"][0], "index": 0, "line": 1}
         points = await series(client, "sample_mean", "hour", "2024-04-01T09:00:00Z", "2024-04-01T10:00:00Z")
@@ -146,12 +157,27 @@ async def test_c11_non_finite_numbers_never_get_in(generic, httpx_client, body):
 async def test_series_in_another_zone_on_request(generic, httpx_client):
     srv = await generic("UTC")
     async with httpx_client(srv) as client:
-        await _post(client, [sample("2022-10-29T09:00:00Z"), sample("2022-10-30T21:30:00Z"), sample("2022-10-30T22:30:00Z")])
-        resp = await client.get("/api/v1/kpis/sample_count/series", params={
-            "grain": "day", "start": "2022-10-29T00:00:00+03:00", "end": "2022-11-01T00:00:00+02:00",
-            "tz": "Europe/Athens"})
+        await _post(
+            client, [sample("2022-10-29T09:00:00Z"), sample("2022-10-30T21:30:00Z"), sample("2022-10-30T22:30:00Z")]
+        )
+        resp = await client.get(
+            "/api/v1/kpis/sample_count/series",
+            params={
+                "grain": "day",
+                "start": "2022-10-29T00:00:00+03:00",
+                "end": "2022-11-01T00:00:00+02:00",
+                "tz": "Europe/Athens",
+            },
+        )
         assert resp.json()["tz"] == "Europe/Athens"
         assert [p["value"] for p in resp.json()["points"]] == [1, 1, 1]
-        bad = await client.get("/api/v1/kpis/sample_count/series", params={
-            "grain": "day", "start": "2022-10-29T00:00:00Z", "end": "2022-10-30T00:00:00Z", "tz": "Mars/Olympus"})
+        bad = await client.get(
+            "/api/v1/kpis/sample_count/series",
+            params={
+                "grain": "day",
+                "start": "2022-10-29T00:00:00Z",
+                "end": "2022-10-30T00:00:00Z",
+                "tz": "Mars/Olympus",
+            },
+        )
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "tz"

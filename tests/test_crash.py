@@ -43,7 +43,15 @@ import pytest
 
 from tests.conftest import ARTIFACTS, PG_URL, _drop_pg_schema
 from tests.crash_client import (
-    AUGUST, TZ, IngestLog, ServerProcess, create_key, free_port, kill_in_commit_window, make_batches, run_client,
+    AUGUST,
+    TZ,
+    IngestLog,
+    ServerProcess,
+    create_key,
+    free_port,
+    kill_in_commit_window,
+    make_batches,
+    run_client,
     stored_keys,
 )
 
@@ -99,17 +107,22 @@ class TrialFigures:
     series_mismatches: list = field(default_factory=list)
 
     def line(self) -> str:
-        window = ("" if self.committed_unanswered_at_kill is None
-                  else f", {self.committed_unanswered_at_kill:,} events committed but unanswered")
-        return (f"[crash {self.store} #{self.trial}] seed={self.seed} {self.kill_mode} kill after "
-                f"{self.acked_at_kill:,}/{EVENTS:,} acked events (threshold {self.kill_after_events:,} + "
-                f"{self.kill_jitter_s * 1000:.0f} ms, {self.batches_in_flight_at_kill} batches in flight{window}) "
-                f"at {self.kill_at_s:.2f} s; "
-                f"restart->ready {self.restart_to_ready_s:.2f} s (kill->ready {self.kill_to_ready_s:.2f} s); "
-                f"ingest {self.ingest_s:.1f} s; stored {self.stored_rows:,} rows / {self.stored_distinct:,} distinct; "
-                f"lost {self.lost} dup {self.duplicated} missing {self.missing} extra {self.extra}; "
-                f"replayed {self.replayed_answers}; retries {dict(self.indeterminate)}; "
-                f"days reconciled {self.days_reconciled}")
+        window = (
+            ""
+            if self.committed_unanswered_at_kill is None
+            else f", {self.committed_unanswered_at_kill:,} events committed but unanswered"
+        )
+        return (
+            f"[crash {self.store} #{self.trial}] seed={self.seed} {self.kill_mode} kill after "
+            f"{self.acked_at_kill:,}/{EVENTS:,} acked events (threshold {self.kill_after_events:,} + "
+            f"{self.kill_jitter_s * 1000:.0f} ms, {self.batches_in_flight_at_kill} batches in flight{window}) "
+            f"at {self.kill_at_s:.2f} s; "
+            f"restart->ready {self.restart_to_ready_s:.2f} s (kill->ready {self.kill_to_ready_s:.2f} s); "
+            f"ingest {self.ingest_s:.1f} s; stored {self.stored_rows:,} rows / {self.stored_distinct:,} distinct; "
+            f"lost {self.lost} dup {self.duplicated} missing {self.missing} extra {self.extra}; "
+            f"replayed {self.replayed_answers}; retries {dict(self.indeterminate)}; "
+            f"days reconciled {self.days_reconciled}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +144,14 @@ def expected_counts(batches) -> dict[str, Counter]:
 
 def server_env(data_dir: Path, schema: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
-    env.update({"PULSEBOARD_DATA_DIR": str(data_dir), "PULSEBOARD_TZ": TZ,
-                "PULSEBOARD_SNAPSHOTS_ENABLED": "false", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "PULSEBOARD_DATA_DIR": str(data_dir),
+            "PULSEBOARD_TZ": TZ,
+            "PULSEBOARD_SNAPSHOTS_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if schema is not None:
         env.update({"DATABASE_URL": PG_URL, "PULSEBOARD_DB_SCHEMA": schema})
     return env
@@ -158,9 +177,10 @@ async def run_trial(store: str, trial: int, seed: int, batches, workdir: Path) -
 
         log = IngestLog()
         deadline = time.monotonic() + 240
-        tasks = [asyncio.create_task(run_client(c, server.url, batches[c::CLIENTS], log, deadline,
-                                                api_key=ingest_key))
-                 for c in range(CLIENTS)]
+        tasks = [
+            asyncio.create_task(run_client(c, server.url, batches[c::CLIENTS], log, deadline, api_key=ingest_key))
+            for c in range(CLIENTS)
+        ]
         while log.acked_events < fig.kill_after_events:
             if any(t.done() for t in tasks):
                 break
@@ -179,8 +199,16 @@ async def run_trial(store: str, trial: int, seed: int, batches, workdir: Path) -
             server.kill9()
         else:  # aim at the moment between a commit and its answers (the Idempotency-Key replay path)
             caught, stored_at_kill, fig.acked_at_kill = await asyncio.to_thread(
-                kill_in_commit_window, store, data_dir, PG_URL, schema, lambda: log.acked_events,
-                server.proc.pid, 5.0, EVENTS - 2 * CLIENTS * BATCH_EVENTS)
+                kill_in_commit_window,
+                store,
+                data_dir,
+                PG_URL,
+                schema,
+                lambda: log.acked_events,
+                server.proc.pid,
+                5.0,
+                EVENTS - 2 * CLIENTS * BATCH_EVENTS,
+            )
             fig.kill_at_s, fig.batches_in_flight_at_kill = log.now(), len(log.in_flight)
             fig.committed_unanswered_at_kill = stored_at_kill - fig.acked_at_kill
             if not caught:
@@ -217,8 +245,9 @@ async def run_trial(store: str, trial: int, seed: int, batches, workdir: Path) -
         expected = expected_counts(batches)
         start = datetime.combine(days[0], datetime.min.time(), ZONE)
         end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), ZONE)
-        async with httpx.AsyncClient(base_url=server.url, timeout=60,
-                                     headers={"Authorization": f"Bearer {read_key}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {read_key}"}
+        ) as http:
             for day in days:
                 resp = await http.get(f"/api/v1/reconciliation/contact-centre/day/{day.isoformat()}")
                 assert resp.status_code == 200, resp.text
@@ -226,21 +255,27 @@ async def run_trial(store: str, trial: int, seed: int, batches, workdir: Path) -
                 if check["ok"]:
                     fig.days_reconciled += 1
                 else:
-                    fig.reconciliation_failures.append({"day": day.isoformat(), "check": check,
-                                                        "mismatches": resp.json()["mismatches"]})
+                    fig.reconciliation_failures.append(
+                        {"day": day.isoformat(), "check": check, "mismatches": resp.json()["mismatches"]}
+                    )
             for kpi, per_day in expected.items():
-                resp = await http.get(f"/api/v1/kpis/{kpi}/series",
-                                      params={"grain": "day", "start": start.isoformat(), "end": end.isoformat()})
+                resp = await http.get(
+                    f"/api/v1/kpis/{kpi}/series",
+                    params={"grain": "day", "start": start.isoformat(), "end": end.isoformat()},
+                )
                 assert resp.status_code == 200, resp.text
                 got = {date.fromisoformat(p["start"][:10]): p["value"] or 0 for p in resp.json()["points"]}
                 for day in days:
                     if got.get(day, 0) != per_day[day]:
-                        fig.series_mismatches.append({"kpi": kpi, "day": day.isoformat(),
-                                                      "expected": per_day[day], "found": got.get(day)})
+                        fig.series_mismatches.append(
+                            {"kpi": kpi, "day": day.isoformat(), "expected": per_day[day], "found": got.get(day)}
+                        )
         return fig
     except BaseException:
-        print(f"\n{fig.line()}\n[crash {store} #{trial}] seed={seed} FAILED; server log (202 lines left out):\n"
-              f"{server.log_tail(40, skip='202 Accepted')}")
+        print(
+            f"\n{fig.line()}\n[crash {store} #{trial}] seed={seed} FAILED; server log (202 lines left out):\n"
+            f"{server.log_tail(40, skip='202 Accepted')}"
+        )
         raise
     finally:
         for t in tasks:
@@ -254,11 +289,17 @@ async def run_trial(store: str, trial: int, seed: int, batches, workdir: Path) -
 def summary(store: str, figures: list[TrialFigures]) -> dict:
     ready = [f.restart_to_ready_s for f in figures]
     return {
-        "store": store, "trials": len(figures), "base_seed": BASE_SEED,
-        "events_per_trial": EVENTS, "clients": CLIENTS, "batch_events": BATCH_EVENTS,
-        "lost": sum(f.lost for f in figures), "duplicated": sum(f.duplicated for f in figures),
+        "store": store,
+        "trials": len(figures),
+        "base_seed": BASE_SEED,
+        "events_per_trial": EVENTS,
+        "clients": CLIENTS,
+        "batch_events": BATCH_EVENTS,
+        "lost": sum(f.lost for f in figures),
+        "duplicated": sum(f.duplicated for f in figures),
         "rollup_mismatches": sum(len(f.reconciliation_failures) + len(f.series_mismatches) for f in figures),
-        "restart_to_ready_s_max": max(ready), "restart_to_ready_s_median": statistics.median(ready),
+        "restart_to_ready_s_max": max(ready),
+        "restart_to_ready_s_median": statistics.median(ready),
         "kill_to_ready_s_max": max(f.kill_to_ready_s for f in figures),
         "acked_at_kill_min": min(f.acked_at_kill for f in figures),
         "acked_at_kill_max": max(f.acked_at_kill for f in figures),
@@ -277,22 +318,35 @@ async def test_kill9_during_ingest_loses_nothing_and_counts_nothing_twice(store_
         print("\n" + fig.line())
         figures.append(fig)
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / f"crash-{store_kind}.json").write_text(json.dumps(
-            {"summary": summary(store_kind, figures), "wall_s": round(time.monotonic() - started, 1),
-             "trials": [asdict(f) for f in figures]}, indent=1, default=str))
+        (ARTIFACTS / f"crash-{store_kind}.json").write_text(
+            json.dumps(
+                {
+                    "summary": summary(store_kind, figures),
+                    "wall_s": round(time.monotonic() - started, 1),
+                    "trials": [asdict(f) for f in figures],
+                },
+                indent=1,
+                default=str,
+            )
+        )
         repro = f"reproduce: PULSEBOARD_CRASH_SEED={seed} PULSEBOARD_CRASH_TRIALS=1 (store {store_kind})"
         assert fig.lost == 0, f"{fig.lost} acknowledged events lost; {repro}"
         assert fig.duplicated == 0, f"{fig.duplicated} events stored twice; {repro}"
-        assert fig.missing == fig.extra == 0, f"store != posted events: {fig.missing} missing, {fig.extra} extra; {repro}"
+        assert fig.missing == fig.extra == 0, (
+            f"store != posted events: {fig.missing} missing, {fig.extra} extra; {repro}"
+        )
         assert fig.stored_rows == EVENTS
         assert fig.accepted_sum == EVENTS and fig.duplicates_sum == 0, (
-            f"answers: accepted {fig.accepted_sum}, duplicates {fig.duplicates_sum}; {repro}")
+            f"answers: accepted {fig.accepted_sum}, duplicates {fig.duplicates_sum}; {repro}"
+        )
         assert fig.idempotency_keys == len(batches)
         assert not fig.reconciliation_failures, f"rollups != raw events: {fig.reconciliation_failures[:3]}; {repro}"
         assert not fig.series_mismatches, f"series != posted events: {fig.series_mismatches[:5]}; {repro}"
         assert fig.restart_to_ready_s <= READY_LIMIT_S, f"ready after {fig.restart_to_ready_s:.2f} s; {repro}"
     s = summary(store_kind, figures)
-    print(f"\n[crash {store_kind}] {s['trials']} trials, base seed {BASE_SEED}: lost {s['lost']}, "
-          f"duplicated {s['duplicated']}, rollup mismatches {s['rollup_mismatches']}, restart->ready "
-          f"max {s['restart_to_ready_s_max']:.2f} s median {s['restart_to_ready_s_median']:.2f} s, "
-          f"replayed answers {s['replayed_answers']}, {time.monotonic() - started:.0f} s")
+    print(
+        f"\n[crash {store_kind}] {s['trials']} trials, base seed {BASE_SEED}: lost {s['lost']}, "
+        f"duplicated {s['duplicated']}, rollup mismatches {s['rollup_mismatches']}, restart->ready "
+        f"max {s['restart_to_ready_s_max']:.2f} s median {s['restart_to_ready_s_median']:.2f} s, "
+        f"replayed answers {s['replayed_answers']}, {time.monotonic() - started:.0f} s"
+    )

@@ -40,8 +40,18 @@ import pytest
 from tests.conftest import ARTIFACTS, IN_CI
 from tests.crash_client import IngestLog, ServerProcess, create_key, free_port, start_clients_until
 from tests.helpers import PACKS_DIR
-from tests.pgcluster import (Attempt, PrivatePostgres, Ready, expected_partials, make_batches, make_events,
-                             poll_ready, private_pg_unusable, stored_state, wait_until)
+from tests.pgcluster import (
+    Attempt,
+    PrivatePostgres,
+    Ready,
+    expected_partials,
+    make_batches,
+    make_events,
+    poll_ready,
+    private_pg_unusable,
+    stored_state,
+    wait_until,
+)
 
 CONNECT_TIMEOUT_S = 2
 STATEMENT_TIMEOUT_S = 3.0
@@ -57,7 +67,6 @@ FREEZE_AFTER_SHARE = 0.25
 SOURCE = "dbhang"
 
 _WHY_NOT = private_pg_unusable()
-
 
 
 @dataclass
@@ -93,14 +102,16 @@ class HangFigures:
     log_errors: list = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"[db-hang] {self.events:,} events, {self.frozen_pids} processes frozen {self.thaw_s - self.freeze_s:.1f} s "
-                f"after {self.acked_at_freeze:,} acked: {self.frozen_answers} answers while frozen "
-                f"{self.frozen_statuses}, slowest {self.frozen_latency_max_s:.2f} s (bound {BOUND_S:g} s); readyz "
-                f"while frozen {self.readyz_frozen} (not 503: {self.readyz_frozen_not_503}), slowest "
-                f"{self.readyz_latency_max_s:.2f} s; SIGCONT -> ready {_s(self.ready_after_thaw_s)}, -> first 202 "
-                f"{_s(self.resume_after_thaw_s)}; statuses {self.statuses}, transport errors {self.transport_errors}; "
-                f"lost {self.lost} dup {self.duplicated} missing {self.missing}; rollup mismatches "
-                f"{len(self.rollup_mismatches)}")
+        return (
+            f"[db-hang] {self.events:,} events, {self.frozen_pids} processes frozen {self.thaw_s - self.freeze_s:.1f} s "
+            f"after {self.acked_at_freeze:,} acked: {self.frozen_answers} answers while frozen "
+            f"{self.frozen_statuses}, slowest {self.frozen_latency_max_s:.2f} s (bound {BOUND_S:g} s); readyz "
+            f"while frozen {self.readyz_frozen} (not 503: {self.readyz_frozen_not_503}), slowest "
+            f"{self.readyz_latency_max_s:.2f} s; SIGCONT -> ready {_s(self.ready_after_thaw_s)}, -> first 202 "
+            f"{_s(self.resume_after_thaw_s)}; statuses {self.statuses}, transport errors {self.transport_errors}; "
+            f"lost {self.lost} dup {self.duplicated} missing {self.missing}; rollup mismatches "
+            f"{len(self.rollup_mismatches)}"
+        )
 
 
 def _s(value: float | None) -> str:
@@ -124,11 +135,19 @@ async def test_frozen_postgres_gets_prompt_503s_then_ingest_resumes_losing_nothi
         data_dir = tmp_path / "var"
         data_dir.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
-        env.update({"DATABASE_URL": pg.url, "PULSEBOARD_DATA_DIR": str(data_dir), "PULSEBOARD_TZ": "UTC",
-                    "PULSEBOARD_PACKS_DIR": str(PACKS_DIR), "PULSEBOARD_SNAPSHOTS_ENABLED": "false",
-                    "PULSEBOARD_DB_CONNECT_TIMEOUT_S": str(CONNECT_TIMEOUT_S),
-                    "PULSEBOARD_DB_STATEMENT_TIMEOUT_S": str(STATEMENT_TIMEOUT_S),
-                    "PULSEBOARD_TILE_INTERVAL_MS": "200", "PYTHONUNBUFFERED": "1"})
+        env.update(
+            {
+                "DATABASE_URL": pg.url,
+                "PULSEBOARD_DATA_DIR": str(data_dir),
+                "PULSEBOARD_TZ": "UTC",
+                "PULSEBOARD_PACKS_DIR": str(PACKS_DIR),
+                "PULSEBOARD_SNAPSHOTS_ENABLED": "false",
+                "PULSEBOARD_DB_CONNECT_TIMEOUT_S": str(CONNECT_TIMEOUT_S),
+                "PULSEBOARD_DB_STATEMENT_TIMEOUT_S": str(STATEMENT_TIMEOUT_S),
+                "PULSEBOARD_TILE_INTERVAL_MS": "200",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         ingest_key = create_key(env, "--scope", "ingest", "--source", SOURCE)
         server = ServerProcess(free_port(), env, tmp_path / "server.log")
         server.start()
@@ -141,16 +160,33 @@ async def test_frozen_postgres_gets_prompt_503s_then_ingest_resumes_losing_nothi
         attempts: list[Attempt] = []
         readies: list[Ready] = []
 
-        def on_attempt(index: int, sent_s: float, answered_s: float, resp: httpx.Response | None,
-                       error: str | None) -> None:
-            attempts.append(Attempt(index, sent_s, answered_s, resp.status_code if resp is not None else None,
-                                    resp.headers.get("retry-after") if resp is not None else None, error,
-                                    resp is not None and resp.headers.get("idempotent-replayed") == "true"))
+        def on_attempt(
+            index: int, sent_s: float, answered_s: float, resp: httpx.Response | None, error: str | None
+        ) -> None:
+            attempts.append(
+                Attempt(
+                    index,
+                    sent_s,
+                    answered_s,
+                    resp.status_code if resp is not None else None,
+                    resp.headers.get("retry-after") if resp is not None else None,
+                    error,
+                    resp is not None and resp.headers.get("idempotent-replayed") == "true",
+                )
+            )
 
         tasks.append(asyncio.create_task(poll_ready(server.url, log, readies, stop_polling)))
         deadline = time.monotonic() + 180
-        clients = await start_clients_until(server.url, batches, CLIENTS, log, deadline, FREEZE_AFTER_SHARE * fig.events,
-                                            api_key=ingest_key, on_attempt=on_attempt)
+        clients = await start_clients_until(
+            server.url,
+            batches,
+            CLIENTS,
+            log,
+            deadline,
+            FREEZE_AFTER_SHARE * fig.events,
+            api_key=ingest_key,
+            on_attempt=on_attempt,
+        )
         tasks += clients
 
         # The hang.
@@ -183,10 +219,13 @@ async def test_frozen_postgres_gets_prompt_503s_then_ingest_resumes_losing_nothi
         fig.resume_after_thaw_s = min(first_ok) - thaw if first_ok else None
         frozen_polls = [r for r in readies if r.sent_s >= fig.freeze_s and r.answered_s <= fig.thaw_s]
         fig.readyz_frozen = len(frozen_polls)
-        fig.readyz_frozen_not_503 = sum(not (r.status == 503 and r.ready is False and r.retry_after)
-                                        for r in frozen_polls)
-        fig.readyz_latency_max_s = max((r.answered_s - r.sent_s for r in readies
-                                        if r.answered_s >= fig.freeze_s and r.sent_s <= fig.thaw_s), default=0.0)
+        fig.readyz_frozen_not_503 = sum(
+            not (r.status == 503 and r.ready is False and r.retry_after) for r in frozen_polls
+        )
+        fig.readyz_latency_max_s = max(
+            (r.answered_s - r.sent_s for r in readies if r.answered_s >= fig.freeze_s and r.sent_s <= fig.thaw_s),
+            default=0.0,
+        )
         fig.readyz_errors = sum(r.status is None for r in readies)
         ready_up = [r.answered_s for r in readies if r.status == 200 and r.sent_s >= thaw]
         fig.ready_after_thaw_s = min(ready_up) - thaw if ready_up else None
@@ -200,15 +239,27 @@ async def test_frozen_postgres_gets_prompt_503s_then_ingest_resumes_losing_nothi
         fig.duplicated = sum(n - 1 for n in rows.values())
         fig.missing = len(posted_ids - rows.keys())
         expected = expected_partials([e for e in events if e["id"] in acked_ids])
-        fig.rollup_mismatches = [{"key": list(k), "expected": expected.get(k), "stored": partials.get(k)}
-                                 for k in sorted(expected.keys() | partials.keys()) if expected.get(k) != partials.get(k)]
+        fig.rollup_mismatches = [
+            {"key": list(k), "expected": expected.get(k), "stored": partials.get(k)}
+            for k in sorted(expected.keys() | partials.keys())
+            if expected.get(k) != partials.get(k)
+        ]
         text = server.log_path.read_text(errors="replace")
-        fig.log_errors = [ln for ln in text.splitlines()
-                          if re.search(r"Exception in ASGI|Task exception was never retrieved|"
-                                       r"Future exception was never retrieved", ln)][:10]
+        fig.log_errors = [
+            ln
+            for ln in text.splitlines()
+            if re.search(
+                r"Exception in ASGI|Task exception was never retrieved|"
+                r"Future exception was never retrieved",
+                ln,
+            )
+        ][:10]
     except BaseException:
-        print(f"\n{fig.line()}\n[db-hang] FAILED; server log:\n"
-              + (server.log_tail(60, skip="202 Accepted") if server else "") + f"\npostgres log:\n{pg.log_tail()}")
+        print(
+            f"\n{fig.line()}\n[db-hang] FAILED; server log:\n"
+            + (server.log_tail(60, skip="202 Accepted") if server else "")
+            + f"\npostgres log:\n{pg.log_tail()}"
+        )
         raise
     finally:
         stop_polling.set()
@@ -226,7 +277,8 @@ async def test_frozen_postgres_gets_prompt_503s_then_ingest_resumes_losing_nothi
     assert set(fig.frozen_statuses) == {"503"} and fig.frozen_without_retry_after == 0, fig.frozen_statuses
     assert fig.frozen_latency_max_s <= BOUND_S, (
         f"an ingest request waited {fig.frozen_latency_max_s:.2f} s during the freeze (bound {BOUND_S} s): "
-        f"{fig.frozen_latencies_s[-10:]}")
+        f"{fig.frozen_latencies_s[-10:]}"
+    )
     assert fig.other_5xx == 0 and fig.without_retry_after == 0, fig.statuses
     assert set(fig.statuses) <= {"202", "503"}, f"unexpected answers: {fig.statuses}"
     assert not fig.transport_errors, f"connection errors from Pulseboard: {fig.transport_errors}"
@@ -243,10 +295,17 @@ async def test_frozen_postgres_gets_prompt_503s_then_ingest_resumes_losing_nothi
 
 # --- the settings, one by one (fast) ------------------------------------------------------------
 
-@pytest.mark.parametrize("field, value", [
-    ("db_connect_timeout_s", 1), ("db_connect_timeout_s", 0), ("db_statement_timeout_s", 0),
-    ("db_statement_timeout_s", -1), ("sqlite_busy_timeout_ms", -1),
-])
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("db_connect_timeout_s", 1),
+        ("db_connect_timeout_s", 0),
+        ("db_statement_timeout_s", 0),
+        ("db_statement_timeout_s", -1),
+        ("sqlite_busy_timeout_ms", -1),
+    ],
+)
 def test_timeouts_are_validated(tmp_path, field, value):
     from pydantic import ValidationError
 
@@ -264,7 +323,10 @@ def test_timeouts_come_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PULSEBOARD_SQLITE_BUSY_TIMEOUT_MS", "250")
     settings = Settings(data_dir=tmp_path)
     assert (settings.db_connect_timeout_s, settings.db_statement_timeout_s, settings.sqlite_busy_timeout_ms) == (
-        3, 1.5, 250)
+        3,
+        1.5,
+        250,
+    )
     assert settings.store_wait_s == 4.5
 
 
@@ -284,8 +346,11 @@ async def test_connect_timeout_ends_a_connection_to_a_black_hole(tmp_path, engin
     hole.bind(("127.0.0.1", 0))
     hole.listen(16)  # never accepted, never answered
     try:
-        settings = Settings(data_dir=tmp_path, database_url=f"postgresql://postgres@127.0.0.1:{hole.getsockname()[1]}/x",
-                            db_connect_timeout_s=2)
+        settings = Settings(
+            data_dir=tmp_path,
+            database_url=f"postgresql://postgres@127.0.0.1:{hole.getsockname()[1]}/x",
+            db_connect_timeout_s=2,
+        )
         t0 = time.monotonic()
         with pytest.raises(OperationalError):
             if engine_kind == "async":
@@ -326,6 +391,7 @@ async def test_statement_timeout_is_set_on_every_session_of_both_engines(make_se
         await engine.dispose()
     writer = create_writer_engine(settings)
     try:
+
         def check() -> str:
             with writer.connect() as conn:
                 return conn.exec_driver_sql("SHOW statement_timeout").scalar()
@@ -344,8 +410,15 @@ async def test_sqlite_busy_timeout_is_the_setting(tmp_path, start_server):
     from tests.conftest import keyed_client
     from tests.helpers import sample
 
-    srv = await start_server(Settings(data_dir=tmp_path / "var", tz="UTC", packs_dir=PACKS_DIR,
-                                      snapshots_enabled=False, sqlite_busy_timeout_ms=1000))
+    srv = await start_server(
+        Settings(
+            data_dir=tmp_path / "var",
+            tz="UTC",
+            packs_dir=PACKS_DIR,
+            snapshots_enabled=False,
+            sqlite_busy_timeout_ms=1000,
+        )
+    )
     lock = sqlite3.connect(tmp_path / "var" / "pulseboard.db", isolation_level=None)
     body, headers = [sample("2024-06-10T11:00:00Z", 3, id="busy-1")], {"Idempotency-Key": "busy-batch"}
     try:

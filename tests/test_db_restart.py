@@ -41,7 +41,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -52,8 +52,18 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import ARTIFACTS, IN_CI
 from tests.crash_client import REPO, IngestLog, ServerProcess, create_key, free_port, start_clients_until
 from tests.helpers import PACKS_DIR
-from tests.pgcluster import (Attempt, PrivatePostgres, Ready, expected_partials, make_batches, make_events,
-                             poll_ready, private_pg_unusable, stored_state, wait_until)
+from tests.pgcluster import (
+    Attempt,
+    PrivatePostgres,
+    Ready,
+    expected_partials,
+    make_batches,
+    make_events,
+    poll_ready,
+    private_pg_unusable,
+    stored_state,
+    wait_until,
+)
 
 TRIALS = int(os.environ.get("PULSEBOARD_DBRESTART_TRIALS", "1"))
 CLIENTS = 4
@@ -128,26 +138,38 @@ class Figures:
     ingest_s: float = 0.0
 
     def line(self) -> str:
-        return (f"[db-restart #{self.trial}] {self.events:,} events; stop -m immediate after {self.acked_at_stop:,} "
-                f"acked, down {self.db_start_sent_s - self.db_down_s:.1f} s: {self.down_answers} answers while down "
-                f"{self.down_statuses}, readyz while down {self.readyz_down} (not false: {self.readyz_down_not_false}); "
-                f"db up -> ready {_s(self.ready_after_up_s)}, -> first 202 {_s(self.resume_after_up_s)}, "
-                f"-> tile update {_s(self.ws_update_after_up_s)}; revoke -> close {_s(self.revoke_to_close_s)}; "
-                f"late event -> scheduled cut {_s(self.scheduler_cut_after_post_s)}; statuses {self.statuses}, "
-                f"transport errors {self.transport_errors}; lost {self.lost} dup {self.duplicated} "
-                f"missing {self.missing} extra {self.extra}; rollup buckets {self.rollup_buckets} mismatches "
-                f"{len(self.rollup_mismatches)}; replayed {self.replayed_answers}; ingest {self.ingest_s:.1f} s")
+        return (
+            f"[db-restart #{self.trial}] {self.events:,} events; stop -m immediate after {self.acked_at_stop:,} "
+            f"acked, down {self.db_start_sent_s - self.db_down_s:.1f} s: {self.down_answers} answers while down "
+            f"{self.down_statuses}, readyz while down {self.readyz_down} (not false: {self.readyz_down_not_false}); "
+            f"db up -> ready {_s(self.ready_after_up_s)}, -> first 202 {_s(self.resume_after_up_s)}, "
+            f"-> tile update {_s(self.ws_update_after_up_s)}; revoke -> close {_s(self.revoke_to_close_s)}; "
+            f"late event -> scheduled cut {_s(self.scheduler_cut_after_post_s)}; statuses {self.statuses}, "
+            f"transport errors {self.transport_errors}; lost {self.lost} dup {self.duplicated} "
+            f"missing {self.missing} extra {self.extra}; rollup buckets {self.rollup_buckets} mismatches "
+            f"{len(self.rollup_mismatches)}; replayed {self.replayed_answers}; ingest {self.ingest_s:.1f} s"
+        )
 
 
 def _s(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f} s"
 
 
-
 def create_key_with_id(env: dict[str, str], *args: str) -> tuple[str, str]:
     """``pulseboard keys create ARGS``: ``(key id, key)``."""
-    out = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", *args], env=env, check=True,
-                         capture_output=True, text=True, timeout=60, cwd=REPO).stdout.strip().splitlines()
+    out = (
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", "keys", "create", *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     found = re.search(r"created \w+ key ([0-9a-f]+) ", out[0])
     assert found, out
     return found.group(1), out[-1]
@@ -172,14 +194,14 @@ async def watch_screen(screen: Screen, log: IngestLog) -> None:
         screen.close_code = ws.close_code
 
 
-
 def day_snapshots(pg_url: str, day: str) -> int:
     """Stored day cuts (all versions) of the generic wall for ``day`` (YYYY-MM-DD)."""
     import psycopg
 
     with psycopg.connect(pg_url, connect_timeout=5) as conn:
-        return conn.execute("SELECT count(*) FROM snapshot WHERE dashboard = 'generic-wall' AND grain = 'day' "
-                            "AND period = %s", (day,)).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM snapshot WHERE dashboard = 'generic-wall' AND grain = 'day' AND period = %s", (day,)
+        ).fetchone()[0]
 
 
 async def run_trial(trial: int, workdir: Path) -> Figures:
@@ -197,10 +219,19 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         data_dir = workdir / "var"
         data_dir.mkdir(parents=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
-        env.update({"DATABASE_URL": pg.url, "PULSEBOARD_DATA_DIR": str(data_dir), "PULSEBOARD_TZ": "UTC",
-                    "PULSEBOARD_PACKS_DIR": str(PACKS_DIR), "PULSEBOARD_SNAPSHOTS_ENABLED": "true",
-                    "PULSEBOARD_RESTATE_INTERVAL_S": "1", "PULSEBOARD_TILE_INTERVAL_MS": "100",
-                    "PULSEBOARD_HEARTBEAT_INTERVAL_S": "1", "PYTHONUNBUFFERED": "1"})
+        env.update(
+            {
+                "DATABASE_URL": pg.url,
+                "PULSEBOARD_DATA_DIR": str(data_dir),
+                "PULSEBOARD_TZ": "UTC",
+                "PULSEBOARD_PACKS_DIR": str(PACKS_DIR),
+                "PULSEBOARD_SNAPSHOTS_ENABLED": "true",
+                "PULSEBOARD_RESTATE_INTERVAL_S": "1",
+                "PULSEBOARD_TILE_INTERVAL_MS": "100",
+                "PULSEBOARD_HEARTBEAT_INTERVAL_S": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         ingest_key = create_key(env, "--scope", "ingest", "--source", SOURCE)
         read_key = create_key(env, "--scope", "read")
         admin_key = create_key(env, "--scope", "admin")
@@ -216,11 +247,20 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         attempts: list[Attempt] = []
         readies: list[Ready] = []
 
-        def on_attempt(index: int, sent_s: float, answered_s: float, resp: httpx.Response | None,
-                       error: str | None) -> None:
-            attempts.append(Attempt(index, sent_s, answered_s, resp.status_code if resp is not None else None,
-                                    resp.headers.get("retry-after") if resp is not None else None, error,
-                                    resp is not None and resp.headers.get("idempotent-replayed") == "true"))
+        def on_attempt(
+            index: int, sent_s: float, answered_s: float, resp: httpx.Response | None, error: str | None
+        ) -> None:
+            attempts.append(
+                Attempt(
+                    index,
+                    sent_s,
+                    answered_s,
+                    resp.status_code if resp is not None else None,
+                    resp.headers.get("retry-after") if resp is not None else None,
+                    error,
+                    resp is not None and resp.headers.get("idempotent-replayed") == "true",
+                )
+            )
 
         ws_base = server.url.replace("http://", "ws://")
         for key in (read_key, display_key):
@@ -231,8 +271,16 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         tasks.append(asyncio.create_task(poll_ready(server.url, log, readies, stop_polling)))
 
         deadline = time.monotonic() + 150
-        clients = await start_clients_until(server.url, batches, CLIENTS, log, deadline, STOP_AFTER_SHARE * fig.events,
-                                            api_key=ingest_key, on_attempt=on_attempt)
+        clients = await start_clients_until(
+            server.url,
+            batches,
+            CLIENTS,
+            log,
+            deadline,
+            STOP_AFTER_SHARE * fig.events,
+            api_key=ingest_key,
+            on_attempt=on_attempt,
+        )
         tasks += clients
 
         # The outage.
@@ -255,21 +303,31 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         after = [at for at, _ in wall.updates if at >= up]
         fig.ws_update_after_up_s = after[0] - up if after else None
         assert ok, f"the wall shows count_today={wall.count_today}, not {fig.events}, {RESUME_LIMIT_S} s after"
-        assert revoked.close_code is None, f"the display screen closed before its key was revoked ({revoked.close_code})"
+        assert revoked.close_code is None, (
+            f"the display screen closed before its key was revoked ({revoked.close_code})"
+        )
         revoked_at = log.now()  # the revocation commits after this, so the figure is an upper bound
-        async with httpx.AsyncClient(base_url=server.url, timeout=30,
-                                     headers={"Authorization": f"Bearer {admin_key}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {admin_key}"}
+        ) as http:
             resp = await http.delete(f"/api/v1/keys/{display_id}")
         assert resp.status_code == 200, resp.text
         await wait_until(lambda: revoked.closed_s is not None, REVOKE_LIMIT_S + 5)
         if revoked.closed_s is not None and revoked.close_code == CLOSE_REVOKED:
             fig.revoke_to_close_s = revoked.closed_s - revoked_at
 
-        late_day = datetime.now(timezone.utc).date() - timedelta(days=2)
-        late = {"type": "sample", "source": SOURCE, "id": "late-0", "ts": f"{late_day.isoformat()}T12:00:00Z",
-                "value": 5, "dims": {"host": "h0"}}
-        async with httpx.AsyncClient(base_url=server.url, timeout=30,
-                                     headers={"Authorization": f"Bearer {ingest_key}"}) as http:
+        late_day = datetime.now(UTC).date() - timedelta(days=2)
+        late = {
+            "type": "sample",
+            "source": SOURCE,
+            "id": "late-0",
+            "ts": f"{late_day.isoformat()}T12:00:00Z",
+            "value": 5,
+            "dims": {"host": "h0"},
+        }
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {ingest_key}"}
+        ) as http:
             resp = await http.post("/api/v1/events", json=[late])
         assert resp.status_code == 202, resp.text
         posted_at = log.now()
@@ -293,8 +351,9 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         fig.resume_after_up_s = min(first_ok) - up if first_ok else None
         ready_down = [r for r in readies if r.sent_s >= fig.db_down_s and r.answered_s <= fig.db_start_sent_s]
         fig.readyz_down = len(ready_down)
-        fig.readyz_down_not_false = sum(not (r.status == 503 and r.ready is False and r.retry_after)
-                                        for r in ready_down)
+        fig.readyz_down_not_false = sum(
+            not (r.status == 503 and r.ready is False and r.retry_after) for r in ready_down
+        )
         fig.readyz_errors = sum(r.status is None for r in readies)
         ready_up = [r.answered_s for r in readies if r.status == 200 and r.sent_s >= up]
         fig.ready_after_up_s = min(ready_up) - up if ready_up else None
@@ -310,18 +369,28 @@ async def run_trial(trial: int, workdir: Path) -> Figures:
         fig.extra = len(rows.keys() - posted_ids)
         expected = expected_partials([e for e in events + [late] if e["id"] in acked_ids])
         fig.rollup_buckets = len(expected)
-        fig.rollup_mismatches = [{"dim_key": k[0], "bucket_us": k[1], "expected": expected.get(k),
-                                  "stored": partials.get(k)}
-                                 for k in sorted(expected.keys() | partials.keys()) if expected.get(k) != partials.get(k)]
+        fig.rollup_mismatches = [
+            {"dim_key": k[0], "bucket_us": k[1], "expected": expected.get(k), "stored": partials.get(k)}
+            for k in sorted(expected.keys() | partials.keys())
+            if expected.get(k) != partials.get(k)
+        ]
         text = server.log_path.read_text(errors="replace")
-        fig.log_errors = [ln for ln in text.splitlines()
-                          if re.search(r"Traceback|Task exception was never retrieved|Exception in ASGI|"
-                                       r"raised an exception|maximum number of running instances", ln)][:10]
+        fig.log_errors = [
+            ln
+            for ln in text.splitlines()
+            if re.search(
+                r"Traceback|Task exception was never retrieved|Exception in ASGI|"
+                r"raised an exception|maximum number of running instances",
+                ln,
+            )
+        ][:10]
         return fig
     except BaseException:
-        print(f"\n{fig.line()}\n[db-restart #{trial}] FAILED; server log (202 lines left out):\n"
-              + (server.log_tail(60, skip="202 Accepted") if server else "")
-              + f"\npostgres log:\n{pg.log_tail()}")
+        print(
+            f"\n{fig.line()}\n[db-restart #{trial}] FAILED; server log (202 lines left out):\n"
+            + (server.log_tail(60, skip="202 Accepted") if server else "")
+            + f"\npostgres log:\n{pg.log_tail()}"
+        )
         raise
     finally:
         stop_polling.set()
@@ -346,17 +415,23 @@ async def test_postgres_restart_during_ingest_loses_nothing_and_recovers_without
         print("\n" + fig.line())
         figures.append(fig)
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "db-restart.json").write_text(json.dumps(
-            {"wall_s": round(time.monotonic() - started, 1), "trials": [asdict(f) for f in figures]},
-            indent=1, default=str))
+        (ARTIFACTS / "db-restart.json").write_text(
+            json.dumps(
+                {"wall_s": round(time.monotonic() - started, 1), "trials": [asdict(f) for f in figures]},
+                indent=1,
+                default=str,
+            )
+        )
         assert fig.down_answers > 0, "no ingest request was answered while the database was down"
         assert set(fig.down_statuses) == {"503"} and fig.down_503_without_retry_after == 0, (
-            f"while down: {fig.down_statuses}, {fig.down_503_without_retry_after} 503s without Retry-After")
+            f"while down: {fig.down_statuses}, {fig.down_503_without_retry_after} 503s without Retry-After"
+        )
         assert fig.other_5xx == 0 and fig.without_retry_after == 0, fig.statuses
         assert set(fig.statuses) <= {"202", "503"}, f"unexpected answers: {fig.statuses}"
         assert not fig.transport_errors, f"connection errors from Pulseboard: {fig.transport_errors}"
         assert fig.readyz_down > 0 and fig.readyz_down_not_false == 0, (
-            f"/readyz while down: {fig.readyz_down} polls, {fig.readyz_down_not_false} not 503 ready=false")
+            f"/readyz while down: {fig.readyz_down} polls, {fig.readyz_down_not_false} not 503 ready=false"
+        )
         assert fig.readyz_errors == 0
         assert fig.ready_after_up_s is not None and fig.ready_after_up_s <= RESUME_LIMIT_S, fig.ready_after_up_s
         assert fig.resume_after_up_s is not None and fig.resume_after_up_s <= RESUME_LIMIT_S, fig.resume_after_up_s
@@ -367,20 +442,23 @@ async def test_postgres_restart_during_ingest_loses_nothing_and_recovers_without
         assert fig.ws_update_after_up_s is not None and fig.ws_count_today == fig.events
         assert fig.revoke_to_close_s is not None and fig.revoke_to_close_s <= REVOKE_LIMIT_S, (
             f"the revocation watcher did not close the revoked key's screen with {CLOSE_REVOKED} within "
-            f"{REVOKE_LIMIT_S} s (closed after {fig.revoke_to_close_s} s)")
+            f"{REVOKE_LIMIT_S} s (closed after {fig.revoke_to_close_s} s)"
+        )
         assert fig.scheduler_cut_after_post_s is not None, "the snapshot scheduler did not cut the due day"
         assert not fig.log_errors, f"server log: {fig.log_errors}"
 
 
 @needs_private_pg
-async def test_screen_connecting_while_the_database_is_down_is_refused_cleanly(tmp_path, start_server, monkeypatch,
-                                                                               caplog):
+async def test_screen_connecting_while_the_database_is_down_is_refused_cleanly(
+    tmp_path, start_server, monkeypatch, caplog
+):
     """A screen that (re)connects during an outage - its key still in the lookup cache, its dashboard
     watched by nobody, so the tiles must be read - is refused with 503 (or closed with 1011/1013), leaves
     nothing behind in the socket registry or the broker, and comes back once the database is up."""
+    from websockets.exceptions import InvalidStatus
+
     import app.auth.keys
     from app.config import Settings
-    from websockets.exceptions import InvalidStatus
 
     if _WHY_NOT is not None:
         pytest.fail(f"CI needs a private PostgreSQL cluster: {_WHY_NOT}")
@@ -389,8 +467,11 @@ async def test_screen_connecting_while_the_database_is_down_is_refused_cleanly(t
     try:
         await asyncio.to_thread(pg.init)
         await asyncio.to_thread(pg.start)
-        srv = await start_server(Settings(database_url=pg.url, data_dir=tmp_path / "var", tz="UTC",
-                                          packs_dir=PACKS_DIR, snapshots_enabled=False))
+        srv = await start_server(
+            Settings(
+                database_url=pg.url, data_dir=tmp_path / "var", tz="UTC", packs_dir=PACKS_DIR, snapshots_enabled=False
+            )
+        )
         runtime, url, headers = srv.runtime, srv.ws_url + WALL, srv.auth("read")
         async with connect(url, additional_headers=headers) as ws:
             assert json.loads(await ws.recv())["type"] == "snapshot"
@@ -427,8 +508,9 @@ async def test_sqlite_locked_past_its_busy_timeout_answers_503_then_accepts_the_
     from tests.conftest import keyed_client
     from tests.helpers import sample
 
-    srv = await start_server(Settings(data_dir=tmp_path / "var", tz="UTC", packs_dir=PACKS_DIR,
-                                      snapshots_enabled=False))
+    srv = await start_server(
+        Settings(data_dir=tmp_path / "var", tz="UTC", packs_dir=PACKS_DIR, snapshots_enabled=False)
+    )
     db = tmp_path / "var" / "pulseboard.db"
     body = [sample("2024-06-10T11:00:00Z", 3, id="locked-1")]
     headers = {"Idempotency-Key": "locked-batch-1"}

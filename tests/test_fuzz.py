@@ -60,7 +60,7 @@ class FuzzReport:
         return sum(self.examples.values())
 
 
-def _key_for(operation, keys: "conftest.TestKeys") -> str:
+def _key_for(operation, keys: conftest.TestKeys) -> str:
     scopes = operation.definition.raw.get("x-pulseboard-scope", [])
     if "ingest" in scopes:
         return keys.ingest["default"]
@@ -81,8 +81,9 @@ def _deliverable(case):
     return case
 
 
-_INSTANTS = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1),
-                         timezones=st.timezones()).map(datetime.isoformat)
+_INSTANTS = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.timezones()).map(
+    datetime.isoformat
+)
 _DAYS = st.dates(min_value=date(1999, 1, 1), max_value=date(2031, 12, 31))
 
 
@@ -118,8 +119,15 @@ def _strategy(operation, mode, known: dict[str, list[str]]):
     return strategy
 
 
-def _fuzz_test(operation, mode, base_url: str, session: requests.Session, headers: dict, report: FuzzReport,
-               known: dict[str, list[str]]):
+def _fuzz_test(
+    operation,
+    mode,
+    base_url: str,
+    session: requests.Session,
+    headers: dict,
+    report: FuzzReport,
+    known: dict[str, list[str]],
+):
     """A Hypothesis test of one operation in one generation mode."""
 
     @hypothesis.given(case=_strategy(operation, mode, known))
@@ -132,25 +140,31 @@ def _fuzz_test(operation, mode, base_url: str, session: requests.Session, header
         if response.status_code >= 500:
             assert response.status_code == 503 and "retry-after" in response.headers, (
                 f"server error {response.status_code}: {response.text[:500]}\n"
-                f"input: path={case.path_parameters} query={case.query} body={case.body!r}")
+                f"input: path={case.path_parameters} query={case.query} body={case.body!r}"
+            )
         case.validate_response(response, checks=[negative_data_rejection], headers=headers)
 
     return fuzz_one
 
 
-def run_fuzz(base_url: str, keys: "conftest.TestKeys", max_examples: int) -> FuzzReport:
+def run_fuzz(base_url: str, keys: conftest.TestKeys, max_examples: int) -> FuzzReport:
     """Fuzz every operation of ``base_url``'s OpenAPI document (blocking; run it in a thread)."""
-    config = schemathesis.Config.from_dict(
-        {"checks": {"negative_data_rejection": {"expected-statuses": REJECTED}}})
+    config = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": REJECTED}}})
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config, timeout=30)
     report = FuzzReport()
     session = requests.Session()
     read = {"Authorization": f"Bearer {keys.read}"}
-    known = {"dashboards": [d["slug"] for d in session.get(f"{base_url}/api/v1/dashboards", headers=read).json()],
-             "kpis": [k["name"] for k in session.get(f"{base_url}/api/v1/kpis", headers=read).json()]}
+    known = {
+        "dashboards": [d["slug"] for d in session.get(f"{base_url}/api/v1/dashboards", headers=read).json()],
+        "kpis": [k["name"] for k in session.get(f"{base_url}/api/v1/kpis", headers=read).json()],
+    }
     settings = hypothesis.settings(
-        max_examples=max_examples, deadline=None, database=None, derandomize=False,
-        suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
         verbosity=hypothesis.Verbosity.quiet,
     )
     for result in schema.get_all_operations():
@@ -161,7 +175,7 @@ def run_fuzz(base_url: str, keys: "conftest.TestKeys", max_examples: int) -> Fuz
                 settings(_fuzz_test(operation, mode, base_url, session, headers, report, known))()
             except hypothesis.errors.Unsatisfiable:
                 pass  # nothing to negate in this operation (no parameters, no body)
-            except Exception as exc:  # noqa: BLE001 - every failure is collected and asserted below
+            except Exception as exc:
                 report.failures.append(f"{operation.label} [{mode.value}]: {type(exc).__name__}: {exc}")
     session.close()
     return report
@@ -171,9 +185,11 @@ def run_fuzz(base_url: str, keys: "conftest.TestKeys", max_examples: int) -> Fuz
 async def test_fuzz_every_operation_no_server_error_and_negatives_rejected(make_settings, start_server, store_kind):
     srv = await start_server(make_settings(packs_dir=PACKS_DIR))
     report = await asyncio.to_thread(run_fuzz, srv.url, srv.keys, FUZZ_EXAMPLES)
-    print(f"\nfuzz {store_kind}: {report.total} examples over {len({op for op, _ in report.examples})} operations; "
-          f"statuses {dict(sorted(report.statuses.items()))}; events posted as {dict(report.media_types)}; "
-          f"failures {len(report.failures)}")
+    print(
+        f"\nfuzz {store_kind}: {report.total} examples over {len({op for op, _ in report.examples})} operations; "
+        f"statuses {dict(sorted(report.statuses.items()))}; events posted as {dict(report.media_types)}; "
+        f"failures {len(report.failures)}"
+    )
     assert not report.failures, "\n\n".join(report.failures)
     operations = {op for op, _ in report.examples}
     assert "POST /api/v1/events" in operations and len(operations) >= 20
@@ -185,6 +201,7 @@ async def test_fuzz_every_operation_no_server_error_and_negatives_rejected(make_
 
 # The server errors the fuzzer found, as fixed cases (fast, both stores).
 
+
 async def test_pairing_claim_with_non_ascii_secret_is_404(make_settings, start_server, client_for):
     """Was 500: ``secrets.compare_digest`` raises TypeError on non-ASCII ``str``."""
     srv = await start_server(make_settings(packs_dir=PACKS_DIR))
@@ -192,7 +209,9 @@ async def test_pairing_claim_with_non_ascii_secret_is_404(make_settings, start_s
         made = (await client.post("/api/v1/pairings")).json()
         resp = await client.post("/api/v1/pairings/claim", json={"secret": "é" * 12})
         assert resp.status_code == 404 and resp.json()["title"] == "Not found"
-        assert (await client.post("/api/v1/pairings/claim", json={"secret": made["secret"]})).json()["status"] == "pending"
+        assert (await client.post("/api/v1/pairings/claim", json={"secret": made["secret"]})).json()[
+            "status"
+        ] == "pending"
 
 
 NUL_CASES = [
@@ -232,8 +251,10 @@ async def test_series_with_a_zone_that_is_not_a_zone_file_is_422(make_settings, 
     srv = await start_server(make_settings(packs_dir=PACKS_DIR))
     async with client_for(srv) as client:
         for tz in ("Etc", "a" * 300, "Europe/", "../x"):
-            resp = await client.get("/api/v1/kpis/sample_count/series", params={
-                "grain": "day", "start": "2024-01-01T00:00:00Z", "end": "2024-01-03T00:00:00Z", "tz": tz})
+            resp = await client.get(
+                "/api/v1/kpis/sample_count/series",
+                params={"grain": "day", "start": "2024-01-01T00:00:00Z", "end": "2024-01-03T00:00:00Z", "tz": tz},
+            )
             assert resp.status_code == 422, (tz, resp.text)
             assert resp.json()["errors"] == [{"field": "tz", "message": f"unknown IANA time zone {tz!r}"}]
 

@@ -10,6 +10,7 @@ async def test_concurrent_posts_share_transactions(make_settings, start_server, 
     srv = await start_server(make_settings(packs_dir=PACKS_DIR))
     writer = srv.runtime.writer
     async with client_for(srv) as client:
+
         async def post(i: int):
             return await client.post("/api/v1/events", json=sample(f"2024-01-01T00:{i % 60:02d}:00Z", i, id=f"g{i}"))
 

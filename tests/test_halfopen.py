@@ -27,7 +27,7 @@ import os
 import random
 import time
 import weakref
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from websockets.asyncio.client import connect
@@ -37,7 +37,7 @@ from app.clock import ManualClock
 from tests.conftest import ARTIFACTS
 from tests.helpers import PACKS_DIR, sample
 
-NOW = datetime(2024, 6, 10, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 WALL = "/ws/dashboards/generic-wall"
 CHANNEL = "generic-wall"
 PING_INTERVAL_S = 1.0
@@ -72,7 +72,10 @@ class SilentRelay:
     async def _handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         s_reader, s_writer = await asyncio.open_connection(*self.target)
         self._writers += [c_writer, s_writer]
-        pumps = [asyncio.create_task(self._pump(c_reader, s_writer)), asyncio.create_task(self._pump(s_reader, c_writer))]
+        pumps = [
+            asyncio.create_task(self._pump(c_reader, s_writer)),
+            asyncio.create_task(self._pump(s_reader, c_writer)),
+        ]
         self._tasks.update(pumps)
         await asyncio.gather(*pumps, return_exceptions=True)
 
@@ -125,10 +128,16 @@ def registered(runtime, key_id: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(TRIALS))
-async def test_half_open_screen_is_dropped_within_ping_interval_plus_timeout(trial, make_settings, start_server,
-                                                                            client_for):
-    settings = make_settings(packs_dir=PACKS_DIR, tile_interval_ms=50, heartbeat_interval_s=0.5,
-                             ws_ping_interval_s=PING_INTERVAL_S, ws_ping_timeout_s=PING_TIMEOUT_S)
+async def test_half_open_screen_is_dropped_within_ping_interval_plus_timeout(
+    trial, make_settings, start_server, client_for
+):
+    settings = make_settings(
+        packs_dir=PACKS_DIR,
+        tile_interval_ms=50,
+        heartbeat_interval_s=0.5,
+        ws_ping_interval_s=PING_INTERVAL_S,
+        ws_ping_timeout_s=PING_TIMEOUT_S,
+    )
     srv = await start_server(settings, clock=ManualClock(NOW))
     broker, runtime = srv.runtime.broker, srv.runtime
     host, port = srv.url.removeprefix("http://").split(":")
@@ -140,13 +149,15 @@ async def test_half_open_screen_is_dropped_within_ping_interval_plus_timeout(tri
 
     async def post_one(client) -> None:
         nonlocal posted
-        resp = await client.post("/api/v1/events", json=[sample(f"2024-06-10T11:{posted % 60:02d}:00Z", 1,
-                                                                id=f"h{posted}")])
+        resp = await client.post(
+            "/api/v1/events", json=[sample(f"2024-06-10T11:{posted % 60:02d}:00Z", 1, id=f"h{posted}")]
+        )
         assert resp.status_code == 202, resp.text
         posted += 1
 
-    silent = await connect(f"ws://127.0.0.1:{relay.port}{WALL}", ping_interval=None,
-                           additional_headers=srv.auth("display", CHANNEL))
+    silent = await connect(
+        f"ws://127.0.0.1:{relay.port}{WALL}", ping_interval=None, additional_headers=srv.auth("display", CHANNEL)
+    )
     others = [await connect(srv.ws_url + WALL, additional_headers=srv.auth("read")) for _ in range(2)]
     try:
         async with client_for(srv) as client:
@@ -186,7 +197,8 @@ async def test_half_open_screen_is_dropped_within_ping_interval_plus_timeout(tri
             assert dropped_s is not None, f"the silent screen was still open {3 * bound_s:.1f} s after the freeze"
             assert dropped_s <= bound_s, (
                 f"dropped {dropped_s:.2f} s after the link went silent; bound {bound_s:.1f} s "
-                f"(ping interval {PING_INTERVAL_S} + timeout {PING_TIMEOUT_S} + margin {MARGIN_S})")
+                f"(ping interval {PING_INTERVAL_S} + timeout {PING_TIMEOUT_S} + margin {MARGIN_S})"
+            )
             assert seen[0] == seen[1] == list(range(2, posted + 1)) and len(seen[0]) >= 2, seen
             # Genuinely half-open: the screen's side never learnt anything.
             assert silent.state is State.OPEN
@@ -201,12 +213,17 @@ async def test_half_open_screen_is_dropped_within_ping_interval_plus_timeout(tri
             await post_one(client)
             for ws in others:
                 assert (await next_update(ws))["tiles"]["count_today"]["value"] == posted
-            figures = {"trial": trial, "dropped_after_freeze_s": round(dropped_s, 3), "bound_s": bound_s,
-                       "updates_to_others_meanwhile": len(seen[0]), "ping_interval_s": PING_INTERVAL_S,
-                       "ping_timeout_s": PING_TIMEOUT_S}
+            figures = {
+                "trial": trial,
+                "dropped_after_freeze_s": round(dropped_s, 3),
+                "bound_s": bound_s,
+                "updates_to_others_meanwhile": len(seen[0]),
+                "ping_interval_s": PING_INTERVAL_S,
+                "ping_timeout_s": PING_TIMEOUT_S,
+            }
             print(f"\n[half-open #{trial}] {json.dumps(figures)}")
             ARTIFACTS.mkdir(exist_ok=True)
-            with open(ARTIFACTS / "halfopen.jsonl", "a") as out:
+            with (ARTIFACTS / "halfopen.jsonl").open("a") as out:
                 out.write(json.dumps(figures) + "\n")
     finally:
         silent.transport.abort()

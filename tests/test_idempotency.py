@@ -1,7 +1,7 @@
 """Idempotency-Key: retry blindly, get the same answer; a different body is refused (BAD_INPUTS 21, 22)."""
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -9,7 +9,7 @@ from app.clock import ManualClock
 from app.store.reads import event_count
 from tests.helpers import PACKS_DIR, sample
 
-NOW = datetime(2024, 6, 10, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -42,7 +42,9 @@ async def test_replay_returns_the_same_answer(srv, client_for):
 async def test_keys_expire_after_the_ttl(srv, client_for):
     async with client_for(srv) as client:
         h = {"Idempotency-Key": "k-exp"}
-        assert (await client.post("/api/v1/events", json=sample("2024-06-10T10:00:00Z", 1), headers=h)).status_code == 202
+        assert (
+            await client.post("/api/v1/events", json=sample("2024-06-10T10:00:00Z", 1), headers=h)
+        ).status_code == 202
         srv.runtime.clock.advance(srv.settings.idempotency_ttl_s + 1)
         again = await client.post("/api/v1/events", json=sample("2024-06-10T10:00:00Z", 2), headers=h)
         assert again.status_code == 202 and "idempotent-replayed" not in again.headers
@@ -52,8 +54,9 @@ async def test_keys_expire_after_the_ttl(srv, client_for):
 @pytest.mark.parametrize("key", ["", "x" * 256, "has space", "tab\tchar", "ünicode"])
 async def test_malformed_keys_are_400(srv, client_for, key):
     async with client_for(srv) as client:
-        resp = await client.post("/api/v1/events", json=sample("2024-06-10T10:00:00Z"),
-                                 headers={"Idempotency-Key": key.encode("utf-8")})
+        resp = await client.post(
+            "/api/v1/events", json=sample("2024-06-10T10:00:00Z"), headers={"Idempotency-Key": key.encode("utf-8")}
+        )
         assert resp.status_code == 400 and "Idempotency-Key" in resp.json()["detail"]
     assert await count(srv) == 0
 
@@ -62,8 +65,9 @@ async def test_in_flight_duplicate_gets_409(srv, client_for):
     owner = (await srv.runtime.keys.find(srv.keys.ingest["default"])).id  # keys are scoped to their owner
     srv.runtime.idempotency.in_flight.add((owner, "busy-key"))
     async with client_for(srv) as client:
-        resp = await client.post("/api/v1/events", json=sample("2024-06-10T10:00:00Z"),
-                                 headers={"Idempotency-Key": "busy-key"})
+        resp = await client.post(
+            "/api/v1/events", json=sample("2024-06-10T10:00:00Z"), headers={"Idempotency-Key": "busy-key"}
+        )
         assert resp.status_code == 409 and resp.headers["retry-after"] == "1"
     srv.runtime.idempotency.in_flight.discard((owner, "busy-key"))
 
@@ -71,8 +75,9 @@ async def test_in_flight_duplicate_gets_409(srv, client_for):
 async def test_concurrent_retries_store_once(srv, client_for):
     body = [sample(f"2024-06-10T10:{i:02d}:00Z", i) for i in range(50)]  # no ids: only the key protects them
     async with client_for(srv) as client:
-        answers = await asyncio.gather(*(client.post("/api/v1/events", json=body, headers={"Idempotency-Key": "same"})
-                                         for _ in range(8)))
+        answers = await asyncio.gather(
+            *(client.post("/api/v1/events", json=body, headers={"Idempotency-Key": "same"}) for _ in range(8))
+        )
     assert {a.status_code for a in answers} <= {202, 409}
     assert any(a.status_code == 202 for a in answers)
     assert await count(srv) == 50
@@ -81,13 +86,15 @@ async def test_concurrent_retries_store_once(srv, client_for):
 async def test_a_retry_racing_its_committed_first_gets_the_first_answer(srv):
     """The retry passed the route's check before the first committed: the writer answers it from
     the stored key instead of storing its events again (or failing the group on the key)."""
-    from app.ingest.parse import Limits, parse_events
-    from app.store.writes import IdempotencyRecord
     import msgspec
 
+    from app.ingest.parse import Limits, parse_events
+    from app.store.writes import IdempotencyRecord
+
     body = msgspec.json.encode([sample("2024-06-10T10:00:00Z", 1), sample("2024-06-10T10:01:00Z", 2)])  # no ids
-    limits = Limits(now_us=2**62, max_future_skew_s=0, max_lateness_s=None, max_string_chars=100, max_dims=20,
-                    max_batch_events=10)
+    limits = Limits(
+        now_us=2**62, max_future_skew_s=0, max_lateness_s=None, max_string_chars=100, max_dims=20, max_batch_events=10
+    )
     record = IdempotencyRecord("owner-1", "race-key", b"h" * 32)
     first = await srv.runtime.writer.submit(parse_events(body, "application/json", limits), record)
     second = await srv.runtime.writer.submit(parse_events(body, "application/json", limits), record)

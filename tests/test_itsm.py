@@ -28,24 +28,23 @@ import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
 from click.testing import CliRunner
 
-from app.cli import main, uvicorn_options
+from app.cli import main
 from app.clock import ManualClock
 from app.config import Settings
-from app.main import create_app
+from app.main import create_app, uvicorn_options
 from app.replay.client import replay_events
-from tests.conftest import KEYS_BY_URL, keyed_client, register_test_keys, IN_CI, PG_URL, _drop_pg_schema, pg_available
+from tests.conftest import IN_CI, PG_URL, _drop_pg_schema, keyed_client, pg_available, register_test_keys
 
 LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "itsm-incident-log" / "incident_event_log.csv.gz"
-UTC = timezone.utc
+UTC = UTC
 DAYS = [date(2016, 3, d) for d in range(1, 32)]
 MONTH_START = datetime(2016, 3, 1, tzinfo=UTC)
 MONTH_END = datetime(2016, 4, 1, tzinfo=UTC)
@@ -57,6 +56,7 @@ DASHBOARD_AT = datetime(2016, 3, 24, 12, 0, tzinfo=UTC)  # a busy closing day (3
 
 # ---------------------------------------------------------------------------------------------
 # The expected values, from the file.
+
 
 def _when(text: str) -> datetime | None:
     return None if text == "?" else datetime.strptime(text, "%d/%m/%Y %H:%M").replace(tzinfo=UTC)
@@ -119,20 +119,26 @@ class Expected:
 
     def open_at(self, at: datetime, priority: str | None = None) -> int:
         """Opened at or before ``at``, neither resolved nor closed by then (first close ends it)."""
-        return sum(1 for i in self.incidents
-                   if (priority is None or i.priority == priority) and at - MAX_OPEN < i.opened <= at
-                   and all(t is None or t > at for t in (i.resolved, i.closed)))
+        return sum(
+            1
+            for i in self.incidents
+            if (priority is None or i.priority == priority)
+            and at - MAX_OPEN < i.opened <= at
+            and all(t is None or t > at for t in (i.resolved, i.closed))
+        )
 
     def active_at(self, at: datetime) -> int:
         """Opened at or before ``at`` and not closed by then."""
-        return sum(1 for i in self.incidents
-                   if at - MAX_OPEN < i.opened <= at and (i.closed is None or i.closed > at))
+        return sum(1 for i in self.incidents if at - MAX_OPEN < i.opened <= at and (i.closed is None or i.closed > at))
 
     def open_until_last_close_at(self, at: datetime) -> int:
         """What a gauge that keeps the *latest* close of an item would say (see the gauge test)."""
-        return sum(1 for i in self.incidents
-                   if at - MAX_OPEN < i.opened <= at
-                   and (max((t for t in (i.resolved, i.closed) if t is not None), default=None) or AFTER_ALL) > at)
+        return sum(
+            1
+            for i in self.incidents
+            if at - MAX_OPEN < i.opened <= at
+            and (max((t for t in (i.resolved, i.closed) if t is not None), default=None) or AFTER_ALL) > at
+        )
 
 
 def expected_from_file(path: Path) -> Expected:
@@ -155,10 +161,11 @@ def expected_from_file(path: Path) -> Expected:
         incidents.append(Incident(number, row["priority"], row["made_sla"] == "true", opened, resolved, closed))
     exp = Expected(rows, incidents)
     for inc in incidents:
-        def tallies(at: datetime) -> list[Tally]:
+
+        def tallies(at: datetime, priority: str = inc.priority) -> list[Tally]:
             out = [exp.days[at.date()]]
             if MONTH_START <= at < MONTH_END:
-                out += [exp.month, exp.month_by_priority[inc.priority]]
+                out += [exp.month, exp.month_by_priority[priority]]
             return out
 
         for t in tallies(inc.opened):
@@ -197,8 +204,9 @@ def assert_kpis(found: dict[str, object], want: dict[str, float | None], where: 
         elif name in COUNTS:
             assert got == exp, f"{where} {name}: expected {exp}, got {got!r}"
         else:
-            assert got is not None and math.isclose(got, exp, rel_tol=1e-9, abs_tol=0.0), \
+            assert got is not None and math.isclose(got, exp, rel_tol=1e-9, abs_tol=0.0), (
                 f"{where} {name}: expected {exp!r}, got {got!r}"
+            )
 
 
 def _settings_kw(**kw) -> dict:
@@ -209,6 +217,7 @@ def _settings_kw(**kw) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # One replay of the whole file per store, shared by the tests of this module.
+
 
 @dataclass
 class Replayed:
@@ -239,8 +248,9 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     settings = Settings(**kw)
     clock = ManualClock(AFTER_ALL)
     app = create_app(settings, clock=clock)
-    server = uvicorn.Server(uvicorn.Config(app, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": 0,
-                                                   "log_level": "warning"}))
+    server = uvicorn.Server(
+        uvicorn.Config(app, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": 0, "log_level": "warning"})
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -251,8 +261,9 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     try:
         events = load_events(LOG)
         began = time.monotonic()
-        summary = await replay_events(events, url, speed=None, batch_size=1000,
-                                      api_key=keys.ingest["itsm-incident-log"])
+        summary = await replay_events(
+            events, url, speed=None, batch_size=1000, api_key=keys.ingest["itsm-incident-log"]
+        )
         seconds = time.monotonic() - began
         print(f"\n[{kind}] replayed {summary.events} events in {seconds:.1f} s ({summary.events_per_s:.0f}/s)")
         yield Replayed(kind, url, clock, events, summary, seconds)
@@ -263,8 +274,9 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
             _drop_pg_schema(settings.db_schema)
 
 
-async def _series(url: str, kpi: str, grain: str, start: datetime, end: datetime,
-                  dims: dict[str, str] | None = None) -> list[dict]:
+async def _series(
+    url: str, kpi: str, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
+) -> list[dict]:
     params = {"grain": grain, "start": start.isoformat(), "end": end.isoformat()}
     params.update({f"dims.{k}": v for k, v in (dims or {}).items()})
     async with keyed_client(url, timeout=120) as client:
@@ -275,8 +287,9 @@ async def _series(url: str, kpi: str, grain: str, start: datetime, end: datetime
     return body["points"]
 
 
-async def _table(url: str, grain: str, kpis: tuple[str, ...], dims: dict[str, str] | None = None
-                 ) -> dict[str, dict[str, object]]:
+async def _table(
+    url: str, grain: str, kpis: tuple[str, ...], dims: dict[str, str] | None = None
+) -> dict[str, dict[str, object]]:
     """period start (ISO) -> {kpi: value} over March 2016."""
     out: dict[str, dict[str, object]] = defaultdict(dict)
     for kpi in kpis:
@@ -290,6 +303,7 @@ def _day_key(d: date) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_expected_values_are_sane(expected: Expected) -> None:
@@ -342,13 +356,15 @@ async def test_march_mttr_per_priority_matches_the_file(replayed: Replayed, expe
     for priority in PRIORITIES:
         want = expected.month_by_priority[priority]
         assert want.resolved > 0
-        table = await _table(replayed.url, "month", ("mttr_s", "incidents_resolved", "incidents_opened"),
-                             {"priority": priority})
+        table = await _table(
+            replayed.url, "month", ("mttr_s", "incidents_resolved", "incidents_opened"), {"priority": priority}
+        )
         found = table[MONTH_START.isoformat()]
         assert found["incidents_resolved"] == want.resolved, priority
         assert found["incidents_opened"] == want.opened, priority
-        assert math.isclose(found["mttr_s"], want.ttr_sum / want.resolved, rel_tol=1e-9), \
+        assert math.isclose(found["mttr_s"], want.ttr_sum / want.resolved, rel_tol=1e-9), (
             f"[{replayed.kind}] 2016-03 priority={priority}: mttr {found['mttr_s']!r} vs {want.ttr_sum / want.resolved!r}"
+        )
     # The priorities really differ (the filter filters).
     means = {p: expected.month_by_priority[p].ttr_sum / expected.month_by_priority[p].resolved for p in PRIORITIES}
     assert len({round(m) for m in means.values()}) == len(PRIORITIES)
@@ -360,7 +376,7 @@ async def test_active_incidents_at_every_day_end(replayed: Replayed, expected: E
     """The gauge read at each day's end (``series`` reads gauges at the period end)."""
     points = await _series(replayed.url, "active_incidents", "day", MONTH_START, MONTH_END)
     assert [p["start"] for p in points] == [_day_key(d) for d in DAYS]
-    for d, point in zip(DAYS, points):
+    for d, point in zip(DAYS, points, strict=True):
         end = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1)
         assert point["value"] == expected.active_at(end), f"[{replayed.kind}] active at {end}"
 
@@ -375,8 +391,9 @@ async def test_open_incidents_at_every_day_end(replayed: Replayed, expected: Exp
     want = [expected.open_at(e) for e in ends]
     assert want != [expected.open_until_last_close_at(e) for e in ends]  # the two readings differ here
     assert found == want
-    critical = await _series(replayed.url, "open_incidents", "day", MONTH_END - timedelta(days=1), MONTH_END,
-                             {"priority": "1 - Critical"})
+    critical = await _series(
+        replayed.url, "open_incidents", "day", MONTH_END - timedelta(days=1), MONTH_END, {"priority": "1 - Critical"}
+    )
     assert critical[0]["value"] == expected.open_at(MONTH_END, "1 - Critical")
 
 
@@ -420,19 +437,34 @@ async def test_itsm_dashboard_at_an_instant(replayed: Replayed, expected: Expect
 # ---------------------------------------------------------------------------------------------
 # The CLI on a small slice.
 
-SLICE_HEADER = ("number,incident_state,active,reassignment_count,reopen_count,sys_mod_count,made_sla,caller_id,"
-                "opened_by,opened_at,sys_created_by,sys_created_at,sys_updated_by,sys_updated_at,contact_type,"
-                "location,category,subcategory,u_symptom,cmdb_ci,impact,urgency,priority,assignment_group,"
-                "assigned_to,knowledge,u_priority_confirmation,notify,problem_id,rfc,vendor,caused_by,closed_code,"
-                "resolved_by,resolved_at,closed_at")
+SLICE_HEADER = (
+    "number,incident_state,active,reassignment_count,reopen_count,sys_mod_count,made_sla,caller_id,"
+    "opened_by,opened_at,sys_created_by,sys_created_at,sys_updated_by,sys_updated_at,contact_type,"
+    "location,category,subcategory,u_symptom,cmdb_ci,impact,urgency,priority,assignment_group,"
+    "assigned_to,knowledge,u_priority_confirmation,notify,problem_id,rfc,vendor,caused_by,closed_code,"
+    "resolved_by,resolved_at,closed_at"
+)
 
 
-def _row(number: str, state: str, mod: int, made_sla: str, opened: str, updated: str, priority: str,
-         group: str, resolved: str, closed: str, category: str = "Category 9") -> str:
-    return (f"{number},{state},{'false' if state == 'Closed' else 'true'},0,0,{mod},{made_sla},Caller 1,"
-            f"Opened by  1,{opened},?,?,Updated by 1,{updated},Phone,Location 1,{category},Subcategory 1,"
-            f"Symptom 1,?,2 - Medium,2 - Medium,{priority},{group},?,false,false,Do Not Notify,?,?,?,?,"
-            f"code 1,Resolved by 1,{resolved},{closed}")
+def _row(
+    number: str,
+    state: str,
+    mod: int,
+    made_sla: str,
+    opened: str,
+    updated: str,
+    priority: str,
+    group: str,
+    resolved: str,
+    closed: str,
+    category: str = "Category 9",
+) -> str:
+    return (
+        f"{number},{state},{'false' if state == 'Closed' else 'true'},0,0,{mod},{made_sla},Caller 1,"
+        f"Opened by  1,{opened},?,?,Updated by 1,{updated},Phone,Location 1,{category},Subcategory 1,"
+        f"Symptom 1,?,2 - Medium,2 - Medium,{priority},{group},?,false,false,Do Not Notify,?,?,?,?,"
+        f"code 1,Resolved by 1,{resolved},{closed}"
+    )
 
 
 def small_log(path: Path) -> Path:
@@ -440,20 +472,92 @@ def small_log(path: Path) -> Path:
     without resolved_at, one resolved before it was opened (dirty), one still New."""
     lines = [
         SLICE_HEADER,
-        _row("INC1", "New", 0, "true", "1/3/2016 08:00", "1/3/2016 08:00", "4 - Low", "Group 1",
-             "1/3/2016 10:30", "6/3/2016 11:00"),
-        _row("INC1", "Resolved", 1, "true", "1/3/2016 08:00", "1/3/2016 10:30", "4 - Low", "Group 1",
-             "1/3/2016 10:30", "6/3/2016 11:00"),
-        _row("INC1", "Closed", 2, "false", "1/3/2016 08:00", "6/3/2016 11:00", "2 - High", "Group 2",
-             "1/3/2016 10:30", "6/3/2016 11:00"),
-        _row("INC2", "New", 0, "true", "2/3/2016 23:59", "2/3/2016 23:59", "3 - Moderate", "?",
-             "?", "10/3/2016 12:00", category="?"),
-        _row("INC2", "Closed", 1, "true", "2/3/2016 23:59", "10/3/2016 12:00", "3 - Moderate", "?",
-             "?", "10/3/2016 12:00", category="?"),
-        _row("INC3", "Closed", 3, "true", "5/3/2016 09:00", "7/3/2016 09:00", "3 - Moderate", "Group 1",
-             "4/3/2016 09:00", "7/3/2016 09:00"),
-        _row("INC4", "New", 0, "true", "12/3/2016 07:05", "12/3/2016 07:05", "1 - Critical", "Group 3",
-             "13/3/2016 07:05", "20/3/2016 07:05"),
+        _row(
+            "INC1",
+            "New",
+            0,
+            "true",
+            "1/3/2016 08:00",
+            "1/3/2016 08:00",
+            "4 - Low",
+            "Group 1",
+            "1/3/2016 10:30",
+            "6/3/2016 11:00",
+        ),
+        _row(
+            "INC1",
+            "Resolved",
+            1,
+            "true",
+            "1/3/2016 08:00",
+            "1/3/2016 10:30",
+            "4 - Low",
+            "Group 1",
+            "1/3/2016 10:30",
+            "6/3/2016 11:00",
+        ),
+        _row(
+            "INC1",
+            "Closed",
+            2,
+            "false",
+            "1/3/2016 08:00",
+            "6/3/2016 11:00",
+            "2 - High",
+            "Group 2",
+            "1/3/2016 10:30",
+            "6/3/2016 11:00",
+        ),
+        _row(
+            "INC2",
+            "New",
+            0,
+            "true",
+            "2/3/2016 23:59",
+            "2/3/2016 23:59",
+            "3 - Moderate",
+            "?",
+            "?",
+            "10/3/2016 12:00",
+            category="?",
+        ),
+        _row(
+            "INC2",
+            "Closed",
+            1,
+            "true",
+            "2/3/2016 23:59",
+            "10/3/2016 12:00",
+            "3 - Moderate",
+            "?",
+            "?",
+            "10/3/2016 12:00",
+            category="?",
+        ),
+        _row(
+            "INC3",
+            "Closed",
+            3,
+            "true",
+            "5/3/2016 09:00",
+            "7/3/2016 09:00",
+            "3 - Moderate",
+            "Group 1",
+            "4/3/2016 09:00",
+            "7/3/2016 09:00",
+        ),
+        _row(
+            "INC4",
+            "New",
+            0,
+            "true",
+            "12/3/2016 07:05",
+            "12/3/2016 07:05",
+            "1 - Critical",
+            "Group 3",
+            "13/3/2016 07:05",
+            "20/3/2016 07:05",
+        ),
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -462,17 +566,31 @@ def small_log(path: Path) -> Path:
 def summary_of(stdout: str) -> dict[str, float]:
     lines = stdout.splitlines()
     assert "replay done" in lines, stdout
-    return {name: float(value) for name, value in (ln.split() for ln in lines[lines.index("replay done") + 1:])}
+    return {name: float(value) for name, value in (ln.split() for ln in lines[lines.index("replay done") + 1 :])}
 
 
 async def test_cli_replays_a_small_log(make_settings, start_server, tmp_path: Path) -> None:
     log = small_log(tmp_path / "slice.csv")
     srv = await start_server(make_settings(**_settings_kw(tz="UTC")))
     result = await asyncio.to_thread(
-        CliRunner().invoke, main,
-        ["replay", "itsm-incident-log", str(log), "--url", srv.url, "--api-key", srv.keys.ingest["itsm-incident-log"],
-         "--speed", "max", "--batch-size", "3",
-         "--no-progress"], catch_exceptions=False)
+        CliRunner().invoke,
+        main,
+        [
+            "replay",
+            "itsm-incident-log",
+            str(log),
+            "--url",
+            srv.url,
+            "--api-key",
+            srv.keys.ingest["itsm-incident-log"],
+            "--speed",
+            "max",
+            "--batch-size",
+            "3",
+            "--no-progress",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     # opened x4; resolved: INC1 and INC4 (INC2 has no resolved_at, INC3 resolved before opened);
     # closed: INC1, INC2, INC3 (INC4 never reached Closed).
@@ -483,9 +601,14 @@ async def test_cli_replays_a_small_log(make_settings, start_server, tmp_path: Pa
     assert "1 not Closed on their last row" in result.stderr
 
     async with keyed_client(srv.url, timeout=30) as c:
+
         async def month(kpi: str, **dims: str) -> dict:
-            params = {"grain": "month", "start": MONTH_START.isoformat(), "end": MONTH_END.isoformat(),
-                      **{f"dims.{k}": v for k, v in dims.items()}}
+            params = {
+                "grain": "month",
+                "start": MONTH_START.isoformat(),
+                "end": MONTH_END.isoformat(),
+                **{f"dims.{k}": v for k, v in dims.items()},
+            }
             r = await c.get(f"/api/v1/kpis/{kpi}/series", params=params)
             assert r.status_code == 200, r.text
             return r.json()["points"][0]
@@ -500,11 +623,15 @@ async def test_cli_replays_a_small_log(make_settings, start_server, tmp_path: Pa
         assert (await month("incidents_opened", assignment_group="Group 2"))["value"] == 1
         assert (await month("incidents_opened", assignment_group="unassigned"))["value"] == 1  # INC2
         assert (await month("resolved_within_sla_ratio"))["value"] == 0.5
-        r = await c.get("/api/v1/kpis/incidents_opened/series", params={
-            "grain": "day", "start": "2016-03-02T00:00:00Z", "end": "2016-03-04T00:00:00Z"})
+        r = await c.get(
+            "/api/v1/kpis/incidents_opened/series",
+            params={"grain": "day", "start": "2016-03-02T00:00:00Z", "end": "2016-03-04T00:00:00Z"},
+        )
         assert [p["value"] for p in r.json()["points"]] == [1, 0]  # INC2 at 23:59 UTC on the 2nd
-        r = await c.get("/api/v1/kpis/active_incidents/series", params={
-            "grain": "day", "start": "2016-03-12T00:00:00Z", "end": "2016-03-13T00:00:00Z"})
+        r = await c.get(
+            "/api/v1/kpis/active_incidents/series",
+            params={"grain": "day", "start": "2016-03-12T00:00:00Z", "end": "2016-03-13T00:00:00Z"},
+        )
         assert r.json()["points"][0]["value"] == 1  # INC4 (never Closed); INC1, INC3, INC2 closed 6th, 7th, 10th
 
 
@@ -513,7 +640,8 @@ def test_cli_names_a_malformed_row(tmp_path: Path) -> None:
     lines = log.read_text(encoding="utf-8").splitlines()
     lines[3] = lines[3].replace("6/3/2016 11:00", "2016-03-06 11:00")  # INC1's last row, closed_at
     log.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    result = CliRunner().invoke(main, ["replay", "itsm-incident-log", str(log), "--url", "http://127.0.0.1:9",
-                                       "--no-progress"])
+    result = CliRunner().invoke(
+        main, ["replay", "itsm-incident-log", str(log), "--url", "http://127.0.0.1:9", "--no-progress"]
+    )
     assert result.exit_code == 1
     assert "line 4: column closed_at: expected D/M/YYYY HH:MM, got '2016-03-06 11:00'" in result.stderr

@@ -4,7 +4,7 @@ scorecard; its numbers agree with the series API (checked against the CSV in tes
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from app.replay.client import replay_events
 from tests.conftest import IN_CI
 
 LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "itsm-incident-log" / "incident_event_log.csv.gz"
-APRIL = datetime(2016, 4, 1, 0, 20, tzinfo=timezone.utc)
+APRIL = datetime(2016, 4, 1, 0, 20, tzinfo=UTC)
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,9 @@ async def test_march_2016_scorecard(make_settings, start_server, client_for):
 
     srv = await start_server(make_settings(tz="UTC"), clock=ManualClock(APRIL))
     events = [e for e in load_events(LOG) if e["ts"] < APRIL]
-    summary = await replay_events(events, srv.url, speed=None, batch_size=2000,
-                                  api_key=srv.keys.ingest["itsm-incident-log"])
+    summary = await replay_events(
+        events, srv.url, speed=None, batch_size=2000, api_key=srv.keys.ingest["itsm-incident-log"]
+    )
     assert summary.accepted == len(events)
     done = await srv.runtime.snapshots.run_due(to_us(APRIL))
     itsm = [(g, p) for slug, g, p, created in done if slug == "itsm" and created]
@@ -41,8 +42,12 @@ async def test_march_2016_scorecard(make_settings, start_server, client_for):
         card = (await client.get("/api/v1/scorecards/itsm/2016-03")).json()
         rows = {r["kpi"]: r for r in card["kpis"]}
         for kpi in ("incidents_opened", "incidents_resolved", "mttr_s"):
-            series = (await client.get(f"/api/v1/kpis/{kpi}/series", params={
-                "grain": "month", "start": "2016-02-01T00:00:00Z", "end": "2016-04-01T00:00:00Z"})).json()["points"]
+            series = (
+                await client.get(
+                    f"/api/v1/kpis/{kpi}/series",
+                    params={"grain": "month", "start": "2016-02-01T00:00:00Z", "end": "2016-04-01T00:00:00Z"},
+                )
+            ).json()["points"]
             assert rows[kpi]["value"] == series[1]["value"], kpi
             assert rows[kpi]["previous_value"] == series[0]["value"], kpi
             assert rows[kpi]["trend"][-1]["value"] == series[1]["value"]

@@ -42,15 +42,35 @@ def test_0005_converts_sketch_blobs_to_bins(make_settings) -> None:
     engine = _sync_engine(settings)
     try:
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO rollup_minute (measure, dim_key, bucket_us, count, sum, min, max, sketch) "
-                "VALUES (:m, :d, :b, :c, :s, :mn, :mx, :sk)"), [
-                {"m": "cc/answered", "d": "", "b": minute_us, "c": len(waits_a), "s": sum(waits_a),
-                 "mn": min(waits_a), "mx": max(waits_a), "sk": a.to_bytes()},
-                {"m": "cc/answered", "d": "", "b": 2 * minute_us, "c": len(waits_b), "s": sum(waits_b),
-                 "mn": min(waits_b), "mx": max(waits_b), "sk": b.to_bytes()},
-                {"m": "cc/abandoned", "d": "", "b": minute_us, "c": 2, "s": 4.0, "mn": 1.0, "mx": 3.0, "sk": None},
-            ])
+            conn.execute(
+                text(
+                    "INSERT INTO rollup_minute (measure, dim_key, bucket_us, count, sum, min, max, sketch) "
+                    "VALUES (:m, :d, :b, :c, :s, :mn, :mx, :sk)"
+                ),
+                [
+                    {
+                        "m": "cc/answered",
+                        "d": "",
+                        "b": minute_us,
+                        "c": len(waits_a),
+                        "s": sum(waits_a),
+                        "mn": min(waits_a),
+                        "mx": max(waits_a),
+                        "sk": a.to_bytes(),
+                    },
+                    {
+                        "m": "cc/answered",
+                        "d": "",
+                        "b": 2 * minute_us,
+                        "c": len(waits_b),
+                        "s": sum(waits_b),
+                        "mn": min(waits_b),
+                        "mx": max(waits_b),
+                        "sk": b.to_bytes(),
+                    },
+                    {"m": "cc/abandoned", "d": "", "b": minute_us, "c": 2, "s": 4.0, "mn": 1.0, "mx": 3.0, "sk": None},
+                ],
+            )
     finally:
         engine.dispose()
 
@@ -60,11 +80,17 @@ def test_0005_converts_sketch_blobs_to_bins(make_settings) -> None:
     try:
         with engine.connect() as conn:
             assert "sketch" not in {c["name"] for c in inspect(conn).get_columns("rollup_minute")}
-            stored = sorted(conn.execute(text(
-                "SELECT bucket_us, side, bin, count FROM rollup_sketch_bin WHERE measure = 'cc/answered'")).all())
+            stored = sorted(
+                conn.execute(
+                    text("SELECT bucket_us, side, bin, count FROM rollup_sketch_bin WHERE measure = 'cc/answered'")
+                ).all()
+            )
             hours = sorted(conn.execute(text("SELECT measure, bucket_us, count, min, max FROM rollup_hour")).all())
-            hour_bins = sorted(conn.execute(text(
-                "SELECT side, bin, count FROM rollup_hour_sketch_bin WHERE measure = 'cc/answered'")).all())
+            hour_bins = sorted(
+                conn.execute(
+                    text("SELECT side, bin, count FROM rollup_hour_sketch_bin WHERE measure = 'cc/answered'")
+                ).all()
+            )
     finally:
         engine.dispose()
     # 0007 backfilled the hour partials from the minutes: one hour holds both minutes
@@ -81,8 +107,9 @@ def test_0005_converts_sketch_blobs_to_bins(make_settings) -> None:
         aengine = create_engine_for(settings)
         try:
             async with aengine.connect() as conn:
-                return await reads.aggregate(conn, ["cc/answered", "cc/abandoned"], "", 0, 3 * minute_us,
-                                             ["cc/answered"])
+                return await reads.aggregate(
+                    conn, ["cc/answered", "cc/abandoned"], "", 0, 3 * minute_us, ["cc/answered"]
+                )
         finally:
             await aengine.dispose()
 

@@ -134,8 +134,7 @@ class RssSampler:
 
 def server_env(data_dir: Path, **settings: object) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
-    env.update({"PULSEBOARD_DATA_DIR": str(data_dir), "PULSEBOARD_SNAPSHOTS_ENABLED": "false",
-                "PYTHONUNBUFFERED": "1"})
+    env.update({"PULSEBOARD_DATA_DIR": str(data_dir), "PULSEBOARD_SNAPSHOTS_ENABLED": "false", "PYTHONUNBUFFERED": "1"})
     env.update({f"PULSEBOARD_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 
@@ -199,8 +198,12 @@ async def test_three_times_capacity_sheds_with_retry_after_and_recovers(tmp_path
     # 2. the server under test: global admission limit and per-key rate; its capacity
     fig.queue_max_events = QUEUE_BATCHES * BATCH_EVENTS
     fig.rate_per_key_per_s = round(max(calibration / BATCH_EVENTS, 2.0), 1)
-    env = server_env(data_dir, ingest_queue_max_events=fig.queue_max_events,
-                     ingest_rate_per_key_per_s=fig.rate_per_key_per_s, ingest_burst_per_key=fig.rate_per_key_per_s)
+    env = server_env(
+        data_dir,
+        ingest_queue_max_events=fig.queue_max_events,
+        ingest_rate_per_key_per_s=fig.rate_per_key_per_s,
+        ingest_burst_per_key=fig.rate_per_key_per_s,
+    )
     server = ServerProcess(free_port(), env, tmp_path / "server.log")
     rss: RssSampler | None = None
     pool = ProcessPoolExecutor(LOAD_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
@@ -225,9 +228,17 @@ async def test_three_times_capacity_sheds_with_retry_after_and_recovers(tmp_path
         senders += [(f"f{i}", keys["flood"]) for i in range((OVERLOAD_FACTOR - 1) * CLIENTS)]
         groups = [senders[i::LOAD_PROCESSES] for i in range(LOAD_PROCESSES)]
         loop = asyncio.get_running_loop()
-        results = await asyncio.wait_for(asyncio.gather(*(
-            loop.run_in_executor(pool, run_open_loop, server.port, g, "overload", per_client_rps, t_over, t_over_end)
-            for g in groups)), OVERLOAD_S + 60)
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        pool, run_open_loop, server.port, g, "overload", per_client_rps, t_over, t_over_end
+                    )
+                    for g in groups
+                )
+            ),
+            OVERLOAD_S + 60,
+        )
         load.answers.extend(Answer(**a) for answers in results for a in answers)
         sent = [a for a in load.answers if a.phase == "overload"]
         fig.offered_requests_per_s = sum(1 for a in sent if a.sent_s < t_over_end) / OVERLOAD_S
@@ -267,34 +278,40 @@ async def test_three_times_capacity_sheds_with_retry_after_and_recovers(tmp_path
     fig.lost = sum(BATCH_EVENTS - stored[b] for b in acked)
     fig.stored_from_refused = sum(stored[b] for b in refused)
     fig.statuses_overload = dict(Counter(a.status for a in load.answers if a.phase == "overload"))
-    fig.statuses_overload_own_keys = dict(Counter(a.status for a in load.answers
-                                                  if a.phase == "overload" and a.batch.split(".")[1].startswith("c")))
-    fig.statuses_overload_flood_key = dict(Counter(a.status for a in load.answers
-                                                   if a.phase == "overload" and a.batch.split(".")[1].startswith("f")))
+    fig.statuses_overload_own_keys = dict(
+        Counter(a.status for a in load.answers if a.phase == "overload" and a.batch.split(".")[1].startswith("c"))
+    )
+    fig.statuses_overload_flood_key = dict(
+        Counter(a.status for a in load.answers if a.phase == "overload" and a.batch.split(".")[1].startswith("f"))
+    )
     fig.statuses_all = dict(Counter(a.status for a in load.answers))
     fig.no_answer = [f"{a.phase} {a.batch}: {a.error}" for a in load.answers if a.status is None][:10]
 
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "overload.json").write_text(json.dumps(asdict(fig), indent=2))
-    print(f"\n[overload sqlite] capacity {fig.capacity_events_per_s:,.0f} events/s ({fig.capacity_requests_per_s:.1f} req/s "
-          f"of {BATCH_EVENTS}; calibration run {fig.calibration_events_per_s:,.0f} events/s); limits: queue {fig.queue_max_events} events, "
-          f"{fig.rate_per_key_per_s} req/s per key; offered {fig.offered_requests_per_s:.1f} req/s = {fig.offered_ratio:.2f}x "
-          f"for {OVERLOAD_S:g} s, acked {fig.overload_acked_events_per_s:,.0f} events/s; statuses in overload "
-          f"{fig.statuses_overload} (own keys {fig.statuses_overload_own_keys}, flood key "
-          f"{fig.statuses_overload_flood_key}), all {fig.statuses_all}; server CPU {fig.server_cpu_capacity_cores:.2f} cores at capacity, "
-          f"{fig.server_cpu_overload_cores:.2f} in overload; RSS baseline {fig.rss_baseline_mb:.0f} MB, overload early "
-          f"{fig.rss_overload_early_mb:.0f} / late {fig.rss_overload_late_mb:.0f} MB, peak {fig.rss_peak_mb:.0f} MB; "
-          f"recovery {fig.recovery_s} s ({fig.recovered_events_per_s:,.0f} events/s); acked {fig.acked_events:,} "
-          f"stored {fig.stored_rows:,} lost {fig.lost} dup {fig.duplicated} stored-from-refused {fig.stored_from_refused}")
+    print(
+        f"\n[overload sqlite] capacity {fig.capacity_events_per_s:,.0f} events/s ({fig.capacity_requests_per_s:.1f} req/s "
+        f"of {BATCH_EVENTS}; calibration run {fig.calibration_events_per_s:,.0f} events/s); limits: queue {fig.queue_max_events} events, "
+        f"{fig.rate_per_key_per_s} req/s per key; offered {fig.offered_requests_per_s:.1f} req/s = {fig.offered_ratio:.2f}x "
+        f"for {OVERLOAD_S:g} s, acked {fig.overload_acked_events_per_s:,.0f} events/s; statuses in overload "
+        f"{fig.statuses_overload} (own keys {fig.statuses_overload_own_keys}, flood key "
+        f"{fig.statuses_overload_flood_key}), all {fig.statuses_all}; server CPU {fig.server_cpu_capacity_cores:.2f} cores at capacity, "
+        f"{fig.server_cpu_overload_cores:.2f} in overload; RSS baseline {fig.rss_baseline_mb:.0f} MB, overload early "
+        f"{fig.rss_overload_early_mb:.0f} / late {fig.rss_overload_late_mb:.0f} MB, peak {fig.rss_peak_mb:.0f} MB; "
+        f"recovery {fig.recovery_s} s ({fig.recovered_events_per_s:,.0f} events/s); acked {fig.acked_events:,} "
+        f"stored {fig.stored_rows:,} lost {fig.lost} dup {fig.duplicated} stored-from-refused {fig.stored_from_refused}"
+    )
 
     assert not fig.no_answer, f"requests without an HTTP answer: {fig.no_answer}\n{server.log_tail()}"
     assert set(fig.statuses_all) <= {202, 429, 503}, f"statuses {fig.statuses_all}\n{server.log_tail()}"
     shed = [a for a in load.answers if a.status in (429, 503)]
-    assert all(a.retry_after is not None and float(a.retry_after) > 0 for a in shed), \
-        Counter((a.status, a.retry_after) for a in shed)
+    assert all(a.retry_after is not None and float(a.retry_after) > 0 for a in shed), Counter(
+        (a.status, a.retry_after) for a in shed
+    )
     assert fig.offered_ratio >= 2.0, "the load generator did not reach twice the capacity: the test proves nothing"
-    assert fig.statuses_overload.get(429, 0) > 0 and fig.statuses_overload.get(503, 0) > 0, \
+    assert fig.statuses_overload.get(429, 0) > 0 and fig.statuses_overload.get(503, 0) > 0, (
         f"the overload did not reach both limits: {fig.statuses_overload}"
+    )
     assert not any(a.status in (429, 503) for a in load.answers if a.phase in ("calibration", "capacity"))
     assert 429 not in fig.statuses_overload_own_keys, "one key's excess limited another key"
     assert fig.rss_peak_mb < RSS_LIMIT_MB
@@ -302,11 +319,13 @@ async def test_three_times_capacity_sheds_with_retry_after_and_recovers(tmp_path
     assert all(a.accepted == BATCH_EVENTS and a.duplicates == 0 for a in load.answers if a.status == 202)
     assert fig.lost == 0 and fig.duplicated == 0 and fig.stored_from_refused == 0
     assert fig.stored_rows == fig.acked_events
-    assert fig.recovery_s is not None and fig.recovery_s <= RECOVERY_LIMIT_S, \
+    assert fig.recovery_s is not None and fig.recovery_s <= RECOVERY_LIMIT_S, (
         f"throughput not back to {RECOVERY_RATIO:.0%} of capacity within {RECOVERY_LIMIT_S:g} s"
+    )
 
 
 # BAD_INPUTS 26, global half: past PULSEBOARD_INGEST_QUEUE_MAX_EVENTS, 503 with Retry-After (both stores).
+
 
 class StoreWriteLock:
     """Holds the store's event table against writers (SQLite ``BEGIN EXCLUSIVE``; PostgreSQL
@@ -315,8 +334,9 @@ class StoreWriteLock:
 
     def __init__(self, settings, store_kind: str) -> None:
         if store_kind == "sqlite":
-            self.conn = sqlite3.connect(settings.data_dir / "pulseboard.db", isolation_level=None, timeout=10,
-                                        check_same_thread=False)
+            self.conn = sqlite3.connect(
+                settings.data_dir / "pulseboard.db", isolation_level=None, timeout=10, check_same_thread=False
+            )
             self.conn.execute("BEGIN EXCLUSIVE")
         else:
             import psycopg
@@ -329,15 +349,18 @@ class StoreWriteLock:
         self.conn.close()
 
 
-async def test_over_the_global_admission_limit_is_503_with_retry_after(make_settings, start_server, client_for,
-                                                                      store_kind):
+async def test_over_the_global_admission_limit_is_503_with_retry_after(
+    make_settings, start_server, client_for, store_kind
+):
     srv = await start_server(make_settings(packs_dir=PACKS_DIR, ingest_queue_max_events=10))
     bodies = {name: [sample("2024-01-01T00:00:00Z", id=f"{name}{i}") for i in range(6)] for name in ("a", "b")}
     async with client_for(srv) as client:
         lock = await asyncio.to_thread(StoreWriteLock, srv.settings, store_kind)
         try:
             # Whichever of the two reaches the writer's queue second finds 6 of 10 places taken.
-            posts = {asyncio.create_task(client.post("/api/v1/events", json=body)): name for name, body in bodies.items()}
+            posts = {
+                asyncio.create_task(client.post("/api/v1/events", json=body)): name for name, body in bodies.items()
+            }
             done, pending = await asyncio.wait(posts, timeout=10, return_when=asyncio.FIRST_COMPLETED)
             assert len(done) == 1 and len(pending) == 1, "both requests are held while the store is locked"
             refused = done.pop()

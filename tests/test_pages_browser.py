@@ -32,13 +32,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
-
-from tests.conftest import keyed_client
 
 from app.metrics.calendar import to_us
 from app.replay.anonymous_bank import load_events, to_wire
+from tests.conftest import keyed_client
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -69,6 +67,7 @@ def _playwright():
 
 
 # --- the pages' number formats, written out independently of the JavaScript -------------------
+
 
 def _half_up(x: float, places: int = 0) -> Decimal:
     return Decimal(x).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
@@ -110,11 +109,12 @@ def test_formats() -> None:
 
 # --- the store: the real August, cut, with 1999-08-10 restated ----------------------------------
 
+
 async def _load_august(url: str) -> int:
     events = [to_wire(e) for e in load_events(DATA)]
     async with keyed_client(url, timeout=120) as client:
         for i in range(0, len(events), 2000):
-            resp = await client.post("/api/v1/events", json=events[i:i + 2000])
+            resp = await client.post("/api/v1/events", json=events[i : i + 2000])
             assert resp.status_code == 202, resp.text
     return len(events)
 
@@ -123,17 +123,33 @@ def _late_events() -> list[dict]:
     late = []
     for i in range(3):  # three late calls on 1999-08-10, answered after 5 s, and one abandoned
         dims = {"queue": "PS", "priority": "1", "call": f"LATE-{i}"}
-        late.append({"id": f"LATE-{i}:call.answered", "source": "anonymous-bank", "type": "call.answered",
-                     "ts": datetime(1999, 8, 10, 10, i, tzinfo=ZONE).isoformat(), "value": 5,
-                     "dims": {**dims, "agent": "LATE"}})
-    late.append({"id": "LATE-9:call.abandoned", "source": "anonymous-bank", "type": "call.abandoned",
-                 "ts": datetime(1999, 8, 10, 11, 0, tzinfo=ZONE).isoformat(), "value": 30,
-                 "dims": {"queue": "PS", "priority": "1", "call": "LATE-9"}})
+        late.append(
+            {
+                "id": f"LATE-{i}:call.answered",
+                "source": "anonymous-bank",
+                "type": "call.answered",
+                "ts": datetime(1999, 8, 10, 10, i, tzinfo=ZONE).isoformat(),
+                "value": 5,
+                "dims": {**dims, "agent": "LATE"},
+            }
+        )
+    late.append(
+        {
+            "id": "LATE-9:call.abandoned",
+            "source": "anonymous-bank",
+            "type": "call.abandoned",
+            "ts": datetime(1999, 8, 10, 11, 0, tzinfo=ZONE).isoformat(),
+            "value": 30,
+            "dims": {"queue": "PS", "priority": "1", "call": "LATE-9"},
+        }
+    )
     return late
 
 
-READY_DAY = ("() => document.body.dataset.state === 'ready' && document.body.dataset.charts === 'ready'"
-             " && document.body.dataset.breakdown === 'ready' && document.body.dataset.recon === 'ready'")
+READY_DAY = (
+    "() => document.body.dataset.state === 'ready' && document.body.dataset.charts === 'ready'"
+    " && document.body.dataset.breakdown === 'ready' && document.body.dataset.recon === 'ready'"
+)
 READY_CARD = "() => document.body.dataset.state === 'ready' && document.body.dataset.sparklines === 'ready'"
 
 
@@ -142,13 +158,16 @@ async def _texts(page, selector: str) -> list[str]:
 
 
 async def _check_kpi_table(page, snap: dict) -> None:
-    rows = await page.eval_on_selector_all("#kpis tbody tr[data-kpi]", """rows => rows.map(r => ({
+    rows = await page.eval_on_selector_all(
+        "#kpis tbody tr[data-kpi]",
+        """rows => rows.map(r => ({
         kpi: r.dataset.kpi, status: r.dataset.status,
         num: r.querySelector('.value-cell .v').textContent,
         unit: (r.querySelector('.value-cell .unit') || {textContent: ''}).textContent,
         target: r.querySelector('td.target').textContent.trim(),
         badge: r.querySelector('td.status').textContent.trim(),
-        owner: r.querySelector('.owner .role') ? r.querySelector('.owner .role').textContent : null}))""")
+        owner: r.querySelector('.owner .role') ? r.querySelector('.owner .role').textContent : null}))""",
+    )
     assert [r["kpi"] for r in rows] == list(snap["kpis"])
     for row in rows:
         k = snap["kpis"][row["kpi"]]
@@ -176,9 +195,16 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
         assert (await client.post("/api/v1/events", json=_late_events())).status_code == 202
         await snapshots.restate_pending(to_us(datetime(1999, 9, 1, 9, 0, tzinfo=ZONE)))
         # One more late call into 1999-08-03, not restated yet: the day's on-demand check must fail.
-        late3 = [{"id": "LATE-3:call.abandoned", "source": "anonymous-bank", "type": "call.abandoned",
-                  "ts": datetime(1999, 8, 3, 12, 0, tzinfo=ZONE).isoformat(), "value": 12,
-                  "dims": {"queue": "NW", "priority": "1", "call": "LATE-3"}}]
+        late3 = [
+            {
+                "id": "LATE-3:call.abandoned",
+                "source": "anonymous-bank",
+                "type": "call.abandoned",
+                "ts": datetime(1999, 8, 3, 12, 0, tzinfo=ZONE).isoformat(),
+                "value": 12,
+                "dims": {"queue": "NW", "priority": "1", "call": "LATE-3"},
+            }
+        ]
         assert (await client.post("/api/v1/events", json=late3)).status_code == 202
         day2 = (await client.get(f"/api/v1/snapshots/{SLUG}/day/1999-08-02")).json()
         day10 = (await client.get(f"/api/v1/snapshots/{SLUG}/day/1999-08-10")).json()
@@ -187,8 +213,15 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
         card = (await client.get(f"/api/v1/scorecards/{SLUG}/1999-08")).json()
         per_queue = {}
         for q in QUEUES:
-            resp = await client.get("/api/v1/kpis/offered/series", params={
-                "grain": "day", "start": day2["period"]["start"], "end": day2["period"]["end"], "dims.queue": q})
+            resp = await client.get(
+                "/api/v1/kpis/offered/series",
+                params={
+                    "grain": "day",
+                    "start": day2["period"]["start"],
+                    "end": day2["period"]["end"],
+                    "dims.queue": q,
+                },
+            )
             per_queue[q] = resp.json()["points"][0]["value"]
     red = [k["kpi"] for k in card["kpis"] if k["status"] == "red"]
     assert len(red) >= 2, "the real August has red KPIs to comment on"
@@ -196,7 +229,8 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         try:
             page = await browser.new_page(viewport={"width": 1440, "height": 900})
             errors: list[str] = []
@@ -230,16 +264,21 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             assert await page.locator("#chart-volume .trace.bars .point").count() >= 24  # bars per hour
             assert await page.locator("#chart-rate .scatterlayer .trace").count() == 2  # SL 20 s + target
             shown = await page.eval_on_selector_all(
-                "#breakdown tbody tr[data-dim-value]", "rs => rs.map(r => [r.dataset.dimValue,"
-                " r.querySelector('td[data-kpi=offered]').textContent.trim()])")
-            want = sorted(((q, f"{int(v):,}") for q, v in per_queue.items() if v), key=lambda x: -int(x[1].replace(",", "")))
+                "#breakdown tbody tr[data-dim-value]",
+                "rs => rs.map(r => [r.dataset.dimValue, r.querySelector('td[data-kpi=offered]').textContent.trim()])",
+            )
+            want = sorted(
+                ((q, f"{int(v):,}") for q, v in per_queue.items() if v), key=lambda x: -int(x[1].replace(",", ""))
+            )
             assert shown == [list(w) for w in want]
             assert sum(per_queue.values()) == day2["kpis"]["offered"]["value"]
             total = await page.text_content("#breakdown tfoot td[data-kpi=offered]")
             assert total.strip() == f"{day2['kpis']['offered']['value']:,}"
             assert await page.get_attribute("#month-link", "href") == f"/scorecard/{SLUG}/1999-08"
             assert await page.get_attribute("#prev-day", "href") == f"/day/{SLUG}/1999-08-01"
-            assert await page.get_attribute("#csv-link", "href") == f"/api/v1/snapshots/{SLUG}/day/1999-08-02/export.csv"
+            assert (
+                await page.get_attribute("#csv-link", "href") == f"/api/v1/snapshots/{SLUG}/day/1999-08-02/export.csv"
+            )
             await page.screenshot(path=str(ARTIFACTS / "day.png"), full_page=True)
 
             # --- the restated day ----------------------------------------------------------------
@@ -266,7 +305,8 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             assert await page.locator("#recon-failed").is_visible()
             assert "FAILED" in await page.text_content("#recon-chip")
             causes = await page.eval_on_selector_all(
-                "#mismatches tbody tr", "rs => rs.map(r => [r.dataset.kpi, r.lastElementChild.textContent])")
+                "#mismatches tbody tr", "rs => rs.map(r => [r.dataset.kpi, r.lastElementChild.textContent])"
+            )
             assert ("offered", "late data: 1 event arrived after version 1 was cut") in [tuple(c) for c in causes]
             assert await page.locator("#restated").is_hidden()  # not restated yet: the snapshot is v1
 
@@ -282,16 +322,19 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             # --- the monthly scorecard -----------------------------------------------------------
             await page.goto(f"{srv.url}/scorecard/{SLUG}/1999-08")
             await page.wait_for_function(READY_CARD, timeout=20_000)
-            rows = await page.eval_on_selector_all("#scorecard tbody tr[data-kpi]",
-                                                   "rs => rs.map(r => [r.dataset.kpi, r.dataset.rank, r.dataset.status])")
+            rows = await page.eval_on_selector_all(
+                "#scorecard tbody tr[data-kpi]", "rs => rs.map(r => [r.dataset.kpi, r.dataset.rank, r.dataset.status])"
+            )
             assert [r[0] for r in rows] == card["agenda"]
             assert [int(r[1]) for r in rows] == list(range(1, len(card["agenda"]) + 1))
-            for (name, _, status), k in zip(rows, card["kpis"]):
+            for (name, _, status), k in zip(rows, card["kpis"], strict=True):
                 assert status == (k["status"] or "none")
                 num, _unit = fmt(k["value"], k["unit"])
                 assert await page.text_content(f"#kpi-{name} .value-cell .v") == num
             assert await page.locator("#scorecard .spark .main-svg").count() >= len(card["agenda"])
-            flagged = await page.eval_on_selector_all("tr[data-kpi]:has(.needs-note)", "rs => rs.map(r => r.dataset.kpi)")
+            flagged = await page.eval_on_selector_all(
+                "tr[data-kpi]:has(.needs-note)", "rs => rs.map(r => r.dataset.kpi)"
+            )
             assert flagged == red
             assert await page.locator("#restated").is_visible()  # the month was restated by the late events
             assert card["snapshot"]["cause"] in await page.text_content("#restated")
@@ -303,7 +346,8 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
                 await page.fill(f"#kpi-{kpi} form.note-form textarea", text)
                 await page.click(f"#kpi-{kpi} form.note-form button[type=submit]")
                 await page.wait_for_function(
-                    "([k, n]) => document.querySelectorAll(`#kpi-${k} li.note`).length > n", arg=[kpi, before])
+                    "([k, n]) => document.querySelectorAll(`#kpi-${k} li.note`).length > n", arg=[kpi, before]
+                )
 
             # A note that looks like markup is shown as text; nothing runs.
             await add_note(red[0], XSS)
@@ -323,8 +367,11 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             assert await page.get_attribute("body", "data-published") == "false"
 
             for kpi in red[1:]:
-                await add_note(kpi, f"{titles[kpi]}: staffing below forecast in the afternoon peaks; "
-                                    "two extra agents rostered from 1999-09-06.")
+                await add_note(
+                    kpi,
+                    f"{titles[kpi]}: staffing below forecast in the afternoon peaks; "
+                    "two extra agents rostered from 1999-09-06.",
+                )
             assert await page.locator("#scorecard .needs-note").count() == 0
             assert not await page.locator("#publish-errors").is_visible()  # nothing is missing any more
             assert await page.locator("#publish-form").is_visible()  # still open, name kept: publish again
@@ -348,11 +395,13 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             await page.set_viewport_size({"width": 1123, "height": 794})
             await page.emulate_media(media="print")
             await page.wait_for_function(
-                "() => getComputedStyle(document.body).backgroundColor === 'rgb(255, 255, 255)'")
+                "() => getComputedStyle(document.body).backgroundColor === 'rgb(255, 255, 255)'"
+            )
             assert not await page.locator("#print-btn").is_visible()
             assert not await page.locator(".pager").is_visible()
             widths = await page.evaluate(
-                "() => [document.querySelector('#scorecard').getBoundingClientRect().right, window.innerWidth]")
+                "() => [document.querySelector('#scorecard').getBoundingClientRect().right, window.innerWidth]"
+            )
             assert widths[0] <= widths[1], f"the table is wider than the page in print: {widths}"
             assert re.search(r"■\s*ALERT", await page.text_content("#scorecard tbody"))
             await page.screenshot(path=str(ARTIFACTS / "scorecard-print.png"), full_page=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Awaitable, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -29,8 +29,19 @@ from app.config import Settings
 from app.store.schema import pairing
 from tests.helpers import PACKS_DIR
 
-LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "app", "sqlalchemy", "aiosqlite", "psycopg",
-           "fastapi", "starlette", "websockets.server")  # the servers' loggers (not the test clients')
+LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "uvicorn.asgi",
+    "app",
+    "sqlalchemy",
+    "aiosqlite",
+    "psycopg",
+    "fastapi",
+    "starlette",
+    "websockets.server",
+)  # the servers' loggers (not the test clients')
 
 
 class _Collect(logging.Handler):
@@ -94,13 +105,17 @@ async def test_code_shown_by_one_instance_is_approved_through_another(make_setti
     second = await start_server(settings)
     urls: list[str] = []
     with captured_logs() as log_lines:
-        async with _recording_client(first.url, urls) as screen, \
-                _recording_client(second.url, urls, headers=second.auth("admin")) as admin:
+        async with (
+            _recording_client(first.url, urls) as screen,
+            _recording_client(second.url, urls, headers=second.auth("admin")) as admin,
+        ):
             started = await screen.post("/api/v1/pairings", json={"dashboard": "generic-wall"})
             assert started.status_code == 201 and started.headers["cache-control"] == "no-store"
             shown = started.json()
             assert (await screen.post("/api/v1/pairings/claim", json={"secret": shown["secret"]})).json() == {
-                "status": "pending", "code": shown["code"]}
+                "status": "pending",
+                "code": shown["code"],
+            }
             waiting = (await admin.get("/api/v1/pairings")).json()  # B lists what A shows
             assert [(w["code"], w["dashboard"]) for w in waiting] == [(shown["code"], "generic-wall")]
             # The admin types the code as read (lower case, spaced): the requested dashboard is used.
@@ -130,8 +145,10 @@ async def test_code_shown_by_one_instance_is_approved_through_another(make_setti
             listed = {k["id"]: k for k in (await admin.get("/api/v1/keys")).json()}
             assert listed[key_id]["scope"] == "display" and listed[key_id]["dashboard"] == "generic-wall"
             assert listed[key_id]["hint"].endswith(token[-4:])
-        async with connect(first.ws_url + "/ws/dashboards/generic-wall",
-                           additional_headers={"Cookie": f"pb_key={token}", "Origin": first.url}) as ws:
+        async with connect(
+            first.ws_url + "/ws/dashboards/generic-wall",
+            additional_headers={"Cookie": f"pb_key={token}", "Origin": first.url},
+        ) as ws:
             assert '"snapshot"' in await asyncio.wait_for(ws.recv(), 10)
     assert len(urls) >= 10 and not [u for u in urls if token in u or shown["secret"] in u]
     assert any("POST /api/v1/pairings/claim" in line for line in log_lines)  # the access log was captured
@@ -155,10 +172,14 @@ async def test_waiting_pairing_survives_a_restart(make_settings, start_server):
         shown = (await screen.post("/api/v1/pairings")).json()
     await _stop(before)
     after = await start_server(settings)
-    async with httpx.AsyncClient(base_url=after.url, timeout=30) as screen, \
-            httpx.AsyncClient(base_url=after.url, timeout=30, headers=after.auth("admin")) as admin:
+    async with (
+        httpx.AsyncClient(base_url=after.url, timeout=30) as screen,
+        httpx.AsyncClient(base_url=after.url, timeout=30, headers=after.auth("admin")) as admin,
+    ):
         assert (await screen.post("/api/v1/pairings/claim", json={"secret": shown["secret"]})).json() == {
-            "status": "pending", "code": shown["code"]}
+            "status": "pending",
+            "code": shown["code"],
+        }
         no_dashboard = await admin.post(f"/api/v1/pairings/{shown['code']}/approve", json={})
         assert no_dashboard.status_code == 422 and no_dashboard.json()["errors"][0]["field"] == "dashboard"
         approved = await admin.post(f"/api/v1/pairings/{shown['code']}/approve", json={"dashboard": "generic-wall"})
@@ -172,10 +193,13 @@ async def test_expired_and_used_codes_are_refused(make_settings, start_server):
     """PULSEBOARD_PAIRING_TTL_S: a code past it is 404 to approve and to claim; an approved code
     is 409 to approve again; a claimed pairing is 404 to claim again; an approved pairing not
     collected within a fresh TTL is gone (404); expired pairings are purged from the store."""
-    clock = ManualClock(datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc))
+    clock = ManualClock(datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
     srv = await start_server(make_settings(packs_dir=PACKS_DIR, pairing_ttl_s=60), clock=clock)
-    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as screen, \
-            httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("admin")) as admin:
+    async with (
+        httpx.AsyncClient(base_url=srv.url, timeout=30) as screen,
+        httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("admin")) as admin,
+    ):
+
         async def ask() -> dict:
             made = await screen.post("/api/v1/pairings")
             assert made.status_code == 201, made.text
@@ -221,9 +245,11 @@ async def test_waiting_pairings_are_capped_in_total_and_per_client_address(make_
     429 with Retry-After (seconds until the oldest waiting one expires, at most 30); a claimed
     pairing no longer counts; an expired one frees its place.  Client addresses come from
     X-Forwarded-For, which uvicorn trusts from 127.0.0.1 (FORWARDED_ALLOW_IPS)."""
-    clock = ManualClock(datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc))
-    srv = await start_server(make_settings(packs_dir=PACKS_DIR, pairing_ttl_s=20, pairing_max_pending=3,
-                                           pairing_max_pending_per_ip=2), clock=clock)
+    clock = ManualClock(datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
+    srv = await start_server(
+        make_settings(packs_dir=PACKS_DIR, pairing_ttl_s=20, pairing_max_pending=3, pairing_max_pending_per_ip=2),
+        clock=clock,
+    )
 
     async def ask(ip: str) -> httpx.Response:
         async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers={"X-Forwarded-For": ip}) as c:
@@ -242,8 +268,9 @@ async def test_waiting_pairings_are_capped_in_total_and_per_client_address(make_
 
     # A collected pairing frees its place.
     async with keyed_admin(srv) as admin:
-        assert (await admin.post(f"/api/v1/pairings/{a1.json()['code']}/approve",
-                                 json={"dashboard": "generic-wall"})).status_code == 200
+        assert (
+            await admin.post(f"/api/v1/pairings/{a1.json()['code']}/approve", json={"dashboard": "generic-wall"})
+        ).status_code == 200
     async with httpx.AsyncClient(base_url=srv.url, timeout=30) as screen:
         assert (await screen.post("/api/v1/pairings/claim", json={"secret": a1.json()["secret"]})).status_code == 200
     assert (await ask("10.0.0.1")).status_code == 201
@@ -282,15 +309,14 @@ async def test_guessing_is_infeasible(make_settings, start_server):
     a wrong code approves nothing.  The poll secret is 256 random bits: random ones are 404."""
     defaults = Settings()
     assert len(set(CODE_ALPHABET)) == 32 and defaults.pairing_code_length == 8
-    assert defaults.pairing_max_pending / 32 ** defaults.pairing_code_length < 1e-9
+    assert defaults.pairing_max_pending / 32**defaults.pairing_code_length < 1e-9
     with pytest.raises(ValidationError, match="pairing_code_length"):
         Settings(pairing_code_length=6, pairing_max_pending=2000)  # 1.9e-6 per guess
     assert Settings(pairing_code_length=6, pairing_max_pending=1000).pairing_code_length == 6  # 9.3e-7
     with pytest.raises(ValidationError, match="pairing_code_length"):
         Settings(pairing_code_length=5)
 
-    srv = await start_server(make_settings(packs_dir=PACKS_DIR, pairing_code_length=10,
-                                           pairing_max_pending_per_ip=400))
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, pairing_code_length=10, pairing_max_pending_per_ip=400))
     async with httpx.AsyncClient(base_url=srv.url, timeout=30) as screen:
         made = [(await screen.post("/api/v1/pairings")).json() for _ in range(300)]
         codes = [m["code"] for m in made]
@@ -305,16 +331,21 @@ async def test_guessing_is_infeasible(make_settings, start_server):
         if wrong in codes:  # astronomically unlikely; keep the assertion meaningful anyway
             wrong = target["code"][:-2] + "ZZ"
         for headers, status in ((None, 401), (srv.auth("read"), 403), (srv.auth("display", "generic-wall"), 403)):
-            answer = await screen.post(f"/api/v1/pairings/{target['code']}/approve", json={"dashboard": "generic-wall"},
-                                       headers=headers or {})
+            answer = await screen.post(
+                f"/api/v1/pairings/{target['code']}/approve", json={"dashboard": "generic-wall"}, headers=headers or {}
+            )
             assert answer.status_code == status
         async with keyed_admin(srv) as admin:
-            assert (await admin.post(f"/api/v1/pairings/{wrong}/approve",
-                                     json={"dashboard": "generic-wall"})).status_code == 404
-            assert (await admin.post(f"/api/v1/pairings/{'X' * 65}/approve",
-                                     json={"dashboard": "generic-wall"})).status_code == 422
+            assert (
+                await admin.post(f"/api/v1/pairings/{wrong}/approve", json={"dashboard": "generic-wall"})
+            ).status_code == 404
+            assert (
+                await admin.post(f"/api/v1/pairings/{'X' * 65}/approve", json={"dashboard": "generic-wall"})
+            ).status_code == 422
             assert len((await admin.get("/api/v1/pairings")).json()) == 300  # nothing approved
-        assert (await screen.post("/api/v1/pairings/claim", json={"secret": target["secret"]})).json()["status"] == "pending"
+        assert (await screen.post("/api/v1/pairings/claim", json={"secret": target["secret"]})).json()[
+            "status"
+        ] == "pending"
 
 
 async def test_unknown_requested_dashboard_is_422(make_settings, start_server):
@@ -406,8 +437,15 @@ def test_key_redaction_filter():
     """Every key shape (any scope) in a log record's message is blanked; other text is kept."""
     from app.auth.redact import RedactKeys
 
-    record = logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, "< cookie: pb_key=%s; x=%s",
-                               ("pbd_gEgSdNgMdg9F3G3nfSA5cx5GsGsD6HZ1pPd7-AH8", "pb_keep"), None)
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.DEBUG,
+        __file__,
+        1,
+        "< cookie: pb_key=%s; x=%s",
+        ("pbd_gEgSdNgMdg9F3G3nfSA5cx5GsGsD6HZ1pPd7-AH8", "pb_keep"),
+        None,
+    )
     assert RedactKeys().filter(record) is True
     assert record.getMessage() == "< cookie: pb_key=pbd_[redacted]; x=pb_keep"
     header = logging.LogRecord("app", logging.INFO, __file__, 1, "authorization: Bearer pba_abcdefghijkl", None, None)

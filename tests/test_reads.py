@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import random
 
-from app.store import reads
 from app.metrics.partials import Partial
-from app.store.db import create_engine_for, create_writer_engine, migrate_async
-from app.store.writes import upsert_partials
 from app.metrics.sketch import Sketch
+from app.store import reads
+from app.store.db import create_engine_for, create_writer_engine, migrate_async
 from app.store.schema import gauge_item
+from app.store.writes import upsert_partials
 
 S = 1_000_000
 
@@ -25,26 +25,42 @@ async def test_live_plan_reads_the_same_items(make_settings) -> None:
     for i in range(600):
         opened = rng.choice([None, rng.randrange(0, 20_000) * S])
         closed = rng.choice([None, None, (opened or 0) + rng.randrange(0, 6_000) * S, rng.randrange(0, 20_000) * S])
-        rows.append({"gauge": "cc/queue", "dim_key": rng.choice(["", "queue=PS"]), "item_key": f"c{i}",
-                     "opened_us": opened, "closed_us": closed})
+        rows.append(
+            {
+                "gauge": "cc/queue",
+                "dim_key": rng.choice(["", "queue=PS"]),
+                "item_key": f"c{i}",
+                "opened_us": opened,
+                "closed_us": closed,
+            }
+        )
     try:
         async with engine.begin() as conn:
             await conn.execute(gauge_item.insert(), rows)
         async with engine.connect() as conn:
             checked = 0
             for at in [0, 1 * S, 5_000 * S, 9_999 * S, 14_400 * S, 19_999 * S, 25_000 * S]:
-                batched = await reads.gauge_readings_live(conn, "cc/queue", ["", "queue=PS", "queue=none"], at,
-                                                          4 * 3600)
+                batched = await reads.gauge_readings_live(
+                    conn, "cc/queue", ["", "queue=PS", "queue=none"], at, 4 * 3600
+                )
                 assert (batched["queue=none"].open_count, batched["queue=none"].oldest_open_us) == (0, None)
                 for dim_key in ("", "queue=PS"):
                     assert batched[dim_key] == await reads.gauge_reading(conn, "cc/queue", dim_key, at, 4 * 3600)
                     scan = await reads.gauge_reading(conn, "cc/queue", dim_key, at, 4 * 3600)
                     live = await reads.gauge_reading(conn, "cc/queue", dim_key, at, 4 * 3600, live=True)
-                    expected = [r["opened_us"] for r in rows if r["dim_key"] == dim_key and r["opened_us"] is not None
-                                and at - 4 * 3600 * S < r["opened_us"] <= at
-                                and (r["closed_us"] is None or r["closed_us"] > at)]
-                    assert (scan.open_count, scan.oldest_open_us) == (live.open_count, live.oldest_open_us) == (
-                        len(expected), min(expected, default=None))
+                    expected = [
+                        r["opened_us"]
+                        for r in rows
+                        if r["dim_key"] == dim_key
+                        and r["opened_us"] is not None
+                        and at - 4 * 3600 * S < r["opened_us"] <= at
+                        and (r["closed_us"] is None or r["closed_us"] > at)
+                    ]
+                    assert (
+                        (scan.open_count, scan.oldest_open_us)
+                        == (live.open_count, live.oldest_open_us)
+                        == (len(expected), min(expected, default=None))
+                    )
                     checked += len(expected)
             assert checked > 50  # the instants hit open items, not only empty readings
     finally:
@@ -75,9 +91,16 @@ async def test_windows_from_hours_and_minutes_equal_the_minutes(make_settings) -
             upsert_partials(conn, dict(list(written.items())[700:]))
     finally:
         sync.dispose()
-    windows = [(0, 1500 * minute), (330 * minute, 1440 * minute + 330 * minute), (585 * minute, 600 * minute),
-               (540 * minute, 600 * minute), (1600 * minute, 1660 * minute), (61 * minute, 119 * minute),
-               (10 * minute, 11 * minute), (7, 7)]
+    windows = [
+        (0, 1500 * minute),
+        (330 * minute, 1440 * minute + 330 * minute),
+        (585 * minute, 600 * minute),
+        (540 * minute, 600 * minute),
+        (1600 * minute, 1660 * minute),
+        (61 * minute, 119 * minute),
+        (10 * minute, 11 * minute),
+        (7, 7),
+    ]
     engine = create_engine_for(settings)
     try:
         async with engine.connect() as conn:
@@ -86,10 +109,10 @@ async def test_windows_from_hours_and_minutes_equal_the_minutes(make_settings) -
             assert grid["queue=none"] == [{} for _ in windows]
             for dim_key in ("", "queue=PS"):
                 together = await reads.aggregate_windows(conn, keys, dim_key, windows, ["cc/answered"])
-                assert [{k: (p.count, round(p.sum, 6), p.min, p.max, p.sketch) for k, p in w.items()}
-                        for w in grid[dim_key]] == [
-                    {k: (p.count, round(p.sum, 6), p.min, p.max, p.sketch) for k, p in w.items()} for w in together]
-                for (start, end), got in zip(windows, together):
+                assert [
+                    {k: (p.count, round(p.sum, 6), p.min, p.max, p.sketch) for k, p in w.items()} for w in grid[dim_key]
+                ] == [{k: (p.count, round(p.sum, 6), p.min, p.max, p.sketch) for k, p in w.items()} for w in together]
+                for (start, end), got in zip(windows, together, strict=True):
                     one = await reads.aggregate(conn, keys, dim_key, start, end, ["cc/answered"])
                     expected: dict[str, Partial] = {}
                     for (m, d, b), part in written.items():

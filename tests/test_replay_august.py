@@ -16,9 +16,9 @@ Counts must match exactly; ratios and means within 1e-9 relative.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
-import asyncio
 import math
 import secrets
 import time
@@ -33,18 +33,25 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from app.cli import uvicorn_options
 from app.config import Settings
-from app.main import create_app
+from app.main import create_app, uvicorn_options
 from app.replay.client import replay_events
-from tests.conftest import KEYS_BY_URL, keyed_client, register_test_keys, IN_CI, PG_URL, _drop_pg_schema, pg_available
+from tests.conftest import IN_CI, KEYS_BY_URL, PG_URL, _drop_pg_schema, keyed_client, pg_available, register_test_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 AUGUST = Path(__file__).resolve().parents[2] / "shared" / "data" / "anonymous-bank" / "august_1999.tsv.gz"
 ZONE = ZoneInfo("Asia/Jerusalem")
-KPIS = ("offered", "answered", "abandoned", "abandonment_rate", "service_level_20s", "service_level_60s",
-        "asa_s", "aht_s")
+KPIS = (
+    "offered",
+    "answered",
+    "abandoned",
+    "abandonment_rate",
+    "service_level_20s",
+    "service_level_60s",
+    "asa_s",
+    "aht_s",
+)
 COUNTS = ("offered", "answered", "abandoned")
 NEVER = "0:00:00"
 PS_DAY = date(1999, 8, 10)
@@ -56,6 +63,7 @@ TIMINGS: dict[str, float] = {}
 
 # ---------------------------------------------------------------------------------------------
 # The expected values, from the file.
+
 
 @dataclass
 class Tally:
@@ -116,8 +124,15 @@ def expected_from_file(path: Path) -> Expected:
             entry = row["vru_entry"]
             queued = row["q_start"] != NEVER
             wait = int(row["q_time"])
-            tallies = lambda at: [exp.days[at.date()]] + ([exp.month] if at.month == 8 else []) + (  # noqa: E731
-                [exp.ps_days[at.date()]] if row["type"] == "PS" else [])
+            is_ps = row["type"] == "PS"
+
+            def tallies(at: datetime, is_ps: bool = is_ps) -> list[Tally]:
+                return (
+                    [exp.days[at.date()]]
+                    + ([exp.month] if at.month == 8 else [])
+                    + ([exp.ps_days[at.date()]] if is_ps else [])
+                )
+
             exp.events += 1 if queued else 0
             if outcome == "AGENT":
                 if row["ser_start"] != NEVER:
@@ -163,12 +178,14 @@ def assert_kpis(found: dict[str, object], want: dict[str, float | None], where: 
         elif name in COUNTS:
             assert got == exp, f"{where} {name}: expected {exp}, got {got!r}"
         else:
-            assert got is not None and math.isclose(got, exp, rel_tol=1e-9, abs_tol=0.0), \
+            assert got is not None and math.isclose(got, exp, rel_tol=1e-9, abs_tol=0.0), (
                 f"{where} {name}: expected {exp!r}, got {got!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
 # One replay of the whole file per store, shared by the tests of this module.
+
 
 @dataclass
 class Replayed:
@@ -187,8 +204,11 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
     kind = request.param
     _need_the_file()
-    settings_kw: dict = {"data_dir": tmp_path_factory.mktemp(f"august-{kind}") / "var", "tz": "Asia/Jerusalem",
-                         "snapshots_enabled": False}  # the tests drive the scheduler with their own clock
+    settings_kw: dict = {
+        "data_dir": tmp_path_factory.mktemp(f"august-{kind}") / "var",
+        "tz": "Asia/Jerusalem",
+        "snapshots_enabled": False,
+    }  # the tests drive the scheduler with their own clock
     if kind == "postgresql":
         if not pg_available():
             if IN_CI:
@@ -198,8 +218,9 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         settings_kw["db_schema"] = f"pb_test_august_{secrets.token_hex(4)}"
     settings = Settings(**settings_kw)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": 0,
-                                                   "log_level": "warning"}))
+    server = uvicorn.Server(
+        uvicorn.Config(app, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": 0, "log_level": "warning"})
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -210,8 +231,7 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     try:
         events = load_events(AUGUST)
         began = time.monotonic()
-        summary = await replay_events(events, url, speed=None, batch_size=1000,
-                                      api_key=keys.ingest["anonymous-bank"])
+        summary = await replay_events(events, url, speed=None, batch_size=1000, api_key=keys.ingest["anonymous-bank"])
         seconds = time.monotonic() - began
         TIMINGS[f"{kind} replay"] = seconds
         print(f"\n[{kind}] replayed {summary.events} events in {seconds:.1f} s ({summary.events_per_s:.0f}/s)")
@@ -223,8 +243,9 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
             _drop_pg_schema(settings.db_schema)
 
 
-async def _series(url: str, kpi: str, grain: str, start: datetime, end: datetime,
-                  dims: dict[str, str] | None = None) -> list[dict]:
+async def _series(
+    url: str, kpi: str, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
+) -> list[dict]:
     params = {"grain": grain, "start": start.isoformat(), "end": end.isoformat()}
     params.update({f"dims.{k}": v for k, v in (dims or {}).items()})
     async with keyed_client(url, timeout=120) as client:
@@ -233,8 +254,9 @@ async def _series(url: str, kpi: str, grain: str, start: datetime, end: datetime
     return r.json()["points"]
 
 
-async def _table(url: str, grain: str, start: datetime, end: datetime,
-                 dims: dict[str, str] | None = None) -> dict[str, dict[str, object]]:
+async def _table(
+    url: str, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
+) -> dict[str, dict[str, object]]:
     """period start (ISO) -> {kpi: value} for every KPI compared."""
     out: dict[str, dict[str, object]] = defaultdict(dict)
     for kpi in KPIS:
@@ -244,6 +266,7 @@ async def _table(url: str, grain: str, start: datetime, end: datetime,
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 async def test_expected_values_are_sane(expected: Expected) -> None:
     """The reference computation itself: the documented August totals."""
@@ -289,8 +312,13 @@ async def test_one_queue_one_day_matches_the_file(replayed: Replayed, expected: 
 async def test_posting_the_file_again_changes_nothing(replayed: Replayed, expected: Expected) -> None:
     before = await _table(replayed.url, "day", MONTH_START, MONTH_END)
     began = time.monotonic()
-    again = await replay_events(replayed.events, replayed.url, speed=None, batch_size=1000,
-                                api_key=KEYS_BY_URL[replayed.url].ingest["anonymous-bank"])
+    again = await replay_events(
+        replayed.events,
+        replayed.url,
+        speed=None,
+        batch_size=1000,
+        api_key=KEYS_BY_URL[replayed.url].ingest["anonymous-bank"],
+    )
     TIMINGS[f"{replayed.kind} re-post"] = time.monotonic() - began
     print(f"\n[{replayed.kind}] re-posted {again.events} events in {TIMINGS[f'{replayed.kind} re-post']:.1f} s")
     assert (again.accepted, again.duplicates) == (0, expected.events)
@@ -352,11 +380,26 @@ async def test_late_events_restate_the_day_and_the_month(replayed: Replayed, exp
     for i in range(3):  # three late calls at 10:0i, answered after 5 s, and one abandoned
         t = datetime(1999, 8, 10, 10, i, tzinfo=ZONE)
         dims = {"queue": "PS", "priority": "1", "call": f"LATE-{i}"}
-        late.append({"id": f"LATE-{i}:call.answered", "source": "anonymous-bank", "type": "call.answered",
-                     "ts": t.isoformat(), "value": 5, "dims": {**dims, "agent": "LATE"}})
-    late.append({"id": "LATE-9:call.abandoned", "source": "anonymous-bank", "type": "call.abandoned",
-                 "ts": datetime(1999, 8, 10, 11, 0, tzinfo=ZONE).isoformat(), "value": 30,
-                 "dims": {"queue": "PS", "priority": "1", "call": "LATE-9"}})
+        late.append(
+            {
+                "id": f"LATE-{i}:call.answered",
+                "source": "anonymous-bank",
+                "type": "call.answered",
+                "ts": t.isoformat(),
+                "value": 5,
+                "dims": {**dims, "agent": "LATE"},
+            }
+        )
+    late.append(
+        {
+            "id": "LATE-9:call.abandoned",
+            "source": "anonymous-bank",
+            "type": "call.abandoned",
+            "ts": datetime(1999, 8, 10, 11, 0, tzinfo=ZONE).isoformat(),
+            "value": 30,
+            "dims": {"queue": "PS", "priority": "1", "call": "LATE-9"},
+        }
+    )
     async with keyed_client(replayed.url, timeout=60) as client:
         assert (await client.post("/api/v1/events", json=late)).status_code == 202
     recon = (await _get(replayed.url, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
@@ -364,8 +407,10 @@ async def test_late_events_restate_the_day_and_the_month(replayed: Replayed, exp
     causes = {m["kpi"]: m["cause"] for m in recon["mismatches"]}
     assert causes["offered"] == "late data: 4 events arrived after version 1 was cut"
     restated = await service.restate_pending(to_us(datetime(1999, 9, 1, 9, 0, tzinfo=ZONE)))
-    assert sorted((r.grain, r.period, r.version) for r in restated if r.dashboard == "contact-centre") == \
-        [("day", "1999-08-10", 2), ("month", "1999-08", 2)]
+    assert sorted((r.grain, r.period, r.version) for r in restated if r.dashboard == "contact-centre") == [
+        ("day", "1999-08-10", 2),
+        ("month", "1999-08", 2),
+    ]
     now = (await _get(replayed.url, day_path)).json()
     assert now["version"] == 2 and now["status"] == "restated" and now["late_events"] == 4
     assert now["cause"] == "late events: 4 arrived after version 1 was cut"
@@ -376,7 +421,9 @@ async def test_late_events_restate_the_day_and_the_month(replayed: Replayed, exp
     assert v1 == first  # the original stays readable, unchanged
     versions = (await _get(replayed.url, day_path + "/versions")).json()["versions"]
     assert [(v["version"], v["status"], v["cause"]) for v in versions] == [
-        (1, "final", None), (2, "restated", "late events: 4 arrived after version 1 was cut")]
+        (1, "final", None),
+        (2, "restated", "late events: 4 arrived after version 1 was cut"),
+    ]
     month = (await _get(replayed.url, "/api/v1/snapshots/contact-centre/month/1999-08")).json()
     assert month["version"] == 2 and month["kpis"]["offered"]["value"] == expected.month.kpis()["offered"] + 4
     assert month["reconciliation"]["ok"] is True  # month v2 agrees with the restated days

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -14,11 +14,10 @@ from sqlalchemy import text
 
 from app.cli import main as cli
 from app.clock import ManualClock
-from app.metrics.calendar import to_us
 from tests.conftest import settings_to_env
 from tests.helpers import PACKS_DIR, sample
 
-UTC = timezone.utc
+UTC = UTC
 AFTER_JUNE = datetime(2024, 7, 1, 1, 0, tzinfo=UTC)
 
 
@@ -28,8 +27,11 @@ async def _post(client, events) -> None:
 
 
 def month_events(month: int, per_day: int, value: float, days=range(1, 4)) -> list[dict]:
-    return [sample(f"2024-{month:02d}-{d:02d}T10:{i:02d}:00Z", value, id=f"m{month}-d{d}-{i}")
-            for d in days for i in range(per_day)]
+    return [
+        sample(f"2024-{month:02d}-{d:02d}T10:{i:02d}:00Z", value, id=f"m{month}-d{d}-{i}")
+        for d in days
+        for i in range(per_day)
+    ]
 
 
 @pytest.fixture
@@ -62,8 +64,11 @@ async def test_two_instances_cut_each_period_once(make_settings, start_server, c
     created = [(g, p) for result in results for _slug, g, p, made in result if made]
     assert len(created) == len(set(created)) == 31  # 30 days + 1 month, each cut by exactly one caller
     async with a.runtime.engine.connect() as conn:
-        rows = (await conn.execute(text(
-            "SELECT grain, period, count(*) FROM snapshot GROUP BY grain, period HAVING count(*) > 1"))).all()
+        rows = (
+            await conn.execute(
+                text("SELECT grain, period, count(*) FROM snapshot GROUP BY grain, period HAVING count(*) > 1")
+            )
+        ).all()
     assert rows == []
 
 
@@ -79,7 +84,9 @@ async def test_late_event_restates_and_keeps_the_original_c7(srv, client_for):
         assert (now["version"], now["status"]) == (2, "restated")
         assert now["kpis"]["sample_count"]["value"] == 6 and now["kpis"]["sample_mean"]["value"] == 9.5
         assert now["changes"]["sample_sum"] == {**now["changes"]["sample_sum"], "from": 50, "to": 57, "difference": 7}
-        assert (await client.get("/api/v1/snapshots/generic-wall/day/2024-06-10", params={"version": 1})).json() == first
+        assert (
+            await client.get("/api/v1/snapshots/generic-wall/day/2024-06-10", params={"version": 1})
+        ).json() == first
         month = (await client.get("/api/v1/snapshots/generic-wall/month/2024-06")).json()
         assert month["version"] == 2 and month["kpis"]["sample_count"]["value"] == 6
         assert await srv.runtime.snapshots.restate_pending() == []  # nothing left to restate
@@ -91,8 +98,9 @@ async def test_catch_up_at_start_cuts_missed_periods(make_settings, start_server
     async with client_for(down) as client:
         await _post(client, month_events(6, 1, 4, days=[28, 29, 30]))
     await down.stop()
-    up = await start_server(settings.model_copy(update={"snapshots_enabled": True}),
-                            clock=ManualClock(datetime(2024, 7, 3, 12, tzinfo=UTC)))
+    up = await start_server(
+        settings.model_copy(update={"snapshots_enabled": True}), clock=ManualClock(datetime(2024, 7, 3, 12, tzinfo=UTC))
+    )
     async with client_for(up) as client:
         for _ in range(1000):  # the catch-up job cuts days, then the month (the last thing it cuts)
             day = await client.get("/api/v1/snapshots/generic-wall/day/2024-07-02")
@@ -104,8 +112,12 @@ async def test_catch_up_at_start_cuts_missed_periods(make_settings, start_server
         for day in ("2024-06-28", "2024-06-29", "2024-06-30", "2024-07-01"):
             snap = (await client.get(f"/api/v1/snapshots/generic-wall/day/{day}")).json()
             assert snap["kpis"]["sample_count"]["value"] == (0 if day == "2024-07-01" else 1), day
-            assert snap["scheduled_for"].startswith(f"{day[:8]}{int(day[8:]) + 1:02d}" if day != "2024-06-30" else "2024-07-01")
-        assert (await client.get("/api/v1/snapshots/generic-wall/month/2024-06")).json()["kpis"]["sample_count"]["value"] == 3
+            assert snap["scheduled_for"].startswith(
+                f"{day[:8]}{int(day[8:]) + 1:02d}" if day != "2024-06-30" else "2024-07-01"
+            )
+        assert (await client.get("/api/v1/snapshots/generic-wall/month/2024-06")).json()["kpis"]["sample_count"][
+            "value"
+        ] == 3
         assert (await client.get("/api/v1/snapshots/generic-wall/day/2024-07-03")).status_code == 404  # not over yet
 
 
@@ -117,12 +129,18 @@ async def test_snapshot_cut_cli_uses_the_same_path(make_settings, start_server, 
     await srv.stop()
     settings_to_env(settings, monkeypatch)
     runner = CliRunner()
-    result = await asyncio.to_thread(runner.invoke, cli, ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05",
-                                                          "--dashboard", "generic-wall"])
+    result = await asyncio.to_thread(
+        runner.invoke,
+        cli,
+        ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall"],
+    )
     assert result.exit_code == 0, result.output
     assert "generic-wall day 2024-06-05: version 1 final (cut)" in result.output
-    again = await asyncio.to_thread(runner.invoke, cli, ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05",
-                                                         "--dashboard", "generic-wall"])
+    again = await asyncio.to_thread(
+        runner.invoke,
+        cli,
+        ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall"],
+    )
     assert "version 1 final (unchanged)" in again.output
     future = await asyncio.to_thread(runner.invoke, cli, ["snapshot", "cut", "--grain", "month", "--period", "2999-01"])
     assert future.exit_code != 0 and "cannot be cut before" in future.output
@@ -160,32 +178,41 @@ async def test_scorecard_rag_variance_agenda_notes_publish_and_csv(srv, client_f
         assert [r["agenda_rank"] for r in card["kpis"]] == list(range(1, len(card["kpis"]) + 1))
         refused = await client.post("/api/v1/scorecards/generic-wall/2024-06/publish", json={"by": "Dana"})
         assert refused.status_code == 422
-        assert {e["message"] for e in refused.json()["errors"]} == {"sample_mean is red and has no note",
-                                                                    "sample_count is red and has no note"}
+        assert {e["message"] for e in refused.json()["errors"]} == {
+            "sample_mean is red and has no note",
+            "sample_count is red and has no note",
+        }
         evil = '=HYPERLINK("http://x","click")'
         for kpi, note in (("sample_mean", evil), ("sample_count", "<script>alert(1)</script>")):
-            resp = await client.post("/api/v1/scorecards/generic-wall/2024-06/commentary",
-                                     json={"kpi": kpi, "text": note, "author": "Dana"})
+            resp = await client.post(
+                "/api/v1/scorecards/generic-wall/2024-06/commentary", json={"kpi": kpi, "text": note, "author": "Dana"}
+            )
             assert resp.status_code == 201, resp.text
         bad = await client.post("/api/v1/scorecards/generic-wall/2024-06/commentary", json={"kpi": "nope", "text": "x"})
         assert bad.status_code == 404
         published = await client.post("/api/v1/scorecards/generic-wall/2024-06/publish", json={"by": "Dana"})
         assert published.status_code == 200 and published.json()["published"]["by"] == "Dana"
-        locked = await client.post("/api/v1/scorecards/generic-wall/2024-06/commentary",
-                                   json={"kpi": "sample_mean", "text": "too late"})
+        locked = await client.post(
+            "/api/v1/scorecards/generic-wall/2024-06/commentary", json={"kpi": "sample_mean", "text": "too late"}
+        )
         assert locked.status_code == 409
         again = await client.post("/api/v1/scorecards/generic-wall/2024-06/publish", json={"by": "Dana"})
         assert again.status_code == 409
         card = (await client.get("/api/v1/scorecards/generic-wall/2024-06")).json()
         assert {r["kpi"]: r["commentary"][0]["text"] for r in card["kpis"] if r["commentary"]} == {
-            "sample_mean": evil, "sample_count": "<script>alert(1)</script>"}
+            "sample_mean": evil,
+            "sample_count": "<script>alert(1)</script>",
+        }
         exported = await client.get("/api/v1/scorecards/generic-wall/2024-06/export.csv")
         assert exported.headers["content-type"].startswith("text/csv")
         table = list(csv.DictReader(io.StringIO(exported.text)))
         assert [r["kpi"] for r in table] == card["agenda"]
         assert table[0]["commentary"] == "Dana: " + evil  # starts with the author: not a formula
-        assert all(not cell.startswith(("=", "+", "-", "@")) or cell.startswith("-") and cell[1:2].isdigit()
-                   for r in table for cell in r.values())
+        assert all(
+            not cell.startswith(("=", "+", "-", "@")) or cell.startswith("-") and cell[1:2].isdigit()
+            for r in table
+            for cell in r.values()
+        )
         snap_csv = await client.get("/api/v1/snapshots/generic-wall/month/2024-06/export.csv")
         assert snap_csv.status_code == 200 and "sample_mean" in snap_csv.text
 
@@ -208,15 +235,23 @@ async def test_reconciliation_catches_rollup_drift(srv, client_for):
         assert clean["ok"] is True
         for table, where in (("rollup_minute", "minute rollups"), ("rollup_hour", "rollups")):
             async with srv.runtime.engine.begin() as conn:
-                await conn.execute(text(f"UPDATE {table} SET count = count + 1, sum = sum + 5 "
-                                        "WHERE measure = 'generic/sample' AND dim_key = ''"
-                                        f" AND bucket_us = (SELECT min(bucket_us) FROM {table})"))
+                await conn.execute(
+                    text(
+                        f"UPDATE {table} SET count = count + 1, sum = sum + 5 "
+                        "WHERE measure = 'generic/sample' AND dim_key = ''"
+                        f" AND bucket_us = (SELECT min(bucket_us) FROM {table})"
+                    )
+                )
             drift = (await client.get("/api/v1/reconciliation/generic-wall/day/2024-06-10")).json()
             assert drift["ok"] is False
             found = {(m["kpi"], m["where"]): (m["expected"], m["found"], m["cause"]) for m in drift["mismatches"]}
             assert found[("measure:sample", f"{where} vs raw events (count)")] == (2, 3, "rollup drift")
             assert found[("measure:sample", f"{where} vs raw events (sum)")] == (40.0, 45.0, "rollup drift")
             async with srv.runtime.engine.begin() as conn:  # undo: the next table's drift is found alone
-                await conn.execute(text(f"UPDATE {table} SET count = count - 1, sum = sum - 5 "
-                                        "WHERE measure = 'generic/sample' AND dim_key = ''"
-                                        f" AND bucket_us = (SELECT min(bucket_us) FROM {table})"))
+                await conn.execute(
+                    text(
+                        f"UPDATE {table} SET count = count - 1, sum = sum - 5 "
+                        "WHERE measure = 'generic/sample' AND dim_key = ''"
+                        f" AND bucket_us = (SELECT min(bucket_us) FROM {table})"
+                    )
+                )

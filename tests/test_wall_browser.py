@@ -24,13 +24,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from tests.conftest import KEYS_BY_URL, keyed_client, register_test_keys
 import uvicorn
 
-from app.cli import uvicorn_options
-from app.main import create_app
+from app.main import create_app, uvicorn_options
 from app.replay.anonymous_bank import ZONE, load_events, to_wire
+from tests.conftest import keyed_client
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,9 +37,9 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 REPLAY_FROM = datetime(1999, 8, 2, 7, 0, tzinfo=ZONE)
 REPLAY_TO = datetime(1999, 8, 2, 12, 30, tzinfo=ZONE)
-SLICE = timedelta(minutes=5)      # one batch per 5 minutes of event time ...
-BATCH_MAX = 200                   # ... of at most 200 events
-PAUSE_S = 0.15                    # between batches: about 11 s for the whole morning
+SLICE = timedelta(minutes=5)  # one batch per 5 minutes of event time ...
+BATCH_MAX = 200  # ... of at most 200 events
+PAUSE_S = 0.15  # between batches: about 11 s for the whole morning
 STALE_AFTER_S = 3
 
 pytestmark = pytest.mark.browser
@@ -101,7 +99,7 @@ async def _wait_closed(url: str, timeout_s: float = 15) -> None:
     raise AssertionError(f"server at {url} still answers {timeout_s} s after stop()")
 
 
-VALUE_JS = "id => document.querySelector(`[data-tile-id=\"${id}\"] .value`).textContent"
+VALUE_JS = 'id => document.querySelector(`[data-tile-id="${id}"] .value`).textContent'
 FITS_JS = """() => {
     const root = document.documentElement;
     const over = [...document.querySelectorAll('[data-tile-id]')].filter(t => {
@@ -142,8 +140,9 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
 
     batches = _batches(load_events(DATA))
     assert sum(map(len, batches)) > 1500, "the replay window should hold a busy morning"
-    srv = await start_server(make_settings(clock="event", tz="Asia/Jerusalem", heartbeat_interval_s=1,
-                                           tile_interval_ms=200))
+    srv = await start_server(
+        make_settings(clock="event", tz="Asia/Jerusalem", heartbeat_interval_s=1, tile_interval_ms=200)
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     replay: asyncio.Task | None = None
     restarted: tuple[uvicorn.Server, asyncio.Task] | None = None
@@ -188,16 +187,21 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
 
             # Values change as the replay proceeds (twice: live updates, not one refresh).
             first = await page.wait_for_function(
-                "([id, old]) => { const v = document.querySelector(`[data-tile-id=\"${id}\"] .value`).textContent;"
+                '([id, old]) => { const v = document.querySelector(`[data-tile-id="${id}"] .value`).textContent;'
                 " return v !== old && v !== '—' ? v : null; }",
-                arg=["offered_today", before], timeout=15_000)
+                arg=["offered_today", before],
+                timeout=15_000,
+            )
             first = await first.json_value()
             await page.wait_for_function(
-                "([id, old]) => document.querySelector(`[data-tile-id=\"${id}\"] .value`).textContent !== old",
-                arg=["offered_today", first], timeout=15_000)
+                '([id, old]) => document.querySelector(`[data-tile-id="${id}"] .value`).textContent !== old',
+                arg=["offered_today", first],
+                timeout=15_000,
+            )
             await page.wait_for_function(
                 "() => /%$/.test(document.querySelector('[data-tile-id=\"sl20_today\"] .value').textContent)",
-                timeout=15_000)
+                timeout=15_000,
+            )
             posted = await asyncio.wait_for(replay, 45)
             assert posted == sum(map(len, batches))
 
@@ -207,8 +211,10 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
             offered = dash["tiles"]["offered_today"]["value"]
             assert offered and offered > 500
             await page.wait_for_function(
-                "([id, want]) => document.querySelector(`[data-tile-id=\"${id}\"] .value`).textContent"
-                ".startsWith(want)", arg=["offered_today", f"{round(offered):,}"], timeout=10_000)
+                '([id, want]) => document.querySelector(`[data-tile-id="${id}"] .value`).textContent.startsWith(want)',
+                arg=["offered_today", f"{round(offered):,}"],
+                timeout=10_000,
+            )
             statuses = await page.eval_on_selector_all("[data-tile-id]", "els => els.map(e => e.dataset.status)")
             assert set(statuses) <= {"green", "amber", "red", "none"}
             assert {"green", "amber", "red"} & set(statuses)
@@ -246,7 +252,9 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
             restarted = (again, asyncio.create_task(again.serve()))
             await page.wait_for_function(
                 "old => !document.body.classList.contains('stale') && document.body.dataset.epoch !== old",
-                arg=old_epoch, timeout=20_000)
+                arg=old_epoch,
+                timeout=20_000,
+            )
             assert not await page.locator("#stale").is_visible()
             assert await page.evaluate(VALUE_JS, "offered_today") == stale_value
             assert errors == [], f"page errors: {errors}"
@@ -268,9 +276,20 @@ AS_OF = "1999-08-02T10:15:00+03:00"
 
 
 def _tile(title, value, unit, status, target, direction="lower", size="normal", trend=None):
-    return {"kpi": "k", "window": "today", "value": value, "unit": unit, "status": status, "target": target,
-            "direction": direction, "as_of": AS_OF, "title": title, "dims": {}, "size": size,
-            **({"trend": trend} if trend is not None else {})}
+    return {
+        "kpi": "k",
+        "window": "today",
+        "value": value,
+        "unit": unit,
+        "status": status,
+        "target": target,
+        "direction": direction,
+        "as_of": AS_OF,
+        "title": title,
+        "dims": {},
+        "size": size,
+        **({"trend": trend} if trend is not None else {}),
+    }
 
 
 SCRIPTED = {
@@ -283,16 +302,22 @@ SCRIPTED = {
 
 
 async def _serve_frontend(route) -> None:
-    path = route.request.url[len(ORIGIN):].split("?")[0]
+    path = route.request.url[len(ORIGIN) :].split("?")[0]
     if path == "/wall/contact-centre":
         await route.fulfill(path=str(FRONTEND / "wall" / "index.html"), content_type="text/html")
     elif path.startswith("/static/") and ".." not in path:
-        await route.fulfill(path=str(FRONTEND / path[len("/static/"):]))
+        await route.fulfill(path=str(FRONTEND / path[len("/static/") :]))
     elif path == "/api/v1/dashboards/contact-centre":
-        await route.fulfill(json={"slug": "contact-centre", "title": "Scripted", "tz": "Asia/Jerusalem",
-                                  "as_of": AS_OF, "tile_order": list(SCRIPTED),
-                                  "tiles": {k: {kk: vv for kk, vv in v.items() if kk != "trend"}
-                                            for k, v in SCRIPTED.items()}})
+        await route.fulfill(
+            json={
+                "slug": "contact-centre",
+                "title": "Scripted",
+                "tz": "Asia/Jerusalem",
+                "as_of": AS_OF,
+                "tile_order": list(SCRIPTED),
+                "tiles": {k: {kk: vv for kk, vv in v.items() if kk != "trend"} for k, v in SCRIPTED.items()},
+            }
+        )
     else:
         await route.fulfill(status=404, body="not found")
 
@@ -305,8 +330,20 @@ async def test_wall_formats_goes_stale_on_silence_and_resumes_with_since():
         sockets.append(ws)
         ws.on_message(lambda msg: ws.send('{"type":"pong"}') if "ping" in str(msg) else None)
         if len(sockets) == 1:
-            ws.send(json.dumps({"type": "snapshot", "dashboard": "contact-centre", "epoch": "e1", "seq": 5,
-                                "as_of": AS_OF, "title": "Scripted", "tz": "Asia/Jerusalem", "tiles": SCRIPTED}))
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "snapshot",
+                        "dashboard": "contact-centre",
+                        "epoch": "e1",
+                        "seq": 5,
+                        "as_of": AS_OF,
+                        "title": "Scripted",
+                        "tz": "Asia/Jerusalem",
+                        "tiles": SCRIPTED,
+                    }
+                )
+            )
 
     async with async_playwright() as pw:
         browser = await _launch(pw)
@@ -330,7 +367,11 @@ async def test_wall_formats_goes_stale_on_silence_and_resumes_with_since():
             assert await text("offered", ".target") == ""
             # Status in shape and word as well as colour.
             assert [await text(t, ".badge") for t in ("sl", "asa", "aht", "nodata")] == [
-                "●OK", "▲WATCH", "■ALERT", "○NO DATA"]
+                "●OK",
+                "▲WATCH",
+                "■ALERT",
+                "○NO DATA",
+            ]
             assert not await page.locator('[data-tile-id="offered"] .badge').is_visible()
             statuses = await page.eval_on_selector_all("[data-tile-id]", "els => els.map(e => e.dataset.status)")
             assert statuses == ["green", "amber", "red", "none", "none"]
@@ -344,10 +385,20 @@ async def test_wall_formats_goes_stale_on_silence_and_resumes_with_since():
             await page.wait_for_function("() => !document.body.classList.contains('stale')", timeout=5_000)
 
             # An update changes only its tiles and moves seq.
-            sockets[0].send(json.dumps({"type": "update", "epoch": "e1", "seq": 6, "as_of": AS_OF,
-                                        "tiles": {"asa": {**SCRIPTED["asa"], "value": 12, "status": "green"}}}))
+            sockets[0].send(
+                json.dumps(
+                    {
+                        "type": "update",
+                        "epoch": "e1",
+                        "seq": 6,
+                        "as_of": AS_OF,
+                        "tiles": {"asa": {**SCRIPTED["asa"], "value": 12, "status": "green"}},
+                    }
+                )
+            )
             await page.wait_for_function(
-                "() => document.querySelector('[data-tile-id=\"asa\"]').dataset.status === 'green'")
+                "() => document.querySelector('[data-tile-id=\"asa\"]').dataset.status === 'green'"
+            )
             assert await text("asa", ".value .num") == "12"
             assert await text("aht", ".value .num") == "2:05"
 

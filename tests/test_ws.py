@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from websockets.asyncio.client import connect
@@ -15,14 +15,15 @@ from websockets.exceptions import ConnectionClosed
 from app.clock import ManualClock
 from tests.helpers import PACKS_DIR, sample
 
-NOW = datetime(2024, 6, 10, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 WALL = "/ws/dashboards/generic-wall"
 
 
 @pytest.fixture
 async def live(make_settings, start_server):
-    settings = make_settings(packs_dir=PACKS_DIR, tile_interval_ms=50, heartbeat_interval_s=0.5,
-                             ws_ping_interval_s=1, ws_ping_timeout_s=1)
+    settings = make_settings(
+        packs_dir=PACKS_DIR, tile_interval_ms=50, heartbeat_interval_s=0.5, ws_ping_interval_s=1, ws_ping_timeout_s=1
+    )
     return await start_server(settings, clock=ManualClock(NOW))
 
 
@@ -120,7 +121,11 @@ def _drop_without_close(ws) -> None:
 async def test_c12_one_dead_screen_never_stops_the_others(live, client_for):
     hub = live.runtime.hub
     broker = live.runtime.broker
-    async with client_for(live) as client, wsconnect(live, live.ws_url + WALL) as a, wsconnect(live, live.ws_url + WALL) as c:
+    async with (
+        client_for(live) as client,
+        wsconnect(live, live.ws_url + WALL) as a,
+        wsconnect(live, live.ws_url + WALL) as c,
+    ):
         b = await wsconnect(live, live.ws_url + WALL)
         for ws in (a, b, c):
             assert (await recv_json(ws))["type"] == "snapshot"
@@ -168,7 +173,7 @@ async def test_restated_snapshot_is_flagged_on_the_wall(live, client_for):
         assert snap["notices"] == []
         await post(client, 1, start=0)  # 2024-06-10 11:00, the clock stands at 12:00
         await next_update(ws)
-        live.runtime.clock.set(datetime(2024, 6, 11, 1, 0, tzinfo=timezone.utc))
+        live.runtime.clock.set(datetime(2024, 6, 11, 1, 0, tzinfo=UTC))
         await live.runtime.snapshots.run_due()
         late = sample("2024-06-10T09:00:00Z", 5, id="late-1")
         assert (await client.post("/api/v1/events", json=late)).status_code == 202
@@ -212,7 +217,7 @@ async def test_foreign_origin_is_refused_at_the_handshake(live):
 async def test_inbound_frame_limit_and_shutdown_grace_are_settings(make_settings, start_server):
     """PULSEBOARD_WS_MAX_INBOUND_BYTES bounds what a screen may send (1009 past it);
     PULSEBOARD_SHUTDOWN_GRACE_S is what the server gives requests in flight on SIGTERM."""
-    from app.cli import uvicorn_options
+    from app.main import uvicorn_options
 
     settings = make_settings(packs_dir=PACKS_DIR, ws_max_inbound_bytes=2048, shutdown_grace_s=12.5)
     assert uvicorn_options(settings)["timeout_graceful_shutdown"] == 12.5
@@ -307,8 +312,10 @@ async def test_tiles_merge_sketches_only_for_percentile_kpis(live, client_for, m
         assert (await client.get("/api/v1/dashboards/generic-wall")).status_code == 200
         assert asked and all(k == [] for k in asked)
         asked.clear()
-        p95 = await client.get("/api/v1/kpis/sample_p95/series", params={
-            "grain": "day", "start": "2024-06-10T00:00:00Z", "end": "2024-06-11T00:00:00Z"})
+        p95 = await client.get(
+            "/api/v1/kpis/sample_p95/series",
+            params={"grain": "day", "start": "2024-06-10T00:00:00Z", "end": "2024-06-11T00:00:00Z"},
+        )
         assert p95.status_code == 200 and asked == [["generic/sample"]]
 
 
@@ -319,8 +326,14 @@ async def test_screen_whose_socket_stays_full_is_closed_4008_and_freed(make_sett
     other screen gets every update."""
     from app.ws.broker import SubscriptionState, TileUpdate
 
-    settings = make_settings(packs_dir=PACKS_DIR, ws_write_buffer_bytes=1024, ws_send_timeout_s=0.5,
-                             heartbeat_interval_s=60, ws_ping_interval_s=60, ws_ping_timeout_s=60)
+    settings = make_settings(
+        packs_dir=PACKS_DIR,
+        ws_write_buffer_bytes=1024,
+        ws_send_timeout_s=0.5,
+        heartbeat_interval_s=60,
+        ws_ping_interval_s=60,
+        ws_ping_timeout_s=60,
+    )
     srv = await start_server(settings, clock=ManualClock(NOW))
     broker, channel = srv.runtime.broker, srv.runtime.hub.channels["generic-wall"]
     big = {"big": {"kpi": "x", "value": "x" * 256 * 1024}}  # 256 KiB a frame: kernel buffers fill fast
@@ -335,7 +348,9 @@ async def test_screen_whose_socket_stays_full_is_closed_4008_and_freed(make_sett
         while broker.subscriber_count("generic-wall") == 2:
             assert sent < 2000, "the stuck screen was never closed"
             sent += 1
-            await broker.publish("generic-wall", TileUpdate(channel.epoch, base + sent, big, "2024-06-10T12:00:00+00:00"))
+            await broker.publish(
+                "generic-wall", TileUpdate(channel.epoch, base + sent, big, "2024-06-10T12:00:00+00:00")
+            )
             got = await next_update(fast)
             assert got["seq"] == base + sent  # the reading screen is never held back
         closed = [s for s in subs if s.state == SubscriptionState.CLOSED]
@@ -356,13 +371,17 @@ async def test_fan_out_in_chunks_keeps_every_screen_in_seq_order(live):
 
     broker, channel = live.runtime.broker, live.runtime.hub.channels["generic-wall"]
     broker._chunk = 1
-    async with wsconnect(live, live.ws_url + WALL) as a, wsconnect(live, live.ws_url + WALL) as b, \
-            wsconnect(live, live.ws_url + WALL) as c:
+    async with (
+        wsconnect(live, live.ws_url + WALL) as a,
+        wsconnect(live, live.ws_url + WALL) as b,
+        wsconnect(live, live.ws_url + WALL) as c,
+    ):
         for ws in (a, b, c):
             assert (await recv_json(ws))["type"] == "snapshot"
         base = channel.seq + 1000
         for i in range(1, 21):
-            await broker.publish("generic-wall", TileUpdate(channel.epoch, base + i, {"n": {"value": i}},
-                                                            "2024-06-10T12:00:00+00:00"))
+            await broker.publish(
+                "generic-wall", TileUpdate(channel.epoch, base + i, {"n": {"value": i}}, "2024-06-10T12:00:00+00:00")
+            )
         for ws in (a, b, c):
             assert [(await next_update(ws))["seq"] for _ in range(20)] == [base + i for i in range(1, 21)]

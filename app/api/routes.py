@@ -13,12 +13,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
+from app.api.problems import problem
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
 from app.metrics.calendar import from_us, to_us
 from app.metrics.pack import NAME_RE, Kpi
-from app.query import QueryError, dashboard_tiles, series
-from app.problems import problem
+from app.query.kpis import QueryError, series
+from app.query.tiles import dashboard_tiles
 
 router = APIRouter()
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
@@ -27,10 +28,17 @@ FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
 def kpi_json(kpi: Kpi, pack_name: str) -> dict[str, Any]:
     """Public description of a KPI (``GET /api/v1/kpis``)."""
     return {
-        "name": kpi.name, "title": kpi.title, "unit": kpi.unit, "description": kpi.description,
-        "target": kpi.target, "direction": kpi.direction, "amber_band": kpi.amber_band,
+        "name": kpi.name,
+        "title": kpi.title,
+        "unit": kpi.unit,
+        "description": kpi.description,
+        "target": kpi.target,
+        "direction": kpi.direction,
+        "amber_band": kpi.amber_band,
         "owner": {"role": kpi.owner.role, "person": kpi.owner.person} if kpi.owner else None,
-        "weight": kpi.weight, "pack": pack_name, "gauge": kpi.is_gauge,
+        "weight": kpi.weight,
+        "pack": pack_name,
+        "gauge": kpi.is_gauge,
         "definition_hash": kpi.definition_hash(),
     }
 
@@ -54,7 +62,9 @@ def dims_filter(request: Request) -> tuple[tuple[str, str], ...]:
 
 @router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period", **scoped("read", "admin"))
 async def kpi_series(
-    name: str, request: Request, runtime: RuntimeDep,
+    name: str,
+    request: Request,
+    runtime: RuntimeDep,
     grain: Literal["minute", "hour", "day", "month"] = Query(..., description="period length"),
     start: str = Query(..., description="RFC 3339 instant with offset"),
     end: str = Query(..., description="RFC 3339 instant with offset (exclusive)"),
@@ -79,26 +89,45 @@ async def kpi_series(
         if end_us <= start_us:
             raise QueryError("end", "must be after start")
         async with runtime.engine.connect() as conn:
-            points = await series(conn, pack, kpi, grain, start_us, end_us, zone, dims_filter(request),
-                                  to_us(runtime.view_clock.now()))
+            points = await series(
+                conn, pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())
+            )
     except QueryError as exc:
         return problem(422, "Invalid request parameters", str(exc), [{"field": exc.field, "message": exc.message}])
-    return JSONResponse({
-        "kpi": name, "grain": grain, "tz": str(zone), "unit": kpi.unit,
-        "dims": dict(dims_filter(request)),
-        "points": [{"start": p.period.start.isoformat(), "end": p.period.end.isoformat(),
-                    "value": p.value.value, "components": p.value.components} for p in points],
-    })
+    return JSONResponse(
+        {
+            "kpi": name,
+            "grain": grain,
+            "tz": str(zone),
+            "unit": kpi.unit,
+            "dims": dict(dims_filter(request)),
+            "points": [
+                {
+                    "start": p.period.start.isoformat(),
+                    "end": p.period.end.isoformat(),
+                    "value": p.value.value,
+                    "components": p.value.components,
+                }
+                for p in points
+            ],
+        }
+    )
 
 
 @router.get("/api/v1/dashboards", summary="Every dashboard", **scoped("read", "admin"))
 async def list_dashboards(runtime: RuntimeDep) -> list[dict[str, Any]]:
-    return [{"slug": d.slug, "title": d.title, "pack": p.name, "tiles": len(d.tiles)}
-            for p in runtime.packs.values() for d in p.dashboards.values()]
+    return [
+        {"slug": d.slug, "title": d.title, "pack": p.name, "tiles": len(d.tiles)}
+        for p in runtime.packs.values()
+        for d in p.dashboards.values()
+    ]
 
 
-@router.get("/api/v1/dashboards/{slug}", summary="A dashboard, its tiles and their current values",
-            **scoped("read", "admin", "display", dashboard_param="slug"))
+@router.get(
+    "/api/v1/dashboards/{slug}",
+    summary="A dashboard, its tiles and their current values",
+    **scoped("read", "admin", "display", dashboard_param="slug"),
+)
 async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     found = runtime.find_dashboard(slug)
     if found is None:
@@ -108,9 +137,17 @@ async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     now_us = to_us(runtime.view_clock.now())
     async with runtime.engine.connect() as conn:
         tiles = await dashboard_tiles(conn, pack, dash, now_us, zone)
-    return JSONResponse({"slug": slug, "title": dash.title, "pack": pack.name, "tz": str(zone),
-                         "as_of": from_us(now_us, zone).isoformat(),
-                         "tile_order": [t.id for t in dash.tiles], "tiles": tiles})
+    return JSONResponse(
+        {
+            "slug": slug,
+            "title": dash.title,
+            "pack": pack.name,
+            "tz": str(zone),
+            "as_of": from_us(now_us, zone).isoformat(),
+            "tile_order": [t.id for t in dash.tiles],
+            "tiles": tiles,
+        }
+    )
 
 
 @router.get("/healthz", summary="Liveness", include_in_schema=False, **public())

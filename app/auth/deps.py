@@ -101,8 +101,10 @@ def require(*scopes: str, dashboard_param: str | None = None):
 
 def scoped(*scopes: str, dashboard_param: str | None = None) -> dict[str, Any]:
     """Route keyword arguments that require one of ``scopes`` (and declare them)."""
-    return {"dependencies": [Depends(require(*scopes, dashboard_param=dashboard_param))],
-            "openapi_extra": {SCOPE_KEY: list(scopes)}}
+    return {
+        "dependencies": [Depends(require(*scopes, dashboard_param=dashboard_param))],
+        "openapi_extra": {SCOPE_KEY: list(scopes)},
+    }
 
 
 def public() -> dict[str, Any]:

@@ -60,18 +60,30 @@ def _info(row: Any) -> KeyInfo:
 def key_json(row: Any) -> dict[str, Any]:
     """The listing form of a key: never the key, only its prefix and last four characters."""
     return {
-        "id": row.id, "scope": row.scope, "name": row.name, "hint": f"{row.prefix}…{row.last4}",
-        "source": row.source, "event_types": msgspec.json.decode(row.event_types) if row.event_types else None,
-        "dashboard": row.dashboard, "created_at": from_us(row.created_us).isoformat(),
+        "id": row.id,
+        "scope": row.scope,
+        "name": row.name,
+        "hint": f"{row.prefix}…{row.last4}",
+        "source": row.source,
+        "event_types": msgspec.json.decode(row.event_types) if row.event_types else None,
+        "dashboard": row.dashboard,
+        "created_at": from_us(row.created_us).isoformat(),
         "expires_at": from_us(row.expires_us).isoformat() if row.expires_us else None,
         "revoked_at": from_us(row.revoked_us).isoformat() if row.revoked_us else None,
         "last_used_at": from_us(row.last_used_us).isoformat() if row.last_used_us else None,
     }
 
 
-def new_key_row(scope: str, name: str, now_us: int, source: str | None = None,
-                event_types: list[str] | None = None, dashboard: str | None = None,
-                expires_us: int | None = None, key_id: str | None = None) -> tuple[str, dict[str, Any]]:
+def new_key_row(
+    scope: str,
+    name: str,
+    now_us: int,
+    source: str | None = None,
+    event_types: list[str] | None = None,
+    dashboard: str | None = None,
+    expires_us: int | None = None,
+    key_id: str | None = None,
+) -> tuple[str, dict[str, Any]]:
     """A new random key and the ``api_key`` row that stores it (its hash), not yet inserted.
 
     Lets a caller insert the key in its own transaction (a screen's pairing claim).
@@ -88,11 +100,19 @@ def new_key_row(scope: str, name: str, now_us: int, source: str | None = None,
         raise ValueError("a display key is bound to one dashboard: give --dashboard")
     key = PREFIX[scope] + secrets.token_urlsafe(TOKEN_BYTES)
     row = {
-        "id": key_id or secrets.token_hex(16), "scope": scope, "prefix": PREFIX[scope], "last4": key[-4:],
-        "key_hash": hash_key(key), "name": name or scope, "source": source if scope == "ingest" else None,
+        "id": key_id or secrets.token_hex(16),
+        "scope": scope,
+        "prefix": PREFIX[scope],
+        "last4": key[-4:],
+        "key_hash": hash_key(key),
+        "name": name or scope,
+        "source": source if scope == "ingest" else None,
         "event_types": msgspec.json.encode(event_types).decode() if event_types and scope == "ingest" else None,
-        "dashboard": dashboard if scope == "display" else None, "created_us": now_us,
-        "expires_us": expires_us, "revoked_us": None, "last_used_us": None,
+        "dashboard": dashboard if scope == "display" else None,
+        "created_us": now_us,
+        "expires_us": expires_us,
+        "revoked_us": None,
+        "last_used_us": None,
     }
     return key, row
 
@@ -109,9 +129,16 @@ class KeyStore:
         self._cache: dict[bytes, tuple[float, KeyInfo | None]] = {}
         self._used: dict[str, int] = {}
 
-    async def create(self, scope: str, name: str, now_us: int, source: str | None = None,
-                     event_types: list[str] | None = None, dashboard: str | None = None,
-                     expires_us: int | None = None) -> tuple[str, dict[str, Any]]:
+    async def create(
+        self,
+        scope: str,
+        name: str,
+        now_us: int,
+        source: str | None = None,
+        event_types: list[str] | None = None,
+        dashboard: str | None = None,
+        expires_us: int | None = None,
+    ) -> tuple[str, dict[str, Any]]:
         """Create a key; return ``(the key, its listing)``.  The key is not kept: show it once.
 
         Raises:
@@ -141,8 +168,9 @@ class KeyStore:
     async def still_usable(self, key_id: str, now_us: int) -> bool:
         """Whether key ``key_id`` is still usable (read fresh: open sockets are re-checked with it)."""
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(api_key.c.revoked_us, api_key.c.expires_us)
-                                      .where(api_key.c.id == key_id))).first()
+            row = (
+                await conn.execute(select(api_key.c.revoked_us, api_key.c.expires_us).where(api_key.c.id == key_id))
+            ).first()
         return row is not None and row[0] is None and (row[1] is None or now_us < row[1])
 
     def touch(self, key_id: str, now_us: int) -> None:
@@ -167,8 +195,9 @@ class KeyStore:
     async def revoke(self, key_id: str, now_us: int) -> dict[str, Any] | None:
         """Revoke key ``key_id`` (idempotent); ``None`` if there is no such key."""
         async with self._engine.begin() as conn:
-            await conn.execute(update(api_key).where(api_key.c.id == key_id, api_key.c.revoked_us.is_(None))
-                               .values(revoked_us=now_us))
+            await conn.execute(
+                update(api_key).where(api_key.c.id == key_id, api_key.c.revoked_us.is_(None)).values(revoked_us=now_us)
+            )
             row = (await conn.execute(select(api_key).where(api_key.c.id == key_id))).first()
         self._cache.clear()
         return key_json(row) if row is not None else None

@@ -67,8 +67,9 @@ class TooManyPairings(Exception):
     """
 
     def __init__(self, retry_after_s: int, per_ip: bool) -> None:
-        super().__init__("too many pairings from this address are waiting" if per_ip
-                         else "too many screens are waiting")
+        super().__init__(
+            "too many pairings from this address are waiting" if per_ip else "too many screens are waiting"
+        )
         self.retry_after_s = retry_after_s
         self.per_ip = per_ip
 
@@ -136,21 +137,33 @@ class PairingStore:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.pairing'))"))
             # (SQLite: the DELETE takes the file's write lock first, which serialises the same way.)
             await conn.execute(delete(pairing).where(pairing.c.expires_us <= now_us))
-            total, oldest = (await conn.execute(
-                select(func.count(), func.min(pairing.c.expires_us)).where(waiting))).one()
+            total, oldest = (
+                await conn.execute(select(func.count(), func.min(pairing.c.expires_us)).where(waiting))
+            ).one()
             if total >= self.max_pending:
                 raise TooManyPairings(self._retry_after(oldest, now_us), per_ip=False)
-            mine, oldest_mine = (await conn.execute(
-                select(func.count(), func.min(pairing.c.expires_us))
-                .where(waiting, pairing.c.client_ip == client_ip))).one()
+            mine, oldest_mine = (
+                await conn.execute(
+                    select(func.count(), func.min(pairing.c.expires_us)).where(
+                        waiting, pairing.c.client_ip == client_ip
+                    )
+                )
+            ).one()
             if mine >= self.max_pending_per_ip:
                 raise TooManyPairings(self._retry_after(oldest_mine, now_us), per_ip=True)
             made = NewPairing(self._new_code(), secrets.token_urlsafe(SECRET_BYTES), now_us + self.ttl_us)
-            await conn.execute(pairing.insert(), {
-                "id": secrets.token_hex(ID_BYTES), "code": made.code, "secret_hash": hash_secret(made.secret),
-                "requested_dashboard": dashboard, "client_ip": client_ip, "created_us": now_us,
-                "expires_us": made.expires_us,
-            })
+            await conn.execute(
+                pairing.insert(),
+                {
+                    "id": secrets.token_hex(ID_BYTES),
+                    "code": made.code,
+                    "secret_hash": hash_secret(made.secret),
+                    "requested_dashboard": dashboard,
+                    "client_ip": client_ip,
+                    "created_us": now_us,
+                    "expires_us": made.expires_us,
+                },
+            )
         return made
 
     @staticmethod
@@ -163,19 +176,33 @@ class PairingStore:
         (``pulseboard demo``'s one-time wall link).  Not subject to the waiting limits."""
         made = NewPairing(self._new_code(), secrets.token_urlsafe(SECRET_BYTES), now_us + self.ttl_us)
         async with self._engine.begin() as conn:
-            await conn.execute(pairing.insert(), {
-                "id": secrets.token_hex(ID_BYTES), "code": made.code, "secret_hash": hash_secret(made.secret),
-                "requested_dashboard": dashboard, "client_ip": "local", "created_us": now_us,
-                "expires_us": made.expires_us, "approved_by": approved_by, "approved_us": now_us,
-                "dashboard": dashboard, "key_name": name, "key_id": secrets.token_hex(16),
-            })
+            await conn.execute(
+                pairing.insert(),
+                {
+                    "id": secrets.token_hex(ID_BYTES),
+                    "code": made.code,
+                    "secret_hash": hash_secret(made.secret),
+                    "requested_dashboard": dashboard,
+                    "client_ip": "local",
+                    "created_us": now_us,
+                    "expires_us": made.expires_us,
+                    "approved_by": approved_by,
+                    "approved_us": now_us,
+                    "dashboard": dashboard,
+                    "key_name": name,
+                    "key_id": secrets.token_hex(16),
+                },
+            )
         return made
 
     async def find_code(self, code: str, now_us: int) -> Any | None:
         """The unexpired pairing row showing ``code`` (approved or claimed ones too), or ``None``."""
         async with self._engine.connect() as conn:
-            return (await conn.execute(select(pairing).where(
-                pairing.c.code == normalise_code(code)[:16], pairing.c.expires_us > now_us))).first()
+            return (
+                await conn.execute(
+                    select(pairing).where(pairing.c.code == normalise_code(code)[:16], pairing.c.expires_us > now_us)
+                )
+            ).first()
 
     async def approve(self, pairing_id: str, dashboard: str, name: str, approved_by: str, now_us: int) -> str | None:
         """Approve waiting pairing ``pairing_id`` for ``dashboard``; return the display key id
@@ -183,10 +210,22 @@ class PairingStore:
         claimed or expired meanwhile: another admin or instance was first)."""
         key_id = secrets.token_hex(16)
         async with self._engine.begin() as conn:
-            done = await conn.execute(update(pairing).where(
-                pairing.c.id == pairing_id, pairing.c.approved_us.is_(None), pairing.c.expires_us > now_us,
-            ).values(approved_by=approved_by, approved_us=now_us, dashboard=dashboard, key_name=name,
-                     key_id=key_id, expires_us=now_us + self.ttl_us))
+            done = await conn.execute(
+                update(pairing)
+                .where(
+                    pairing.c.id == pairing_id,
+                    pairing.c.approved_us.is_(None),
+                    pairing.c.expires_us > now_us,
+                )
+                .values(
+                    approved_by=approved_by,
+                    approved_us=now_us,
+                    dashboard=dashboard,
+                    key_name=name,
+                    key_id=key_id,
+                    expires_us=now_us + self.ttl_us,
+                )
+            )
         return key_id if done.rowcount == 1 else None
 
     async def claim(self, secret: str, now_us: int) -> Claim | None:
@@ -200,8 +239,9 @@ class PairingStore:
             return None
         if row.approved_us is None:
             return Claim("pending", code=row.code)
-        key, key_row = new_key_row("display", row.key_name or "wall screen", now_us, dashboard=row.dashboard,
-                                   key_id=row.key_id)
+        key, key_row = new_key_row(
+            "display", row.key_name or "wall screen", now_us, dashboard=row.dashboard, key_id=row.key_id
+        )
         async with self._engine.begin() as conn:
             taken = await conn.execute(update(pairing).where(pairing.c.id == row.id, live).values(claimed_us=now_us))
             if taken.rowcount != 1:
@@ -213,8 +253,18 @@ class PairingStore:
         """Pairings waiting for approval, oldest first (for admins: code, requested dashboard,
         client address, created and expiry instants)."""
         async with self._engine.connect() as conn:
-            rows = await conn.execute(select(pairing).where(
-                pairing.c.expires_us > now_us, pairing.c.approved_us.is_(None)).order_by(pairing.c.created_us))
-            return [{"code": r.code, "dashboard": r.requested_dashboard, "client_ip": r.client_ip,
-                     "created_at": from_us(r.created_us).isoformat(),
-                     "expires_at": from_us(r.expires_us).isoformat()} for r in rows]
+            rows = await conn.execute(
+                select(pairing)
+                .where(pairing.c.expires_us > now_us, pairing.c.approved_us.is_(None))
+                .order_by(pairing.c.created_us)
+            )
+            return [
+                {
+                    "code": r.code,
+                    "dashboard": r.requested_dashboard,
+                    "client_ip": r.client_ip,
+                    "created_at": from_us(r.created_us).isoformat(),
+                    "expires_at": from_us(r.expires_us).isoformat(),
+                }
+                for r in rows
+            ]

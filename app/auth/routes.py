@@ -17,13 +17,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
+from app.api.problems import problem
 from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
 from app.auth import Unauthenticated
 from app.auth.deps import COOKIE, Access, authenticate, public, require, scoped
 from app.auth.pairing import TooManyPairings
 from app.metrics.calendar import from_us, to_us
-from app.problems import problem
 
 router = APIRouter()
 COOKIE_MAX_AGE_S = 400 * 86400
@@ -48,17 +48,21 @@ async def list_keys(runtime: RuntimeDep) -> list[dict[str, Any]]:
 @router.post("/api/v1/keys", status_code=201, summary="Create a key (shown once)", **scoped("admin"))
 async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
     if body.dashboard is not None and runtime.find_dashboard(body.dashboard) is None:
-        return problem(422, "Invalid key", f"no dashboard {body.dashboard!r}", [{"field": "dashboard", "message": "unknown"}])
+        return problem(
+            422, "Invalid key", f"no dashboard {body.dashboard!r}", [{"field": "dashboard", "message": "unknown"}]
+        )
     try:
-        key, info = await runtime.keys.create(body.scope, body.name, to_us(runtime.clock.now()), body.source,
-                                              body.event_types, body.dashboard)
+        key, info = await runtime.keys.create(
+            body.scope, body.name, to_us(runtime.clock.now()), body.source, body.event_types, body.dashboard
+        )
     except ValueError as exc:
         return problem(422, "Invalid key", str(exc), [{"field": "scope", "message": str(exc)}])
     return JSONResponse({**info, "key": key}, status_code=201, headers={"Cache-Control": "no-store"})
 
 
-@router.delete("/api/v1/keys/{key_id}", summary="Revoke a key (its open sockets close within seconds)",
-               **scoped("admin"))
+@router.delete(
+    "/api/v1/keys/{key_id}", summary="Revoke a key (its open sockets close within seconds)", **scoped("admin")
+)
 async def revoke_key(key_id: Annotated[str, Path(pattern=KEY_ID_PATTERN)], runtime: RuntimeDep) -> JSONResponse:
     info = await runtime.keys.revoke(key_id, to_us(runtime.clock.now()))
     if info is None:
@@ -73,8 +77,15 @@ class SessionIn(BaseModel):
 
 
 def _set_cookie(response: JSONResponse, request: Request, key: str) -> None:
-    response.set_cookie(COOKIE, key, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        COOKIE,
+        key,
+        max_age=COOKIE_MAX_AGE_S,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
 
 
 @router.post("/api/v1/session", summary="Sign this browser in with a key (HttpOnly cookie)", **public())
@@ -82,8 +93,9 @@ async def sign_in(body: SessionIn, request: Request, runtime: RuntimeDep) -> JSO
     info = await runtime.keys.find(body.key)
     if info is None or not info.usable(to_us(runtime.clock.now())) or info.scope == "ingest":
         raise Unauthenticated("missing, unknown, revoked or expired key")
-    response = JSONResponse({"scope": info.scope, "name": info.name, "dashboard": info.dashboard},
-                            headers={"Cache-Control": "no-store"})
+    response = JSONResponse(
+        {"scope": info.scope, "name": info.name, "dashboard": info.dashboard}, headers={"Cache-Control": "no-store"}
+    )
     _set_cookie(response, request, body.key)
     return response
 
@@ -119,16 +131,23 @@ class PairingIn(BaseModel):
 async def new_pairing(request: Request, runtime: RuntimeDep, body: PairingIn | None = None) -> JSONResponse:
     dashboard = body.dashboard if body is not None else None
     if dashboard is not None and runtime.find_dashboard(dashboard) is None:
-        return problem(422, "Invalid pairing", f"no dashboard {dashboard!r}",
-                       [{"field": "dashboard", "message": "unknown"}])
+        return problem(
+            422, "Invalid pairing", f"no dashboard {dashboard!r}", [{"field": "dashboard", "message": "unknown"}]
+        )
     try:
         made = await runtime.pairings.create(_now_us(runtime), _client_ip(request), dashboard)
     except TooManyPairings as exc:
-        return problem(429, "Too many pairings", f"{exc}; retry later",
-                       headers={"Retry-After": str(exc.retry_after_s)})
-    return JSONResponse({"code": made.code, "secret": made.secret, "expires_in_s": runtime.settings.pairing_ttl_s,
-                         "expires_at": from_us(made.expires_us).isoformat()},
-                        status_code=201, headers={"Cache-Control": "no-store"})
+        return problem(429, "Too many pairings", f"{exc}; retry later", headers={"Retry-After": str(exc.retry_after_s)})
+    return JSONResponse(
+        {
+            "code": made.code,
+            "secret": made.secret,
+            "expires_in_s": runtime.settings.pairing_ttl_s,
+            "expires_at": from_us(made.expires_us).isoformat(),
+        },
+        status_code=201,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get("/pairings", include_in_schema=False, **public())
@@ -137,8 +156,7 @@ async def pairings_page() -> FileResponse:
     return FileResponse(FRONTEND_DIR / "pairings" / "index.html", media_type="text/html")
 
 
-@router.get("/api/v1/pairings", summary="Screens waiting for approval (codes, requested dashboards)",
-            **scoped("admin"))
+@router.get("/api/v1/pairings", summary="Screens waiting for approval (codes, requested dashboards)", **scoped("admin"))
 async def waiting_pairings(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(await runtime.pairings.waiting(_now_us(runtime)), headers={"Cache-Control": "no-store"})
 
@@ -169,8 +187,12 @@ class ApproveIn(BaseModel):
 
 
 @router.post("/api/v1/pairings/{code}/approve", summary="An admin approves a screen's code", **scoped("admin"))
-async def approve_pairing(code: Annotated[str, Path(max_length=64)], body: ApproveIn, runtime: RuntimeDep,
-                          admin: Annotated[Access, Depends(require("admin"))]) -> JSONResponse:
+async def approve_pairing(
+    code: Annotated[str, Path(max_length=64)],
+    body: ApproveIn,
+    runtime: RuntimeDep,
+    admin: Annotated[Access, Depends(require("admin"))],
+) -> JSONResponse:
     now_us = _now_us(runtime)
     row = await runtime.pairings.find_code(code, now_us)
     if row is None:

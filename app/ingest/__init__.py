@@ -22,8 +22,9 @@ class IngestError(Exception):
     status = 400
     title = "Bad request"
 
-    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors

@@ -26,9 +26,7 @@ from app.metrics.calendar import to_us
 from app.store.writes import NewEvent
 
 TYPE_RE = re.compile(r"^[a-z0-9_.-]{1,128}$")
-RFC3339_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+RFC3339_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _FIELD_RE = re.compile(r"`\$\.([A-Za-z0-9_]+)")
 _NAMED_RE = re.compile(r"field `([^`]+)`")
 
@@ -79,7 +77,8 @@ def parse_ts(text: str) -> datetime:
     frac = (match.group(7) or "")[:7]
     offset = match.group(8)
     offset = "+00:00" if offset in ("Z", "z") else offset
-    normal = f"{match.group(1)}-{match.group(2)}-{match.group(3)}T{match.group(4)}:{match.group(5)}:{match.group(6)}{frac}{offset}"
+    year, month, day, hour, minute, second = match.group(1, 2, 3, 4, 5, 6)
+    normal = f"{year}-{month}-{day}T{hour}:{minute}:{second}{frac}{offset}"
     try:
         return datetime.fromisoformat(normal)
     except ValueError as exc:
@@ -99,8 +98,9 @@ def _check_text(field: str, text: str, limit: int, errors: list[tuple[str, str]]
         errors.append((field, "contains a lone surrogate (not valid Unicode)"))
 
 
-def body_hash(source: str, event_id: str | None, type_: str, ts_us: int, value: float | None,
-              dims: dict[str, Any] | None) -> bytes:
+def body_hash(
+    source: str, event_id: str | None, type_: str, ts_us: int, value: float | None, dims: dict[str, Any] | None
+) -> bytes:
     """16-byte BLAKE2b of the event's canonical form: same event, same hash, however formatted."""
     canonical = msgspec.json.encode([source, event_id, type_, ts_us, value, sorted((dims or {}).items())])
     return hashlib.blake2b(canonical, digest_size=16).digest()
@@ -209,6 +209,7 @@ def _surrogate_fields(obj: Any) -> list[str]:
     """Fields of a leniently parsed event holding a lone surrogate (``\\ud800``): msgspec refuses
     the whole body for one, so without this the sender would get a 400 not naming the field.
     The names are escaped (``dims.\\ud800``): a lone surrogate cannot be written in the answer."""
+
     def bad(key: Any, value: Any) -> bool:
         return _has_surrogate(key) or (isinstance(value, str) and _has_surrogate(value))
 
@@ -264,8 +265,13 @@ _SPACED_COLON_RE = re.compile(rb'"\s+:')
 
 def _keys_decoded(ev: EventIn) -> int:
     """Object keys that ``ev`` was decoded from, counting only fields that are not ``None``."""
-    return ((ev.id is not None) + (ev.source is not None) + (ev.value is not None) + 2
-            + (0 if ev.dims is None else 1 + len(ev.dims)))
+    return (
+        (ev.id is not None)
+        + (ev.source is not None)
+        + (ev.value is not None)
+        + 2
+        + (0 if ev.dims is None else 1 + len(ev.dims))
+    )
 
 
 def _fast_decode(body: bytes, media_type: str) -> list[EventIn] | None:
@@ -330,8 +336,9 @@ def parse_events(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]
         for index, decoded in enumerate(fast):
             event, errs = validate(decoded, limits, escapes)
             if event is None:
-                problems.extend({"index": index, "field": f, "message": f"{f} {m}" if not m.startswith(f) else m}
-                                for f, m in errs)
+                problems.extend(
+                    {"index": index, "field": f, "message": f"{f} {m}" if not m.startswith(f) else m} for f, m in errs
+                )
             else:
                 events.append(event)
         if not problems:
@@ -381,8 +388,9 @@ def parse_each(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]:
                 continue
             bad = _surrogate_fields(raw)
             if bad:
-                problems.extend({**where, "field": f, "message": f"{f} contains a lone surrogate (not valid Unicode)"}
-                                for f in bad)
+                problems.extend(
+                    {**where, "field": f, "message": f"{f} contains a lone surrogate (not valid Unicode)"} for f in bad
+                )
                 continue
             try:
                 raw = msgspec.json.encode(raw)
@@ -397,12 +405,15 @@ def parse_each(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]:
         except (msgspec.DecodeError, RecursionError) as exc:
             lenient = _lenient(raw) if line is not None and isinstance(exc, msgspec.DecodeError) else None
             if lenient is not None and _nonfinite_fields(lenient):
-                problems.extend({**where, "field": f, "message": f"{f} must be a finite number"}
-                                for f in _nonfinite_fields(lenient))
+                problems.extend(
+                    {**where, "field": f, "message": f"{f} must be a finite number"} for f in _nonfinite_fields(lenient)
+                )
                 continue
             if lenient is not None and _surrogate_fields(lenient):
-                problems.extend({**where, "field": f, "message": f"{f} contains a lone surrogate (not valid Unicode)"}
-                                for f in _surrogate_fields(lenient))
+                problems.extend(
+                    {**where, "field": f, "message": f"{f} contains a lone surrogate (not valid Unicode)"}
+                    for f in _surrogate_fields(lenient)
+                )
                 continue
             if line is not None:
                 raise _decode_error(exc, f"line {line} is not valid JSON") from None

@@ -12,14 +12,14 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import delete, select
 
 from app.api.deps import RuntimeDep
+from app.api.problems import problem
 from app.auth import Forbidden
 from app.auth.deps import SCOPE_KEY, Access, require
-from app.ingest import BadRequest, IngestError, InvalidEvents, PayloadTooLarge, UnsupportedMedia
 from app.config import Settings
+from app.ingest import BadRequest, IngestError, InvalidEvents, PayloadTooLarge, UnsupportedMedia
 from app.ingest.parse import RFC3339_RE, TYPE_RE, Limits, parse_events
 from app.metrics.calendar import to_us
 from app.metrics.rollup import oversized_dims
-from app.problems import problem
 from app.store import StoreUnavailable
 from app.store.schema import idempotency_key
 from app.store.writes import IdempotencyRecord
@@ -62,14 +62,15 @@ async def remembered_answer(runtime, owner: str, key: str, request_hash: bytes) 
         row = (await conn.execute(select(idempotency_key).where(t.owner == owner, t.key == key))).first()
     if row is not None and row.created_us < oldest:  # expired: the key may be used afresh
         async with runtime.engine.begin() as conn:
-            await conn.execute(delete(idempotency_key).where(t.owner == owner, t.key == key,
-                                                             t.created_us < oldest))
+            await conn.execute(delete(idempotency_key).where(t.owner == owner, t.key == key, t.created_us < oldest))
         row = None
     if row is None:
         return None
     if bytes(row.request_hash) != request_hash:
-        raise InvalidEvents("this Idempotency-Key was used before with a different request body",
-                            errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
+        raise InvalidEvents(
+            "this Idempotency-Key was used before with a different request body",
+            errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+        )
     media = "application/json" if row.status < 400 else "application/problem+json"
     return Response(row.body, status_code=row.status, media_type=media, headers={"Idempotent-Replayed": "true"})
 
@@ -83,13 +84,19 @@ def check_binding(access: Access, events: list) -> None:
     key = access.key
     if key.scope != "ingest":
         return
-    bad = [(i, e) for i, e in enumerate(events)
-           if e.source != key.source or (key.event_types is not None and e.type not in key.event_types)]
+    bad = [
+        (i, e)
+        for i, e in enumerate(events)
+        if e.source != key.source or (key.event_types is not None and e.type not in key.event_types)
+    ]
     if bad:
         i, e = bad[0]
         what = f"source {e.source!r}" if e.source != key.source else f"type {e.type!r}"
-        raise Forbidden(f"{len(bad)} event(s) outside this key's binding (source {key.source!r}"
-                        + (f", types {list(key.event_types)}" if key.event_types else "") + f"); event {i} has {what}")
+        raise Forbidden(
+            f"{len(bad)} event(s) outside this key's binding (source {key.source!r}"
+            + (f", types {list(key.event_types)}" if key.event_types else "")
+            + f"); event {i} has {what}"
+        )
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -131,51 +138,87 @@ _NO_NUL = "^[^\\u0000]*$"
 EVENT_SCHEMA = {
     "title": "Event",
     "description": "One event (CONTRACT §2). Strings hold no NUL; `ts` must not be more than "
-                   "`PULSEBOARD_MAX_FUTURE_SKEW_S` ahead of the server clock (limits shown are the defaults).",
+    "`PULSEBOARD_MAX_FUTURE_SKEW_S` ahead of the server clock (limits shown are the defaults).",
     "type": "object",
     "additionalProperties": False,
     "required": ["type", "ts"],
     "properties": {
-        "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 128, "pattern": _NO_NUL,
-               "description": "with `source`, the idempotency key of the event"},
-        "source": {"type": ["string", "null"], "minLength": 1, "maxLength": 64, "pattern": _NO_NUL,
-                   "description": "the sending system; default: the ingest key's source"},
+        "id": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": _NO_NUL,
+            "description": "with `source`, the idempotency key of the event",
+        },
+        "source": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": _NO_NUL,
+            "description": "the sending system; default: the ingest key's source",
+        },
         "type": {"type": "string", "pattern": TYPE_RE.pattern, "examples": ["call.answered"]},
-        "ts": {"type": "string", "format": "date-time", "pattern": RFC3339_RE.pattern,
-               "description": "RFC 3339 with an offset or Z", "examples": ["2024-05-02T09:15:20Z"]},
+        "ts": {
+            "type": "string",
+            "format": "date-time",
+            "pattern": RFC3339_RE.pattern,
+            "description": "RFC 3339 with an offset or Z",
+            "examples": ["2024-05-02T09:15:20Z"],
+        },
         "value": {"type": ["number", "null"], "description": "finite"},
         "dims": {
             "type": ["object", "null"],
             "maxProperties": _DEFAULTS["max_dims"].default,
             "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": _NO_NUL},
-            "additionalProperties": {"anyOf": [
-                {"type": "string", "maxLength": _DEFAULTS["max_string_chars"].default, "pattern": _NO_NUL},
-                {"type": "number"}, {"type": "boolean"}]},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "maxLength": _DEFAULTS["max_string_chars"].default, "pattern": _NO_NUL},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                ]
+            },
         },
     },
 }
 EVENTS_REQUEST_BODY = {
     "required": True,
     "description": "One event object or a JSON array of them (`application/json`), or NDJSON: one event "
-                   "object a line (`application/x-ndjson`, shown here as the sequence of its lines). At most "
-                   "`PULSEBOARD_MAX_BATCH_EVENTS` events, `PULSEBOARD_MAX_BODY_BYTES` bytes (also after gzip).",
+    "object a line (`application/x-ndjson`, shown here as the sequence of its lines). At most "
+    "`PULSEBOARD_MAX_BATCH_EVENTS` events, `PULSEBOARD_MAX_BODY_BYTES` bytes (also after gzip).",
     "content": {
-        "application/json": {"schema": {"anyOf": [
-            EVENT_SCHEMA,
-            {"type": "array", "items": EVENT_SCHEMA, "minItems": 1,
-             "maxItems": _DEFAULTS["max_batch_events"].default},
-        ]}},
-        "application/x-ndjson": {"schema": {
-            "type": "array", "items": EVENT_SCHEMA, "minItems": 1,
-            "maxItems": _DEFAULTS["max_batch_events"].default}},
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    EVENT_SCHEMA,
+                    {
+                        "type": "array",
+                        "items": EVENT_SCHEMA,
+                        "minItems": 1,
+                        "maxItems": _DEFAULTS["max_batch_events"].default,
+                    },
+                ]
+            }
+        },
+        "application/x-ndjson": {
+            "schema": {
+                "type": "array",
+                "items": EVENT_SCHEMA,
+                "minItems": 1,
+                "maxItems": _DEFAULTS["max_batch_events"].default,
+            }
+        },
     },
 }
 ACCEPTED_SCHEMA = {
-    "type": "object", "required": ["accepted", "duplicates"], "additionalProperties": False,
+    "type": "object",
+    "required": ["accepted", "duplicates"],
+    "additionalProperties": False,
     "properties": {"accepted": {"type": "integer", "minimum": 0}, "duplicates": {"type": "integer", "minimum": 0}},
 }
 IDEMPOTENCY_KEY_PARAM = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
     "description": "replays of the same key and body get the stored answer (kept `PULSEBOARD_IDEMPOTENCY_TTL_S`)",
     "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_RE.pattern},
 }
@@ -185,14 +228,24 @@ IDEMPOTENCY_KEY_PARAM = {
     "/api/v1/events",
     status_code=202,
     summary="Post events (JSON object, JSON array or NDJSON)",
-    responses={202: {"content": {"application/json": {"schema": ACCEPTED_SCHEMA}}},
-               400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+    responses={
+        202: {"content": {"application/json": {"schema": ACCEPTED_SCHEMA}}},
+        400: {},
+        401: {},
+        403: {},
+        409: {},
+        413: {},
+        415: {},
+        422: {},
+        429: {},
+        503: {},
+    },
     # The body is read and parsed by msgspec below, not by FastAPI: its schema is declared here only.
-    openapi_extra={SCOPE_KEY: ["ingest"], "requestBody": EVENTS_REQUEST_BODY,
-                   "parameters": [IDEMPOTENCY_KEY_PARAM]},
+    openapi_extra={SCOPE_KEY: ["ingest"], "requestBody": EVENTS_REQUEST_BODY, "parameters": [IDEMPOTENCY_KEY_PARAM]},
 )
-async def post_events(request: Request, runtime: RuntimeDep,
-                      access: Annotated[Access, Depends(require("ingest"))]) -> JSONResponse:
+async def post_events(
+    request: Request, runtime: RuntimeDep, access: Annotated[Access, Depends(require("ingest"))]
+) -> JSONResponse:
     """Store events all-or-nothing and answer ``202 {"accepted": N, "duplicates": D}`` after commit.
 
     ``accepted`` counts events newly stored; ``duplicates`` those whose
@@ -204,14 +257,19 @@ async def post_events(request: Request, runtime: RuntimeDep,
     owner = access.key.id
     wait_s = runtime.rate_limiter.try_acquire(owner)
     if wait_s:
-        return problem(429, "Too many requests", f"this key is over {settings.ingest_rate_per_key_per_s:g} "
-                       "requests a second; retry after the indicated delay",
-                       headers={"Retry-After": runtime.rate_limiter.retry_after(wait_s)})
+        return problem(
+            429,
+            "Too many requests",
+            f"this key is over {settings.ingest_rate_per_key_per_s:g} "
+            "requests a second; retry after the indicated delay",
+            headers={"Retry-After": runtime.rate_limiter.retry_after(wait_s)},
+        )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if media_type not in ACCEPTED_TYPES:
             raise UnsupportedMedia(
-                f"Content-Type {media_type or '(none)'!r} is not accepted; use {' or '.join(ACCEPTED_TYPES)}")
+                f"Content-Type {media_type or '(none)'!r} is not accepted; use {' or '.join(ACCEPTED_TYPES)}"
+            )
         key = idempotency_key_of(request)
         body = await read_body(request, settings.max_body_bytes)
         record = None
@@ -222,8 +280,12 @@ async def post_events(request: Request, runtime: RuntimeDep,
                 return replay
             slot = (owner, key)
             if slot in runtime.idempotency.in_flight:
-                return problem(409, "Request in flight", "a request with this Idempotency-Key is still being "
-                               "processed; retry after it finishes", headers={"Retry-After": "1"})
+                return problem(
+                    409,
+                    "Request in flight",
+                    "a request with this Idempotency-Key is still being processed; retry after it finishes",
+                    headers={"Retry-After": "1"},
+                )
             runtime.idempotency.in_flight.add(slot)
             record = IdempotencyRecord(owner, key, request_hash)
         limits = Limits(
@@ -239,18 +301,23 @@ async def post_events(request: Request, runtime: RuntimeDep,
             events = parse_events(body, media_type, limits)
             oversized = oversized_dims(runtime.packs.values(), events)
             if oversized:
-                raise InvalidEvents(f"{len({p['index'] for p in oversized})} of {len(events)} events are invalid; "
-                                    "nothing was stored", errors=oversized)
+                raise InvalidEvents(
+                    f"{len({p['index'] for p in oversized})} of {len(events)} events are invalid; nothing was stored",
+                    errors=oversized,
+                )
             check_binding(access, events)
             outcome = await runtime.writer.submit(events, record)
             if outcome.remembered is not None:  # a retry raced its first request, which committed
                 status, stored_body, stored_hash = outcome.remembered
                 if record is not None and stored_hash != record.request_hash:
-                    raise InvalidEvents("this Idempotency-Key was used before with a different request body",
-                                        errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
+                    raise InvalidEvents(
+                        "this Idempotency-Key was used before with a different request body",
+                        errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+                    )
                 media = "application/json" if status < 400 else "application/problem+json"
-                return Response(stored_body, status_code=status, media_type=media,
-                                headers={"Idempotent-Replayed": "true"})
+                return Response(
+                    stored_body, status_code=status, media_type=media, headers={"Idempotent-Replayed": "true"}
+                )
         finally:
             if record is not None:
                 runtime.idempotency.in_flight.discard((record.owner, record.key))

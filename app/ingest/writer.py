@@ -4,8 +4,8 @@ Requests are queued with ``submit``; one writer task takes everything queued
 (up to ``max_group_events``), writes it in one transaction and commits, then
 answers each request.  The transaction runs on the writer's own thread with a
 synchronous connection, so a group costs the event loop one hand-off, not one
-per statement, and the loop goes on parsing the next requests meanwhile.  A request is answered only after the commit returned,
-so 202 means durable.  While a transaction runs, new requests pile up and
+per statement, and the loop goes on parsing the next requests meanwhile.  A request is
+answered only after the commit returned, so 202 means durable.  While a transaction runs, new requests pile up and
 join the next one, which is what keeps many small posts fast.
 """
 
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from app.clock import Clock
 from app.ingest import EventConflict, Overloaded
@@ -72,10 +72,16 @@ class GroupCommitWriter:
     Lifecycle: ``start()`` then ``submit()`` many times, then ``stop()``.
     """
 
-    def __init__(self, engine: Engine, packs: Sequence[Pack], clock: Clock,
-                 on_commit: Callable[[GroupResult], Awaitable[None]] | None = None,
-                 max_group_events: int = 20_000, max_queued_events: int = 200_000,
-                 max_wait_s: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        packs: Sequence[Pack],
+        clock: Clock,
+        on_commit: Callable[[GroupResult], Awaitable[None]] | None = None,
+        max_group_events: int = 20_000,
+        max_queued_events: int = 200_000,
+        max_wait_s: float | None = None,
+    ) -> None:
         self._engine = engine
         self._packs = list(packs)
         self._clock = clock
@@ -128,8 +134,7 @@ class GroupCommitWriter:
         if self._task is None:
             raise RuntimeError("GroupCommitWriter is not running; call start() in the lifespan")
         if self._queued_events + len(events) > self._max_queued:
-            raise Overloaded("the ingest queue is full; retry after the indicated delay",
-                             headers={"Retry-After": "1"})
+            raise Overloaded("the ingest queue is full; retry after the indicated delay", headers={"Retry-After": "1"})
         pending = _Pending(events, idempotency)
         self._queued_events += len(events)
         await self._queue.put(pending)
@@ -137,8 +142,10 @@ class GroupCommitWriter:
             outcome: RequestOutcome = await asyncio.wait_for(asyncio.shield(pending.future), self._max_wait_s)
         except TimeoutError:
             pending.future.add_done_callback(_consume)  # answered already: nobody reads its late outcome
-            raise StoreUnavailable(f"the database gave no answer within {self._max_wait_s:g} s; the outcome is "
-                                   "unknown: retry with the same Idempotency-Key") from None
+            raise StoreUnavailable(
+                f"the database gave no answer within {self._max_wait_s:g} s; the outcome is "
+                "unknown: retry with the same Idempotency-Key"
+            ) from None
         if outcome.conflict is not None:
             index, source, event_id = outcome.conflict
             raise EventConflict(
@@ -165,10 +172,12 @@ class GroupCommitWriter:
         keys = [p.idempotency for p in group]
         received_us = to_us(self._clock.now())
         return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._commit_blocking, requests, keys, received_us)
+            self._thread, self._commit_blocking, requests, keys, received_us
+        )
 
-    def _commit_blocking(self, requests: list[Sequence[NewEvent]], keys: list[IdempotencyRecord | None],
-                         received_us: int) -> GroupResult:
+    def _commit_blocking(
+        self, requests: list[Sequence[NewEvent]], keys: list[IdempotencyRecord | None], received_us: int
+    ) -> GroupResult:
         """One group's transaction, on the writer thread."""
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
@@ -189,7 +198,11 @@ class GroupCommitWriter:
             except (DBAPIError, SQLAlchemyError, OSError, StoreUnavailable) as exc:
                 log.warning("group commit of %d requests failed: %s", len(group), exc)
                 self.stats.failed_groups += 1
-                error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"database unavailable: {exc.__class__.__name__}")
+                error = (
+                    exc
+                    if isinstance(exc, StoreUnavailable)
+                    else StoreUnavailable(f"database unavailable: {exc.__class__.__name__}")
+                )
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(error)
@@ -197,7 +210,7 @@ class GroupCommitWriter:
                 self.stats.groups += 1
                 self.stats.requests += len(group)
                 self.stats.events_inserted += result.inserted
-                for p, outcome in zip(group, result.outcomes):
+                for p, outcome in zip(group, result.outcomes, strict=True):
                     if not p.future.done():
                         p.future.set_result(outcome)
                 if self._on_commit is not None:

@@ -10,12 +10,13 @@ repeated hour two buckets and the skipped hour absent.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterator, Literal
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Literal
 from zoneinfo import ZoneInfo
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MINUTE_US = 60_000_000
 HOUR_US = 60 * MINUTE_US
 Grain = Literal["minute", "hour", "day", "month"]
@@ -34,7 +35,7 @@ def to_us(instant: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def from_us(us: int, zone: ZoneInfo | timezone = timezone.utc) -> datetime:
+def from_us(us: int, zone: ZoneInfo | timezone = UTC) -> datetime:
     """UTC epoch microseconds -> aware datetime in ``zone``."""
     return (EPOCH + timedelta(microseconds=us)).astimezone(zone)
 

@@ -8,8 +8,8 @@ the nearest-rank rule.  An undefined value (no calls: no service level) is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from app.metrics.pack import Formula, Kpi
 from app.metrics.partials import Partial
@@ -46,8 +46,9 @@ def _total(formula: Formula, partials: Mapping[str, Partial], components: dict) 
     return total
 
 
-def evaluate(kpi: Kpi, partials: Mapping[str, Partial], gauge: GaugeReading | None = None,
-             now_us: int | None = None) -> KpiValue:
+def evaluate(
+    kpi: Kpi, partials: Mapping[str, Partial], gauge: GaugeReading | None = None, now_us: int | None = None
+) -> KpiValue:
     """Compute ``kpi`` from ``partials`` (measure name -> merged Partial).
 
     Args:

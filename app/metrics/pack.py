@@ -131,8 +131,8 @@ class Formula:
 
     kind: str
     measures: tuple[str, ...] = ()
-    numerator: "Formula | None" = None
-    denominator: "Formula | None" = None
+    numerator: Formula | None = None
+    denominator: Formula | None = None
     p: float | None = None
     gauge: str | None = None
     aggregate: str | None = None
@@ -273,8 +273,10 @@ def _names(ctx: _Ctx, where: str, raw: Any) -> tuple[str, ...]:
 
 def _parse_formula(ctx: _Ctx, where: str, raw: Any, pack_measures: dict, pack_gauges: dict) -> Formula:
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise ctx.fail(where, "a formula is a mapping with exactly one key (count, sum, mean, min, max, ratio, percentile, gauge)")
-    (kind, arg), = raw.items()
+        raise ctx.fail(
+            where, "a formula is a mapping with exactly one key (count, sum, mean, min, max, ratio, percentile, gauge)"
+        )
+    ((kind, arg),) = raw.items()
     if kind in ("count", "sum", "mean", "min", "max"):
         names = _names(ctx, f"{where}.{kind}", arg)
         if kind in ("mean", "min", "max") and len(names) != 1:
@@ -287,7 +289,9 @@ def _parse_formula(ctx: _Ctx, where: str, raw: Any, pack_measures: dict, pack_ga
         den = _parse_formula(ctx, f"{where}.ratio.denominator", arg["denominator"], pack_measures, pack_gauges)
         for part, label in ((num, "numerator"), (den, "denominator")):
             if part.kind not in ("count", "sum"):
-                raise ctx.fail(f"{where}.ratio.{label}", "must be a count or sum (ratios of merged totals, never of averages)")
+                raise ctx.fail(
+                    f"{where}.ratio.{label}", "must be a count or sum (ratios of merged totals, never of averages)"
+                )
         formula = Formula("ratio", numerator=num, denominator=den)
     elif kind == "percentile":
         if not isinstance(arg, dict) or "measure" not in arg or "p" not in arg:
@@ -356,8 +360,11 @@ def parse_pack(raw: Any, origin: str = "<pack>") -> Pack:
         try:
             close = spec["close"]
             gauges[gname] = Gauge(
-                gname, str(spec["open"]), tuple([close] if isinstance(close, str) else close),
-                str(spec["pair_on"]), float(spec.get("max_open_s", 4 * 3600)),
+                gname,
+                str(spec["open"]),
+                tuple([close] if isinstance(close, str) else close),
+                str(spec["pair_on"]),
+                float(spec.get("max_open_s", 4 * 3600)),
             )
         except (KeyError, TypeError) as exc:
             raise ctx.fail(where, "needs 'open', 'close' and 'pair_on'") from exc
@@ -381,8 +388,9 @@ def parse_pack(raw: Any, origin: str = "<pack>") -> Pack:
             raise ctx.fail(f"{where}.target", "must be a number")
         per_grain = spec.get("targets") or {}
         if not isinstance(per_grain, dict) or any(
-                g not in ("day", "month") or isinstance(v, bool) or not isinstance(v, (int, float))
-                for g, v in per_grain.items()):
+            g not in ("day", "month") or isinstance(v, bool) or not isinstance(v, (int, float))
+            for g, v in per_grain.items()
+        ):
             raise ctx.fail(f"{where}.targets", "expected {day: number, month: number}")
         kpis[kname] = Kpi(
             name=kname,

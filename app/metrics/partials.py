@@ -42,7 +42,7 @@ class Partial:
         if self.sketch is not None:
             self.sketch.add(value)
 
-    def merge(self, other: "Partial") -> "Partial":
+    def merge(self, other: Partial) -> Partial:
         """Merge ``other`` into this partial in place and return self."""
         self.count += other.count
         self.sum += other.sum

@@ -9,7 +9,8 @@ open/close changes of a paired item.  Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from app.metrics.calendar import minute_floor_us
 from app.metrics.pack import Pack, dim_text
@@ -85,8 +86,13 @@ def oversized_dims(packs: Iterable[Pack], events: Iterable[Any]) -> list[dict[st
                 value = ev.dims.get(name)
                 if value is not None and len(dim_text(value)) > limit and (index, name) not in seen:
                     seen.add((index, name))
-                    problems.append({"index": index, "field": f"dims.{name}", "message": (
-                        f"dims.{name} is rolled up per value: longer than {limit} characters")})
+                    problems.append(
+                        {
+                            "index": index,
+                            "field": f"dims.{name}",
+                            "message": (f"dims.{name} is rolled up per value: longer than {limit} characters"),
+                        }
+                    )
     return problems
 
 
@@ -105,8 +111,12 @@ def filter_dim_key(filters: Iterable[tuple[str, str]]) -> str | None:
     return None
 
 
-def rollup(pack: Pack, events: Iterable[EventRow], partials: dict[PartialKey, Partial] | None = None,
-           changes: list[GaugeChange] | None = None) -> tuple[dict[PartialKey, Partial], list[GaugeChange]]:
+def rollup(
+    pack: Pack,
+    events: Iterable[EventRow],
+    partials: dict[PartialKey, Partial] | None = None,
+    changes: list[GaugeChange] | None = None,
+) -> tuple[dict[PartialKey, Partial], list[GaugeChange]]:
     """Partials and gauge changes for ``events`` under ``pack``.
 
     Args:
@@ -163,7 +173,6 @@ def merge_into(target: dict[PartialKey, Partial], source: dict[PartialKey, Parti
     for key, part in source.items():
         existing = target.get(key)
         if existing is None:
-            target[key] = Partial(part.count, part.sum, part.min, part.max,
-                                  part.sketch.copy() if part.sketch else None)
+            target[key] = Partial(part.count, part.sum, part.min, part.max, part.sketch.copy() if part.sketch else None)
         else:
             existing.merge(part)

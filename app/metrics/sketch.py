@@ -69,7 +69,7 @@ class Sketch:
             index = self._index(-value)
             self.negative[index] = self.negative.get(index, 0) + count
 
-    def merge(self, other: "Sketch") -> None:
+    def merge(self, other: Sketch) -> None:
         """Add every value of ``other`` into this sketch (in place).
 
         Raises:
@@ -115,7 +115,7 @@ class Sketch:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes | str) -> "Sketch":
+    def from_bytes(cls, data: bytes | str) -> Sketch:
         """Inverse of ``to_bytes``."""
         raw = msgspec.json.decode(data)
         sketch = cls(raw["a"])
@@ -158,7 +158,7 @@ class Sketch:
             and {i: c for i, c in self.negative.items() if c} == {i: c for i, c in other.negative.items() if c}
         )
 
-    def copy(self) -> "Sketch":
+    def copy(self) -> Sketch:
         """An independent copy."""
         clone = Sketch(self.alpha)
         clone.merge(self)

@@ -12,18 +12,19 @@ them a whole day ahead, so a time counts as next-day only when it is more than
 ``WRAP_MIN_GAP`` (12 h) earlier than ``vru_entry``.  57 ``AGENT`` rows have no
 recorded service times (``ser_start`` = ``ser_exit`` = ``0:00:00``); their
 answer time is when they left the queue (``q_exit``), or the VRU (``vru_exit``)
-if they never queued, and their end time is the same instant (``ser_time`` 0).  ``PHANTOM`` rows are skipped; ``HANG`` rows that
-never queued hung up in the voice menu and are not offered.
+if they never queued, and their end time is the same instant (``ser_time`` 0).
+``PHANTOM`` rows are skipped; ``HANG`` rows that never queued hung up in the voice menu and are not offered.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 ZONE = ZoneInfo("Asia/Jerusalem")
@@ -116,8 +117,13 @@ def row_events(row: CallRow) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def add(kind: str, column: str, text: str, value: float | None, dims: dict[str, Any]) -> None:
-        ev: dict[str, Any] = {"id": f"{row.key}:{kind}", "source": SOURCE, "type": kind,
-                              "ts": local_instant(row, text, column), "dims": dims}
+        ev: dict[str, Any] = {
+            "id": f"{row.key}:{kind}",
+            "source": SOURCE,
+            "type": kind,
+            "ts": local_instant(row, text, column),
+            "dims": dims,
+        }
         if value is not None:
             ev["value"] = value
         out.append(ev)
@@ -148,5 +154,3 @@ def load_events(path: Path) -> list[dict[str, Any]]:
 def to_wire(ev: dict[str, Any]) -> dict[str, Any]:
     """JSON-ready copy of an event (``ts`` as RFC 3339 with offset)."""
     return {**ev, "ts": ev["ts"].isoformat()}
-
-

@@ -24,10 +24,11 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import httpx
 from tenacity import (
@@ -144,7 +145,9 @@ def problem_text(response: httpx.Response) -> str:
     if errors:
         shown = "; ".join(
             " ".join(f"{k}={e[k]}" for k in ("index", "line", "field") if k in e) + f": {e.get('message', '')}"
-            for e in errors[:5] if isinstance(e, dict))
+            for e in errors[:5]
+            if isinstance(e, dict)
+        )
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         head += f" [errors: {shown}{more}]"
     return head
@@ -166,9 +169,15 @@ class _Wait:
 class _Poster:
     """Posts one batch with retries; counts into the summary."""
 
-    def __init__(self, client: httpx.AsyncClient, summary: ReplaySummary, max_attempts: int,
-                 backoff_initial_s: float, backoff_max_s: float,
-                 on_post: Callable[[PostResult], None] | None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        summary: ReplaySummary,
+        max_attempts: int,
+        backoff_initial_s: float,
+        backoff_max_s: float,
+        on_post: Callable[[PostResult], None] | None,
+    ) -> None:
         self._client = client
         self._summary = summary
         self._max_attempts = max_attempts
@@ -177,8 +186,7 @@ class _Poster:
 
     async def _once(self, body: bytes) -> httpx.Response:
         try:
-            response = await self._client.post(EVENTS_PATH, content=body,
-                                               headers={"Content-Type": "application/json"})
+            response = await self._client.post(EVENTS_PATH, content=body, headers={"Content-Type": "application/json"})
         except httpx.TransportError as exc:
             raise _Retryable(f"{exc.__class__.__name__}: {exc or 'no detail'}") from exc
         if response.status_code in RETRY_STATUSES:
@@ -208,8 +216,10 @@ class _Poster:
                     response = await self._once(body)
         except RetryError as exc:
             last = exc.last_attempt.exception()
-            raise ReplayError(f"gave up on the {where} after {self._max_attempts} attempts "
-                              f"to {self._client.base_url}{EVENTS_PATH}: {last}") from None
+            raise ReplayError(
+                f"gave up on the {where} after {self._max_attempts} attempts "
+                f"to {self._client.base_url}{EVENTS_PATH}: {last}"
+            ) from None
         if response.status_code != 202:
             raise ReplayError(f"the server refused the {where}: {problem_text(response)}")
         try:
@@ -283,8 +293,15 @@ async def replay_events(
         n_backfill = next((i for i, t in enumerate(times) if t >= start), len(events))
     summary.backfilled, summary.paced = n_backfill, len(events) - n_backfill
 
-    bar = tqdm(total=len(events), unit="ev", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-               desc="replay", smoothing=0.1)
+    bar = tqdm(
+        total=len(events),
+        unit="ev",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        desc="replay",
+        smoothing=0.1,
+    )
 
     def observed(result: PostResult) -> None:
         bar.update(result.events)
@@ -295,8 +312,9 @@ async def replay_events(
     began = time.monotonic()
     limits = httpx.Limits(max_connections=max(2, max_in_flight), max_keepalive_connections=max(2, max_in_flight))
     try:
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout_s, limits=limits,
-                                     transport=transport) as client:
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=timeout_s, limits=limits, transport=transport
+        ) as client:
             poster = _Poster(client, summary, max_attempts, backoff_initial_s, backoff_max_s, observed)
             await _backfill(poster, events, n_backfill, batch_size, max(1, max_in_flight))
             if n_backfill < len(events):
@@ -308,8 +326,9 @@ async def replay_events(
     return summary
 
 
-async def _backfill(poster: _Poster, events: Sequence[dict[str, Any]], stop: int, batch_size: int,
-                    max_in_flight: int) -> None:
+async def _backfill(
+    poster: _Poster, events: Sequence[dict[str, Any]], stop: int, batch_size: int, max_in_flight: int
+) -> None:
     """Post ``events[:stop]`` in batches, ``max_in_flight`` at a time; the first failure stops all."""
     if stop == 0:
         return
@@ -320,7 +339,7 @@ async def _backfill(poster: _Poster, events: Sequence[dict[str, Any]], stop: int
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()
-            pending.add(asyncio.create_task(poster.post(events[i:min(i + batch_size, stop)], i)))
+            pending.add(asyncio.create_task(poster.post(events[i : min(i + batch_size, stop)], i)))
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -332,8 +351,16 @@ async def _backfill(poster: _Poster, events: Sequence[dict[str, Any]], stop: int
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _paced(poster: _Poster, events: Sequence[dict[str, Any]], times: Sequence[datetime], begin: int,
-                 origin: datetime, speed: float, batch_size: int, tick_s: float) -> None:
+async def _paced(
+    poster: _Poster,
+    events: Sequence[dict[str, Any]],
+    times: Sequence[datetime],
+    begin: int,
+    origin: datetime,
+    speed: float,
+    batch_size: int,
+    tick_s: float,
+) -> None:
     """Post ``events[begin:]`` in real time: event time ``origin + t`` goes out at ``t / speed`` s."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -351,5 +378,5 @@ async def _paced(poster: _Poster, events: Sequence[dict[str, Any]], times: Seque
         while j < n and due[j] <= now:
             j += 1
         for k in range(i, j, batch_size):
-            await poster.post(events[k:min(k + batch_size, j)], k)
+            await poster.post(events[k : min(k + batch_size, j)], k)
         i = j

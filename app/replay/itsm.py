@@ -67,19 +67,30 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-ZONE: tzinfo = timezone.utc
+ZONE: tzinfo = UTC
 SOURCE = "itsm-incident-log"
 MISSING = "?"
 CLOSED = "Closed"
 UNASSIGNED = "unassigned"
 OPENED, RESOLVED, CLOSED_EVENT = "incident.opened", "incident.resolved", "incident.closed"
-COLUMNS = ("number", "incident_state", "opened_at", "resolved_at", "closed_at", "priority", "category",
-           "assignment_group", "contact_type", "made_sla")
+COLUMNS = (
+    "number",
+    "incident_state",
+    "opened_at",
+    "resolved_at",
+    "closed_at",
+    "priority",
+    "category",
+    "assignment_group",
+    "contact_type",
+    "made_sla",
+)
 
 
 class RowError(ValueError):
@@ -165,11 +176,17 @@ def read_rows(path: Path) -> Iterator[IncidentRow]:
                 if not number:
                     raise ValueError("empty incident number")
                 yield IncidentRow(
-                    line=line, number=number, state=rec["incident_state"].strip(),
-                    opened_at=rec["opened_at"].strip(), resolved_at=rec["resolved_at"].strip(),
-                    closed_at=rec["closed_at"].strip(), priority=rec["priority"].strip(),
-                    category=rec["category"].strip(), assignment_group=rec["assignment_group"].strip(),
-                    contact_type=rec["contact_type"].strip(), made_sla=rec["made_sla"].strip(),
+                    line=line,
+                    number=number,
+                    state=rec["incident_state"].strip(),
+                    opened_at=rec["opened_at"].strip(),
+                    resolved_at=rec["resolved_at"].strip(),
+                    closed_at=rec["closed_at"].strip(),
+                    priority=rec["priority"].strip(),
+                    category=rec["category"].strip(),
+                    assignment_group=rec["assignment_group"].strip(),
+                    contact_type=rec["contact_type"].strip(),
+                    made_sla=rec["made_sla"].strip(),
                 )
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 raise RowError(f"line {line}: cannot read row: {exc}") from exc

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.metrics.calendar import Period, from_us
 from app.metrics.evaluate import evaluate, rag_status
 from app.metrics.pack import Dashboard, Pack
-from app.query import pack_partials
+from app.query.kpis import pack_partials
 from app.snapshots import PeriodNotClosed
 from app.snapshots.reconcile import reconcile_cut
 from app.store import reads
@@ -68,11 +68,16 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
             value = evaluate(kpi, partials)
         target = kpi.target_for(grain)
         out[kpi.name] = {
-            "title": kpi.title, "unit": kpi.unit, "direction": kpi.direction,
-            "value": value.value, "components": value.components, "target": target,
+            "title": kpi.title,
+            "unit": kpi.unit,
+            "direction": kpi.direction,
+            "value": value.value,
+            "components": value.components,
+            "target": target,
             "status": rag_status(kpi, value.value, target),
             "owner": {"role": kpi.owner.role, "person": kpi.owner.person} if kpi.owner else None,
-            "weight": kpi.weight, "definition_hash": kpi.definition_hash(),
+            "weight": kpi.weight,
+            "definition_hash": kpi.definition_hash(),
         }
     return out
 
@@ -81,14 +86,23 @@ def snapshot_json(row: Any) -> dict[str, Any]:
     """The API form of a stored snapshot row (CONTRACT §7, plus provenance fields)."""
     zone = _zone(row.tz)
     return {
-        "id": row.id, "dashboard": row.dashboard, "grain": row.grain,
-        "period": {"label": row.period, "start": from_us(row.period_start_us, zone).isoformat(),
-                   "end": from_us(row.period_end_us, zone).isoformat()},
-        "tz": row.tz, "version": row.version, "status": row.status,
+        "id": row.id,
+        "dashboard": row.dashboard,
+        "grain": row.grain,
+        "period": {
+            "label": row.period,
+            "start": from_us(row.period_start_us, zone).isoformat(),
+            "end": from_us(row.period_end_us, zone).isoformat(),
+        },
+        "tz": row.tz,
+        "version": row.version,
+        "status": row.status,
         "cut_at": from_us(row.cut_at_us, zone).isoformat(),
         "scheduled_for": from_us(row.scheduled_for_us, zone).isoformat() if row.scheduled_for_us else None,
-        "event_watermark": row.event_seq_max, "late_events": row.late_events,
-        "cause": row.cause, "changes": _json.decode(row.changes) if row.changes else None,
+        "event_watermark": row.event_seq_max,
+        "late_events": row.late_events,
+        "cause": row.cause,
+        "changes": _json.decode(row.changes) if row.changes else None,
         "reconciliation": _json.decode(row.reconciliation) if row.reconciliation else None,
         "kpis": _json.decode(row.kpis),
     }
@@ -103,8 +117,9 @@ def _zone(name: str):
 async def versions(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> list[Any]:
     """Every stored version of a period, oldest first."""
     t = snapshot.c
-    rows = await conn.execute(select(snapshot).where(t.dashboard == dashboard, t.grain == grain, t.period == label)
-                              .order_by(t.version))
+    rows = await conn.execute(
+        select(snapshot).where(t.dashboard == dashboard, t.grain == grain, t.period == label).order_by(t.version)
+    )
     return list(rows)
 
 
@@ -116,7 +131,9 @@ async def latest(conn: AsyncConnection, dashboard: str, grain: str, label: str) 
 
 async def _lock_period(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> None:
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"snapshot:{dashboard}:{grain}:{label}"})
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"snapshot:{dashboard}:{grain}:{label}"}
+        )
 
 
 async def _watermark(conn: AsyncConnection) -> int:
@@ -125,9 +142,18 @@ async def _watermark(conn: AsyncConnection) -> int:
 
 async def _late_events(conn: AsyncConnection, pack: Pack, period: Period, after_seq: int) -> int:
     t = event.c
-    return int((await conn.execute(select(func.count()).where(
-        t.type.in_(sorted(pack.event_types)), t.ts_us >= period.start_us, t.ts_us < period.end_us, t.seq > after_seq,
-    ))).scalar_one())
+    return int(
+        (
+            await conn.execute(
+                select(func.count()).where(
+                    t.type.in_(sorted(pack.event_types)),
+                    t.ts_us >= period.start_us,
+                    t.ts_us < period.end_us,
+                    t.seq > after_seq,
+                )
+            )
+        ).scalar_one()
+    )
 
 
 def diff_kpis(old: dict[str, dict], new: dict[str, dict]) -> dict[str, dict[str, Any]]:
@@ -138,21 +164,30 @@ def diff_kpis(old: dict[str, dict], new: dict[str, dict]) -> dict[str, dict[str,
         if prev is None:
             changes[name] = {"from": None, "to": cur["value"], "difference": None, "definition_changed": True}
             continue
-        if prev["value"] == cur["value"] and prev["components"] == cur["components"] \
-                and prev["definition_hash"] == cur["definition_hash"]:
+        if (
+            prev["value"] == cur["value"]
+            and prev["components"] == cur["components"]
+            and prev["definition_hash"] == cur["definition_hash"]
+        ):
             continue
         diff = cur["value"] - prev["value"] if prev["value"] is not None and cur["value"] is not None else None
         changes[name] = {
-            "from": prev["value"], "to": cur["value"], "difference": diff,
-            "components": {k: {"from": prev["components"].get(k), "to": v}
-                           for k, v in cur["components"].items() if prev["components"].get(k) != v},
+            "from": prev["value"],
+            "to": cur["value"],
+            "difference": diff,
+            "components": {
+                k: {"from": prev["components"].get(k), "to": v}
+                for k, v in cur["components"].items()
+                if prev["components"].get(k) != v
+            },
             "definition_changed": prev["definition_hash"] != cur["definition_hash"],
         }
     return changes
 
 
-async def cut(engine: AsyncEngine, target: Target, grain: str, period: Period, now_us: int,
-              scheduled_for_us: int | None = None) -> tuple[Any, bool]:
+async def cut(
+    engine: AsyncEngine, target: Target, grain: str, period: Period, now_us: int, scheduled_for_us: int | None = None
+) -> tuple[Any, bool]:
     """Cut ``period`` for ``target`` unless a snapshot exists; idempotent.
 
     Returns:
@@ -173,11 +208,22 @@ async def cut(engine: AsyncEngine, target: Target, grain: str, period: Period, n
             kpis = await compute_kpis(conn, target.pack, grain, period)
             recon = await reconcile_cut(conn, target.pack, target.slug, grain, period, kpis)
             row = {
-                "id": secrets.token_hex(16), "dashboard": target.slug, "grain": grain, "period": period.label,
-                "version": 1, "period_start_us": period.start_us, "period_end_us": period.end_us,
-                "tz": str(period.zone), "scheduled_for_us": scheduled_for_us, "cut_at_us": now_us,
-                "status": "final", "event_seq_max": watermark, "late_events": 0,
-                "kpis": _json.encode(kpis).decode(), "cause": None, "changes": None,
+                "id": secrets.token_hex(16),
+                "dashboard": target.slug,
+                "grain": grain,
+                "period": period.label,
+                "version": 1,
+                "period_start_us": period.start_us,
+                "period_end_us": period.end_us,
+                "tz": str(period.zone),
+                "scheduled_for_us": scheduled_for_us,
+                "cut_at_us": now_us,
+                "status": "final",
+                "event_seq_max": watermark,
+                "late_events": 0,
+                "kpis": _json.encode(kpis).decode(),
+                "cause": None,
+                "changes": None,
                 "reconciliation": _json.encode(recon).decode(),
             }
             await conn.execute(snapshot.insert(), row)
@@ -190,8 +236,9 @@ async def cut(engine: AsyncEngine, target: Target, grain: str, period: Period, n
     return stored, True
 
 
-async def restate(engine: AsyncEngine, target: Target, grain: str, period: Period, now_us: int,
-                  reason: str | None = None) -> Any | None:
+async def restate(
+    engine: AsyncEngine, target: Target, grain: str, period: Period, now_us: int, reason: str | None = None
+) -> Any | None:
     """Re-cut a cut period; store a new ``restated`` version if anything changed.
 
     Returns:
@@ -220,12 +267,23 @@ async def restate(engine: AsyncEngine, target: Target, grain: str, period: Perio
             causes.append(reason)
         recon = await reconcile_cut(conn, target.pack, target.slug, grain, period, kpis)
         row = {
-            "id": secrets.token_hex(16), "dashboard": target.slug, "grain": grain, "period": period.label,
-            "version": prev.version + 1, "period_start_us": period.start_us, "period_end_us": period.end_us,
-            "tz": str(period.zone), "scheduled_for_us": rows[0].scheduled_for_us, "cut_at_us": now_us,
-            "status": "restated", "event_seq_max": watermark, "late_events": late_total,
-            "kpis": _json.encode(kpis).decode(), "cause": "; ".join(causes) or "recomputed",
-            "changes": _json.encode(changes).decode(), "reconciliation": _json.encode(recon).decode(),
+            "id": secrets.token_hex(16),
+            "dashboard": target.slug,
+            "grain": grain,
+            "period": period.label,
+            "version": prev.version + 1,
+            "period_start_us": period.start_us,
+            "period_end_us": period.end_us,
+            "tz": str(period.zone),
+            "scheduled_for_us": rows[0].scheduled_for_us,
+            "cut_at_us": now_us,
+            "status": "restated",
+            "event_seq_max": watermark,
+            "late_events": late_total,
+            "kpis": _json.encode(kpis).decode(),
+            "cause": "; ".join(causes) or "recomputed",
+            "changes": _json.encode(changes).decode(),
+            "reconciliation": _json.encode(recon).decode(),
         }
         await conn.execute(snapshot.insert(), row)
     log.info("restated %s %s %s as version %d: %s", target.slug, grain, period.label, row["version"], row["cause"])
@@ -237,11 +295,23 @@ async def stale_periods(conn: AsyncConnection, target: Target) -> list[tuple[str
     """``(grain, label)`` of cut periods whose latest version misses events stored since
     (late events), or whose KPI definitions changed."""
     t = snapshot.c
-    latest_version = (select(t.dashboard, t.grain, t.period, func.max(t.version).label("v"))
-                      .where(t.dashboard == target.slug).group_by(t.dashboard, t.grain, t.period).subquery())
-    rows = await conn.execute(select(snapshot).join(latest_version, and_(
-        t.dashboard == latest_version.c.dashboard, t.grain == latest_version.c.grain,
-        t.period == latest_version.c.period, t.version == latest_version.c.v)))
+    latest_version = (
+        select(t.dashboard, t.grain, t.period, func.max(t.version).label("v"))
+        .where(t.dashboard == target.slug)
+        .group_by(t.dashboard, t.grain, t.period)
+        .subquery()
+    )
+    rows = await conn.execute(
+        select(snapshot).join(
+            latest_version,
+            and_(
+                t.dashboard == latest_version.c.dashboard,
+                t.grain == latest_version.c.grain,
+                t.period == latest_version.c.period,
+                t.version == latest_version.c.v,
+            ),
+        )
+    )
     hashes = {k.name: k.definition_hash() for k in target.pack.kpis.values()}
     watermark = await _watermark(conn)
     out = []
@@ -252,9 +322,18 @@ async def stale_periods(conn: AsyncConnection, target: Target) -> list[tuple[str
             continue
         if row.event_seq_max < watermark:
             e = event.c
-            newer = (await conn.execute(select(e.seq).where(
-                e.seq > row.event_seq_max, e.ts_us >= row.period_start_us, e.ts_us < row.period_end_us,
-                e.type.in_(sorted(target.pack.event_types))).limit(1))).first()
+            newer = (
+                await conn.execute(
+                    select(e.seq)
+                    .where(
+                        e.seq > row.event_seq_max,
+                        e.ts_us >= row.period_start_us,
+                        e.ts_us < row.period_end_us,
+                        e.type.in_(sorted(target.pack.event_types)),
+                    )
+                    .limit(1)
+                )
+            ).first()
             if newer is not None:
                 out.append((row.grain, row.period))
     return out
@@ -267,8 +346,11 @@ async def notices(conn: AsyncConnection, dashboard: str, since_end_us: int) -> l
     ``{kind: "restated" | "check_failed", grain, period, version, text}``.
     """
     t = snapshot.c
-    rows = await conn.execute(select(snapshot).where(t.dashboard == dashboard, t.period_end_us >= since_end_us)
-                              .order_by(t.grain, t.period, t.version))
+    rows = await conn.execute(
+        select(snapshot)
+        .where(t.dashboard == dashboard, t.period_end_us >= since_end_us)
+        .order_by(t.grain, t.period, t.version)
+    )
     newest: dict[tuple[str, str], Any] = {}
     for row in rows:
         newest[(row.grain, row.period)] = row
@@ -280,7 +362,12 @@ async def notices(conn: AsyncConnection, dashboard: str, since_end_us: int) -> l
         recon = _json.decode(row.reconciliation) if row.reconciliation else None
         if recon and recon.get("ok") is False:
             first = recon["mismatches"][0] if recon["mismatches"] else {}
-            out.append({**base, "kind": "check_failed",
-                        "text": f"{grain} {period}: {len(recon['mismatches'])} check mismatch(es), e.g. "
-                                f"{first.get('kpi')}: {first.get('cause')}"})
+            out.append(
+                {
+                    **base,
+                    "kind": "check_failed",
+                    "text": f"{grain} {period}: {len(recon['mismatches'])} check mismatch(es), e.g. "
+                    f"{first.get('kpi')}: {first.get('cause')}",
+                }
+            )
     return out

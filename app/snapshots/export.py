@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -38,27 +39,84 @@ def to_csv(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 def snapshot_csv(snap: dict[str, Any]) -> str:
     """One row per KPI of a snapshot (the API form)."""
-    header = ["dashboard", "grain", "period", "version", "status", "kpi", "value", "unit", "target", "rag_status",
-              "owner_role", "owner_person", "components"]
+    header = [
+        "dashboard",
+        "grain",
+        "period",
+        "version",
+        "status",
+        "kpi",
+        "value",
+        "unit",
+        "target",
+        "rag_status",
+        "owner_role",
+        "owner_person",
+        "components",
+    ]
     rows = []
     for name, k in snap["kpis"].items():
         owner = k.get("owner") or {}
         comps = "; ".join(f"{c}={v}" for c, v in k["components"].items())
-        rows.append([snap["dashboard"], snap["grain"], snap["period"]["label"], snap["version"], snap["status"], name,
-                     k["value"], k.get("unit"), k["target"], k["status"], owner.get("role"), owner.get("person"), comps])
+        rows.append(
+            [
+                snap["dashboard"],
+                snap["grain"],
+                snap["period"]["label"],
+                snap["version"],
+                snap["status"],
+                name,
+                k["value"],
+                k.get("unit"),
+                k["target"],
+                k["status"],
+                owner.get("role"),
+                owner.get("person"),
+                comps,
+            ]
+        )
     return to_csv(header, rows)
 
 
 def scorecard_csv(card: dict[str, Any]) -> str:
     """One row per KPI of a scorecard, in agenda order, with its notes."""
-    header = ["agenda_rank", "kpi", "title", "value", "unit", "target", "rag_status", "variance_to_target",
-              "variance_to_previous", "red_streak_months", "owner_role", "owner_person", "trend_12_months", "commentary"]
+    header = [
+        "agenda_rank",
+        "kpi",
+        "title",
+        "value",
+        "unit",
+        "target",
+        "rag_status",
+        "variance_to_target",
+        "variance_to_previous",
+        "red_streak_months",
+        "owner_role",
+        "owner_person",
+        "trend_12_months",
+        "commentary",
+    ]
     rows = []
     for r in card["kpis"]:
         owner = r.get("owner") or {}
         trend = " ".join("" if p["value"] is None else f"{p['value']:.6g}" for p in r["trend"])
         notes = " | ".join(f"{n['author']}: {n['text']}" for n in r["commentary"])
-        rows.append([r["agenda_rank"], r["kpi"], r["title"], r["value"], r["unit"], r["target"], r["status"],
-                     r["variance_to_target"], r["variance_to_previous"], r["red_streak_months"], owner.get("role"),
-                     owner.get("person"), trend, notes])
+        rows.append(
+            [
+                r["agenda_rank"],
+                r["kpi"],
+                r["title"],
+                r["value"],
+                r["unit"],
+                r["target"],
+                r["status"],
+                r["variance_to_target"],
+                r["variance_to_previous"],
+                r["red_streak_months"],
+                owner.get("role"),
+                owner.get("person"),
+                trend,
+                notes,
+            ]
+        )
     return to_csv(header, rows)

@@ -11,11 +11,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
+from app.api.problems import problem
 from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
 from app.auth.deps import public, scoped
 from app.metrics.calendar import to_us
-from app.problems import problem
 from app.snapshots import NotCut, PeriodNotClosed, ScorecardLocked
 from app.snapshots import cut as cuts
 from app.snapshots import scorecard as cards
@@ -54,32 +54,52 @@ async def _snapshot(runtime, dashboard: str, grain: str, period: str, version: i
     if version is not None:
         rows = [r for r in rows if r.version == version]
     if not rows:
-        raise HTTPException(404, f"{dashboard}: {grain} {period} has not been cut" + (f" (version {version})" if version else ""))
+        raise HTTPException(
+            404, f"{dashboard}: {grain} {period} has not been cut" + (f" (version {version})" if version else "")
+        )
     return rows[-1]
 
 
-@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}", summary="The latest (or ?version=n) snapshot of a period",
-            **scoped("read", "admin"))
-async def get_snapshot(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep,
-                       version: int | None = None) -> JSONResponse:
+@router.get(
+    "/api/v1/snapshots/{dashboard}/{grain}/{period}",
+    summary="The latest (or ?version=n) snapshot of a period",
+    **scoped("read", "admin"),
+)
+async def get_snapshot(
+    dashboard: str, grain: Grain, period: str, runtime: RuntimeDep, version: int | None = None
+) -> JSONResponse:
     return JSONResponse(cuts.snapshot_json(await _snapshot(runtime, dashboard, grain, period, version)))
 
 
-@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}/versions", summary="Every version, with what changed and why",
-            **scoped("read", "admin"))
+@router.get(
+    "/api/v1/snapshots/{dashboard}/{grain}/{period}/versions",
+    summary="Every version, with what changed and why",
+    **scoped("read", "admin"),
+)
 async def snapshot_versions(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep) -> JSONResponse:
     await _snapshot(runtime, dashboard, grain, period, None)
     async with runtime.engine.connect() as conn:
         rows = await cuts.versions(conn, dashboard, grain, period)
-    return JSONResponse({"dashboard": dashboard, "grain": grain, "period": period, "versions": [
-        {k: v for k, v in cuts.snapshot_json(r).items() if k != "kpis"} for r in rows]})
+    return JSONResponse(
+        {
+            "dashboard": dashboard,
+            "grain": grain,
+            "period": period,
+            "versions": [{k: v for k, v in cuts.snapshot_json(r).items() if k != "kpis"} for r in rows],
+        }
+    )
 
 
-@router.get("/api/v1/snapshots/{dashboard}/{grain}/{period}/export.csv", summary="A snapshot as CSV", **scoped("read", "admin"))
+@router.get(
+    "/api/v1/snapshots/{dashboard}/{grain}/{period}/export.csv", summary="A snapshot as CSV", **scoped("read", "admin")
+)
 async def snapshot_export(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep) -> Response:
     snap = cuts.snapshot_json(await _snapshot(runtime, dashboard, grain, period, None))
-    return Response(snapshot_csv(snap), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="{dashboard}-{grain}-{period}-v{snap["version"]}.csv"'})
+    return Response(
+        snapshot_csv(snap),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{dashboard}-{grain}-{period}-v{snap["version"]}.csv"'},
+    )
 
 
 class CutRequest(BaseModel):
@@ -89,8 +109,9 @@ class CutRequest(BaseModel):
     period: str = Field(pattern=r"^\d{4}-\d{2}(-\d{2})?$")
 
 
-@router.post("/api/v1/snapshots/{dashboard}/cut", summary="Cut (or re-cut) a period now", status_code=201,
-             **scoped("admin"))
+@router.post(
+    "/api/v1/snapshots/{dashboard}/cut", summary="Cut (or re-cut) a period now", status_code=201, **scoped("admin")
+)
 async def cut_now(dashboard: str, body: CutRequest, runtime: RuntimeDep) -> JSONResponse:
     _check_period(body.grain, body.period)
     try:
@@ -102,8 +123,11 @@ async def cut_now(dashboard: str, body: CutRequest, runtime: RuntimeDep) -> JSON
     return JSONResponse({**cuts.snapshot_json(row), "created": created}, status_code=201 if created else 200)
 
 
-@router.get("/api/v1/reconciliation/{dashboard}/{grain}/{period}", summary="Check a period's numbers against each other",
-            **scoped("read", "admin"))
+@router.get(
+    "/api/v1/reconciliation/{dashboard}/{grain}/{period}",
+    summary="Check a period's numbers against each other",
+    **scoped("read", "admin"),
+)
 async def reconciliation(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep) -> JSONResponse:
     _check_period(grain, period)
     try:
@@ -122,17 +146,25 @@ async def _card(runtime, dashboard: str, month: str) -> dict:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.get("/api/v1/scorecards/{dashboard}/{month}", summary="The monthly scorecard and its review agenda",
-            **scoped("read", "admin"))
+@router.get(
+    "/api/v1/scorecards/{dashboard}/{month}",
+    summary="The monthly scorecard and its review agenda",
+    **scoped("read", "admin"),
+)
 async def get_scorecard(dashboard: str, month: str, runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(await _card(runtime, dashboard, month))
 
 
-@router.get("/api/v1/scorecards/{dashboard}/{month}/export.csv", summary="The scorecard as CSV", **scoped("read", "admin"))
+@router.get(
+    "/api/v1/scorecards/{dashboard}/{month}/export.csv", summary="The scorecard as CSV", **scoped("read", "admin")
+)
 async def scorecard_export(dashboard: str, month: str, runtime: RuntimeDep) -> Response:
     card = await _card(runtime, dashboard, month)
-    return Response(scorecard_csv(card), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{dashboard}-scorecard-{month}.csv"'})
+    return Response(
+        scorecard_csv(card),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{dashboard}-scorecard-{month}.csv"'},
+    )
 
 
 class NoteIn(BaseModel):
@@ -149,13 +181,18 @@ class PublishIn(BaseModel):
     by: StoredText = Field(default="anonymous", min_length=1, max_length=128)
 
 
-@router.post("/api/v1/scorecards/{dashboard}/{month}/commentary", status_code=201, summary="Add a note to one KPI",
-             **scoped("admin"))
+@router.post(
+    "/api/v1/scorecards/{dashboard}/{month}/commentary",
+    status_code=201,
+    summary="Add a note to one KPI",
+    **scoped("admin"),
+)
 async def add_commentary(dashboard: str, month: str, note: NoteIn, runtime: RuntimeDep) -> JSONResponse:
     await _card(runtime, dashboard, month)
     try:
-        added = await cards.add_note(runtime.engine, dashboard, month, note.kpi, note.text, note.author,
-                                     to_us(runtime.clock.now()))
+        added = await cards.add_note(
+            runtime.engine, dashboard, month, note.kpi, note.text, note.author, to_us(runtime.clock.now())
+        )
     except NotCut as exc:
         return problem(404, "Not found", str(exc))
     except ScorecardLocked as exc:
@@ -165,17 +202,25 @@ async def add_commentary(dashboard: str, month: str, note: NoteIn, runtime: Runt
     return JSONResponse(added, status_code=201)
 
 
-@router.post("/api/v1/scorecards/{dashboard}/{month}/publish", summary="Publish (lock) the scorecard", **scoped("admin"))
-async def publish_scorecard(dashboard: str, month: str, runtime: RuntimeDep,
-                            body: Annotated[PublishIn | None, Body()] = None) -> JSONResponse:
+@router.post(
+    "/api/v1/scorecards/{dashboard}/{month}/publish", summary="Publish (lock) the scorecard", **scoped("admin")
+)
+async def publish_scorecard(
+    dashboard: str, month: str, runtime: RuntimeDep, body: Annotated[PublishIn | None, Body()] = None
+) -> JSONResponse:
     await _card(runtime, dashboard, month)
     try:
-        card = await cards.publish(runtime.engine, dashboard, month, (body or PublishIn()).by, to_us(runtime.clock.now()))
+        card = await cards.publish(
+            runtime.engine, dashboard, month, (body or PublishIn()).by, to_us(runtime.clock.now())
+        )
     except ScorecardLocked as exc:
         if exc.missing:
-            return problem(422, "Notes required", str(exc),
-                           [{"field": "commentary", "kpi": k, "message": f"{k} is red and has no note"}
-                            for k in exc.missing])
+            return problem(
+                422,
+                "Notes required",
+                str(exc),
+                [{"field": "commentary", "kpi": k, "message": f"{k} is red and has no note"} for k in exc.missing],
+            )
         return problem(409, "Scorecard published", str(exc))
     return JSONResponse(card)
 

@@ -17,9 +17,10 @@ so fire times are computed here and handed to APScheduler through
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Iterator, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
@@ -117,6 +118,3 @@ def parse_hhmm(text: str) -> time:
         return time.fromisoformat(text)
     except ValueError as exc:
         raise ValueError(f"expected HH:MM, got {text!r}") from exc
-
-
-

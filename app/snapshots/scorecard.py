@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import secrets
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 from sqlalchemy import select
@@ -51,12 +51,14 @@ def _variance(value: float | None, ref: float | None) -> tuple[float | None, flo
 
 async def _notes(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, list[dict[str, Any]]]:
     t = commentary.c
-    rows = await conn.execute(select(commentary).where(t.dashboard == dashboard, t.month == month)
-                              .order_by(t.created_us, t.id))
+    rows = await conn.execute(
+        select(commentary).where(t.dashboard == dashboard, t.month == month).order_by(t.created_us, t.id)
+    )
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        out.setdefault(row.kpi, []).append({"id": row.id, "author": row.author, "text": row.text,
-                                            "created_at": from_us(row.created_us).isoformat()})
+        out.setdefault(row.kpi, []).append(
+            {"id": row.id, "author": row.author, "text": row.text, "created_at": from_us(row.created_us).isoformat()}
+        )
     return out
 
 
@@ -92,21 +94,39 @@ async def build(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, 
                 break
             streak += 1
         kpi_notes = notes.get(name, [])
-        rows.append({
-            "kpi": name, "title": k.get("title", name), "unit": k.get("unit"), "direction": k.get("direction"),
-            "value": value, "target": target, "status": k["status"], "owner": k.get("owner"),
-            "weight": k.get("weight", 1.0),
-            "variance_to_target": var_t, "variance_to_target_ratio": var_t_rel,
-            "previous_value": prev["value"] if prev else None,
-            "variance_to_previous": var_p, "variance_to_previous_ratio": var_p_rel,
-            "trend": [{"month": m, "value": (decoded[m].get(name) or {}).get("value") if decoded[m] else None}
-                      for m in months],
-            "red_streak_months": streak, "commentary": kpi_notes,
-            "needs_note": k["status"] == "red" and not kpi_notes,
-        })
-    rows.sort(key=lambda r: (STATUS_RANK.get(r["status"], 3),
-                             -(r["weight"] * abs(r["variance_to_target_ratio"] or 0)),
-                             -r["red_streak_months"], r["kpi"]))
+        rows.append(
+            {
+                "kpi": name,
+                "title": k.get("title", name),
+                "unit": k.get("unit"),
+                "direction": k.get("direction"),
+                "value": value,
+                "target": target,
+                "status": k["status"],
+                "owner": k.get("owner"),
+                "weight": k.get("weight", 1.0),
+                "variance_to_target": var_t,
+                "variance_to_target_ratio": var_t_rel,
+                "previous_value": prev["value"] if prev else None,
+                "variance_to_previous": var_p,
+                "variance_to_previous_ratio": var_p_rel,
+                "trend": [
+                    {"month": m, "value": (decoded[m].get(name) or {}).get("value") if decoded[m] else None}
+                    for m in months
+                ],
+                "red_streak_months": streak,
+                "commentary": kpi_notes,
+                "needs_note": k["status"] == "red" and not kpi_notes,
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            STATUS_RANK.get(r["status"], 3),
+            -(r["weight"] * abs(r["variance_to_target_ratio"] or 0)),
+            -r["red_streak_months"],
+            r["kpi"],
+        )
+    )
     for i, r in enumerate(rows, start=1):
         r["agenda_rank"] = i
     pub = await _publication(conn, dashboard, month)
@@ -115,19 +135,32 @@ async def build(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, 
         for note in r["commentary"]:
             note["created_at"] = datetime.fromisoformat(note["created_at"]).astimezone(zone).isoformat()
     return {
-        "dashboard": dashboard, "month": month, "tz": current.tz,
-        "snapshot": {"version": current.version, "status": current.status,
-                     "cut_at": from_us(current.cut_at_us, zone).isoformat(),
-                     "cause": current.cause},
-        "published": ({"at": from_us(pub.published_us, zone).isoformat(), "by": pub.published_by,
-                       "snapshot_version": pub.snapshot_version} if pub else None),
+        "dashboard": dashboard,
+        "month": month,
+        "tz": current.tz,
+        "snapshot": {
+            "version": current.version,
+            "status": current.status,
+            "cut_at": from_us(current.cut_at_us, zone).isoformat(),
+            "cause": current.cause,
+        },
+        "published": (
+            {
+                "at": from_us(pub.published_us, zone).isoformat(),
+                "by": pub.published_by,
+                "snapshot_version": pub.snapshot_version,
+            }
+            if pub
+            else None
+        ),
         "agenda": [r["kpi"] for r in rows],
         "kpis": rows,
     }
 
 
-async def add_note(engine: AsyncEngine, dashboard: str, month: str, kpi: str, text: str, author: str,
-                   now_us: int) -> dict[str, Any]:
+async def add_note(
+    engine: AsyncEngine, dashboard: str, month: str, kpi: str, text: str, author: str, now_us: int
+) -> dict[str, Any]:
     """Append a note to ``kpi`` for ``month``.
 
     Raises:
@@ -144,8 +177,15 @@ async def add_note(engine: AsyncEngine, dashboard: str, month: str, kpi: str, te
             raise NotCut(f"{dashboard}: no KPI {kpi!r} in a snapshot of {month}")
         if await _publication(conn, dashboard, month) is not None:
             raise ScorecardLocked(f"the {month} scorecard of {dashboard} is published; notes are locked")
-        note = {"id": secrets.token_hex(16), "dashboard": dashboard, "month": month, "kpi": kpi,
-                "author": author, "text": text, "created_us": now_us}
+        note = {
+            "id": secrets.token_hex(16),
+            "dashboard": dashboard,
+            "month": month,
+            "kpi": kpi,
+            "author": author,
+            "text": text,
+            "created_us": now_us,
+        }
         await conn.execute(commentary.insert(), note)
     return {"id": note["id"], "kpi": kpi, "author": author, "text": text, "created_at": from_us(now_us).isoformat()}
 
@@ -165,9 +205,16 @@ async def publish(engine: AsyncEngine, dashboard: str, month: str, by: str, now_
         if missing:
             raise ScorecardLocked("every red KPI needs a note before publishing", missing)
         try:
-            await conn.execute(scorecard_publication.insert(), {
-                "dashboard": dashboard, "month": month, "published_us": now_us, "published_by": by,
-                "snapshot_version": card["snapshot"]["version"]})
+            await conn.execute(
+                scorecard_publication.insert(),
+                {
+                    "dashboard": dashboard,
+                    "month": month,
+                    "published_us": now_us,
+                    "published_by": by,
+                    "snapshot_version": card["snapshot"]["version"],
+                },
+            )
         except IntegrityError:
             raise ScorecardLocked(f"the {month} scorecard of {dashboard} is already published") from None
     async with engine.connect() as conn:

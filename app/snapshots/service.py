@@ -10,7 +10,8 @@ periodically; tests call both directly with an injected clock.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -46,16 +47,23 @@ class SnapshotService:
         on_change: called with a dashboard slug after a cut or restatement (walls re-read notices).
     """
 
-    def __init__(self, engine: AsyncEngine, packs: Mapping[str, Pack], settings: Settings, clock: Clock,
-                 day_close: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
-                 on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        packs: Mapping[str, Pack],
+        settings: Settings,
+        clock: Clock,
+        day_close: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self._engine = engine
         self._settings = settings
         self._clock = clock
         self._day_close = day_close or {}
         self._on_change = on_change or (lambda _slug: None)
         self.targets: dict[str, cuts.Target] = {
-            d.slug: cuts.Target(p, d) for p in packs.values() for d in p.dashboards.values()}
+            d.slug: cuts.Target(p, d) for p in packs.values() for d in p.dashboards.values()
+        }
         self.schedules = {
             "day": CutSchedule("day", parse_hhmm(settings.snapshot_daily_at)),
             "month": CutSchedule("month", parse_hhmm(settings.snapshot_monthly_at), settings.snapshot_monthly_day),
@@ -79,19 +87,27 @@ class SnapshotService:
         try:
             return self.schedules[grain].period_of_label(label, self.zone(slug))
         except (KeyError, ValueError) as exc:
-            raise ValueError(f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}") from exc
+            raise ValueError(
+                f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}"
+            ) from exc
 
     async def _first_period(self, target: cuts.Target, grain: str) -> Period | None:
         zone = self.zone(target.slug)
         sched = self.schedules[grain]
         async with self._engine.connect() as conn:
             t = snapshot.c
-            last_end = (await conn.execute(select(func.max(t.period_end_us)).where(
-                t.dashboard == target.slug, t.grain == grain))).scalar()
+            last_end = (
+                await conn.execute(
+                    select(func.max(t.period_end_us)).where(t.dashboard == target.slug, t.grain == grain)
+                )
+            ).scalar()
             if last_end is not None:
                 return sched.period_containing(int(last_end), zone)
-            first_ts = (await conn.execute(select(func.min(event.c.ts_us)).where(
-                event.c.type.in_(sorted(target.pack.event_types))))).scalar()
+            first_ts = (
+                await conn.execute(
+                    select(func.min(event.c.ts_us)).where(event.c.type.in_(sorted(target.pack.event_types)))
+                )
+            ).scalar()
         return sched.period_containing(int(first_ts), zone) if first_ts is not None else None
 
     async def run_due(self, now_us: int | None = None) -> list[tuple[str, str, str, bool]]:
@@ -126,7 +142,9 @@ class SnapshotService:
                 for g, label in stale:
                     if g != grain:
                         continue
-                    row = await cuts.restate(self._engine, target, grain, self.period(target.slug, grain, label), now_us)
+                    row = await cuts.restate(
+                        self._engine, target, grain, self.period(target.slug, grain, label), now_us
+                    )
                     if row is not None:
                         rows.append(row)
                         self._on_change(target.slug)
@@ -138,8 +156,9 @@ class SnapshotService:
         now_us = to_us(self._clock.now()) if now_us is None else now_us
         target = self.target(slug)
         period = self.period(slug, grain, label)
-        row, created = await cuts.cut(self._engine, target, grain, period, now_us,
-                                      self.schedules[grain].fire_us(period))
+        row, created = await cuts.cut(
+            self._engine, target, grain, period, now_us, self.schedules[grain].fire_us(period)
+        )
         if created:
             self._on_change(slug)
             return row, True
@@ -176,8 +195,14 @@ class SnapshotService:
                     check, found = live_vs_snapshot(live, tile_kpis, kpis)
                     checks.append(check)
                     mismatches += found
-        return {"dashboard": slug, "grain": grain, "period": label,
-                "ok": not mismatches, "checks": checks, "mismatches": mismatches}
+        return {
+            "dashboard": slug,
+            "grain": grain,
+            "period": label,
+            "ok": not mismatches,
+            "checks": checks,
+            "mismatches": mismatches,
+        }
 
     async def _tick(self) -> None:
         try:
@@ -199,11 +224,22 @@ class SnapshotService:
         zone = self._settings.zone
         sched = AsyncIOScheduler(timezone=zone)
         for grain, schedule in self.schedules.items():
-            sched.add_job(self._tick, LocalCutTrigger(schedule, zone), id=f"cut-{grain}", coalesce=True,
-                          max_instances=1, misfire_grace_time=None)
+            sched.add_job(
+                self._tick,
+                LocalCutTrigger(schedule, zone),
+                id=f"cut-{grain}",
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=None,
+            )
         sched.add_job(self._tick, id="catch-up", max_instances=1)  # run once now: missed periods
-        sched.add_job(self._restate_tick, IntervalTrigger(seconds=self._settings.restate_interval_s, timezone=zone),
-                      id="restate", coalesce=True, max_instances=1)
+        sched.add_job(
+            self._restate_tick,
+            IntervalTrigger(seconds=self._settings.restate_interval_s, timezone=zone),
+            id="restate",
+            coalesce=True,
+            max_instances=1,
+        )
         sched.start()
         self._scheduler = sched
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event as sa_event
+from sqlalchemy import create_engine
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -20,7 +21,7 @@ from app.store import MigrationError
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn, _record, busy_timeout_ms: int = 10_000) -> None:  # noqa: ANN001 - DBAPI hook
+def _sqlite_pragmas(dbapi_conn, _record, busy_timeout_ms: int = 10_000) -> None:
     """WAL, ``synchronous=FULL``, the busy timeout (``PULSEBOARD_SQLITE_BUSY_TIMEOUT_MS``), foreign keys."""
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -57,12 +58,14 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
         max_overflow=10,
         pool_pre_ping=True,
         pool_timeout=settings.store_wait_s,
-        connect_args={**_pg_connect_args(settings),
-                      "async_creator_fn": _deadline_connections(answer_deadline_s(settings))[1].connect},
+        connect_args={
+            **_pg_connect_args(settings),
+            "async_creator_fn": _deadline_connections(answer_deadline_s(settings))[1].connect,
+        },
     )
 
 
-def _sqlite_hook(settings: Settings):  # noqa: ANN202 - a DBAPI "connect" listener
+def _sqlite_hook(settings: Settings):
     return functools.partial(_sqlite_pragmas, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
 
 
@@ -90,12 +93,12 @@ def _deadline_connections(deadline_s: float) -> tuple[type, type]:
 
     timed_out = getattr(psycopg.errors, "_WaitTimeout", psycopg.errors.OperationalError)
 
-    def give_up(conn) -> psycopg.OperationalError:  # noqa: ANN001
+    def give_up(conn) -> psycopg.OperationalError:
         conn.pgconn.finish()
         return psycopg.OperationalError(f"the database gave no answer within {deadline_s:g} s; connection closed")
 
     class DeadlineConnection(psycopg.Connection):
-        def wait(self, gen, interval=None, timeout=None):  # noqa: ANN001, ANN201 - psycopg's signature
+        def wait(self, gen, interval=None, timeout=None):
             kw = {} if interval is None else {"interval": interval}
             try:
                 return super().wait(gen, timeout=deadline_s if timeout is None else timeout, **kw)
@@ -105,7 +108,7 @@ def _deadline_connections(deadline_s: float) -> tuple[type, type]:
                 raise give_up(self) from None
 
     class DeadlineAsyncConnection(psycopg.AsyncConnection):
-        async def wait(self, gen, interval=None, timeout=None):  # noqa: ANN001, ANN201
+        async def wait(self, gen, interval=None, timeout=None):  # noqa: ASYNC109 - psycopg's own signature
             kw = {} if interval is None else {"interval": interval}
             try:
                 return await super().wait(gen, timeout=deadline_s if timeout is None else timeout, **kw)
@@ -120,8 +123,11 @@ def _deadline_connections(deadline_s: float) -> tuple[type, type]:
 def _pg_connect_args(settings: Settings) -> dict:
     """psycopg connection arguments: ``options``, ``connect_timeout`` (whole seconds), no
     server-side prepared statements."""
-    return {"options": _pg_options(settings), "connect_timeout": settings.db_connect_timeout_s,
-            "prepare_threshold": None}
+    return {
+        "options": _pg_options(settings),
+        "connect_timeout": settings.db_connect_timeout_s,
+        "prepare_threshold": None,
+    }
 
 
 def _pg_options(settings: Settings) -> str:
@@ -136,13 +142,15 @@ def _pg_options(settings: Settings) -> str:
 def _sync_engine(settings: Settings, client_deadline: bool = True, **pool: int) -> Engine:
     url = _sync_url(settings)
     if url.startswith("postgresql"):
-        engine = create_engine(url, pool_pre_ping=True, pool_timeout=settings.store_wait_s, **pool,
-                               connect_args=_pg_connect_args(settings))
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_timeout=settings.store_wait_s, **pool, connect_args=_pg_connect_args(settings)
+        )
         if not client_deadline:
             return engine
         connection_class = _deadline_connections(answer_deadline_s(settings))[0]
-        sa_event.listen(engine, "do_connect",
-                        lambda _dialect, _record, cargs, cparams: connection_class.connect(*cargs, **cparams))
+        sa_event.listen(
+            engine, "do_connect", lambda _dialect, _record, cargs, cparams: connection_class.connect(*cargs, **cparams)
+        )
         return engine
     engine = create_engine(url, pool_timeout=settings.store_wait_s, **pool)
     if engine.dialect.name == "sqlite":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 import msgspec
 from sqlalchemy import and_, case, func, select
@@ -29,8 +29,14 @@ def _pieces(start_us: int, end_us: int) -> tuple[tuple[int, int] | None, list[tu
     return (first_hour, last_hour), edges
 
 
-async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,
-                    sketch_keys: Iterable[str] = ()) -> dict[str, Partial]:
+async def aggregate(
+    conn: AsyncConnection,
+    measure_keys: Sequence[str],
+    dim_key: str,
+    start_us: int,
+    end_us: int,
+    sketch_keys: Iterable[str] = (),
+) -> dict[str, Partial]:
     """Merge the stored partials of ``measure_keys`` over ``[start_us, end_us)``: whole hours
     from the hour partials, the edges from the minute partials.
 
@@ -41,9 +47,14 @@ async def aggregate(conn: AsyncConnection, measure_keys: Sequence[str], dim_key:
     return (await aggregate_windows(conn, measure_keys, dim_key, [(start_us, end_us)], sketch_keys))[0]
 
 
-async def aggregate_windows(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str,
-                            windows: Sequence[tuple[int, int]], sketch_keys: Iterable[str] = (),
-                            minutes_only: bool = False) -> list[dict[str, Partial]]:
+async def aggregate_windows(
+    conn: AsyncConnection,
+    measure_keys: Sequence[str],
+    dim_key: str,
+    windows: Sequence[tuple[int, int]],
+    sketch_keys: Iterable[str] = (),
+    minutes_only: bool = False,
+) -> list[dict[str, Partial]]:
     """``aggregate`` over several windows ``[start_us, end_us)`` at once: one conditional
     aggregate (a column group per window) over the hour partials and one over the minute
     edges, plus the same for sketch bins when asked.  ``minutes_only`` reads the minute
@@ -56,9 +67,14 @@ async def aggregate_windows(conn: AsyncConnection, measure_keys: Sequence[str], 
     return grid[dim_key]
 
 
-async def aggregate_grid(conn: AsyncConnection, measure_keys: Sequence[str], dim_keys: Sequence[str],
-                         windows: Sequence[tuple[int, int]], sketch_keys: Iterable[str] = (),
-                         minutes_only: bool = False) -> dict[str, list[dict[str, Partial]]]:
+async def aggregate_grid(
+    conn: AsyncConnection,
+    measure_keys: Sequence[str],
+    dim_keys: Sequence[str],
+    windows: Sequence[tuple[int, int]],
+    sketch_keys: Iterable[str] = (),
+    minutes_only: bool = False,
+) -> dict[str, list[dict[str, Partial]]]:
     """``aggregate_windows`` for several dimension keys at once (still one query per table):
     what a dashboard with per-queue tiles reads on every refresh.
 
@@ -68,8 +84,9 @@ async def aggregate_grid(conn: AsyncConnection, measure_keys: Sequence[str], dim
     out = {d: [{} for _ in windows] for d in dim_keys}
     if not dim_keys:
         return out
-    split = [(None, [(start, end)] if start < end else []) if minutes_only else _pieces(start, end)
-             for start, end in windows]
+    split = [
+        (None, [(start, end)] if start < end else []) if minutes_only else _pieces(start, end) for start, end in windows
+    ]
     keys = list(measure_keys)
     sources = ((rollup_hour, [[h] if h else [] for h, _ in split]), (rollup_minute, [edges for _, edges in split]))
     for table, ranges in sources:
@@ -103,12 +120,20 @@ def _where(keys: Sequence[str], dim_keys: Sequence[str], every: Sequence[tuple[i
     """``WHERE`` of the grid reads: the measures, the dimension keys, ONE index range covering
     every window (an OR of ranges makes SQLite scan every bucket)."""
     params += [*keys, *dim_keys, min(lo for lo, _ in every), max(hi for _, hi in every)]
-    return (f"WHERE measure IN ({', '.join('?' * len(keys))}) AND dim_key IN ({', '.join('?' * len(dim_keys))}) "
-            "AND bucket_us >= ? AND bucket_us < ?")
+    return (
+        f"WHERE measure IN ({', '.join('?' * len(keys))}) AND dim_key IN ({', '.join('?' * len(dim_keys))}) "
+        "AND bucket_us >= ? AND bucket_us < ?"
+    )
 
 
-async def _add_partials(conn: AsyncConnection, table, keys: list[str], dim_keys: list[str],
-                        ranges: list[list[tuple[int, int]]], out: dict[str, list[dict[str, Partial]]]) -> None:
+async def _add_partials(
+    conn: AsyncConnection,
+    table,
+    keys: list[str],
+    dim_keys: list[str],
+    ranges: list[list[tuple[int, int]]],
+    out: dict[str, list[dict[str, Partial]]],
+) -> None:
     """Merge ``table``'s rows in ``ranges[i]`` into ``out[dim_key][i]`` for every window ``i``:
     one query."""
     every = [r for rs in ranges for r in rs]
@@ -118,16 +143,21 @@ async def _add_partials(conn: AsyncConnection, table, keys: list[str], dim_keys:
     columns = []
     for rs in ranges:
         inside = _range_sql(rs, params)
-        params += params[len(params) - 2 * len(rs):] * 3
-        columns.append(f"SUM(CASE WHEN {inside} THEN count END), SUM(CASE WHEN {inside} THEN sum END), "
-                       f"MIN(CASE WHEN {inside} THEN min END), MAX(CASE WHEN {inside} THEN max END)")
+        params += params[len(params) - 2 * len(rs) :] * 3
+        columns.append(
+            f"SUM(CASE WHEN {inside} THEN count END), SUM(CASE WHEN {inside} THEN sum END), "
+            f"MIN(CASE WHEN {inside} THEN min END), MAX(CASE WHEN {inside} THEN max END)"
+        )
     where = _where(keys, dim_keys, every, params)
-    rows = await _driver_rows(conn, f"SELECT measure, dim_key, {', '.join(columns)} FROM {table.name} {where} "
-                                    "GROUP BY measure, dim_key", params)
+    rows = await _driver_rows(
+        conn,
+        f"SELECT measure, dim_key, {', '.join(columns)} FROM {table.name} {where} GROUP BY measure, dim_key",
+        params,
+    )
     for row in rows:
         measure, per_window = row[0], out[row[1]]
         for i in range(len(ranges)):
-            count, total, mn, mx = row[2 + 4 * i: 6 + 4 * i]
+            count, total, mn, mx = row[2 + 4 * i : 6 + 4 * i]
             if count is None:
                 continue
             part = Partial(int(count), float(total or 0.0), mn, mx)
@@ -137,8 +167,14 @@ async def _add_partials(conn: AsyncConnection, table, keys: list[str], dim_keys:
                 per_window[i][measure] = part
 
 
-async def _add_sketch_bins(conn: AsyncConnection, table, keys: list[str], dim_keys: list[str],
-                           ranges: list[list[tuple[int, int]]], out: dict[str, list[dict[str, Partial]]]) -> None:
+async def _add_sketch_bins(
+    conn: AsyncConnection,
+    table,
+    keys: list[str],
+    dim_keys: list[str],
+    ranges: list[list[tuple[int, int]]],
+    out: dict[str, list[dict[str, Partial]]],
+) -> None:
     """Add ``table``'s sketch bins in ``ranges[i]`` to the sketches of ``out[dim_key][i]``: one query."""
     every = [r for rs in ranges for r in rs]
     if not every:
@@ -146,8 +182,12 @@ async def _add_sketch_bins(conn: AsyncConnection, table, keys: list[str], dim_ke
     params: list = []
     columns = [f"SUM(CASE WHEN {_range_sql(rs, params)} THEN count END)" for rs in ranges]
     where = _where(keys, dim_keys, every, params)
-    rows = await _driver_rows(conn, f"SELECT measure, dim_key, side, bin, {', '.join(columns)} FROM {table.name} "
-                                    f"{where} GROUP BY measure, dim_key, side, bin", params)
+    rows = await _driver_rows(
+        conn,
+        f"SELECT measure, dim_key, side, bin, {', '.join(columns)} FROM {table.name} "
+        f"{where} GROUP BY measure, dim_key, side, bin",
+        params,
+    )
     for measure, dim_key, side, index, *counts in rows:
         for i, count in enumerate(counts):
             part = out[dim_key][i].get(measure)
@@ -157,14 +197,21 @@ async def _add_sketch_bins(conn: AsyncConnection, table, keys: list[str], dim_ke
                 part.sketch.add_bin(side, index, int(count))
 
 
-async def minute_rows(conn: AsyncConnection, measure_keys: Sequence[str], dim_key: str, start_us: int, end_us: int,
-                      sketch_keys: Iterable[str] = ()) -> list[tuple[str, int, Partial]]:
+async def minute_rows(
+    conn: AsyncConnection,
+    measure_keys: Sequence[str],
+    dim_key: str,
+    start_us: int,
+    end_us: int,
+    sketch_keys: Iterable[str] = (),
+) -> list[tuple[str, int, Partial]]:
     """The stored minute partials ``(measure_key, bucket_us, Partial)`` in ``[start_us, end_us)``;
     sketches only for ``sketch_keys``."""
     t = rollup_minute.c
     rows = await conn.execute(
         select(t.measure, t.bucket_us, t.count, t.sum, t.min, t.max).where(
-            t.measure.in_(list(measure_keys)), t.dim_key == dim_key, t.bucket_us >= start_us, t.bucket_us < end_us)
+            t.measure.in_(list(measure_keys)), t.dim_key == dim_key, t.bucket_us >= start_us, t.bucket_us < end_us
+        )
     )
     out = {(m, bucket): Partial(int(c), float(s), mn, mx) for m, bucket, c, s, mn, mx in rows}
     wanted = [k for k in sketch_keys if k in measure_keys]
@@ -172,7 +219,8 @@ async def minute_rows(conn: AsyncConnection, measure_keys: Sequence[str], dim_ke
         b = rollup_sketch_bin.c
         rows = await conn.execute(
             select(b.measure, b.bucket_us, b.side, b.bin, b.count).where(
-                b.measure.in_(wanted), b.dim_key == dim_key, b.bucket_us >= start_us, b.bucket_us < end_us)
+                b.measure.in_(wanted), b.dim_key == dim_key, b.bucket_us >= start_us, b.bucket_us < end_us
+            )
         )
         for measure, bucket, side, index, count in rows:
             part = out.get((measure, bucket))
@@ -184,8 +232,9 @@ async def minute_rows(conn: AsyncConnection, measure_keys: Sequence[str], dim_ke
     return [(m, bucket, p) for (m, bucket), p in out.items()]
 
 
-async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_us: int, max_open_s: float,
-                        live: bool = False) -> GaugeReading:
+async def gauge_reading(
+    conn: AsyncConnection, gauge_key: str, dim_key: str, at_us: int, max_open_s: float, live: bool = False
+) -> GaugeReading:
     """Items of a gauge open at instant ``at_us``: opened at or before it (within
     ``max_open_s``), and not closed by then.
 
@@ -197,9 +246,11 @@ async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_
     opened = "gauge = ? AND dim_key = ? AND opened_us <= ? AND opened_us > ?"
     params = [gauge_key, dim_key, at_us, oldest_allowed]
     if live:
-        sql = (f"SELECT count(*), min(opened_us) FROM (SELECT opened_us FROM gauge_item WHERE {opened} "
-               f"AND closed_us IS NULL UNION ALL SELECT opened_us FROM gauge_item WHERE {opened} "
-               "AND closed_us > ?) AS open_items")
+        sql = (
+            f"SELECT count(*), min(opened_us) FROM (SELECT opened_us FROM gauge_item WHERE {opened} "
+            f"AND closed_us IS NULL UNION ALL SELECT opened_us FROM gauge_item WHERE {opened} "
+            "AND closed_us > ?) AS open_items"
+        )
         params = params + params + [at_us]
     else:
         sql = f"SELECT count(*), min(opened_us) FROM gauge_item WHERE {opened} AND (closed_us IS NULL OR closed_us > ?)"
@@ -208,17 +259,19 @@ async def gauge_reading(conn: AsyncConnection, gauge_key: str, dim_key: str, at_
     return GaugeReading(int(count or 0), oldest)
 
 
-async def gauge_readings_live(conn: AsyncConnection, gauge_key: str, dim_keys: Sequence[str], at_us: int,
-                              max_open_s: float) -> dict[str, GaugeReading]:
+async def gauge_readings_live(
+    conn: AsyncConnection, gauge_key: str, dim_keys: Sequence[str], at_us: int, max_open_s: float
+) -> dict[str, GaugeReading]:
     """``gauge_reading(..., live=True)`` for several dimension keys in one query
     (``dim_key -> GaugeReading``; every key asked for is in the answer)."""
     oldest_allowed = at_us - int(max_open_s * 1_000_000)
-    opened = (f"gauge = ? AND dim_key IN ({', '.join('?' * len(dim_keys))}) "
-              "AND opened_us <= ? AND opened_us > ?")
+    opened = f"gauge = ? AND dim_key IN ({', '.join('?' * len(dim_keys))}) AND opened_us <= ? AND opened_us > ?"
     params = [gauge_key, *dim_keys, at_us, oldest_allowed]
-    sql = (f"SELECT dim_key, count(*), min(opened_us) FROM (SELECT dim_key, opened_us FROM gauge_item "
-           f"WHERE {opened} AND closed_us IS NULL UNION ALL SELECT dim_key, opened_us FROM gauge_item "
-           f"WHERE {opened} AND closed_us > ?) AS open_items GROUP BY dim_key")
+    sql = (
+        f"SELECT dim_key, count(*), min(opened_us) FROM (SELECT dim_key, opened_us FROM gauge_item "
+        f"WHERE {opened} AND closed_us IS NULL UNION ALL SELECT dim_key, opened_us FROM gauge_item "
+        f"WHERE {opened} AND closed_us > ?) AS open_items GROUP BY dim_key"
+    )
     out = {d: GaugeReading(0, None) for d in dim_keys}
     if dim_keys:
         for dim_key, count, oldest in await _driver_rows(conn, sql, params + params + [at_us]):
@@ -226,13 +279,14 @@ async def gauge_readings_live(conn: AsyncConnection, gauge_key: str, dim_keys: S
     return out
 
 
-async def raw_events(conn: AsyncConnection, types: Iterable[str], start_us: int, end_us: int,
-                     batch: int = 5000) -> AsyncIterator[list[EventRow]]:
+async def raw_events(
+    conn: AsyncConnection, types: Iterable[str], start_us: int, end_us: int, batch: int = 5000
+) -> AsyncIterator[list[EventRow]]:
     """Stream stored events of ``types`` with ``ts`` in ``[start_us, end_us)``, in batches."""
     t = event.c
     result = await conn.stream(
-        select(t.type, t.ts_us, t.value, t.dims).where(
-            t.type.in_(list(types)), t.ts_us >= start_us, t.ts_us < end_us)
+        select(t.type, t.ts_us, t.value, t.dims)
+        .where(t.type.in_(list(types)), t.ts_us >= start_us, t.ts_us < end_us)
         .execution_options(yield_per=batch)
     )
     async for part in result.partitions(batch):
@@ -247,9 +301,13 @@ async def event_count(conn: AsyncConnection) -> int:
 _SQL_OPS = {"lt": "__lt__", "le": "__le__", "gt": "__gt__", "ge": "__ge__", "eq": "__eq__", "ne": "__ne__"}
 
 
-async def raw_measure_totals(conn: AsyncConnection, event_type: str,
-                             value_filters: Mapping[str, Sequence[tuple[str, float]]],
-                             start_us: int, end_us: int) -> dict[str, tuple[int, float]]:
+async def raw_measure_totals(
+    conn: AsyncConnection,
+    event_type: str,
+    value_filters: Mapping[str, Sequence[tuple[str, float]]],
+    start_us: int,
+    end_us: int,
+) -> dict[str, tuple[int, float]]:
     """``name -> (count, sum of values)`` of the raw events of ``event_type`` in
     ``[start_us, end_us)`` that pass each named value filter (``(op, threshold)`` pairs; an
     empty filter passes every event), all from ONE scan: a conditional aggregate per name."""
@@ -259,10 +317,13 @@ async def raw_measure_totals(conn: AsyncConnection, event_type: str,
         if not value_filter:
             columns += [func.count(), func.coalesce(func.sum(t.value), 0.0)]
             continue
-        cond = and_(t.value.is_not(None), *(getattr(t.value, _SQL_OPS[op])(threshold) for op, threshold in value_filter))
+        cond = and_(
+            t.value.is_not(None), *(getattr(t.value, _SQL_OPS[op])(threshold) for op, threshold in value_filter)
+        )
         columns += [func.count(case((cond, 1))), func.coalesce(func.sum(case((cond, t.value))), 0.0)]
     if not columns:
         return {}
-    row = (await conn.execute(select(*columns).where(
-        t.type == event_type, t.ts_us >= start_us, t.ts_us < end_us))).one()
+    row = (
+        await conn.execute(select(*columns).where(t.type == event_type, t.ts_us >= start_us, t.ts_us < end_us))
+    ).one()
     return {name: (int(row[2 * i]), float(row[2 * i + 1])) for i, name in enumerate(value_filters)}

@@ -7,8 +7,19 @@ zone-free, and identical on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Column, Double, Index, Integer, LargeBinary, MetaData, PrimaryKeyConstraint,
-    SmallInteger, String, Table, Text, UniqueConstraint,
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -31,6 +42,7 @@ event = Table(
     Index("ix_event_type_ts", "type", "ts_us"),
     Index("ix_event_ts", "ts_us"),
 )
+
 
 def _partials_table(name: str) -> Table:
     """Additive partials per (measure, dimension key, bucket): count, sum, min, max."""

@@ -13,14 +13,15 @@ straight into ``event``, rollup rows through a temp table and one upsert per tab
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 import psycopg
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.metrics.calendar import HOUR_US
 from app.metrics.pack import Pack
@@ -92,10 +93,12 @@ def _existing_hashes(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[
         else:
             rows = []
             for i in range(0, len(ids), KEY_CHUNK):
-                chunk = ids[i:i + KEY_CHUNK]
+                chunk = ids[i : i + KEY_CHUNK]
                 rows += conn.exec_driver_sql(
-                    f"SELECT event_id, body_hash FROM event WHERE source = ? AND event_id IN ({', '.join('?' * len(chunk))})",
-                    (source, *chunk)).all()
+                    "SELECT event_id, body_hash FROM event WHERE source = ? AND event_id IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    (source, *chunk),
+                ).all()
         for event_id, body_hash in rows:
             found[(source, event_id)] = bytes(body_hash)
     return found
@@ -130,7 +133,12 @@ _MINUTE = _Upsert(
     (("measure", "varchar"), ("dim_key", "varchar"), ("bucket_us", "int8")),
     (("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8")),
     ("t.count + excluded.count", "t.sum + excluded.sum", "least(t.min, excluded.min)", "greatest(t.max, excluded.max)"),
-    ("t.count + excluded.count", "t.sum + excluded.sum", _LEAST_SQLITE.format(c="min"), _GREATEST_SQLITE.format(c="max")),
+    (
+        "t.count + excluded.count",
+        "t.sum + excluded.sum",
+        _LEAST_SQLITE.format(c="min"),
+        _GREATEST_SQLITE.format(c="max"),
+    ),
 )
 _SKETCH_BIN = _Upsert(
     "rollup_sketch_bin",
@@ -154,9 +162,8 @@ def _upsert_sql(spec: _Upsert, source: str, dialect: str) -> str:
     cols = [c for c, _ in spec.keys + spec.values]
     keys = ", ".join(c for c, _ in spec.keys)
     merges = spec.merge_pg if dialect == "postgresql" else spec.merge_sqlite
-    sets = ", ".join(f"{c} = {m}" for (c, _), m in zip(spec.values, merges))
-    return (f"INSERT INTO {spec.table} AS t ({', '.join(cols)}) {source} "
-            f"ON CONFLICT ({keys}) DO UPDATE SET {sets}")
+    sets = ", ".join(f"{c} = {m}" for (c, _), m in zip(spec.values, merges, strict=True))
+    return f"INSERT INTO {spec.table} AS t ({', '.join(cols)}) {source} ON CONFLICT ({keys}) DO UPDATE SET {sets}"
 
 
 def _pg_driver(conn: Connection):
@@ -188,7 +195,7 @@ def _upsert(conn: Connection, spec: _Upsert, rows: list[tuple]) -> None:
     """Add ``rows`` (tuples in ``spec.keys + spec.values`` order, unique keys) to ``spec.table``."""
     if not rows:
         return
-    rows.sort(key=lambda r: r[:len(spec.keys)])  # one lock order for concurrent writers
+    rows.sort(key=lambda r: r[: len(spec.keys)])  # one lock order for concurrent writers
     if conn.dialect.name != "postgresql":
         marks = ", ".join("?" * (len(spec.keys) + len(spec.values)))
         conn.exec_driver_sql(_upsert_sql(spec, f"VALUES ({marks})", "sqlite"), rows)
@@ -199,8 +206,10 @@ def _upsert(conn: Connection, spec: _Upsert, rows: list[tuple]) -> None:
     with _pg_errors(f"COPY {stage}"):
         pg = _pg_driver(conn)
         with pg.cursor() as cur:
-            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
-                        f"({', '.join(f'{c} {ty}' for c, ty in cols)}) ON COMMIT DELETE ROWS")
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                f"({', '.join(f'{c} {ty}' for c, ty in cols)}) ON COMMIT DELETE ROWS"
+            )
             _pg_copy(cur, f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)", [ty for _, ty in cols], rows)
             keys = ", ".join(c for c, _ in spec.keys)
             cur.execute(_upsert_sql(spec, f"SELECT {names} FROM {stage} ORDER BY {keys}", "postgresql"))
@@ -232,9 +241,12 @@ def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> No
     add, min/max keep the extreme, and each sketch's bins add to the sketch-bin tables (no
     read-modify-write anywhere)."""
     minute_rows = [(m, d, b, p.count, p.sum, p.min, p.max) for (m, d, b), p in partials.items()]
-    bin_rows = [(m, d, b, side, index, count)
-                for (m, d, b), p in partials.items() if p.sketch is not None
-                for side, index, count in p.sketch.bins()]
+    bin_rows = [
+        (m, d, b, side, index, count)
+        for (m, d, b), p in partials.items()
+        if p.sketch is not None
+        for side, index, count in p.sketch.bins()
+    ]
     hours: dict[PartialKey, list] = {}
     for m, d, b, count, total, mn, mx in minute_rows:
         key = (m, d, b - b % HOUR_US)
@@ -271,13 +283,16 @@ def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> No
     _upsert(conn, _GAUGE, [(g, d, i, o, c) for (g, d, i), (o, c) in merged.items()])
 
 
-def _remembered(conn: Connection, records: Sequence[IdempotencyRecord]) -> dict[tuple[str, str], tuple[int, str, bytes]]:
+def _remembered(
+    conn: Connection, records: Sequence[IdempotencyRecord]
+) -> dict[tuple[str, str], tuple[int, str, bytes]]:
     """Stored answers of these idempotency keys: ``(owner, key) -> (status, body, request hash)``."""
     found: dict[tuple[str, str], tuple[int, str, bytes]] = {}
     t = idempotency_key.c
     for rec in records:
-        row = (conn.execute(select(t.status, t.body, t.request_hash).where(
-            t.owner == rec.owner, t.key == rec.key))).first()
+        row = (
+            conn.execute(select(t.status, t.body, t.request_hash).where(t.owner == rec.owner, t.key == rec.key))
+        ).first()
         if row is not None:
             found[(rec.owner, rec.key)] = (row.status, row.body, bytes(row.request_hash))
     return found
@@ -287,16 +302,26 @@ def outcome_answer(outcome: RequestOutcome) -> tuple[int, str]:
     """HTTP status and JSON body a request's outcome is answered with (remembered for its key)."""
     if outcome.conflict is not None:
         index, source, event_id = outcome.conflict
-        return 409, msgspec.json.encode({
-            "type": "about:blank", "title": "Event id conflict", "status": 409,
-            "detail": f"event {index}: (source={source!r}, id={event_id!r}) was stored before with a different "
-                      "body; nothing from this request was stored",
-            "errors": [{"index": index, "field": "id", "message": "same (source, id), different body"}]}).decode()
+        return 409, msgspec.json.encode(
+            {
+                "type": "about:blank",
+                "title": "Event id conflict",
+                "status": 409,
+                "detail": f"event {index}: (source={source!r}, id={event_id!r}) was stored before with a different "
+                "body; nothing from this request was stored",
+                "errors": [{"index": index, "field": "id", "message": "same (source, id), different body"}],
+            }
+        ).decode()
     return 202, msgspec.json.encode({"accepted": outcome.accepted, "duplicates": outcome.duplicates}).decode()
 
 
-def write_group(conn: Connection, requests: Sequence[Sequence[NewEvent]], packs: Iterable[Pack],
-                received_us: int, idempotency: Sequence[IdempotencyRecord | None] | None = None) -> GroupResult:
+def write_group(
+    conn: Connection,
+    requests: Sequence[Sequence[NewEvent]],
+    packs: Iterable[Pack],
+    received_us: int,
+    idempotency: Sequence[IdempotencyRecord | None] | None = None,
+) -> GroupResult:
     """Store the events of several requests in the open transaction of ``conn``.
 
     Each request is all-or-nothing: a request with a conflicting event stores
@@ -344,17 +369,26 @@ def write_group(conn: Connection, requests: Sequence[Sequence[NewEvent]], packs:
 
     result = GroupResult(outcomes, inserted=len(to_insert))
     remembered = [
-        {"owner": rec.owner, "key": rec.key, "request_hash": rec.request_hash, "status": status, "body": body,
-         "created_us": received_us}
-        for rec, outcome in zip(idempotency or (), outcomes) if rec is not None and outcome.remembered is None
+        {
+            "owner": rec.owner,
+            "key": rec.key,
+            "request_hash": rec.request_hash,
+            "status": status,
+            "body": body,
+            "created_us": received_us,
+        }
+        for rec, outcome in zip(idempotency or (), outcomes, strict=False)
+        if rec is not None and outcome.remembered is None
         for status, body in [outcome_answer(outcome)]
     ]
     if remembered:
         conn.execute(idempotency_key.insert(), remembered)
     if not to_insert:
         return result
-    insert_events(conn, [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash,
-                                received_us) for e in to_insert])
+    insert_events(
+        conn,
+        [(e.source, e.event_id, e.type, e.ts_us, e.value, e.dims_json, e.body_hash, received_us) for e in to_insert],
+    )
     rows = [EventRow(e.type, e.ts_us, e.value, e.dims) for e in to_insert]
     all_partials: dict[PartialKey, Partial] = {}
     all_changes: list[GaugeChange] = []

@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -58,8 +59,13 @@ class TileUpdate:
     def encode(self) -> bytes:
         """The frame's JSON (CONTRACT §4 ``update``, plus ``notices`` when they changed); cached."""
         if self.frame is None:
-            body: dict[str, Any] = {"type": "update", "epoch": self.epoch, "seq": self.seq, "as_of": self.as_of,
-                                    "tiles": self.tiles}
+            body: dict[str, Any] = {
+                "type": "update",
+                "epoch": self.epoch,
+                "seq": self.seq,
+                "as_of": self.as_of,
+                "tiles": self.tiles,
+            }
             if self.notices is not None:
                 body["notices"] = self.notices
             self.frame = _encoder.encode(body)
@@ -270,7 +276,7 @@ class InMemoryBroker:
             return
         update.wire_frame()  # encode once per dashboard, before fan-out
         targets = list(subs)
-        _deliver(targets[:self._chunk], update)
+        _deliver(targets[: self._chunk], update)
         if len(targets) > self._chunk:
             task = asyncio.create_task(self._fan_out(targets, update), name=f"fan-out {channel} {update.seq}")
             task.add_done_callback(_log_failure)
@@ -279,7 +285,7 @@ class InMemoryBroker:
     async def _fan_out(self, targets: list[Subscription], update: TileUpdate) -> None:
         for start in range(self._chunk, len(targets), self._chunk):
             await asyncio.sleep(0)
-            _deliver(targets[start:start + self._chunk], update)
+            _deliver(targets[start : start + self._chunk], update)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:

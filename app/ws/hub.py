@@ -16,8 +16,9 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.clock import Clock
 from app.metrics.calendar import MINUTE_US, from_us, period_containing, to_us
 from app.metrics.pack import Dashboard, Pack
-from app.query import dashboard_tiles, tile_trends
+from app.query.tiles import dashboard_tiles, tile_trends
 from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
 from app.ws.transport import text_frame
@@ -70,9 +71,20 @@ class Channel:
         (display settings such as ``stale_after_s``)."""
         tiles = {tid: {**tile, "trend": list(self.trends.get(tid, ()))} for tid, tile in self.tiles.items()}
         as_of = from_us(self.computed_at_us, self.zone).isoformat() if self.computed_at_us else None
-        return _encoder.encode({"type": "snapshot", "dashboard": self.dashboard.slug, "epoch": self.epoch,
-                                "seq": self.seq, "as_of": as_of, "tiles": tiles, "title": self.dashboard.title,
-                                "tz": str(self.zone), "notices": self.notices, **(extras or {})})
+        return _encoder.encode(
+            {
+                "type": "snapshot",
+                "dashboard": self.dashboard.slug,
+                "epoch": self.epoch,
+                "seq": self.seq,
+                "as_of": as_of,
+                "tiles": tiles,
+                "title": self.dashboard.title,
+                "tz": str(self.zone),
+                "notices": self.notices,
+                **(extras or {}),
+            }
+        )
 
     def missed_since(self, since: int) -> list[TileUpdate] | None:
         """Updates after ``since`` from the replay buffer, or ``None`` if the gap is not covered."""
@@ -99,9 +111,18 @@ class TileHub:
             (screens on the direct write path; checked every quarter of it).
     """
 
-    def __init__(self, engine: AsyncEngine, packs: Mapping[str, Pack], broker: Broker, clock: Clock,
-                 default_zone: ZoneInfo, interval_s: float = 0.5, replay_buffer: int = 256,
-                 time_refresh_s: float = 1.0, heartbeat_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        packs: Mapping[str, Pack],
+        broker: Broker,
+        clock: Clock,
+        default_zone: ZoneInfo,
+        interval_s: float = 0.5,
+        replay_buffer: int = 256,
+        time_refresh_s: float = 1.0,
+        heartbeat_s: float = 5.0,
+    ) -> None:
         self._engine = engine
         self._broker = broker
         self._clock = clock
@@ -113,8 +134,9 @@ class TileHub:
         for pack in packs.values():
             for dash in pack.dashboards.values():
                 zone = ZoneInfo(dash.tz) if dash.tz else default_zone
-                self.channels[dash.slug] = Channel(dash, pack, zone, self.epoch,
-                                                   history=deque(maxlen=max(replay_buffer, 0) or None))
+                self.channels[dash.slug] = Channel(
+                    dash, pack, zone, self.epoch, history=deque(maxlen=max(replay_buffer, 0) or None)
+                )
         self._replay_buffer = replay_buffer
         # slug -> local day label -> the "today" tiles last shown that day (for reconciliation)
         self.day_close: dict[str, dict[str, dict[str, Any]]] = {}
@@ -166,8 +188,12 @@ class TileHub:
         """
         ch = self.channels[slug]
         loop = asyncio.get_running_loop()
-        if (ch.computed_at_us is None or ch.dirty or self._broker.subscriber_count(slug) == 0
-                or loop.time() - ch.last_compute_wall >= self._time_refresh_s):
+        if (
+            ch.computed_at_us is None
+            or ch.dirty
+            or self._broker.subscriber_count(slug) == 0
+            or loop.time() - ch.last_compute_wall >= self._time_refresh_s
+        ):
             await self.refresh(ch)
         return ch
 
@@ -189,15 +215,21 @@ class TileHub:
                     seeded = await tile_trends(conn, ch.pack, ch.dashboard, now_us, ch.zone, TREND_POINTS)
                     for tid, values in seeded.items():
                         ch.trends[tid] = deque(values[:-1], maxlen=TREND_POINTS)
-                notices = await recent_notices(conn, ch.dashboard.slug, now_us - NOTICE_WINDOW_US) \
-                    if read_notices else ch.notices
+                notices = (
+                    await recent_notices(conn, ch.dashboard.slug, now_us - NOTICE_WINDOW_US)
+                    if read_notices
+                    else ch.notices
+                )
             notices_changed = notices != ch.notices
             ch.notices = notices
             if not first and period_containing("day", now_us, ch.zone).start_us > ch.computed_at_us:
                 self._close_day(ch)
             ch.computed_at_us = now_us
-            changed = {tid: t for tid, t in tiles.items()
-                       if first or any(t[k] != ch.tiles.get(tid, {}).get(k) for k in _COMPARED)}
+            changed = {
+                tid: t
+                for tid, t in tiles.items()
+                if first or any(t[k] != ch.tiles.get(tid, {}).get(k) for k in _COMPARED)
+            }
             for tid, tile in tiles.items():
                 trend = ch.trends.setdefault(tid, deque(maxlen=TREND_POINTS))
                 if minute_moved or not trend:
@@ -209,8 +241,13 @@ class TileHub:
                 ch.last_done_wall = loop.time()
                 return None
             ch.seq += 1
-            update = TileUpdate(ch.epoch, ch.seq, changed, from_us(now_us, ch.zone).isoformat(),
-                                notices=notices if notices_changed else None)
+            update = TileUpdate(
+                ch.epoch,
+                ch.seq,
+                changed,
+                from_us(now_us, ch.zone).isoformat(),
+                notices=notices if notices_changed else None,
+            )
             if self._replay_buffer:
                 ch.history.append(update)
         await self._broker.publish(ch.dashboard.slug, update)

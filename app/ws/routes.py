@@ -25,10 +25,10 @@ from fastapi import APIRouter, WebSocket
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app.api.problems import problem
 from app.auth import Forbidden, Unauthenticated
 from app.auth.deps import authenticate, check_scope
 from app.metrics.calendar import to_us
-from app.problems import problem
 from app.ws.transport import DIRECT_EXTENSION, DirectWebSocketProtocol
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ router = APIRouter()
 _encoder = msgspec.json.Encoder()
 CLOSE_SLOW_CONSUMER = 4008  # documented: the screen could not keep up; reconnect to resync
 SLOW_REASON = "too slow; reconnect to resync"
-CLOSE_GRACE_S = 10.0  # a screen closed by us that does not finish the close is aborted after this (uvicorn's close timeout)
+CLOSE_GRACE_S = (
+    10.0  # a screen closed by us that does not finish the close is aborted after this (uvicorn's close timeout)
+)
 
 
 async def _send(ws: WebSocket, frame: bytes, timeout_s: float) -> None:
@@ -128,7 +130,11 @@ async def _receiver(ws: WebSocket, timeout_s: float, max_per_s: float) -> None:
             if kind == "ping":
                 await _send(ws, b'{"type":"pong"}', timeout_s)
                 continue
-        await _send(ws, _encoder.encode({"type": "error", "message": "unknown message; screens only send {\"type\": \"ping\"}"}), timeout_s)
+        await _send(
+            ws,
+            _encoder.encode({"type": "error", "message": 'unknown message; screens only send {"type": "ping"}'}),
+            timeout_s,
+        )
 
 
 async def _close(ws: WebSocket, code: int, reason: str, abort_after_s: float = CLOSE_GRACE_S) -> None:
@@ -158,9 +164,14 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
         check_scope(access, ("read", "admin", "display"), slug)
     except (Unauthenticated, Forbidden) as exc:
         status = 401 if isinstance(exc, Unauthenticated) else 403
-        await ws.send_denial_response(problem(status, "Unauthorized" if status == 401 else "Forbidden", str(exc),
-                                              headers={"WWW-Authenticate": 'Bearer realm="pulseboard"'}
-                                              if status == 401 else None))
+        await ws.send_denial_response(
+            problem(
+                status,
+                "Unauthorized" if status == 401 else "Forbidden",
+                str(exc),
+                headers={"WWW-Authenticate": 'Bearer realm="pulseboard"'} if status == 401 else None,
+            )
+        )
         return
     if broker.total_subscribers() >= settings.ws_max_connections:
         log.warning("WebSocket connection cap (%d) reached; refusing a screen", settings.ws_max_connections)
@@ -169,9 +180,14 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     per_key = settings.ws_max_connections_per_key
     if not settings.auth_disabled and state.runtime.sockets.count(access.key.id) >= per_key:
         log.warning("WebSocket cap per key (%d) reached for key %s; refusing a screen", per_key, access.key.id)
-        await ws.send_denial_response(problem(429, "Too Many Requests", f"this key already holds {per_key} open "
-                                              "screens (PULSEBOARD_WS_MAX_CONNECTIONS_PER_KEY)",
-                                              headers={"Retry-After": "30"}))
+        await ws.send_denial_response(
+            problem(
+                429,
+                "Too Many Requests",
+                f"this key already holds {per_key} open screens (PULSEBOARD_WS_MAX_CONNECTIONS_PER_KEY)",
+                headers={"Retry-After": "30"},
+            )
+        )
         return
     epoch = ws.query_params.get("epoch")
     since_raw = ws.query_params.get("since")
@@ -179,8 +195,9 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
         channel = await hub.ensure_fresh(slug)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("refused a screen on %s: its tiles cannot be read (%s)", slug, exc)
-        await ws.send_denial_response(problem(503, "Service Unavailable", "the store is unavailable; retry later",
-                                              headers={"Retry-After": "5"}))
+        await ws.send_denial_response(
+            problem(503, "Service Unavailable", "the store is unavailable; retry later", headers={"Retry-After": "5"})
+        )
         return
     await ws.accept()
     timeout_s = settings.ws_send_timeout_s
@@ -193,7 +210,10 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
                 missed = channel.missed_since(int(since_raw))
             last_seq = channel.seq
             if missed is None:
-                extras = {"stale_after_s": settings.stale_after_s, "heartbeat_interval_s": settings.heartbeat_interval_s}
+                extras = {
+                    "stale_after_s": settings.stale_after_s,
+                    "heartbeat_interval_s": settings.heartbeat_interval_s,
+                }
                 await _send(ws, channel.snapshot_frame(extras), timeout_s)
             else:
                 for update in missed:
@@ -210,8 +230,9 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
             state.runtime.sockets.discard(access.key.id, ws)
 
 
-async def _serve_direct(ws: WebSocket, direct: DirectWebSocketProtocol, sub, slug: str, last_seq: int,
-                        timeout_s: float, settings) -> None:
+async def _serve_direct(
+    ws: WebSocket, direct: DirectWebSocketProtocol, sub, slug: str, last_seq: int, timeout_s: float, settings
+) -> None:
     """Direct path: the broker writes updates; this coroutine only reads until the screen goes."""
     screen = DirectScreen(direct, sub, timeout_s, slug)
     sub.start(last_seq, screen)

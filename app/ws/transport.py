@@ -16,7 +16,7 @@ reads, the ASGI ``send`` path, close on shutdown with 1012) is uvicorn's.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
@@ -44,12 +44,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     on_drain: Callable[[], None] | None = None
     write_buffer_high_bytes: int | None = None
 
-    def connection_made(self, transport) -> None:  # noqa: D102 - uvicorn's hook
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         if self.write_buffer_high_bytes is not None:
             transport.set_write_buffer_limits(high=self.write_buffer_high_bytes)
 
-    def handle_connect(self, event) -> None:  # noqa: D102 - uvicorn's hook
+    def handle_connect(self, event) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         # Only without extensions (no permessage-deflate): then frames are the same bytes for all.
@@ -58,8 +58,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def is_open(self) -> bool:
         """The handshake is done and neither side started closing."""
-        return (self.handshake_complete and not self.close_sent and not self.disconnected
-                and self.conn.state is State.OPEN and not self.transport.is_closing())
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.conn.state is State.OPEN
+            and not self.transport.is_closing()
+        )
 
     def backlogged(self) -> bool:
         """The write buffer is over the high-water mark (the screen is not reading fast enough)."""
@@ -73,7 +78,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(wire)
         return True
 
-    def resume_writing(self) -> None:  # noqa: D102 - asyncio's hook
+    def resume_writing(self) -> None:
         super().resume_writing()
         if self.on_drain is not None:
             self.on_drain()
@@ -101,5 +106,6 @@ def direct_protocol(write_buffer_high_bytes: int) -> type[DirectWebSocketProtoco
     """``DirectWebSocketProtocol`` with its transport's write-buffer high-water mark at
     ``write_buffer_high_bytes`` (a screen's socket takes no new frame past it: its updates
     merge in its one-update outbox); pass it to uvicorn as ``ws=``."""
-    return type("DirectWebSocketProtocol", (DirectWebSocketProtocol,),
-                {"write_buffer_high_bytes": write_buffer_high_bytes})
+    return type(
+        "DirectWebSocketProtocol", (DirectWebSocketProtocol,), {"write_buffer_high_bytes": write_buffer_high_bytes}
+    )

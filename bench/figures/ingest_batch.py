@@ -20,8 +20,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import psycopg
 
@@ -72,7 +72,7 @@ def pg_copy_rows_per_s(url: str, schema: str, rows: list[tuple]) -> float:
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(f"COPY bare_event ({', '.join(BARE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as cp:
                     cp.set_types(["varchar", "varchar", "varchar", "int8", "float8", "text", "bytea", "int8"])
-                    for row in rows[i:i + TXN_ROWS]:
+                    for row in rows[i : i + TXN_ROWS]:
                         cp.write_row(row)
         return len(rows) / (time.perf_counter() - t0)
 
@@ -100,15 +100,16 @@ def sqlite_executemany_rows_per_s(path: Path, rows: list[tuple]) -> float:
         t0 = time.perf_counter()
         for i in range(0, len(rows), TXN_ROWS):
             conn.execute("BEGIN")
-            conn.executemany(sql, rows[i:i + TXN_ROWS])
+            conn.executemany(sql, rows[i : i + TXN_ROWS])
             conn.execute("COMMIT")
         return len(rows) / (time.perf_counter() - t0)
     finally:
         conn.close()
 
 
-def post_batches(port: int, bodies: list[bytes], counts: list[int], timeout_s: float,
-                 server_pid: int | None = None) -> tuple[float, list[PostResult], int]:
+def post_batches(
+    port: int, bodies: list[bytes], counts: list[int], timeout_s: float, server_pid: int | None = None
+) -> tuple[float, list[PostResult], int]:
     """Post ``bodies`` from ``CLIENTS`` processes (one connection each); events/s accepted,
     the worker results, and the server's peak RSS in bytes during the posts."""
     specs = [PostSpec(port, bodies[i::CLIENTS], counts[i::CLIENTS]) for i in range(CLIENTS)]
@@ -131,8 +132,9 @@ def check(results: list[PostResult], expected_events: int) -> None:
     got = sum(r.events for r in results)
     if errors or got != expected_events:
         statuses = sum((r.statuses for r in results), Counter())
-        raise RuntimeError(f"{got} of {expected_events} events accepted; statuses {dict(statuses)}; "
-                           f"first errors {errors[:3]}")
+        raise RuntimeError(
+            f"{got} of {expected_events} events accepted; statuses {dict(statuses)}; first errors {errors[:3]}"
+        )
 
 
 def _measure(ctx: RunContext, store: str, batches_per_repeat: int) -> Figure:
@@ -141,8 +143,9 @@ def _measure(ctx: RunContext, store: str, batches_per_repeat: int) -> Figure:
     schema = f"pb_ingest_{store[:2]}"
     workdir = ctx.dir(f"ingest-{store}")
     port = procs.free_port()
-    server = procs.pulseboard_server(f"pulseboard-ingest-{store}", port, workdir,
-                                     ctx.pulseboard_env(workdir / "var", store, schema))
+    server = procs.pulseboard_server(
+        f"pulseboard-ingest-{store}", port, workdir, ctx.pulseboard_env(workdir / "var", store, schema)
+    )
     if store == "postgresql":
         pg_setup_bare(ctx.pg_url, "pb_bare")
         baseline = lambda rows: pg_copy_rows_per_s(ctx.pg_url, "pb_bare", rows)  # noqa: E731
@@ -155,14 +158,14 @@ def _measure(ctx: RunContext, store: str, batches_per_repeat: int) -> Figure:
     n_events = batches_per_repeat * BATCH_EVENTS
     product, base, peaks, lat_p50 = [], [], [], []
     with server:
-        warm = data.tagged(events[:4 * BATCH_EVENTS], "warm")  # compile caches, pools, page cache
+        warm = data.tagged(events[: 4 * BATCH_EVENTS], "warm")  # compile caches, pools, page cache
         warm_bodies = data.batches(warm, BATCH_EVENTS)
         baseline(stored_rows(warm_bodies))
         post_batches(port, warm_bodies, [BATCH_EVENTS] * len(warm_bodies), timeout_s=120)
         for r in range(ctx.repeats):
             # A different month slice each repeat keeps the rows realistic and the ids fresh.
             start = (r * n_events) % max(1, len(events) - n_events)
-            chunk = data.tagged(events[start:start + n_events], f"r{r}")
+            chunk = data.tagged(events[start : start + n_events], f"r{r}")
             bodies = data.batches(chunk, BATCH_EVENTS)
             counts = [min(BATCH_EVENTS, len(chunk) - i) for i in range(0, len(chunk), BATCH_EVENTS)]
             base.append(baseline(stored_rows(bodies)))
@@ -172,14 +175,22 @@ def _measure(ctx: RunContext, store: str, batches_per_repeat: int) -> Figure:
             lats = sorted(x for res in results for x in res.latencies_ms)
             lat_p50.append(lats[len(lats) // 2])
     fig = Figure(
-        key=f"ingest_{store}", title=f"ingest 1,000-event batches, 8 clients — {label}", unit="events/s",
-        product=summarize(product), baseline=summarize(base), baseline_label=base_label, baseline_unit="rows/s",
-        ratio=ratios(product, base), goal="≥ 0.6×",
+        key=f"ingest_{store}",
+        title=f"ingest 1,000-event batches, 8 clients — {label}",
+        unit="events/s",
+        product=summarize(product),
+        baseline=summarize(base),
+        baseline_label=base_label,
+        baseline_unit="rows/s",
+        ratio=ratios(product, base),
+        goal="≥ 0.6×",
     )
     fig.met = fig.ratio.median >= 0.6
-    fig.notes.append(f"{n_events:,} real events per repeat (August 1999 slices, fresh ids), {ctx.repeats} repeats; "
-                     f"median batch latency {summarize(lat_p50).median:.0f} ms; server peak RSS "
-                     f"{summarize(peaks).median:.0f} MB without screens.")
+    fig.notes.append(
+        f"{n_events:,} real events per repeat (August 1999 slices, fresh ids), {ctx.repeats} repeats; "
+        f"median batch latency {summarize(lat_p50).median:.0f} ms; server peak RSS "
+        f"{summarize(peaks).median:.0f} MB without screens."
+    )
     fig.extra = {"events_per_repeat": n_events, "batch_latency_p50_ms": lat_p50, "server_peak_rss_mb": peaks}
     return fig
 
@@ -190,7 +201,14 @@ def run(ctx: RunContext) -> list[Figure]:
     if ctx.pg_url:
         figs.append(_measure(ctx, "postgresql", 8 if ctx.quick else 32))
     else:
-        figs.append(Figure("ingest_postgresql", "ingest 1,000-event batches, 8 clients — PostgreSQL", "events/s",
-                           goal="≥ 0.6×", notes=["not measured: no PostgreSQL server answered"]))
+        figs.append(
+            Figure(
+                "ingest_postgresql",
+                "ingest 1,000-event batches, 8 clients — PostgreSQL",
+                "events/s",
+                goal="≥ 0.6×",
+                notes=["not measured: no PostgreSQL server answered"],
+            )
+        )
     figs.append(_measure(ctx, "sqlite", 16 if ctx.quick else 48))
     return figs

@@ -68,12 +68,22 @@ def run(ctx: RunContext) -> list[Figure]:
         fresh = ctx.tmp / f"scale-empty-{r}"
         empty.append(_write_rate(fresh, f"scale{r}"))
         shutil.rmtree(fresh, ignore_errors=True)
-    fig = Figure("ingest_scale", f"write path into a store of {store.loaded_events:,} events (SQLite)", "events/s",
-                 product=summarize(big), baseline=summarize(empty), baseline_label="the same into an empty store",
-                 ratio=ratios(big, empty), ratio_label="of the empty-store rate", goal="flat (report)")
+    fig = Figure(
+        "ingest_scale",
+        f"write path into a store of {store.loaded_events:,} events (SQLite)",
+        "events/s",
+        product=summarize(big),
+        baseline=summarize(empty),
+        baseline_label="the same into an empty store",
+        ratio=ratios(big, empty),
+        ratio_label="of the empty-store rate",
+        goal="flat (report)",
+    )
     fig.met = None
-    fig.notes.append(f"{SCALE_EVENTS:,} fresh real events a repeat, parse + write_group + commit in {GROUP:,}-event "
-                     f"groups, in-process (no HTTP). 50M stored events NOT reached: loading them through the write "
-                     f"path would take ≈ {50e6 / store.load_events_per_s / 60:,.0f} min at the measured "
-                     f"{store.load_events_per_s:,.0f} events/s.")
+    fig.notes.append(
+        f"{SCALE_EVENTS:,} fresh real events a repeat, parse + write_group + commit in {GROUP:,}-event "
+        f"groups, in-process (no HTTP). 50M stored events NOT reached: loading them through the write "
+        f"path would take ≈ {50e6 / store.load_events_per_s / 60:,.0f} min at the measured "
+        f"{store.load_events_per_s:,.0f} events/s."
+    )
     return [fig]

@@ -23,8 +23,16 @@ def post_singles(port: int, tag: str, duration_s: float) -> tuple[float, float, 
     """Post single events for ``duration_s`` from 64 connections; (accepted requests/s, p99 ms, results)."""
     events = data.tagged(data.august_wire(), tag)
     bodies = data.singles(events)
-    specs = [PostSpec(port, bodies[i::PROCESSES], [1] * len(bodies[i::PROCESSES]),
-                      connections=CONNECTIONS_PER_PROCESS, duration_s=duration_s) for i in range(PROCESSES)]
+    specs = [
+        PostSpec(
+            port,
+            bodies[i::PROCESSES],
+            [1] * len(bodies[i::PROCESSES]),
+            connections=CONNECTIONS_PER_PROCESS,
+            duration_s=duration_s,
+        )
+        for i in range(PROCESSES)
+    ]
     results = procs.run_workers([(post_worker, s) for s in specs], timeout_s=duration_s + 60)
     errors = [e for r in results for e in r.errors]
     if errors:
@@ -40,14 +48,21 @@ def run(ctx: RunContext) -> list[Figure]:
     stores = ["sqlite"] + (["postgresql"] if ctx.pg_url else [])
     workdir = ctx.dir("ingest-single")
     base_port = procs.free_port()
-    baseline_server = procs.bench_server("minimal-asgi", "bench.servers.minimal_asgi", base_port, workdir,
-                                         ready_path="/")
+    baseline_server = procs.bench_server(
+        "minimal-asgi", "bench.servers.minimal_asgi", base_port, workdir, ready_path="/"
+    )
     servers = {}
     for store in stores:
         port = procs.free_port()
-        servers[store] = (port, procs.pulseboard_server(
-            f"pulseboard-single-{store}", port, workdir,
-            ctx.pulseboard_env(workdir / f"var-{store}", store, f"pb_single_{store[:2]}")))
+        servers[store] = (
+            port,
+            procs.pulseboard_server(
+                f"pulseboard-single-{store}",
+                port,
+                workdir,
+                ctx.pulseboard_env(workdir / f"var-{store}", store, f"pb_single_{store[:2]}"),
+            ),
+        )
     base: list[float] = []
     product: dict[str, list[float]] = {s: [] for s in stores}
     p99: dict[str, list[float]] = {s: [] for s in stores}
@@ -71,15 +86,22 @@ def run(ctx: RunContext) -> list[Figure]:
     for store in stores:
         label = "PostgreSQL" if store == "postgresql" else "SQLite"
         fig = Figure(
-            key=f"ingest_single_{store}", title=f"single-event POSTs, 64 clients — {label}", unit="events/s",
-            product=summarize(product[store]), baseline=summarize(base), baseline_unit="req/s",
+            key=f"ingest_single_{store}",
+            title=f"single-event POSTs, 64 clients — {label}",
+            unit="events/s",
+            product=summarize(product[store]),
+            baseline=summarize(base),
+            baseline_unit="req/s",
             baseline_label="minimal ASGI app answering 202 (same uvicorn)",
-            ratio=ratios(product[store], base), goal="≥ 0.5×",
+            ratio=ratios(product[store], base),
+            goal="≥ 0.5×",
         )
         fig.met = fig.ratio.median >= 0.5
-        fig.notes.append(f"{duration_s:.0f} s per repeat, 4 processes × 16 keep-alive connections, one real event per "
-                         f"request; "
-                         f"Pulseboard request p99 {summarize(p99[store]).median:.0f} ms.")
+        fig.notes.append(
+            f"{duration_s:.0f} s per repeat, 4 processes × 16 keep-alive connections, one real event per "
+            f"request; "
+            f"Pulseboard request p99 {summarize(p99[store]).median:.0f} ms."
+        )
         fig.extra = {"request_p99_ms": p99[store]}
         figs.append(fig)
     return figs

@@ -100,8 +100,10 @@ def get_store(ctx: RunContext) -> bigstore.BigStore:
 def run(ctx: RunContext) -> list[Figure]:
     store = get_store(ctx)
     figs = []
-    for grain, label, events, goal in (("day", bigstore.BIG_DAY_LABEL, store.day_events, "≤ 1 s"),
-                                       ("month", bigstore.MONTH_LABEL, store.month_events, "report")):
+    for grain, label, events, goal in (
+        ("day", bigstore.BIG_DAY_LABEL, store.day_events, "≤ 1 s"),
+        ("month", bigstore.MONTH_LABEL, store.month_events, "report"),
+    ):
         start_us, end_us = _period_bounds_us(store.data_dir, grain, label)
         cut_s, base_s = [], []
         for r in range(ctx.repeats):
@@ -111,27 +113,44 @@ def run(ctx: RunContext) -> list[Figure]:
                 asyncio.run(_cut(copy, "day", bigstore.BIG_DAY_LABEL))
             cut_s.append(asyncio.run(_cut(copy, grain, label))[0])
             shutil.rmtree(copy, ignore_errors=True)
-        fig = Figure(f"snapshot_{grain}", f"{grain} snapshot cut ({events:,}-event {grain}, SQLite)", "s",
-                     product=summarize(cut_s), baseline=summarize(base_s),
-                     baseline_label="raw-event SQL aggregate of the period", ratio=ratios(cut_s, base_s),
-                     ratio_label="of the raw recompute time", goal=goal)
-        fig.notes.append("cut = SnapshotService.cut_period (KPIs from the minute rollups + the reconciliation stored "
-                         "with the cut, which recomputes every measure from raw events by SQL aggregates).")
+        fig = Figure(
+            f"snapshot_{grain}",
+            f"{grain} snapshot cut ({events:,}-event {grain}, SQLite)",
+            "s",
+            product=summarize(cut_s),
+            baseline=summarize(base_s),
+            baseline_label="raw-event SQL aggregate of the period",
+            ratio=ratios(cut_s, base_s),
+            ratio_label="of the raw recompute time",
+            goal=goal,
+        )
+        fig.notes.append(
+            "cut = SnapshotService.cut_period (KPIs from the minute rollups + the reconciliation stored "
+            "with the cut, which recomputes every measure from raw events by SQL aggregates)."
+        )
         if grain == "day":
             per_event_us = fig.product.median / events * 1e6
             reached = events >= DAY_TARGET_EVENTS
             fig.met = reached and fig.product.median <= 1.0
-            fig.notes.append(f"Scale reached: {events:,} events in the day (store loaded through the write path, "
-                             f"parse included, at {store.load_events_per_s:,.0f} events/s in {store.load_s:.0f} s)."
-                             + ("" if reached else f" The 1,000,000-event day was NOT reached (--quick); at "
-                                f"{per_event_us:.2f} µs/event a linear extrapolation gives ≈ {per_event_us:.2f} s "
-                                "for 1M."))
+            fig.notes.append(
+                f"Scale reached: {events:,} events in the day (store loaded through the write path, "
+                f"parse included, at {store.load_events_per_s:,.0f} events/s in {store.load_s:.0f} s)."
+                + (
+                    ""
+                    if reached
+                    else f" The 1,000,000-event day was NOT reached (--quick); at "
+                    f"{per_event_us:.2f} µs/event a linear extrapolation gives ≈ {per_event_us:.2f} s "
+                    "for 1M."
+                )
+            )
         else:
             fig.met = None
-            fig.notes.append(f"Scale reached: {events:,} events in the month (the real month plus the big day); "
-                             f"30M events NOT reached (loading alone would take "
-                             f"≈ {30e6 / store.load_events_per_s / 60:,.0f} min at the measured write rate). "
-                             f"The goal only asks to report the month.")
+            fig.notes.append(
+                f"Scale reached: {events:,} events in the month (the real month plus the big day); "
+                f"30M events NOT reached (loading alone would take "
+                f"≈ {30e6 / store.load_events_per_s / 60:,.0f} min at the measured write rate). "
+                f"The goal only asks to report the month."
+            )
         fig.extra = {"events": events}
         figs.append(fig)
     return figs

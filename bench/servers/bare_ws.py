@@ -28,7 +28,7 @@ def read_frames(path: Path) -> list[bytes]:
     frames, i = [], 0
     while i < len(blob):
         (n,) = struct.unpack_from("<I", blob, i)
-        frames.append(blob[i + 4:i + 4 + n])
+        frames.append(blob[i + 4 : i + 4 + n])
         i += 4 + n
     return frames
 
@@ -39,7 +39,8 @@ def write_frames(path: Path, frames: list[bytes]) -> None:
 
 
 async def serve(port: int) -> None:
-    from websockets.asyncio.server import broadcast, serve as ws_serve
+    from websockets.asyncio.server import broadcast
+    from websockets.asyncio.server import serve as ws_serve
 
     screens: set = set()
 
@@ -69,8 +70,16 @@ async def serve(port: int) -> None:
         finally:
             screens.discard(ws)
 
-    async with ws_serve(handler, "127.0.0.1", port, compression=None, max_size=64 * 1024,
-                        ping_interval=10, ping_timeout=10, backlog=4096):
+    async with ws_serve(
+        handler,
+        "127.0.0.1",
+        port,
+        compression=None,
+        max_size=64 * 1024,
+        ping_interval=10,
+        ping_timeout=10,
+        backlog=4096,
+    ):
         await asyncio.Future()
 
 

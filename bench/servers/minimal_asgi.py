@@ -38,8 +38,8 @@ async def app(scope, receive, send) -> None:
 def main() -> None:
     import uvicorn
 
-    from app.cli import uvicorn_options
     from app.config import Settings
+    from app.main import uvicorn_options
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

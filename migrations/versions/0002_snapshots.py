@@ -4,6 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -66,13 +67,17 @@ def upgrade() -> None:
             END $$ LANGUAGE plpgsql
         """)
         for table in IMMUTABLE:
-            op.execute(f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
-                       f"FOR EACH ROW EXECUTE FUNCTION pulseboard_refuse_change()")
+            op.execute(
+                f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION pulseboard_refuse_change()"
+            )
     else:
         for table in IMMUTABLE:
             for action in ("UPDATE", "DELETE"):
-                op.execute(f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
-                           f"BEGIN SELECT RAISE(ABORT, '{table} rows are immutable: add a new version instead'); END")
+                op.execute(
+                    f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
+                    f"BEGIN SELECT RAISE(ABORT, '{table} rows are immutable: add a new version instead'); END"
+                )
 
 
 def downgrade() -> None:

@@ -11,6 +11,7 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-29
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -34,16 +35,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "side", "bin", name="pk_rollup_sketch_bin"),
     )
     bind = op.get_bind()
-    rows = bind.execute(sa.text(
-        "SELECT measure, dim_key, bucket_us, sketch FROM rollup_minute WHERE sketch IS NOT NULL"))
+    rows = bind.execute(
+        sa.text("SELECT measure, dim_key, bucket_us, sketch FROM rollup_minute WHERE sketch IS NOT NULL")
+    )
     bins = []
     for measure, dim_key, bucket_us, blob in rows:
         bins += [(measure, dim_key, bucket_us, side, i, c) for side, i, c in Sketch.from_bytes(bytes(blob)).bins()]
     if bins:
-        bind.execute(sa.text(
-            "INSERT INTO rollup_sketch_bin (measure, dim_key, bucket_us, side, bin, count) "
-            "VALUES (:m, :d, :b, :s, :i, :c)"),
-            [dict(zip("mdbsic", row)) for row in bins])
+        bind.execute(
+            sa.text(
+                "INSERT INTO rollup_sketch_bin (measure, dim_key, bucket_us, side, bin, count) "
+                "VALUES (:m, :d, :b, :s, :i, :c)"
+            ),
+            [dict(zip("mdbsic", row, strict=True)) for row in bins],
+        )
     with op.batch_alter_table("rollup_minute") as batch:
         batch.drop_column("sketch")
 

@@ -9,6 +9,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-29
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -43,12 +44,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "side", "bin", name="pk_rollup_hour_sketch_bin"),
     )
     hour = f"(bucket_us - (((bucket_us % {HOUR_US}) + {HOUR_US}) % {HOUR_US}))"
-    op.execute(f"INSERT INTO rollup_hour (measure, dim_key, bucket_us, count, sum, min, max) "
-               f"SELECT measure, dim_key, {hour}, SUM(count), SUM(sum), MIN(min), MAX(max) FROM rollup_minute "
-               f"GROUP BY measure, dim_key, {hour}")
-    op.execute(f"INSERT INTO rollup_hour_sketch_bin (measure, dim_key, bucket_us, side, bin, count) "
-               f"SELECT measure, dim_key, {hour}, side, bin, SUM(count) FROM rollup_sketch_bin "
-               f"GROUP BY measure, dim_key, {hour}, side, bin")
+    op.execute(
+        f"INSERT INTO rollup_hour (measure, dim_key, bucket_us, count, sum, min, max) "
+        f"SELECT measure, dim_key, {hour}, SUM(count), SUM(sum), MIN(min), MAX(max) FROM rollup_minute "
+        f"GROUP BY measure, dim_key, {hour}"
+    )
+    op.execute(
+        f"INSERT INTO rollup_hour_sketch_bin (measure, dim_key, bucket_us, side, bin, count) "
+        f"SELECT measure, dim_key, {hour}, side, bin, SUM(count) FROM rollup_sketch_bin "
+        f"GROUP BY measure, dim_key, {hour}, side, bin"
+    )
 
 
 def downgrade() -> None:

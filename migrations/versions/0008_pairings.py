@@ -8,6 +8,7 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-29
 """
+
 import sqlalchemy as sa
 from alembic import op
 

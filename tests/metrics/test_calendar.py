@@ -1,12 +1,20 @@
 """Local calendar periods: 23/25-hour days, two 01:00 hours, half-hour and 45-minute zones."""
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from app.metrics.calendar import (
-    HOUR_US, day_period, from_us, iter_periods, month_period, parse_day, parse_month, period_containing, to_us,
+    HOUR_US,
+    day_period,
+    from_us,
+    iter_periods,
+    month_period,
+    parse_day,
+    parse_month,
+    period_containing,
+    to_us,
 )
 
 
@@ -14,13 +22,16 @@ def us(text: str) -> int:
     return to_us(datetime.fromisoformat(text))
 
 
-@pytest.mark.parametrize("zone, day, hours", [
-    ("America/Chicago", date(2022, 11, 6), 25),
-    ("America/Los_Angeles", date(2022, 3, 13), 23),
-    ("Europe/Athens", date(2022, 10, 30), 25),
-    ("Asia/Kolkata", date(2022, 10, 30), 24),
-    ("UTC", date(2024, 2, 29), 24),
-])
+@pytest.mark.parametrize(
+    "zone, day, hours",
+    [
+        ("America/Chicago", date(2022, 11, 6), 25),
+        ("America/Los_Angeles", date(2022, 3, 13), 23),
+        ("Europe/Athens", date(2022, 10, 30), 25),
+        ("Asia/Kolkata", date(2022, 10, 30), 24),
+        ("UTC", date(2024, 2, 29), 24),
+    ],
+)
 def test_day_lengths(zone, day, hours):
     p = day_period(day, ZoneInfo(zone))
     assert (p.end_us - p.start_us) == hours * HOUR_US
@@ -37,11 +48,14 @@ def _bounds(p):
     return p.start_us, p.end_us
 
 
-@pytest.mark.parametrize("zone, instant, start", [
-    ("Asia/Kolkata", "2024-01-01T10:15:00+00:00", "2024-01-01T15:00:00+05:30"),
-    ("Asia/Kathmandu", "2024-01-01T10:20:00+00:00", "2024-01-01T16:00:00+05:45"),
-    ("Asia/Kathmandu", "2024-01-01T10:10:00+00:00", "2024-01-01T15:00:00+05:45"),
-])
+@pytest.mark.parametrize(
+    "zone, instant, start",
+    [
+        ("Asia/Kolkata", "2024-01-01T10:15:00+00:00", "2024-01-01T15:00:00+05:30"),
+        ("Asia/Kathmandu", "2024-01-01T10:20:00+00:00", "2024-01-01T16:00:00+05:45"),
+        ("Asia/Kathmandu", "2024-01-01T10:10:00+00:00", "2024-01-01T15:00:00+05:45"),
+    ],
+)
 def test_local_hours_in_fractional_zones(zone, instant, start):
     p = period_containing("hour", us(instant), ZoneInfo(zone))
     assert p.start.isoformat() == start
@@ -55,11 +69,14 @@ def test_months_are_local():
     assert oct_.end.isoformat() == "2020-11-01T00:00:00+01:00"
     assert period_containing("month", us("2020-09-30T23:00:00+00:00"), z).label == "2020-10"
     assert month_period(2024, 12, z).end.isoformat() == "2025-01-01T00:00:00+01:00"
-    assert month_period(2024, 2, ZoneInfo("UTC")).end_us - month_period(2024, 2, ZoneInfo("UTC")).start_us == 29 * 24 * HOUR_US
+    assert (
+        month_period(2024, 2, ZoneInfo("UTC")).end_us - month_period(2024, 2, ZoneInfo("UTC")).start_us
+        == 29 * 24 * HOUR_US
+    )
 
 
 def test_round_trip_and_naive_refused():
-    instant = datetime(2024, 5, 2, 9, 15, 20, 123456, tzinfo=timezone.utc)
+    instant = datetime(2024, 5, 2, 9, 15, 20, 123456, tzinfo=UTC)
     assert from_us(to_us(instant)) == instant
     with pytest.raises(ValueError, match="naive"):
         to_us(datetime(2024, 1, 1))

@@ -12,19 +12,53 @@ CC = load_packs()["contact-centre"]
 
 
 def test_contact_centre_pack_shape():
-    assert set(CC.kpis) >= {"offered", "answered", "abandoned", "abandonment_rate", "service_level_20s",
-                            "service_level_60s", "asa_s", "aht_s", "calls_in_queue", "longest_wait_s"}
+    assert set(CC.kpis) >= {
+        "offered",
+        "answered",
+        "abandoned",
+        "abandonment_rate",
+        "service_level_20s",
+        "service_level_60s",
+        "asa_s",
+        "aht_s",
+        "calls_in_queue",
+        "longest_wait_s",
+    }
     assert CC.measures["answered"].sketch
 
 
-@pytest.mark.parametrize("raw, needle", [
-    ({"pack": "x", "kpis": {"k": {"formula": {"count": "nope"}}}}, "unknown measure 'nope'"),
-    ({"pack": "x", "measures": {"m": {"event": "e"}}, "kpis": {"k": {"formula": {"ratio": {"numerator": {"mean": "m"}, "denominator": {"count": "m"}}}}}}, "never of averages"),
-    ({"pack": "x", "measures": {"m": {"event": "e"}}, "kpis": {"k": {"formula": {"percentile": {"measure": "m", "p": 2}}}}}, "(0, 1]"),
-    ({"pack": "X!"}, "pack"),
-    ({"pack": "x", "measures": {"m": {"event": "e", "where": {"value": {"about": 3}}}}}, "where.value"),
-    ({"pack": "x", "measures": {"m": {"event": "e"}}, "kpis": {"k": {"formula": {"count": "m"}, "direction": "up"}}}, "direction"),
-])
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({"pack": "x", "kpis": {"k": {"formula": {"count": "nope"}}}}, "unknown measure 'nope'"),
+        (
+            {
+                "pack": "x",
+                "measures": {"m": {"event": "e"}},
+                "kpis": {"k": {"formula": {"ratio": {"numerator": {"mean": "m"}, "denominator": {"count": "m"}}}}},
+            },
+            "never of averages",
+        ),
+        (
+            {
+                "pack": "x",
+                "measures": {"m": {"event": "e"}},
+                "kpis": {"k": {"formula": {"percentile": {"measure": "m", "p": 2}}}},
+            },
+            "(0, 1]",
+        ),
+        ({"pack": "X!"}, "pack"),
+        ({"pack": "x", "measures": {"m": {"event": "e", "where": {"value": {"about": 3}}}}}, "where.value"),
+        (
+            {
+                "pack": "x",
+                "measures": {"m": {"event": "e"}},
+                "kpis": {"k": {"formula": {"count": "m"}, "direction": "up"}},
+            },
+            "direction",
+        ),
+    ],
+)
 def test_malformed_packs_name_file_and_key(raw, needle):
     with pytest.raises(PackError) as info:
         parse_pack(raw, "my.yaml")
@@ -48,8 +82,12 @@ def test_rollup_by_minute_and_dimension():
 
 
 def test_evaluate_formulas_and_null_when_undefined():
-    parts = {"answered": Partial(8, 160.0), "abandoned": Partial(2, 50.0), "answered_within_20s": Partial(6, 0.0),
-             "ended": Partial(8, 1600.0)}
+    parts = {
+        "answered": Partial(8, 160.0),
+        "abandoned": Partial(2, 50.0),
+        "answered_within_20s": Partial(6, 0.0),
+        "ended": Partial(8, 1600.0),
+    }
     assert evaluate(CC.kpis["offered"], parts).value == 10
     sl = evaluate(CC.kpis["service_level_20s"], parts)
     assert sl.value == 0.6 and sl.components["numerator"] == 6 and sl.components["denominator"] == 10
@@ -63,10 +101,18 @@ def test_evaluate_formulas_and_null_when_undefined():
     assert evaluate(CC.kpis["longest_wait_s"], {}, GaugeReading(0, None), 5).value == 0.0
 
 
-@pytest.mark.parametrize("kpi, value, status", [
-    ("service_level_20s", 0.85, "green"), ("service_level_20s", 0.8, "green"),
-    ("service_level_20s", 0.77, "amber"), ("service_level_20s", 0.70, "red"),
-    ("asa_s", 25, "green"), ("asa_s", 40, "amber"), ("asa_s", 46, "red"), ("asa_s", None, None),
-])
+@pytest.mark.parametrize(
+    "kpi, value, status",
+    [
+        ("service_level_20s", 0.85, "green"),
+        ("service_level_20s", 0.8, "green"),
+        ("service_level_20s", 0.77, "amber"),
+        ("service_level_20s", 0.70, "red"),
+        ("asa_s", 25, "green"),
+        ("asa_s", 40, "amber"),
+        ("asa_s", 46, "red"),
+        ("asa_s", None, None),
+    ],
+)
 def test_rag_status(kpi, value, status):
     assert rag_status(CC.kpis[kpi], value) == status

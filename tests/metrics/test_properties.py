@@ -4,31 +4,46 @@ hours, days and months of any zone; merging is associative."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.metrics.calendar import MINUTE_US, iter_periods, to_us
 from app.metrics.pack import parse_pack
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow, merge_into, rollup
 
-PACK = parse_pack({
-    "pack": "prop", "dimensions": ["q"],
-    "measures": {"all": {"event": "e", "sketch": True}, "small": {"event": "e", "where": {"value": {"le": 5}}}},
-    "kpis": {"n": {"formula": {"count": "all"}}},
-}, "prop")
+PACK = parse_pack(
+    {
+        "pack": "prop",
+        "dimensions": ["q"],
+        "measures": {"all": {"event": "e", "sketch": True}, "small": {"event": "e", "where": {"value": {"le": 5}}}},
+        "kpis": {"n": {"formula": {"count": "all"}}},
+    },
+    "prop",
+)
 
 # Around DST changes in several zones (fall back, spring forward, +05:30, +05:45 have none).
-ANCHORS = [datetime(2022, 11, 6, 5, tzinfo=timezone.utc), datetime(2022, 3, 13, 9, tzinfo=timezone.utc),
-           datetime(2022, 10, 30, 0, tzinfo=timezone.utc), datetime(2024, 1, 31, 22, tzinfo=timezone.utc)]
+ANCHORS = [
+    datetime(2022, 11, 6, 5, tzinfo=UTC),
+    datetime(2022, 3, 13, 9, tzinfo=UTC),
+    datetime(2022, 10, 30, 0, tzinfo=UTC),
+    datetime(2024, 1, 31, 22, tzinfo=UTC),
+]
 ZONES = ["America/Chicago", "America/Los_Angeles", "Europe/Athens", "Asia/Kolkata", "Asia/Kathmandu", "UTC"]
 
 event_st = st.builds(
-    lambda anchor, offset_s, value, q, ident: (ident, EventRow("e", to_us(anchor) + offset_s * 1_000_000, value, {"q": q})),
-    st.sampled_from(ANCHORS), st.integers(-3 * 86400, 3 * 86400),
-    st.integers(0, 20).map(float), st.sampled_from(["a", "b"]), st.integers(0, 60),
+    lambda anchor, offset_s, value, q, ident: (
+        ident,
+        EventRow("e", to_us(anchor) + offset_s * 1_000_000, value, {"q": q}),
+    ),
+    st.sampled_from(ANCHORS),
+    st.integers(-3 * 86400, 3 * 86400),
+    st.integers(0, 20).map(float),
+    st.sampled_from(["a", "b"]),
+    st.integers(0, 60),
 )
 
 
@@ -56,7 +71,7 @@ def test_batches_in_any_order_equal_the_whole(stream, cuts, rnd):
     merged: dict = {}
     start = 0
     for size in cuts + [len(shuffled)]:
-        batch, _ = rollup(PACK, shuffled[start:start + size])
+        batch, _ = rollup(PACK, shuffled[start : start + size])
         merge_into(merged, batch)
         start += size
     assert summary(merged) == summary(whole)
@@ -76,7 +91,7 @@ def test_minutes_add_up_to_hours_days_and_months(stream, zone_name):
         counts = [sum(p.count for b, p in minutes.items() if per.start_us <= b < per.end_us) for per in periods]
         assert sum(counts) == total == len(events)
         # contiguous, non-overlapping local periods
-        assert all(a.end_us == b.start_us for a, b in zip(periods, periods[1:]))
+        assert all(a.end_us == b.start_us for a, b in zip(periods, periods[1:], strict=False))
 
 
 @settings(max_examples=100, deadline=None)

@@ -3,8 +3,8 @@
 import math
 
 import pytest
-
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.metrics.partials import Partial
 from app.metrics.sketch import DEFAULT_RELATIVE_ACCURACY, Sketch
@@ -15,8 +15,9 @@ def nearest_rank(values, p):
     return ordered[max(1, math.ceil(p * len(ordered))) - 1]
 
 
-values_st = st.lists(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False), min_size=1,
-                     max_size=300)
+values_st = st.lists(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False), min_size=1, max_size=300
+)
 
 
 @settings(max_examples=200, deadline=None)

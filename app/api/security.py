@@ -18,18 +18,20 @@ DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 
 def content_security_policy(frame_ancestors: str) -> str:
     """The CSP header value (see the module docstring)."""
-    return "; ".join([
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data: blob:",
-        "font-src 'self' data:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        f"frame-ancestors {frame_ancestors}",
-    ])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data: blob:",
+            "font-src 'self' data:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            f"frame-ancestors {frame_ancestors}",
+        ]
+    )
 
 
 class SecurityHeaders:
@@ -37,8 +39,11 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp, frame_ancestors: str = "'none'") -> None:
         self.app = app
-        common = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                  (b"cross-origin-opener-policy", b"same-origin")]
+        common = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
         self._headers = common + [(b"content-security-policy", content_security_policy(frame_ancestors).encode())]
         self._docs_headers = common
 

@@ -1,0 +1,57 @@
+"""What every command shares: settings from the environment (and options), replay pacing and
+start-time options."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from app.config import Settings
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with the non-``None`` ``overrides`` applied.
+
+    Raises:
+        click.ClickException: the configuration does not validate (the message names the field).
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise click.ClickException(f"invalid configuration: {exc}") from None
+
+
+class SpeedType(click.ParamType):
+    """``max`` or a positive number (seconds of event time per second)."""
+
+    name = "N|max"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text == "max":
+            return None
+        try:
+            speed = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'max' nor a number", param, ctx)
+        if not speed > 0 or speed == float("inf"):
+            self.fail(f"{value!r} must be a positive number", param, ctx)
+        return speed
+
+
+def parse_start(text: str | None, zone_name: str) -> datetime | None:
+    """``--start``: an ISO date-time; without an offset it is local time in ``zone_name``."""
+    if text is None:
+        return None
+    from zoneinfo import ZoneInfo
+
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO date-time (e.g. 1999-08-10T07:00:00+03:00)", param_hint="--start"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=ZoneInfo(zone_name))

@@ -1,0 +1,148 @@
+"""``pulseboard demo``: the server plus a paced replay of three real days of calls (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import datetime, time
+from pathlib import Path
+
+import click
+
+from app.cli.common import SpeedType, load_settings
+from app.cli.replay import ANONYMOUS_BANK_TZ, load_anonymous_bank, quiet_http_log
+from app.replay.client import ReplayError, replay_events
+
+DEMO_FILE = Path(__file__).resolve().parent.parent / "demo" / "anonymous-bank-excerpt.tsv.gz"
+DEMO_TZ = ANONYMOUS_BANK_TZ
+DEMO_DASHBOARD = "contact-centre"
+DEMO_OPENS = time(7, 0)  # the call centre opens at 07:00: backfill the night, pace from here
+
+
+@click.command()
+@click.option("--port", type=int, default=None, help="port (default PULSEBOARD_PORT or 8000)")
+@click.option(
+    "--speed",
+    type=SpeedType(),
+    default="60",
+    show_default=True,
+    help="replay speed after 07:00 of the first day (60 = an hour a minute; 'max' = all at once)",
+)
+@click.option(
+    "--exit-after-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="stop server and replay after this many seconds (smoke tests)",
+)
+def demo(port: int | None, speed: float | None, exit_after_s: float | None) -> None:
+    """Serve the contact-centre wall and replay three real days of calls into it.
+
+    Uses its own embedded SQLite store under <data dir>/demo/ (emptied at start),
+    whatever DATABASE_URL says.  Ctrl-C stops everything.
+    """
+    base = load_settings(port=port)
+    settings = base.model_copy(
+        update={"database_url": None, "data_dir": base.data_dir / "demo", "clock": "event", "tz": DEMO_TZ}
+    )
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (settings.data_dir / f"pulseboard.db{suffix}").unlink(missing_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot prepare the demo store in {settings.data_dir}: {exc}") from None
+    quiet_http_log()
+    events = load_anonymous_bank(DEMO_FILE)
+    first_day = events[0]["ts"].date()
+    start = datetime.combine(first_day, DEMO_OPENS, tzinfo=events[0]["ts"].tzinfo)
+    try:
+        code = asyncio.run(_run_demo(settings, events, speed, start, exit_after_s))
+    except KeyboardInterrupt:
+        code = 0
+        click.echo("\nstopped", err=True)
+    sys.exit(code)
+
+
+async def _demo_keys(runtime, base_url: str) -> dict[str, str]:
+    """The demo's own keys: ingest for its replay, read and admin to print, and a display key
+    handed to the first browser that opens the printed one-time pairing link."""
+    from app.metrics.calendar import to_us
+
+    now = to_us(runtime.clock.now())
+    store = runtime.keys
+    ingest, _ = await store.create("ingest", "demo replay", now, source="anonymous-bank")
+    read, _ = await store.create("read", "demo reader", now)
+    admin, _ = await store.create("admin", "demo admin", now)
+    pairing = await runtime.pairings.preapproved(DEMO_DASHBOARD, "demo wall", now)  # key made when claimed
+    return {"ingest": ingest, "read": read, "admin": admin, "wall_link": f"{base_url}/pair#s={pairing.secret}"}
+
+
+async def _run_demo(
+    settings, events: list[dict], speed: float | None, start: datetime, exit_after_s: float | None
+) -> int:
+    import uvicorn
+
+    from app.main import create_app, uvicorn_options
+
+    options = {**uvicorn_options(settings), "access_log": False}
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    serve_task = asyncio.create_task(server.serve(), name="demo-server")
+    while not server.started:
+        if serve_task.done():
+            serve_task.result()  # raises what stopped it (port taken, store error)
+            return 1
+        await asyncio.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}"
+    keys = await _demo_keys(app.state.runtime, base_url)
+    wall = keys["wall_link"]
+    banner = "=" * max(40, len(wall) + 4)
+    click.echo(
+        f"\n{banner}\n  Pulseboard demo: open the wall at (one-time link: it pairs this browser)\n\n"
+        f"  {wall}\n\n  then {base_url}/wall/{DEMO_DASHBOARD}\n{banner}"
+    )
+    click.echo(f"  read key (API, /login, /day and /scorecard pages): {keys['read']}")
+    click.echo(f"  admin key (pair more screens at {base_url}/pair, cut snapshots): {keys['admin']}")
+    click.echo(
+        f"replaying {len(events)} events of 1-3 August 1999 (Anonymous Bank call centre): "
+        f"night backfilled up to {start:%H:%M}, then at speed {'max' if speed is None else speed}; "
+        f"Ctrl-C stops",
+        err=True,
+    )
+    sys.stdout.flush()
+
+    code = 0
+
+    async def run_replay() -> None:
+        nonlocal code
+        try:
+            summary = await replay_events(events, base_url, speed, start, progress=True, api_key=keys["ingest"])
+        except ReplayError as exc:
+            click.echo(f"demo replay stopped: {exc}", err=True)
+            code = 1
+            server.should_exit = True
+            return
+        click.echo(
+            f"replay finished: {summary.accepted} accepted, {summary.duplicates} duplicates "
+            f"in {summary.elapsed_s:.0f} s; the wall stays up at {wall} (Ctrl-C to stop)",
+            err=True,
+        )
+
+    replay_task = asyncio.create_task(run_replay(), name="demo-replay")
+    timer = None
+    if exit_after_s is not None:
+
+        async def stop_later() -> None:
+            await asyncio.sleep(exit_after_s)
+            click.echo(f"demo: --exit-after-s {exit_after_s:g} reached, stopping", err=True)
+            server.should_exit = True
+
+        timer = asyncio.create_task(stop_later(), name="demo-timer")
+    try:
+        await serve_task
+    finally:
+        for task in (replay_task, timer):
+            if task is not None and not task.done():
+                task.cancel()
+        await asyncio.gather(*(t for t in (replay_task, timer) if t is not None), return_exceptions=True)
+    return code

@@ -1,0 +1,77 @@
+"""``pulseboard keys create|list|revoke``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from app.cli.common import load_settings
+from app.config import Settings
+
+
+@click.group()
+def keys() -> None:
+    """API keys: create (shown once), list, revoke."""
+
+
+async def _with_keys(settings: Settings, action):
+    from app.auth.keys import KeyStore
+    from app.store.db import create_engine_for, migrate_async
+
+    await migrate_async(settings)
+    engine = create_engine_for(settings)
+    try:
+        return await action(KeyStore(engine))
+    finally:
+        await engine.dispose()
+
+
+def _now_us() -> int:
+    from app.clock import SystemClock
+    from app.metrics.calendar import to_us
+
+    return to_us(SystemClock().now())
+
+
+@keys.command("create")
+@click.option("--scope", type=click.Choice(["ingest", "read", "display", "admin"]), required=True)
+@click.option("--source", default=None, help="ingest: the one source this key may post")
+@click.option("--event-type", "event_types", multiple=True, help="ingest: restrict to these event types (repeatable)")
+@click.option("--dashboard", default=None, help="display: the one dashboard this key may show")
+@click.option("--name", default="", help="a label for lists")
+def keys_create(scope: str, source: str | None, event_types: tuple[str, ...], dashboard: str | None, name: str) -> None:
+    """Create a key and print it alone on the last line (only its hash is kept)."""
+
+    async def action(store):
+        return await store.create(scope, name, _now_us(), source, list(event_types) or None, dashboard)
+
+    try:
+        key, info = asyncio.run(_with_keys(load_settings(), action))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {info['scope']} key {info['id']} ({info['hint']}); it is shown only now:")
+    click.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (id, scope, binding, hint, created, last used, revoked)."""
+    rows = asyncio.run(_with_keys(load_settings(), lambda store: store.list()))
+    for r in rows:
+        binding = r["source"] or r["dashboard"] or "-"
+        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+        click.echo(
+            f"{r['id']}  {r['scope']:<7} {binding:<20} {r['hint']:<12} {r['name']:<20} "
+            f"created {r['created_at']}  last used {r['last_used_at'] or 'never'}  {state}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id (open screens using it close within seconds)."""
+    info = asyncio.run(_with_keys(load_settings(), lambda store: store.revoke(key_id, _now_us())))
+    if info is None:
+        raise click.ClickException(f"no key {key_id}")
+    click.echo(f"revoked {info['scope']} key {info['id']} ({info['hint']})")

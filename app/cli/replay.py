@@ -1,0 +1,178 @@
+"""``pulseboard replay anonymous-bank`` and ``pulseboard replay itsm-incident-log`` (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from app.cli.common import SpeedType, parse_start
+from app.replay.client import DEFAULT_URL, ReplayError, ReplaySummary, replay_events
+
+ANONYMOUS_BANK_TZ = "Asia/Jerusalem"
+
+
+def load_anonymous_bank(path: Path) -> list[dict]:
+    from app.replay.anonymous_bank import RowError, load_events
+
+    try:
+        return load_events(path)
+    except RowError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+
+
+def quiet_http_log() -> None:
+    """One INFO line per POST from httpx would drown the progress bar (kept with ``pulseboard -v``)."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _print_summary(summary: ReplaySummary) -> None:
+    click.echo("replay done")
+    for line in summary.lines():
+        click.echo(line)
+
+
+@click.group()
+def replay() -> None:
+    """Replay a recorded log into a running server through the HTTP API."""
+
+
+@replay.command("anonymous-bank")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="base URL of the Pulseboard server")
+@click.option(
+    "--speed",
+    type=SpeedType(),
+    default="max",
+    show_default=True,
+    help="'max' = as fast as the server accepts; N = N seconds of call time per second (60: an hour a minute)",
+)
+@click.option(
+    "--start",
+    "start_text",
+    default=None,
+    metavar="ISO",
+    help="replay-clock start: earlier events are posted at once, later ones paced by --speed "
+    "(no offset = Asia/Jerusalem local time)",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True, help="most events per POST"
+)
+@click.option(
+    "--api-key",
+    envvar="PULSEBOARD_API_KEY",
+    default=None,
+    help="sent as 'Authorization: Bearer KEY' (env PULSEBOARD_API_KEY)",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
+def anonymous_bank(
+    file: Path,
+    url: str,
+    speed: float | None,
+    start_text: str | None,
+    batch_size: int,
+    api_key: str | None,
+    progress: bool,
+) -> None:
+    """Post the Anonymous Bank call log FILE (.tsv or .tsv.gz) as events (CONTRACT §5)."""
+    quiet_http_log()
+    events = load_anonymous_bank(file)
+    if not events:
+        raise click.ClickException(f"{file}: no events (empty log, or only PHANTOM rows)")
+    _post_and_summarise(
+        file, events, url, speed, parse_start(start_text, ANONYMOUS_BANK_TZ), batch_size, progress, api_key
+    )
+
+
+def _post_and_summarise(
+    file: Path,
+    events: list[dict],
+    url: str,
+    speed: float | None,
+    start: datetime | None,
+    batch_size: int,
+    progress: bool,
+    api_key: str | None,
+) -> None:
+    """Post ``events`` through the API and print the summary (shared by every log's command)."""
+    click.echo(
+        f"{len(events)} events from {file.name}, {events[0]['ts'].isoformat()} .. "
+        f"{events[-1]['ts'].isoformat()}, to {url} at speed {'max' if speed is None else speed}",
+        err=True,
+    )
+    try:
+        summary = asyncio.run(replay_events(events, url, speed, start, batch_size, progress, api_key=api_key))
+    except ReplayError as exc:
+        raise click.ClickException(f"replay stopped: {exc}") from None
+    except KeyboardInterrupt:
+        raise click.ClickException("replay interrupted") from None
+    _print_summary(summary)
+
+
+def _load_itsm(path: Path) -> list[dict]:
+    from app.replay.itsm import RowError, map_file
+
+    try:
+        events, stats = map_file(path)
+    except RowError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    for line in stats.lines():
+        click.echo(line, err=True)
+    return events
+
+
+@replay.command("itsm-incident-log")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="base URL of the Pulseboard server")
+@click.option(
+    "--speed",
+    type=SpeedType(),
+    default="max",
+    show_default=True,
+    help="'max' = as fast as the server accepts; N = N seconds of incident time per second (86400: a day a second)",
+)
+@click.option(
+    "--start",
+    "start_text",
+    default=None,
+    metavar="ISO",
+    help="replay-clock start: earlier events are posted at once, later ones paced by --speed "
+    "(no offset = UTC, the zone the log's times are taken in)",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True, help="most events per POST"
+)
+@click.option(
+    "--api-key",
+    envvar="PULSEBOARD_API_KEY",
+    default=None,
+    help="sent as 'Authorization: Bearer KEY' (env PULSEBOARD_API_KEY)",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
+def itsm_incident_log(
+    file: Path,
+    url: str,
+    speed: float | None,
+    start_text: str | None,
+    batch_size: int,
+    api_key: str | None,
+    progress: bool,
+) -> None:
+    """Post the ServiceNow incident event log FILE (.csv or .csv.gz) as incident events.
+
+    One incident.opened / incident.resolved / incident.closed per incident, from its
+    last row; times taken as UTC (mapping: app/replay/itsm.py).
+    """
+    quiet_http_log()
+    events = _load_itsm(file)
+    if not events:
+        raise click.ClickException(f"{file}: no events (empty log)")
+    _post_and_summarise(file, events, url, speed, parse_start(start_text, "UTC"), batch_size, progress, api_key)

@@ -1,0 +1,183 @@
+"""KPI reads over the store: merged partials, values and series.
+
+Joins the pure engine (``app.metrics``) to the read path (``app.store.reads``).
+Reads use the stored minute partials when the dims filter is empty or names one
+rolled-up dimension; any other filter is computed from raw events with the same
+rollup code (slower, same answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.metrics.calendar import Grain, Period, iter_periods
+from app.metrics.evaluate import GaugeReading, KpiValue, evaluate
+from app.metrics.pack import Formula, Kpi, Pack, dim_text
+from app.metrics.partials import Partial
+from app.metrics.rollup import TOTAL, filter_dim_key, rollup
+from app.store import reads
+
+MAX_SERIES_POINTS = 5000
+
+
+class QueryError(ValueError):
+    """A read asked for something that cannot be answered (names the parameter)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One series point: a local period and the KPI's value there."""
+
+    period: Period
+    value: KpiValue
+
+
+async def _raw_partials(
+    conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...], start_us: int, end_us: int
+) -> dict[str, Partial]:
+    names = kpi.formula.referenced_measures()
+    types = {pack.measures[n].event_type for n in names}
+    merged: dict[str, Partial] = {}
+    async for batch in reads.raw_events(conn, types, start_us, end_us):
+        kept = [e for e in batch if e.dims and all(k in e.dims and dim_text(e.dims[k]) == v for k, v in dims)]
+        partials, _ = rollup(pack, kept)
+        for (mkey, dk, _b), part in partials.items():
+            if dk == TOTAL:
+                name = mkey.split("/", 1)[1]
+                merged.setdefault(name, Partial(sketch=None)).merge(part)
+    return merged
+
+
+async def raw_pack_partials(
+    conn: AsyncConnection, pack: Pack, start_us: int, end_us: int, only: set[str] | None = None
+) -> dict[str, Partial]:
+    """Every measure of ``pack`` (or the ``only`` ones) over ``[start_us, end_us)`` recomputed
+    from raw events (the rollups' source of truth; used by reconciliation)."""
+    merged: dict[str, Partial] = {}
+    types = {m.event_type for m in pack.measures.values() if only is None or m.name in only}
+    async for batch in reads.raw_events(conn, types, start_us, end_us):
+        partials, _ = rollup(pack, batch)
+        for (mkey, dk, _b), part in partials.items():
+            if dk == TOTAL:
+                merged.setdefault(mkey.split("/", 1)[1], Partial()).merge(part)
+    return merged
+
+
+def sketch_measures(kpis: Iterable[Kpi]) -> set[str]:
+    """Measures whose quantile sketches ``kpis`` read (percentile KPIs only): merging sketches is
+    the costly part of a read, so nothing else asks for them."""
+    return {m for k in kpis if k.formula.kind == "percentile" for m in k.formula.measures}
+
+
+async def kpi_partials(
+    conn: AsyncConnection,
+    pack: Pack,
+    kpi: Kpi,
+    dims: tuple[tuple[str, str], ...],
+    start_us: int,
+    end_us: int,
+    sketches: set[str] | None = None,
+) -> dict[str, Partial]:
+    """Merged partials (measure name -> Partial) of ``kpi``'s measures over ``[start_us, end_us)``.
+
+    ``sketches``: measures whose sketches to merge (default: those ``kpi`` itself reads).
+    """
+    names = kpi.formula.referenced_measures()
+    if not names:
+        return {}
+    wanted = sketch_measures([kpi]) if sketches is None else sketches
+    dim_key = filter_dim_key(dims)
+    if dim_key is not None and (not dims or dims[0][0] in pack.dimensions):
+        keys = [pack.measure_key(n) for n in names]
+        sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
+        got = await reads.aggregate(conn, keys, dim_key, start_us, end_us, sketch_keys)
+        return {k.split("/", 1)[1]: v for k, v in got.items()}
+    return await _raw_partials(conn, pack, kpi, dims, start_us, end_us)
+
+
+async def pack_partials(
+    conn: AsyncConnection,
+    pack: Pack,
+    dims: tuple[tuple[str, str], ...],
+    start_us: int,
+    end_us: int,
+    for_kpis: Iterable[Kpi] | None = None,
+) -> dict[str, Partial]:
+    """Merged partials of every measure of ``pack`` over ``[start_us, end_us)`` (one query), with
+    the sketches that ``for_kpis`` (default: every KPI of the pack) need."""
+    every = Kpi("_every_measure", "", "", "", Formula("count", measures=tuple(pack.measures)))
+    kpis = pack.kpis.values() if for_kpis is None else for_kpis
+    return await kpi_partials(conn, pack, every, dims, start_us, end_us, sketch_measures(kpis))
+
+
+async def kpi_value(
+    conn: AsyncConnection,
+    pack: Pack,
+    kpi: Kpi,
+    dims: tuple[tuple[str, str], ...],
+    start_us: int,
+    end_us: int,
+    at_us: int,
+) -> KpiValue:
+    """``kpi`` over ``[start_us, end_us)``; gauges are read at ``at_us``.
+
+    Raises:
+        QueryError: for a gauge filtered by a dimension that is not rolled up.
+    """
+    if kpi.is_gauge:
+        return evaluate(kpi, {}, await kpi_gauge_reading(conn, pack, kpi, dims, at_us), at_us)
+    return evaluate(kpi, await kpi_partials(conn, pack, kpi, dims, start_us, end_us))
+
+
+async def kpi_gauge_reading(
+    conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...], at_us: int, live: bool = False
+) -> GaugeReading:
+    """The reading of gauge KPI ``kpi``'s gauge at ``at_us`` (``live``: see ``reads.gauge_reading``).
+
+    Raises:
+        QueryError: for a gauge filtered by a dimension that is not rolled up.
+    """
+    gauge = pack.gauges[kpi.formula.gauge]  # type: ignore[index]
+    dim_key = filter_dim_key(dims)
+    if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
+        raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")
+    return await reads.gauge_reading(conn, pack.gauge_key(gauge.name), dim_key, at_us, gauge.max_open_s, live)
+
+
+async def series(
+    conn: AsyncConnection,
+    pack: Pack,
+    kpi: Kpi,
+    grain: Grain,
+    start_us: int,
+    end_us: int,
+    zone: ZoneInfo,
+    dims: tuple[tuple[str, str], ...],
+    now_us: int,
+) -> list[Point]:
+    """One point per local ``grain`` period overlapping ``[start_us, end_us)``.
+
+    Gauges are read at each period's end (or ``now_us`` if sooner).
+
+    Raises:
+        QueryError: when the range holds more than ``MAX_SERIES_POINTS`` periods.
+    """
+    points: list[Point] = []
+    for period in iter_periods(grain, start_us, end_us, zone):
+        if len(points) >= MAX_SERIES_POINTS:
+            raise QueryError(
+                "end",
+                f"the range holds more than {MAX_SERIES_POINTS} {grain} periods; narrow it or use a coarser grain",
+            )
+        at = min(period.end_us, now_us)
+        points.append(Point(period, await kpi_value(conn, pack, kpi, dims, period.start_us, period.end_us, at)))
+    return points

@@ -1,0 +1,172 @@
+"""Live tiles: every tile of a dashboard evaluated at one instant, and their sparklines.
+
+Reads a whole dashboard at once (one conditional aggregate per partial table over every
+window and rolled-up filter, one live reading per gauge); used by the WebSocket hub and by
+``GET /api/v1/dashboards/{slug}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.metrics.calendar import from_us
+from app.metrics.evaluate import GaugeReading, KpiValue, evaluate, rag_status
+from app.metrics.pack import Dashboard, Kpi, Pack, Tile
+from app.metrics.partials import Partial
+from app.metrics.rollup import filter_dim_key
+from app.metrics.windows import window_bounds
+from app.query.kpis import QueryError, pack_partials, sketch_measures
+from app.store import reads
+
+
+def tile_json(tile: Tile, kpi: Kpi, value: KpiValue, now_us: int, zone: ZoneInfo) -> dict[str, Any]:
+    """The wire form of a tile (CONTRACT §4), plus title, dims and decimals for display."""
+    return {
+        "kpi": kpi.name,
+        "window": tile.window,
+        "value": value.value,
+        "unit": kpi.unit,
+        "status": rag_status(kpi, value.value),
+        "target": kpi.target,
+        "direction": kpi.direction,
+        "as_of": from_us(now_us, zone).isoformat(),
+        "title": tile.title or kpi.title,
+        "dims": dict(tile.dims),
+        "size": tile.size,
+    }
+
+
+async def dashboard_tiles(
+    conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo
+) -> dict[str, dict[str, Any]]:
+    """Every tile of ``dashboard`` evaluated at ``now_us`` (tile id -> tile JSON).
+
+    Reads once for the whole dashboard: one conditional aggregate per partial table over every
+    (window, rolled-up filter) the tiles show, and one live reading per gauge over all its
+    filters; only filters that are not rolled up are computed from raw events, per window.
+    """
+    partials = await _window_partials(conn, pack, dashboard, now_us, zone)
+    readings = await _gauge_readings(conn, pack, dashboard, now_us)
+    out: dict[str, dict[str, Any]] = {}
+    for tile in dashboard.tiles:
+        kpi = pack.kpis[tile.kpi]
+        if kpi.is_gauge:
+            value = evaluate(kpi, {}, readings[(kpi.formula.gauge, tile.dims)], now_us)
+        else:
+            value = evaluate(kpi, partials[(tile.window, tile.dims)])
+        out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
+    return out
+
+
+def _rolled_up(pack: Pack, dims: tuple[tuple[str, str], ...]) -> str | None:
+    """The stored ``dim_key`` answering filter ``dims``, or ``None`` when it is not rolled up."""
+    dim_key = filter_dim_key(dims)
+    if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
+        return None
+    return dim_key
+
+
+async def _window_partials(
+    conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo
+) -> dict[tuple, dict[str, Partial]]:
+    """Merged partials of every measure for every (window, filter) of the dashboard's KPI tiles."""
+    tiles = [t for t in dashboard.tiles if not pack.kpis[t.kpi].is_gauge]
+    shown = [pack.kpis[t.kpi] for t in dashboard.tiles]
+    windows = sorted({t.window for t in tiles})
+    bounds = {w: window_bounds(w, now_us, zone) for w in windows}
+    out: dict[tuple, dict[str, Partial]] = {}
+    rolled: dict[str, tuple[tuple[str, str], ...]] = {}
+    for tile in tiles:
+        dim_key = _rolled_up(pack, tile.dims)
+        if dim_key is not None:
+            rolled[dim_key] = tile.dims
+        elif (tile.window, tile.dims) not in out:
+            out[(tile.window, tile.dims)] = await pack_partials(conn, pack, tile.dims, *bounds[tile.window], shown)
+    if rolled:
+        names = list(pack.measures)
+        wanted = sketch_measures(shown)
+        sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
+        grid = await reads.aggregate_grid(
+            conn, [pack.measure_key(n) for n in names], list(rolled), [bounds[w] for w in windows], sketch_keys
+        )
+        for dim_key, dims in rolled.items():
+            for w, parts in zip(windows, grid[dim_key], strict=True):
+                out[(w, dims)] = {k.split("/", 1)[1]: v for k, v in parts.items()}
+    return out
+
+
+async def _gauge_readings(
+    conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int
+) -> dict[tuple, GaugeReading]:
+    """The live reading of each gauge the dashboard shows, per filter: ``(gauge, dims) -> reading``.
+
+    Raises:
+        QueryError: for a gauge filtered by a dimension that is not rolled up.
+    """
+    wanted: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {}
+    for tile in dashboard.tiles:
+        kpi = pack.kpis[tile.kpi]
+        if kpi.is_gauge:
+            dim_key = _rolled_up(pack, tile.dims)
+            if dim_key is None:
+                raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")
+            wanted.setdefault(kpi.formula.gauge, {})[dim_key] = tile.dims  # type: ignore[index]
+    out: dict[tuple, GaugeReading] = {}
+    for name, by_key in wanted.items():
+        gauge = pack.gauges[name]
+        got = await reads.gauge_readings_live(conn, pack.gauge_key(name), list(by_key), now_us, gauge.max_open_s)
+        for dim_key, dims in by_key.items():
+            out[(name, dims)] = got[dim_key]
+    return out
+
+
+async def tile_trends(
+    conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo, points: int
+) -> dict[str, list[float | None]]:
+    """Each windowed tile's value at the end of each of the last ``points`` minutes (oldest
+    first, the last one at ``now_us``), so a wall has its sparklines at once.
+
+    One range read of minute partials (plus one aggregate per calendar window start) serves
+    every tile; gauges and tiles filtered by a dimension that is not rolled up are left out.
+    """
+    from app.metrics.calendar import MINUTE_US, minute_floor_us
+
+    last = minute_floor_us(now_us)
+    instants = [last - (points - 1 - i) * MINUTE_US + MINUTE_US - 1 for i in range(points - 1)] + [now_us]
+    floor = last - (points - 1) * MINUTE_US - 60 * MINUTE_US  # minute rows cover every sliding window
+    names = tuple(pack.measures)
+    keys = [pack.measure_key(n) for n in names]
+    wanted = sketch_measures(pack.kpis[t.kpi] for t in dashboard.tiles)
+    sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
+    out: dict[str, list[float | None]] = {}
+    cache: dict[tuple, list[float | None]] = {}
+    for tile in dashboard.tiles:
+        kpi = pack.kpis[tile.kpi]
+        dim_key = filter_dim_key(tile.dims)
+        if kpi.is_gauge or dim_key is None or (tile.dims and tile.dims[0][0] not in pack.dimensions):
+            continue
+        key = (tile.window, tile.dims)
+        if key not in cache:
+            rows = await reads.minute_rows(conn, keys, dim_key, floor, last + MINUTE_US, sketch_keys)
+            bases: dict[int, dict[str, Partial]] = {}
+            series_: list[dict[str, Partial]] = []
+            for at in instants:
+                start, end = window_bounds(tile.window, at, zone)
+                merged: dict[str, Partial] = {}
+                if start < floor:
+                    if start not in bases:
+                        got = await reads.aggregate(conn, keys, dim_key, start, floor, sketch_keys)
+                        bases[start] = {k.split("/", 1)[1]: v for k, v in got.items()}
+                    for name, part in bases[start].items():
+                        merged.setdefault(name, Partial()).merge(part)
+                lo, hi = max(start, floor), min(end, at + 1)
+                for mkey, bucket, part in rows:
+                    if lo <= bucket < hi:
+                        merged.setdefault(mkey.split("/", 1)[1], Partial()).merge(part)
+                series_.append(merged)
+            cache[key] = series_  # type: ignore[assignment]
+        out[tile.id] = [evaluate(kpi, merged).value for merged in cache[key]]  # type: ignore[arg-type]
+    return out
