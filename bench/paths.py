@@ -8,8 +8,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 PULSEBOARD = REPO / ".venv" / "bin" / "pulseboard"
-# /work/main/bench/paths.py -> parents[2] == /work (the shared data sits next to the repo)
-AUGUST = Path(__file__).resolve().parents[2] / "shared" / "data" / "anonymous-bank" / "august_1999.tsv.gz"
+# the real data sets live in the repository (data/README.md)
+AUGUST = REPO / "data" / "anonymous-bank" / "august_1999.tsv.gz"
 RESULTS_DIR = BENCH_DIR / "results"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BENCH_DB = "bench"

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-AUGUST = REPO.parent / "shared" / "data" / "anonymous-bank" / "august_1999.tsv.gz"
+AUGUST = REPO / "data" / "anonymous-bank" / "august_1999.tsv.gz"
 TZ = "Asia/Jerusalem"
 
 

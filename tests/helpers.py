@@ -8,8 +8,9 @@ from typing import Any
 
 PACKS_DIR = Path(__file__).resolve().parent / "packs"
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-AUGUST = SHARED / "data" / "anonymous-bank" / "august_1999.tsv.gz"
+DATA = REPO / "data"  # the real data sets the tests read, each with its SOURCE.md (data/README.md)
+AUGUST = DATA / "anonymous-bank" / "august_1999.tsv.gz"
+ITSM_LOG = DATA / "itsm-incident-log" / "incident_event_log.csv.gz"
 
 
 def strict_json(text: str) -> Any:

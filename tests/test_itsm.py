@@ -1,4 +1,4 @@
-"""Acceptance: the ServiceNow incident event log (``shared/data/itsm-incident-log``), replayed
+"""Acceptance: the ServiceNow incident event log (``data/itsm-incident-log``), replayed
 whole at --speed max through the HTTP API into each store, gives for every day of March
 2016 and for the month the incident KPIs that a straightforward computation from the CSV
 itself gives; plus the open/active incident gauges at each day's end and on the ``itsm``
@@ -41,9 +41,10 @@ from app.clock import ManualClock
 from app.config import Settings
 from app.main import create_app, uvicorn_options
 from app.replay.client import replay_events
+from tests.helpers import ITSM_LOG
 from tests.conftest import IN_CI, PG_URL, _drop_pg_schema, keyed_client, pg_available, register_test_keys
 
-LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "itsm-incident-log" / "incident_event_log.csv.gz"
+LOG = ITSM_LOG
 UTC = UTC
 DAYS = [date(2016, 3, d) for d in range(1, 32)]
 MONTH_START = datetime(2016, 3, 1, tzinfo=UTC)
@@ -184,7 +185,7 @@ def expected_from_file(path: Path) -> Expected:
 
 def _need_the_file() -> None:
     if not LOG.is_file():
-        message = f"the incident log is not at {LOG} (shared/ beside the repository)"
+        message = f"the incident log is not at {LOG} (data/ of the repository)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -13,8 +13,9 @@ from app.clock import ManualClock
 from app.metrics.calendar import to_us
 from app.replay.client import replay_events
 from tests.conftest import IN_CI
+from tests.helpers import ITSM_LOG
 
-LOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "itsm-incident-log" / "incident_event_log.csv.gz"
+LOG = ITSM_LOG
 APRIL = datetime(2016, 4, 1, 0, 20, tzinfo=UTC)
 
 pytestmark = pytest.mark.slow

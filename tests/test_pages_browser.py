@@ -37,10 +37,11 @@ import pytest
 from app.metrics.calendar import to_us
 from app.replay.anonymous_bank import load_events, to_wire
 from tests.conftest import keyed_client
+from tests.helpers import AUGUST
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = Path("/usr/bin/chromium")
-DATA = Path(__file__).resolve().parents[2] / "shared/data/anonymous-bank/august_1999.tsv.gz"
+DATA = AUGUST
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 ZONE = ZoneInfo("Asia/Jerusalem")
 SLUG = "contact-centre"

@@ -40,7 +40,7 @@ from tests.conftest import IN_CI, KEYS_BY_URL, PG_URL, _drop_pg_schema, keyed_cl
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-AUGUST = Path(__file__).resolve().parents[2] / "shared" / "data" / "anonymous-bank" / "august_1999.tsv.gz"
+from tests.helpers import AUGUST
 ZONE = ZoneInfo("Asia/Jerusalem")
 KPIS = (
     "offered",
@@ -158,7 +158,7 @@ def expected_from_file(path: Path) -> Expected:
 
 def _need_the_file() -> None:
     if not AUGUST.is_file():
-        message = f"the August 1999 log is not at {AUGUST} (shared/ beside the repository)"
+        message = f"the August 1999 log is not at {AUGUST} (data/ of the repository)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

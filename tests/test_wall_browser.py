@@ -29,10 +29,11 @@ import uvicorn
 from app.main import create_app, uvicorn_options
 from app.replay.anonymous_bank import ZONE, load_events, to_wire
 from tests.conftest import keyed_client
+from tests.helpers import AUGUST
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = Path("/usr/bin/chromium")
-DATA = Path(__file__).resolve().parents[2] / "shared/data/anonymous-bank/august_1999.tsv.gz"
+DATA = AUGUST
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 REPLAY_FROM = datetime(1999, 8, 2, 7, 0, tzinfo=ZONE)

@@ -1,7 +1,7 @@
 """The Anonymous Bank call log -> Pulseboard events (CONTRACT §5).
 
 Source: the "Anonymous Bank" call-centre log (Guedj & Mandelbaum, Technion SEE
-lab; Brown et al., JASA 2005), see ``shared/data/anonymous-bank/SOURCE.md``.
+lab; Brown et al., JASA 2005), see ``data/anonymous-bank/SOURCE.md``.
 
 Times are local wall-clock times in ``Asia/Jerusalem`` on the row's ``date``
 (``YYMMDD``, 1999); a time of day earlier than ``vru_entry`` happened after

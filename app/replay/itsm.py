@@ -4,7 +4,7 @@ Source: the UCI Machine Learning Repository data set "Incident management
 process enriched event log" (audit log of a ServiceNow instance of an IT
 company, enriched from its database; C. Amaral, M. Fantinato, S. Peres,
 University of São Paulo; CC BY 4.0), in the truncated copy described in
-``shared/data/itsm-incident-log/SOURCE.md`` (``incident_event_log.csv.gz``:
+``data/itsm-incident-log/SOURCE.md`` (``incident_event_log.csv.gz``:
 the first 119,998 events, 20,769 incidents).
 
 One CSV row is one update of one incident; the incident-level fields
