@@ -97,8 +97,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             settings.ingest_queue_max_events,
             max_wait_s=settings.store_wait_s,
         )
-        snapshots = SnapshotService(
-            engine, packs, settings, wall_clock, day_close=hub.day_close, on_change=hub.notices_changed
+        snapshots = SnapshotService(  # cuts follow the view clock: event time in event-time mode
+            engine, packs, settings, view_clock, day_close=hub.day_close, on_change=hub.notices_changed
         )
         runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)
         runtime.idempotency = IdempotencyKeys()

@@ -164,6 +164,8 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
         check_scope(access, ("read", "admin", "display"), slug)
     except (Unauthenticated, Forbidden) as exc:
         status = 401 if isinstance(exc, Unauthenticated) else 403
+        # Expected (an unpaired wall asks for its pairing code after this): not an error.
+        log.info("refused a screen on %s with %d: %s", slug, status, exc)
         await ws.send_denial_response(
             problem(
                 status,
@@ -213,6 +215,7 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
                 extras = {
                     "stale_after_s": settings.stale_after_s,
                     "heartbeat_interval_s": settings.heartbeat_interval_s,
+                    "clock": settings.clock,  # "event": the wall's clock shows event time (replays)
                 }
                 await _send(ws, channel.snapshot_frame(extras), timeout_s)
             else:

@@ -55,6 +55,7 @@
     epoch: null,
     seq: null,
     asOf: null,         // ISO of the newest data
+    clock: null,        // the server's clock ('wall' or 'event'), from the snapshot
     trendMinute: null,  // minute (epoch ms / 60000) of the last trend point
     ws: null,
     open: false,
@@ -353,9 +354,12 @@
   }
 
   function tickClock() {
-    var now = new Date();
+    // Event-time servers (replays, the demo): the clock is the event clock, not the browser's.
+    var eventTime = state.clock === 'event';
+    var now = eventTime && state.asOf ? new Date(state.asOf) : new Date();
     $('clock-time').textContent = formatter('time').format(now);
-    $('clock-date').textContent = formatter('date').format(now) + (state.tz ? ' · ' + zoneLabel() : '');
+    $('clock-date').textContent = formatter('date').format(now) + (state.tz ? ' · ' + zoneLabel() : '') +
+      (eventTime ? ' · event time' : '');
   }
 
   // ------------------------------------------------------------ frame logic
@@ -406,6 +410,7 @@
       state.tiles[id] = copy;
     });
     state.asOf = msg.as_of || firstAsOf(tiles) || state.asOf;
+    if (msg.clock) state.clock = msg.clock;
     state.trendMinute = state.asOf ? minuteOf(state.asOf) : null;
     renderNotices(msg.notices);
     renderHeader();
