@@ -78,6 +78,15 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(wire)
         return True
 
+    async def send(self, message) -> None:
+        await super().send(message)
+        # uvicorn's websockets-sansio protocol (0.54) never marks the handshake done after a
+        # denial response (the ASGI websocket.http.response extension), so every screen refused
+        # at the handshake (an unpaired wall: 401) was logged at ERROR as "ASGI callable returned
+        # without completing handshake" (uvicorn PR #3138 does the same fix; wsproto does it).
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.on_drain is not None:
