@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 
 from app.auth.deps import SCOPE_KEY
 from app.cli import main as cli
+from app.cli.common import store_url
 from tests.conftest import settings_to_env
 from tests.helpers import PACKS_DIR, sample
 
@@ -283,15 +284,20 @@ async def test_keys_cli(make_settings, monkeypatch):
     settings = make_settings(packs_dir=PACKS_DIR)
     settings_to_env(settings, monkeypatch)
     runner = CliRunner()
+    store = f"store: {store_url(settings)}, zone: UTC"
+    empty = await asyncio.to_thread(runner.invoke, cli, ["keys", "list"])
+    assert empty.exit_code == 0 and empty.stdout.startswith("no keys")
+    assert empty.stderr.splitlines() == [store]  # which store and zone, and nothing else (no alembic lines)
     made = await asyncio.to_thread(runner.invoke, cli, ["keys", "create", "--scope", "ingest", "--source", "pbx"])
     assert made.exit_code == 0, made.output
-    key = made.output.strip().splitlines()[-1]
+    assert made.stderr.splitlines() == [store]
+    key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("pbi_")
     listed = await asyncio.to_thread(runner.invoke, cli, ["keys", "list"])
-    assert "ingest" in listed.output and key not in listed.output and key[-4:] in listed.output
-    key_id = listed.output.split()[0]
+    assert "ingest" in listed.stdout and key not in listed.stdout and key[-4:] in listed.stdout
+    key_id = listed.stdout.split()[0]
     revoked = await asyncio.to_thread(runner.invoke, cli, ["keys", "revoke", key_id])
-    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
     bad = await asyncio.to_thread(runner.invoke, cli, ["keys", "create", "--scope", "display"])
     assert bad.exit_code != 0 and "dashboard" in bad.output
 

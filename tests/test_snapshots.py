@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from app.cli import main as cli
+from app.cli.common import store_url
 from app.clock import ManualClock
 from tests.conftest import settings_to_env
 from tests.helpers import PACKS_DIR, sample
@@ -129,21 +130,29 @@ async def test_snapshot_cut_cli_uses_the_same_path(make_settings, start_server, 
     await srv.stop()
     settings_to_env(settings, monkeypatch)
     runner = CliRunner()
-    result = await asyncio.to_thread(
-        runner.invoke,
-        cli,
-        ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall"],
-    )
+
+    async def cut(*args: str):
+        return await asyncio.to_thread(runner.invoke, cli, ["snapshot", "cut", *args])
+
+    result = await cut("--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall")
     assert result.exit_code == 0, result.output
-    assert "generic-wall day 2024-06-05: version 1 final (cut)" in result.output
-    again = await asyncio.to_thread(
-        runner.invoke,
-        cli,
-        ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall"],
-    )
-    assert "version 1 final (unchanged)" in again.output
-    future = await asyncio.to_thread(runner.invoke, cli, ["snapshot", "cut", "--grain", "month", "--period", "2999-01"])
+    assert result.stderr.splitlines() == [f"store: {store_url(settings)}, zone: UTC"]
+    assert result.stdout == "generic-wall day 2024-06-05 (UTC): version 1 final (cut)\n"
+    again = await cut("--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall")
+    assert "version 1 final (unchanged)" in again.stdout
+    future = await cut("--grain", "month", "--period", "2999-01")
     assert future.exit_code != 0 and "cannot be cut before" in future.output
+    # A period with no events says so and cuts nothing (wrong store or zone?), unless asked to.
+    empty = await cut("--grain", "day", "--period", "2024-06-06", "--dashboard", "generic-wall")
+    assert empty.exit_code == 1 and empty.stdout == ""
+    assert "generic-wall day 2024-06-06 (UTC): no events from 2024-06-06T00:00:00+00:00" in empty.stderr
+    assert "nothing cut" in empty.stderr
+    forced = await cut("--grain", "day", "--period", "2024-06-06", "--dashboard", "generic-wall", "--allow-empty")
+    assert forced.exit_code == 0 and "version 1 final (cut)" in forced.stdout
+    # Every dashboard: the one with events is cut, the ones without are named.
+    every = await cut("--grain", "day", "--period", "2024-06-05")
+    assert every.exit_code == 0 and "generic-wall day 2024-06-05 (UTC): version 1 final (unchanged)" in every.stdout
+    assert "contact-centre day 2024-06-05 (UTC): no events" in every.stderr
 
 
 async def test_snapshot_404s(srv, client_for):

@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from app.cli.common import load_settings
+from app.cli.common import announce_store, load_settings
 from app.config import Settings
 
 
@@ -19,6 +19,7 @@ async def _with_keys(settings: Settings, action):
     from app.auth.keys import KeyStore
     from app.store.db import create_engine_for, migrate_async
 
+    announce_store(settings)
     await migrate_async(settings)
     engine = create_engine_for(settings)
     try:
@@ -58,6 +59,9 @@ def keys_create(scope: str, source: str | None, event_types: tuple[str, ...], da
 def keys_list() -> None:
     """List keys (id, scope, binding, hint, created, last used, revoked)."""
     rows = asyncio.run(_with_keys(load_settings(), lambda store: store.list()))
+    if not rows:
+        click.echo("no keys (create one with: pulseboard keys create --scope ...)")
+        return
     for r in rows:
         binding = r["source"] or r["dashboard"] or "-"
         state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
