@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         )
         runtime = Runtime(settings, engine, packs, wall_clock, view_clock, writer, hub, broker, snapshots)
         runtime.idempotency = IdempotencyKeys()
-        runtime.keys = KeyStore(engine)
+        runtime.keys = KeyStore(engine, wall_clock)
         runtime.pairings = PairingStore(engine, settings)
         runtime.sockets = SocketRegistry()
         runtime.rate_limiter = RateLimiter(settings.ingest_rate_per_key_per_s, settings.ingest_burst_per_key)

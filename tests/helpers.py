@@ -33,6 +33,7 @@ async def wait_until(
     what: str | None = None,
     interval_s: float = POLL_S,
     ignore: tuple[type[BaseException], ...] = (),
+    fail: bool = True,
 ) -> T:
     """Poll ``predicate`` (a function or a coroutine function) until it returns a truthy value;
     return that value.  The one way tests wait for something (no bare sleeps).
@@ -44,9 +45,12 @@ async def wait_until(
         interval_s: pause between polls.
         ignore: exceptions the predicate may raise while the condition is not met yet
             (e.g. ``httpx.TransportError`` while a server starts); others propagate.
+        fail: ``False`` returns the last (falsy) value at the deadline instead of raising, for
+            tests that record the outcome as a figure and assert on it afterwards.
 
     Raises:
-        AssertionError: the deadline passed; names ``what`` and the last value or error.
+        AssertionError: the deadline passed (with ``fail``); names ``what`` and the last value
+            or error.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -63,7 +67,9 @@ async def wait_until(
         except ignore as exc:
             error = exc
         if loop.time() >= deadline:
-            raise _timed_out(what, timeout_s, last, error)
+            if fail:
+                raise _timed_out(what, timeout_s, last, error)
+            return last  # type: ignore[return-value]
         await asyncio.sleep(interval_s)
 
 
@@ -90,6 +96,26 @@ def wait_until_sync(
         if time.monotonic() >= deadline:
             raise _timed_out(what, timeout_s, last, error)
         time.sleep(interval_s)
+
+
+async def wait_closed(url: str, timeout_s: float = 15.0) -> None:
+    """Wait until the server at ``url`` refuses connections (after its ``stop()``).
+
+    Raises:
+        AssertionError: it still answers after ``timeout_s``.
+    """
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=1) as probe:
+
+        async def refused() -> bool:
+            try:
+                await probe.get("/healthz")
+            except httpx.TransportError:
+                return True
+            return False
+
+        await wait_until(refused, timeout_s, what=f"{url} to stop answering", interval_s=0.05)
 
 
 def strict_json(text: str) -> Any:

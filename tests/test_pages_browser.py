@@ -192,7 +192,7 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
     snapshots = srv.runtime.snapshots
     await _load_august(srv.url)
     await snapshots.run_due(to_us(datetime(1999, 9, 1, 0, 20, tzinfo=ZONE)))
-    async with keyed_client(srv.url, timeout=60) as client:
+    async with keyed_client(srv, timeout=60) as client:
         assert (await client.post("/api/v1/events", json=_late_events())).status_code == 202
         await snapshots.restate_pending(to_us(datetime(1999, 9, 1, 9, 0, tzinfo=ZONE)))
         # One more late call into 1999-08-03, not restated yet: the day's on-demand check must fail.
@@ -386,7 +386,7 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             assert await page.locator("button.add-note").count() == 0
             assert not await page.locator("#publish-box").is_visible()
             assert not await page.locator("#publish-errors").is_visible()
-            async with keyed_client(srv.url, timeout=60) as client:
+            async with keyed_client(srv, timeout=60) as client:
                 after = (await client.get(f"/api/v1/scorecards/{SLUG}/1999-08")).json()
             assert after["published"]["by"] == "Dana Levi"
             assert [n["text"] for n in after["kpis"][card["agenda"].index(red[0])]["commentary"]] == [XSS]

@@ -17,13 +17,14 @@ def keys() -> None:
 
 async def _with_keys(settings: Settings, action):
     from app.auth.keys import KeyStore
+    from app.clock import SystemClock
     from app.store.db import create_engine_for, migrate_async
 
     announce_store(settings)
     await migrate_async(settings)
     engine = create_engine_for(settings)
     try:
-        return await action(KeyStore(engine))
+        return await action(KeyStore(engine, SystemClock()))
     finally:
         await engine.dispose()
 
