@@ -1,7 +1,7 @@
 """A fresh demo shows final, reconciled days (issue 9, item 0).
 
 ``pulseboard demo`` runs as a subprocess (the very command, on a port the OS picks, at
-3000x so that the first replayed day, 1999-08-01, ends within seconds) on its own store
+6000x so that the first replayed day, 1999-08-01, ends within seconds) on its own store
 in event-time mode.  Headless Chromium (Playwright, ``/usr/bin/chromium``) pairs as the
 wall through the printed one-time link before the first day ends, so the live wall's
 close of the day is recorded and checked too.  Then:
@@ -42,7 +42,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SLUG = "contact-centre"
 FIRST_DAY = "1999-08-01"
 REPLAYED_DAYS = {"1999-08-01", "1999-08-02", "1999-08-03", "1999-08-04"}  # the excerpt's event dates
-SPEED = 3000  # event seconds per second: 07:00 to 00:05 of the next day in about 20 s
+SPEED = 6000  # event seconds per second: from 07:00 to the first event after the cut (06:59 the next day) in 15 s
 READY_DAY = (
     "() => document.body.dataset.state === 'ready' && document.body.dataset.charts === 'ready'"
     " && document.body.dataset.breakdown === 'ready' && document.body.dataset.recon === 'ready'"
@@ -124,7 +124,15 @@ def test_a_fresh_demo_shows_version_1_final_reconciled_days(tmp_path: Path) -> N
             assert snap["kpis"]["offered"]["value"] > 1000
             versions = httpx.get(f"{base}/api/v1/snapshots/{SLUG}/day/{FIRST_DAY}/versions", headers=read).json()
             assert [v["version"] for v in versions["versions"]] == [1]
-            recon = httpx.get(f"{base}/api/v1/reconciliation/{SLUG}/day/{FIRST_DAY}", headers=read).json()
+
+            def live_checked() -> dict | None:
+                """The on-demand reconciliation, once the hub has recorded the wall's close of the day
+                (at its first refresh after the event clock left the day: within a tile interval)."""
+                recon = httpx.get(f"{base}/api/v1/reconciliation/{SLUG}/day/{FIRST_DAY}", headers=read).json()
+                live = next(c for c in recon["checks"] if c["name"] == "live_vs_snapshot")
+                return recon if live["ok"] is not None else None
+
+            recon = wait_until_sync(live_checked, 30, what="the wall's close of the day", interval_s=0.1)
             checks = {c["name"]: c["ok"] for c in recon["checks"]}
             assert recon["ok"] is True and recon["mismatches"] == [], recon
             assert checks == {"rollups_vs_raw": True, "snapshot_vs_current": True, "live_vs_snapshot": True}
