@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -16,6 +16,7 @@ from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
 from app.auth.deps import public, scoped
 from app.metrics.calendar import to_us
+from app.runtime import Runtime
 from app.snapshots import NotCut, PeriodNotClosed, ScorecardLocked
 from app.snapshots import cut as cuts
 from app.snapshots import scorecard as cards
@@ -41,7 +42,8 @@ def _check_period(grain: str, period: str) -> None:
         raise HTTPException(404, f"no {grain} {period!r}: use YYYY-MM-DD for days and YYYY-MM for months")
 
 
-async def _snapshot(runtime, dashboard: str, grain: str, period: str, version: int | None):
+async def _snapshot(runtime: Runtime, dashboard: str, grain: str, period: str, version: int | None) -> Any:
+    """The stored snapshot row (``version``, else the latest).  Raises HTTPException 404."""
     _check_period(grain, period)
     service = runtime.snapshots
     try:
@@ -136,7 +138,7 @@ async def reconciliation(dashboard: str, grain: Grain, period: str, runtime: Run
         return problem(404, "Not found", str(exc))
 
 
-async def _card(runtime, dashboard: str, month: str) -> dict:
+async def _card(runtime: Runtime, dashboard: str, month: str) -> dict[str, Any]:
     if not MONTH_RE.match(month) or dashboard not in runtime.snapshots.targets:
         raise HTTPException(404, f"no scorecard {dashboard}/{month}")
     try:
