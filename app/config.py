@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     )
     snapshot_catchup_max_periods: int = Field(default=400, gt=0)
     restate_interval_s: float = Field(default=60.0, gt=0)
+    snapshot_stop_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="at shutdown, how long a running cut or restatement may take to finish before it is "
+        "cancelled (its transaction rolls back; the next start catches up), and then to end once cancelled",
+    )
 
     clock: Literal["wall", "event"] = Field(
         default="wall",
