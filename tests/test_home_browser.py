@@ -10,6 +10,7 @@
   links, which open their pages; an admin also gets the pairing page; ``next=`` pointing off the
   site lands on ``/``; a wall screen's display key is told it cannot list; signing out shows the
   sign-in link again.  No inline script, and the CSP allows the page's module scripts.
+  Screenshot: ``test-artifacts/home.png``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from app.clock import ManualClock
 from tests.conftest import keyed_client
 from tests.helpers import PACKS_DIR
-from tests.test_pages_browser import CHROMIUM, _playwright
+from tests.test_pages_browser import ARTIFACTS, CHROMIUM, _playwright
 
 NOW = datetime(2024, 6, 30, 22, 30, tzinfo=UTC)
 # slug -> (title, zone, today, month) at NOW: the business zone is Asia/Jerusalem (UTC+3 in summer).
@@ -178,6 +179,8 @@ async def test_home_page_signed_out_sign_in_lands_on_the_list(home_server):
             assert "(read key)" in await page.text_content("#who")
             assert not await page.locator("#pairings-link").is_visible()  # only admins approve screens
             assert "22:30 UTC" in await page.text_content("#as-of")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
 
             # The links open their pages: today's end of day is not cut yet, and says so.
             await page.click("tr[data-slug=itsm] a.day-link")
