@@ -1,4 +1,5 @@
-"""REST reads (CONTRACT §3): KPIs, series, dashboards; health; the wall page."""
+"""REST reads (CONTRACT §3): KPIs, series, dashboards, the home page's list; health; the home, sign-in,
+pairing and wall pages."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from app.api.problems import problem
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
 from app.metrics.calendar import from_us, to_us
-from app.metrics.pack import NAME_RE, Kpi
+from app.metrics.pack import NAME_RE, Dashboard, Kpi, Pack
 from app.query.kpis import QueryError, series
 from app.query.tiles import dashboard_tiles
+from app.runtime import Runtime
 
 router = APIRouter()
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
@@ -150,6 +152,48 @@ async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     )
 
 
+def home_entry(runtime: Runtime, pack: Pack, dash: Dashboard, now: datetime) -> dict[str, Any]:
+    """One dashboard of ``GET /api/v1/home``: ``today`` (YYYY-MM-DD) and ``month`` (YYYY-MM) are the
+    local calendar day and month of ``now`` in the dashboard's zone, and ``links`` its page paths."""
+    zone = runtime.dashboard_zone(dash)
+    today = now.astimezone(zone).date().isoformat()
+    month = today[:7]
+    return {
+        "slug": dash.slug,
+        "title": dash.title,
+        "pack": pack.name,
+        "tz": str(zone),
+        "today": today,
+        "month": month,
+        "links": {
+            "wall": f"/wall/{dash.slug}",
+            "day": f"/day/{dash.slug}/{today}",
+            "scorecard": f"/scorecard/{dash.slug}/{month}",
+        },
+    }
+
+
+@router.get(
+    "/api/v1/home",
+    summary="Every dashboard with its zone, today and this month there, and its page links",
+    **scoped("read", "admin"),
+)
+async def home(runtime: RuntimeDep) -> dict[str, Any]:
+    """What the home page lists: ``{"as_of", "clock", "dashboards": [...]}``.
+
+    ``as_of`` is the server's view clock (RFC 3339 with offset): wall time, or in event-time mode
+    (``clock: "event"``) the newest event time, so a replay's home page points at the replayed day.
+    Each dashboard: ``slug``, ``title``, ``pack``, ``tz`` (IANA), ``today``, ``month`` and ``links``
+    (``wall``, ``day``: today's end-of-day page, ``scorecard``: this month's), see ``home_entry``.
+    """
+    now = runtime.view_clock.now()
+    return {
+        "as_of": now.isoformat(),
+        "clock": runtime.settings.clock,
+        "dashboards": [home_entry(runtime, p, d, now) for p in runtime.packs.values() for d in p.dashboards.values()],
+    }
+
+
 @router.get("/healthz", summary="Liveness", include_in_schema=False, **public())
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -179,6 +223,12 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/favicon.ico", include_in_schema=False, **public())
 async def favicon() -> Response:
     return Response(status_code=204)
+
+
+@router.get("/", include_in_schema=False, **public())
+async def home_page() -> FileResponse:
+    """The home page: the dashboards with links to their wall, today's end of day and this month's scorecard."""
+    return FileResponse(FRONTEND_DIR / "home" / "index.html", media_type="text/html")
 
 
 @router.get("/pair", include_in_schema=False, **public())
