@@ -105,6 +105,7 @@ AUTH_ANSWERS: dict[type[Exception], tuple[int, str]] = {
     Forbidden: (403, "Forbidden"),
     InvalidKey: (422, "Invalid key"),
     InvalidPairing: (422, "Invalid pairing"),
+    InvalidField: (422, "Invalid request parameters"),
     AlreadyApproved: (409, "Already approved"),
     TooManyPairings: (429, "Too many pairings"),
     RateLimited: (429, "Too many requests"),

@@ -152,12 +152,12 @@ def event_schema(max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS) -> tuple[dict
 
 def _inline(schema: Any, components: dict[str, Any]) -> Any:
     """``schema`` with each ``{"$ref": "#/$defs/NAME"}`` replaced by that component (the event
-    types hold no cycle, so this ends)."""
+    types hold no cycle, so this ends), without ``"default": null`` (an absent field is null)."""
     if isinstance(schema, dict):
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
             return _inline(components[ref.removeprefix("#/$defs/")], components)
-        return {k: _inline(v, components) for k, v in schema.items()}
+        return {k: _inline(v, components) for k, v in schema.items() if not (k == "default" and v is None)}
     if isinstance(schema, list):
         return [_inline(v, components) for v in schema]
     return schema
