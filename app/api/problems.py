@@ -4,17 +4,13 @@ error one.
 Routes raise; they do not build error answers.  ``install_handlers`` maps each tree to its
 answers, here and nowhere else:
 
-=======================  ============================================================
-tree                     answers
-=======================  ============================================================
-``HTTPException``        its status (404 for unknown names, ...), titled by status
-``RequestValidationError``  422, ``errors`` naming every invalid parameter or body field
-``app.auth.AuthError``   401 / 403 / 404 / 409 / 422 / 429 (``app.auth``'s tree)
-``app.ingest.IngestError``  the status and title each class carries (``app.ingest``'s tree)
-``app.snapshots.SnapshotError``  404 / 409 / 422 (``app.snapshots``' tree)
-``app.query.kpis.QueryError``  422 naming the query parameter
-``StoreUnavailable``, a lost database connection, a pool timeout  503 + ``Retry-After``
-=======================  ============================================================
+- ``HTTPException``: its status (404 for an unknown name, ...), titled by the status;
+- ``RequestValidationError``: 422, ``errors`` naming every invalid parameter or body field;
+- ``app.auth.AuthError``: 401 / 403 / 404 / 409 / 422 / 429 (``AUTH_ANSWERS``);
+- ``app.ingest.IngestError``: the status and title each of its classes carries;
+- ``app.snapshots.SnapshotError``: 404 / 409 / 422 (``SNAPSHOT_ANSWERS``);
+- ``app.query.kpis.QueryError``: 422 naming the query parameter;
+- ``app.store.StoreUnavailable``, a lost database connection, a pool timeout: 503 + ``Retry-After``.
 
 The same handlers answer a WebSocket handshake (as an HTTP denial response, before the socket
 opens); an error after the socket opened closes it with 1011.
