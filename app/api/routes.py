@@ -4,6 +4,7 @@ pairing and wall pages."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
-from app.api.problems import problem
+from app.api.problems import STORE_RETRY
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
 from app.metrics.calendar import from_us, to_us
@@ -50,7 +51,23 @@ async def list_kpis(runtime: RuntimeDep) -> list[dict[str, Any]]:
     return [kpi_json(k, p.name) for p in runtime.packs.values() for k in p.kpis.values()]
 
 
-def _instant(name: str, raw: str) -> int:
+LOST_PLUS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)? \d{2}:\d{2}$")
+
+
+def query_instant(name: str, raw: str) -> int:
+    """The query parameter ``name`` (an RFC 3339 instant with an offset) as UTC µs.
+
+    Raises:
+        QueryError: naming ``name``; for an offset whose ``+`` became a space (what an unencoded
+            ``+02:00`` turns into in a query string), saying that it must be sent as ``%2B``.
+    """
+    if LOST_PLUS_RE.match(raw):
+        fixed = raw.replace(" ", "%2B")
+        raise QueryError(
+            name,
+            f"{raw!r} lost the '+' of its offset: in a query string '+' means a space, so send it "
+            f"percent-encoded as %2B ({name}={fixed})",
+        )
     try:
         return to_us(parse_ts(raw))
     except ValueError as exc:
@@ -75,27 +92,29 @@ async def kpi_series(
     """Points ``{start, end, value, components}``; ``value`` is null where undefined.
 
     Filter with ``dims.KEY=VALUE`` (e.g. ``dims.queue=PS``).
+
+    Raises:
+        HTTPException: 404 for an unknown KPI.
+        QueryError: 422 for a bad ``tz``, ``start`` or ``end``, a reversed or too long range, a filter
+            a gauge cannot take.
     """
     found = runtime.find_kpi(name)
     if found is None:
-        return problem(404, "Not found", f"no KPI named {name!r}")
+        raise HTTPException(404, f"no KPI named {name!r}")
     pack, kpi = found
-    try:
-        zone = runtime.zone
-        if tz is not None:
-            try:
-                zone = ZoneInfo(tz)
-            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Etc" is a directory, names too long
-                raise QueryError("tz", f"unknown IANA time zone {tz!r}") from None
-        start_us, end_us = _instant("start", start), _instant("end", end)
-        if end_us <= start_us:
-            raise QueryError("end", "must be after start")
-        async with runtime.engine.connect() as conn:
-            points = await series(
-                conn, pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())
-            )
-    except QueryError as exc:
-        return problem(422, "Invalid request parameters", str(exc), [{"field": exc.field, "message": exc.message}])
+    zone = runtime.zone
+    if tz is not None:
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Etc" is a directory, names too long
+            raise QueryError("tz", f"unknown IANA time zone {tz!r}") from None
+    start_us, end_us = query_instant("start", start), query_instant("end", end)
+    if end_us <= start_us:
+        raise QueryError("end", "must be after start")
+    async with runtime.engine.connect() as conn:
+        points = await series(
+            conn, pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())
+        )
     return JSONResponse(
         {
             "kpi": name,
@@ -133,7 +152,7 @@ async def list_dashboards(runtime: RuntimeDep) -> list[dict[str, Any]]:
 async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     found = runtime.find_dashboard(slug)
     if found is None:
-        return problem(404, "Not found", f"no dashboard {slug!r}")
+        raise HTTPException(404, f"no dashboard {slug!r}")
     pack, dash = found
     zone = runtime.dashboard_zone(dash)
     now_us = to_us(runtime.view_clock.now())
@@ -216,7 +235,7 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     done, _ = await asyncio.wait({probe}, timeout=runtime.settings.store_wait_s)
     failure = "Timeout" if not done else (None if probe.exception() is None else probe.exception().__class__.__name__)
     if failure is not None:  # any failure means not ready; say which
-        return JSONResponse({"ready": False, "reason": failure}, status_code=503, headers={"Retry-After": "2"})
+        return JSONResponse({"ready": False, "reason": failure}, status_code=503, headers=STORE_RETRY)
     return JSONResponse({"ready": True, "server_time": datetime.now().astimezone().isoformat()})
 
 
