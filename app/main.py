@@ -19,6 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
 from app import __version__
+from app.api.docs import API_DESCRIPTION
+from app.api.docs import router as docs_router
 from app.api.problems import install_handlers
 from app.api.routes import FRONTEND_DIR
 from app.api.routes import router as api_router
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         title="Pulseboard",
         version=__version__,
         lifespan=lifespan,
-        description="Real-time operations dashboards: events in, KPI rollups, live tiles.",
+        description=API_DESCRIPTION,
     )
     app.state.settings = settings
     install_handlers(app)
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(snapshot_router)
     app.include_router(vendor_router)
     app.include_router(auth_router)
+    app.include_router(docs_router)
     app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # the charting library is 4.8 MB raw
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)

@@ -134,7 +134,7 @@ class GroupCommitWriter:
         if self._task is None:
             raise RuntimeError("GroupCommitWriter is not running; call start() in the lifespan")
         if self._queued_events + len(events) > self._max_queued:
-            raise Overloaded("the ingest queue is full; retry after the indicated delay", headers={"Retry-After": "1"})
+            raise Overloaded("the ingest queue is full; retry after the indicated delay")
         pending = _Pending(events, idempotency)
         self._queued_events += len(events)
         await self._queue.put(pending)

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.metrics.calendar import from_us
-from app.snapshots import NotCut, ScorecardLocked
+from app.snapshots import InvalidNote, NotCut, ScorecardLocked
 from app.snapshots.cut import latest
 from app.store.schema import commentary, scorecard_publication
 
@@ -172,11 +172,11 @@ async def add_note(
     Raises:
         NotCut: no snapshot for the month, or no such KPI in it.
         ScorecardLocked: the scorecard is published.
-        ValueError: empty or overlong text.
+        InvalidNote: empty or overlong text (a ``ValueError``).
     """
     text = text.strip()
     if not text or len(text) > MAX_NOTE_CHARS:
-        raise ValueError(f"text must be 1-{MAX_NOTE_CHARS} characters")
+        raise InvalidNote(f"text must be 1-{MAX_NOTE_CHARS} characters")
     async with engine.begin() as conn:
         row = await latest(conn, dashboard, "month", month)
         if row is None or kpi not in msgspec.json.decode(row.kpis):

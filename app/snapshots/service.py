@@ -26,7 +26,7 @@ from app.clock import Clock
 from app.config import Settings
 from app.metrics.calendar import Period, to_us
 from app.metrics.pack import Pack
-from app.snapshots import NotCut
+from app.snapshots import NoSuchPeriod, NotCut
 from app.snapshots import cut as cuts
 from app.snapshots.reconcile import live_vs_snapshot, month_vs_days, rollups_vs_raw, snapshot_vs_current
 from app.snapshots.schedule import CutSchedule, LocalCutTrigger, parse_hhmm
@@ -84,11 +84,12 @@ class SnapshotService:
             raise NotCut(f"no dashboard {slug!r}") from None
 
     def period(self, slug: str, grain: str, label: str) -> Period:
-        """The period ``label`` of ``grain`` in the dashboard's zone.  Raises ValueError for a bad label."""
+        """The period ``label`` of ``grain`` in the dashboard's zone.  Raises NoSuchPeriod (a ValueError)
+        for a bad label."""
         try:
             return self.schedules[grain].period_of_label(label, self.zone(slug))
         except (KeyError, ValueError) as exc:
-            raise ValueError(
+            raise NoSuchPeriod(
                 f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}"
             ) from exc
 
