@@ -41,8 +41,8 @@ from app.clock import ManualClock
 from app.config import Settings
 from app.main import create_app, uvicorn_options
 from app.replay.client import replay_events
-from tests.helpers import ITSM_LOG
 from tests.conftest import IN_CI, PG_URL, _drop_pg_schema, keyed_client, pg_available, register_test_keys
+from tests.helpers import ITSM_LOG
 
 LOG = ITSM_LOG
 UTC = UTC

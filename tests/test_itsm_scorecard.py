@@ -5,7 +5,6 @@ scorecard; its numbers agree with the series API (checked against the CSV in tes
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 

@@ -37,10 +37,10 @@ from app.config import Settings
 from app.main import create_app, uvicorn_options
 from app.replay.client import replay_events
 from tests.conftest import IN_CI, KEYS_BY_URL, PG_URL, _drop_pg_schema, keyed_client, pg_available, register_test_keys
+from tests.helpers import AUGUST
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-from tests.helpers import AUGUST
 ZONE = ZoneInfo("Asia/Jerusalem")
 KPIS = (
     "offered",

@@ -3,7 +3,6 @@ pairing and wall pages."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +11,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
 from app.api.problems import STORE_RETRY
@@ -218,22 +216,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _ping_store(engine) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
-
-
 @router.get("/readyz", summary="Readiness: the store answers", **public())
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """200 ``{"ready": true}`` when the store answers ``SELECT 1``; else 503 with ``Retry-After`` and the
     reason, at the latest after ``Settings.store_wait_s`` (a database that hangs instead of refusing).
     Concurrent polls share one check; a check that outlives its deadline finishes in the background."""
-    probe = runtime.ready_probe
-    if probe is None or probe.done():
-        probe = runtime.ready_probe = asyncio.ensure_future(_ping_store(runtime.engine))
-        probe.add_done_callback(lambda t: t.cancelled() or t.exception())
-    done, _ = await asyncio.wait({probe}, timeout=runtime.settings.store_wait_s)
-    failure = "Timeout" if not done else (None if probe.exception() is None else probe.exception().__class__.__name__)
+    failure = await runtime.ready_probe.check(runtime.settings.store_wait_s)
     if failure is not None:  # any failure means not ready; say which
         return JSONResponse({"ready": False, "reason": failure}, status_code=503, headers=STORE_RETRY)
     return JSONResponse({"ready": True, "server_time": datetime.now().astimezone().isoformat()})

@@ -160,7 +160,7 @@ async def claim_pairing(body: ClaimIn, request: Request, runtime: RuntimeDep) ->
     claim = await runtime.pairings.claim(body.secret, _now_us(runtime))
     if claim is None:
         raise HTTPException(404, "no such pairing (expired or already used?): start again")
-    if claim.status == "pending":
+    if claim.status == "pending" or claim.key is None:  # only an approved claim carries its key
         return JSONResponse({"status": "pending", "code": claim.code}, headers={"Cache-Control": "no-store"})
     response = JSONResponse({"status": "approved", "dashboard": claim.dashboard}, headers={"Cache-Control": "no-store"})
     _set_cookie(response, request, claim.key)

@@ -28,13 +28,6 @@ ACCEPTED_TYPES = ("application/json", "application/x-ndjson")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-class IdempotencyKeys:
-    """Requests in flight per (owner, key) in this process (a second one gets 409)."""
-
-    def __init__(self) -> None:
-        self.in_flight: set[tuple[str, str]] = set()
-
-
 def idempotency_key_of(request: Request) -> str | None:
     """The ``Idempotency-Key`` header, validated.
 

@@ -51,8 +51,8 @@ class Channel:
     epoch: str
     seq: int = 0
     tiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    history: deque = field(default_factory=deque)
-    trends: dict[str, deque] = field(default_factory=dict)
+    history: deque[TileUpdate] = field(default_factory=deque)
+    trends: dict[str, deque[float | None]] = field(default_factory=dict)
     notices: list[dict[str, Any]] = field(default_factory=list)
     dirty: bool = True
     computed_at_us: int | None = None
@@ -140,8 +140,8 @@ class TileHub:
         self._replay_buffer = replay_buffer
         # slug -> local day label -> the "today" tiles last shown that day (for reconciliation)
         self.day_close: dict[str, dict[str, dict[str, Any]]] = {}
-        self._task: asyncio.Task | None = None
-        self._heartbeat_task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     def start(self) -> None:
@@ -204,8 +204,9 @@ class TileHub:
             ch.dirty = False
             ch.last_compute_wall = loop.time()
             now_us = to_us(self._clock.now())
-            first = ch.computed_at_us is None
-            minute_moved = first or now_us // MINUTE_US != ch.computed_at_us // MINUTE_US
+            previous_us = ch.computed_at_us
+            first = previous_us is None
+            minute_moved = previous_us is None or now_us // MINUTE_US != previous_us // MINUTE_US
             # Taken (and reset) before the queries: a cut or restatement announced while they
             # run sets it again for the next refresh instead of being cleared by this one.
             read_notices, ch.dirty_notices = minute_moved or ch.dirty_notices, False
@@ -222,8 +223,8 @@ class TileHub:
                 )
             notices_changed = notices != ch.notices
             ch.notices = notices
-            if not first and period_containing("day", now_us, ch.zone).start_us > ch.computed_at_us:
-                self._close_day(ch)
+            if previous_us is not None and period_containing("day", now_us, ch.zone).start_us > previous_us:
+                self._close_day(ch, previous_us)
             ch.computed_at_us = now_us
             changed = {
                 tid: t
@@ -254,9 +255,9 @@ class TileHub:
         ch.last_done_wall = loop.time()
         return update
 
-    def _close_day(self, ch: Channel) -> None:
-        """Keep the "today" tiles the wall showed last on the day that just ended."""
-        label = period_containing("day", ch.computed_at_us, ch.zone).label
+    def _close_day(self, ch: Channel, last_us: int) -> None:
+        """Keep the "today" tiles the wall showed last (computed at ``last_us``) on the day that just ended."""
+        label = period_containing("day", last_us, ch.zone).label
         today = {t.id for t in ch.dashboard.tiles if t.window == "today" and not t.dims}
         days = self.day_close.setdefault(ch.dashboard.slug, {})
         days[label] = {tid: dict(tile) for tid, tile in ch.tiles.items() if tid in today}

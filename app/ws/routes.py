@@ -34,9 +34,14 @@ from app.api.codes import (
 )
 from app.auth import RateLimited
 from app.auth.deps import authenticate, check_scope
+from app.auth.keys import KeyStore
 from app.auth.ratelimit import TokenBucket
+from app.clock import Clock
+from app.config import Settings
 from app.metrics.calendar import to_us
 from app.store import StoreUnavailable
+from app.ws.broker import Subscription
+from app.ws.hub import Channel
 from app.ws.transport import DIRECT_EXTENSION, DirectWebSocketProtocol
 
 log = logging.getLogger(__name__)
@@ -54,7 +59,8 @@ async def _send(ws: WebSocket, frame: bytes, timeout_s: float) -> None:
 
 def _direct(ws: WebSocket) -> DirectWebSocketProtocol | None:
     """The screen's direct write path, when the server provides one."""
-    return ws.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+    direct = ws.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+    return direct if isinstance(direct, DirectWebSocketProtocol) else None
 
 
 class DirectScreen:
@@ -62,7 +68,7 @@ class DirectScreen:
     the pending update when the socket drains, and closes the screen with 4008 when an update
     stayed pending (socket over its high-water mark) for ``timeout_s``."""
 
-    def __init__(self, proto: DirectWebSocketProtocol, sub, timeout_s: float, slug: str) -> None:
+    def __init__(self, proto: DirectWebSocketProtocol, sub: Subscription, timeout_s: float, slug: str) -> None:
         self._proto = proto
         self._sub = sub
         self._timeout_s = timeout_s
@@ -97,7 +103,7 @@ class DirectScreen:
         self._proto.on_drain = None
 
 
-async def _sender(ws: WebSocket, sub, channel, heartbeat_s: float, timeout_s: float) -> None:
+async def _sender(ws: WebSocket, sub: Subscription, channel: Channel, heartbeat_s: float, timeout_s: float) -> None:
     """ASGI path: drain the outbox, heartbeat while idle."""
     while True:
         last_seq = sub.last_seq
@@ -224,7 +230,13 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
 
 
 async def _serve_direct(
-    ws: WebSocket, direct: DirectWebSocketProtocol, sub, slug: str, last_seq: int, timeout_s: float, settings
+    ws: WebSocket,
+    direct: DirectWebSocketProtocol,
+    sub: Subscription,
+    slug: str,
+    last_seq: int,
+    timeout_s: float,
+    settings: Settings,
 ) -> None:
     """Direct path: the broker writes updates; this coroutine only reads until the screen goes."""
     screen = DirectScreen(direct, sub, timeout_s, slug)
@@ -241,7 +253,9 @@ async def _serve_direct(
         screen.detach()
 
 
-async def _serve_asgi(ws: WebSocket, sub, channel, slug: str, last_seq: int, timeout_s: float, settings) -> None:
+async def _serve_asgi(
+    ws: WebSocket, sub: Subscription, channel: Channel, slug: str, last_seq: int, timeout_s: float, settings: Settings
+) -> None:
     """ASGI path: a sender and a receiver task; the first to end ends the screen."""
     sub.start(last_seq)
     tasks = {
@@ -285,7 +299,7 @@ class SocketRegistry:
             if not sockets:
                 del self._by_key[key_id]
 
-    async def close_revoked(self, keys, now_us: int) -> int:
+    async def close_revoked(self, keys: KeyStore, now_us: int) -> int:
         """Close the sockets of keys no longer usable; return how many were closed."""
         closed = 0
         for key_id in list(self._by_key):
@@ -300,15 +314,15 @@ class SocketRegistry:
         return closed
 
 
-async def watch_revocations(runtime, interval_s: float = 2.0) -> None:
-    """Forever: every ``interval_s``, close sockets whose key was revoked or expired, and
-    write the keys' ``last_used_at``."""
+async def watch_revocations(sockets: SocketRegistry, keys: KeyStore, clock: Clock, interval_s: float = 2.0) -> None:
+    """Forever: every ``interval_s``, close ``sockets`` whose key was revoked or expired (at
+    ``clock``'s now), and write the keys' ``last_used_at``."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            closed = await runtime.sockets.close_revoked(runtime.keys, to_us(runtime.clock.now()))
+            closed = await sockets.close_revoked(keys, to_us(clock.now()))
             if closed:
                 log.info("closed %d screen(s) whose key was revoked", closed)
-            await runtime.keys.flush_last_used()
+            await keys.flush_last_used()
         except (OSError, SQLAlchemyError) as exc:
             log.warning("revocation check failed: %s", exc)

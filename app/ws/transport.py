@@ -16,10 +16,12 @@ reads, the ASGI ``send`` path, close on shutdown with 1012) is uvicorn's.
 
 from __future__ import annotations
 
+from asyncio import BaseTransport
 from collections.abc import Callable
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.protocol import State
 
 DIRECT_EXTENSION = "pulseboard.direct_send"
@@ -44,12 +46,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     on_drain: Callable[[], None] | None = None
     write_buffer_high_bytes: int | None = None
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: BaseTransport) -> None:
         super().connection_made(transport)
         if self.write_buffer_high_bytes is not None:
-            transport.set_write_buffer_limits(high=self.write_buffer_high_bytes)
+            self.transport.set_write_buffer_limits(high=self.write_buffer_high_bytes)
 
-    def handle_connect(self, event) -> None:
+    def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         # Only without extensions (no permessage-deflate): then frames are the same bytes for all.
