@@ -53,6 +53,16 @@ class Settings(BaseSettings):
         le=3_600_000,
         description="SQLite: how long a writer waits for the file lock held by another process before 503",
     )
+    db_start_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL: connection attempts at start before giving up (a server still starting is "
+        "waited for); SQLite tries once",
+    )
+    db_start_retry_wait_s: float = Field(
+        default=1.0, gt=0, le=300, description="seconds between two connection attempts at start"
+    )
     data_dir: Path = Path("./var")
     tz: str = "UTC"
     packs_dir: Path | None = Field(default=None, description="extra YAML KPI packs to load")
@@ -127,6 +137,13 @@ class Settings(BaseSettings):
     )
     snapshot_catchup_max_periods: int = Field(default=400, gt=0)
     restate_interval_s: float = Field(default=60.0, gt=0)
+    snapshot_stop_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="at shutdown, how long a running cut or restatement may take to finish before it is "
+        "cancelled (its transaction rolls back; the next start catches up), and then to end once cancelled",
+    )
 
     clock: Literal["wall", "event"] = Field(
         default="wall",

@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth.keys import KeyStore
+from app.auth.pairing import PairingStore
+from app.auth.ratelimit import RateLimiter
 from app.clock import Clock, EventClock
 from app.config import Settings
+from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.writer import GroupCommitWriter
 from app.metrics.pack import Dashboard, Kpi, Pack
 from app.snapshots.service import SnapshotService
+from app.store.ready import ReadinessProbe
 from app.ws.broker import Broker
 from app.ws.hub import TileHub
+from app.ws.routes import SocketRegistry
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Runtime:
-    """Engine, packs, writer, hub and clocks of one running Pulseboard.
+    """Engine, packs, writer, hub, clocks and stores of one running Pulseboard.
+
+    Built whole by the app's lifespan (``app.main.open_runtime``) once every part has started,
+    and never reassigned (frozen); the lifespan closes the parts in reverse order.
 
     ``clock`` is wall time (validation, receipt times); ``view_clock`` is what
     live windows end at: the same clock, or an ``EventClock`` in event-time mode.
+    ``idempotency`` holds the ``Idempotency-Key`` requests in flight, ``keys`` and
+    ``pairings`` are the API key and screen pairing stores, ``sockets`` the open screen
+    sockets by key (for revocation), ``rate_limiter`` the per-key ingest token buckets and
+    ``ready_probe`` the ``/readyz`` store check shared by concurrent polls.
     """
 
     settings: Settings
@@ -34,12 +46,12 @@ class Runtime:
     hub: TileHub
     broker: Broker
     snapshots: SnapshotService
-    idempotency: Any = None
-    keys: Any = None
-    pairings: Any = None
-    sockets: Any = None
-    rate_limiter: Any = None
-    ready_probe: Any = None  # the /readyz store check in flight (an asyncio.Task), shared by concurrent polls
+    idempotency: IdempotencyKeys
+    keys: KeyStore
+    pairings: PairingStore
+    sockets: SocketRegistry
+    rate_limiter: RateLimiter
+    ready_probe: ReadinessProbe
 
     @property
     def zone(self) -> ZoneInfo:

@@ -1,8 +1,9 @@
-"""REST reads (CONTRACT §3): KPIs, series, dashboards; health; the wall page."""
+"""REST reads (CONTRACT §3): KPIs, series, dashboards, the home page's list; health; the home, sign-in,
+pairing and wall pages."""
 
 from __future__ import annotations
 
-import asyncio
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -10,16 +11,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
-from app.api.problems import problem
+from app.api.problems import STORE_RETRY
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
 from app.metrics.calendar import from_us, to_us
-from app.metrics.pack import NAME_RE, Kpi
+from app.metrics.pack import NAME_RE, Dashboard, Kpi, Pack
 from app.query.kpis import QueryError, series
 from app.query.tiles import dashboard_tiles
+from app.runtime import Runtime
 
 router = APIRouter()
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
@@ -48,7 +49,23 @@ async def list_kpis(runtime: RuntimeDep) -> list[dict[str, Any]]:
     return [kpi_json(k, p.name) for p in runtime.packs.values() for k in p.kpis.values()]
 
 
-def _instant(name: str, raw: str) -> int:
+LOST_PLUS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)? \d{2}:\d{2}$")
+
+
+def query_instant(name: str, raw: str) -> int:
+    """The query parameter ``name`` (an RFC 3339 instant with an offset) as UTC µs.
+
+    Raises:
+        QueryError: naming ``name``; for an offset whose ``+`` became a space (what an unencoded
+            ``+02:00`` turns into in a query string), saying that it must be sent as ``%2B``.
+    """
+    if LOST_PLUS_RE.match(raw):
+        fixed = raw.replace(" ", "%2B")
+        raise QueryError(
+            name,
+            f"{raw!r} lost the '+' of its offset: in a query string '+' means a space, so send it "
+            f"percent-encoded as %2B ({name}={fixed})",
+        )
     try:
         return to_us(parse_ts(raw))
     except ValueError as exc:
@@ -73,27 +90,29 @@ async def kpi_series(
     """Points ``{start, end, value, components}``; ``value`` is null where undefined.
 
     Filter with ``dims.KEY=VALUE`` (e.g. ``dims.queue=PS``).
+
+    Raises:
+        HTTPException: 404 for an unknown KPI.
+        QueryError: 422 for a bad ``tz``, ``start`` or ``end``, a reversed or too long range, a filter
+            a gauge cannot take.
     """
     found = runtime.find_kpi(name)
     if found is None:
-        return problem(404, "Not found", f"no KPI named {name!r}")
+        raise HTTPException(404, f"no KPI named {name!r}")
     pack, kpi = found
-    try:
-        zone = runtime.zone
-        if tz is not None:
-            try:
-                zone = ZoneInfo(tz)
-            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Etc" is a directory, names too long
-                raise QueryError("tz", f"unknown IANA time zone {tz!r}") from None
-        start_us, end_us = _instant("start", start), _instant("end", end)
-        if end_us <= start_us:
-            raise QueryError("end", "must be after start")
-        async with runtime.engine.connect() as conn:
-            points = await series(
-                conn, pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())
-            )
-    except QueryError as exc:
-        return problem(422, "Invalid request parameters", str(exc), [{"field": exc.field, "message": exc.message}])
+    zone = runtime.zone
+    if tz is not None:
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Etc" is a directory, names too long
+            raise QueryError("tz", f"unknown IANA time zone {tz!r}") from None
+    start_us, end_us = query_instant("start", start), query_instant("end", end)
+    if end_us <= start_us:
+        raise QueryError("end", "must be after start")
+    async with runtime.engine.connect() as conn:
+        points = await series(
+            conn, pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())
+        )
     return JSONResponse(
         {
             "kpi": name,
@@ -131,7 +150,7 @@ async def list_dashboards(runtime: RuntimeDep) -> list[dict[str, Any]]:
 async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     found = runtime.find_dashboard(slug)
     if found is None:
-        return problem(404, "Not found", f"no dashboard {slug!r}")
+        raise HTTPException(404, f"no dashboard {slug!r}")
     pack, dash = found
     zone = runtime.dashboard_zone(dash)
     now_us = to_us(runtime.view_clock.now())
@@ -150,14 +169,51 @@ async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     )
 
 
+def home_entry(runtime: Runtime, pack: Pack, dash: Dashboard, now: datetime) -> dict[str, Any]:
+    """One dashboard of ``GET /api/v1/home``: ``today`` (YYYY-MM-DD) and ``month`` (YYYY-MM) are the
+    local calendar day and month of ``now`` in the dashboard's zone, and ``links`` its page paths."""
+    zone = runtime.dashboard_zone(dash)
+    today = now.astimezone(zone).date().isoformat()
+    month = today[:7]
+    return {
+        "slug": dash.slug,
+        "title": dash.title,
+        "pack": pack.name,
+        "tz": str(zone),
+        "today": today,
+        "month": month,
+        "links": {
+            "wall": f"/wall/{dash.slug}",
+            "day": f"/day/{dash.slug}/{today}",
+            "scorecard": f"/scorecard/{dash.slug}/{month}",
+        },
+    }
+
+
+@router.get(
+    "/api/v1/home",
+    summary="Every dashboard with its zone, today and this month there, and its page links",
+    **scoped("read", "admin"),
+)
+async def home(runtime: RuntimeDep) -> dict[str, Any]:
+    """What the home page lists: ``{"as_of", "clock", "dashboards": [...]}``.
+
+    ``as_of`` is the server's view clock (RFC 3339 with offset): wall time, or in event-time mode
+    (``clock: "event"``) the newest event time, so a replay's home page points at the replayed day.
+    Each dashboard: ``slug``, ``title``, ``pack``, ``tz`` (IANA), ``today``, ``month`` and ``links``
+    (``wall``, ``day``: today's end-of-day page, ``scorecard``: this month's), see ``home_entry``.
+    """
+    now = runtime.view_clock.now()
+    return {
+        "as_of": now.isoformat(),
+        "clock": runtime.settings.clock,
+        "dashboards": [home_entry(runtime, p, d, now) for p in runtime.packs.values() for d in p.dashboards.values()],
+    }
+
+
 @router.get("/healthz", summary="Liveness", include_in_schema=False, **public())
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
-
-
-async def _ping_store(engine) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
 
 
 @router.get("/readyz", summary="Readiness: the store answers", **public())
@@ -165,20 +221,21 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """200 ``{"ready": true}`` when the store answers ``SELECT 1``; else 503 with ``Retry-After`` and the
     reason, at the latest after ``Settings.store_wait_s`` (a database that hangs instead of refusing).
     Concurrent polls share one check; a check that outlives its deadline finishes in the background."""
-    probe = runtime.ready_probe
-    if probe is None or probe.done():
-        probe = runtime.ready_probe = asyncio.ensure_future(_ping_store(runtime.engine))
-        probe.add_done_callback(lambda t: t.cancelled() or t.exception())
-    done, _ = await asyncio.wait({probe}, timeout=runtime.settings.store_wait_s)
-    failure = "Timeout" if not done else (None if probe.exception() is None else probe.exception().__class__.__name__)
+    failure = await runtime.ready_probe.check(runtime.settings.store_wait_s)
     if failure is not None:  # any failure means not ready; say which
-        return JSONResponse({"ready": False, "reason": failure}, status_code=503, headers={"Retry-After": "2"})
+        return JSONResponse({"ready": False, "reason": failure}, status_code=503, headers=STORE_RETRY)
     return JSONResponse({"ready": True, "server_time": datetime.now().astimezone().isoformat()})
 
 
 @router.get("/favicon.ico", include_in_schema=False, **public())
 async def favicon() -> Response:
     return Response(status_code=204)
+
+
+@router.get("/", include_in_schema=False, **public())
+async def home_page() -> FileResponse:
+    """The home page: the dashboards with links to their wall, today's end of day and this month's scorecard."""
+    return FileResponse(FRONTEND_DIR / "home" / "index.html", media_type="text/html")
 
 
 @router.get("/pair", include_in_schema=False, **public())

@@ -9,6 +9,7 @@ to authenticate gets the same 401 body and the same work (one hash and one looku
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ def check_scope(access: Access, scopes: tuple[str, ...], dashboard: str | None =
         raise NotVisible(f"no dashboard {dashboard!r} for this key")
 
 
-def require(*scopes: str, dashboard_param: str | None = None):
+def require(*scopes: str, dashboard_param: str | None = None) -> Callable[[Request], Awaitable[Access]]:
     """Dependency: authenticate, check the scope (and a display key's dashboard), and for
     cookie-authenticated unsafe methods require a same-origin ``Origin`` (CSRF)."""
 
@@ -95,7 +96,6 @@ def require(*scopes: str, dashboard_param: str | None = None):
                 raise Forbidden("a browser session may change things only from this site's own pages")
         return access
 
-    dependency.scopes = scopes  # type: ignore[attr-defined]
     return dependency
 
 

@@ -18,6 +18,7 @@ import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth import InvalidKey
 from app.clock import Clock
 from app.metrics.calendar import from_us, to_us
 from app.store.schema import api_key
@@ -90,14 +91,15 @@ def new_key_row(
     ``key_id``: the row's id (default: 128 random bits as hex).
 
     Raises:
-        ValueError: unknown scope, an ingest key without a source, a display key without a dashboard.
+        InvalidKey: unknown scope, an ingest key without a source, a display key without a dashboard
+            (a ``ValueError``).
     """
     if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        raise InvalidKey(f"scope must be one of {', '.join(SCOPES)}", "scope")
     if scope == "ingest" and not source:
-        raise ValueError("an ingest key is bound to one source: give --source")
+        raise InvalidKey("an ingest key is bound to one source: give --source", "source")
     if scope == "display" and not dashboard:
-        raise ValueError("a display key is bound to one dashboard: give --dashboard")
+        raise InvalidKey("a display key is bound to one dashboard: give --dashboard", "dashboard")
     key = PREFIX[scope] + secrets.token_urlsafe(TOKEN_BYTES)
     row = {
         "id": key_id or secrets.token_hex(16),
@@ -148,7 +150,8 @@ class KeyStore:
         """Create a key; return ``(the key, its listing)``.  The key is not kept: show it once.
 
         Raises:
-            ValueError: unknown scope, an ingest key without a source, a display key without a dashboard.
+            InvalidKey: unknown scope, an ingest key without a source, a display key without a dashboard
+                (a ``ValueError``).
         """
         key, row = new_key_row(scope, name, now_us, source, event_types, dashboard, expires_us)
         async with self._engine.begin() as conn:

@@ -37,6 +37,8 @@ from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api.codes import RETRY_AFTER_PAIRINGS_MAX_S
+from app.auth import TooManyPairings
 from app.auth.keys import new_key_row
 from app.config import Settings
 from app.metrics.calendar import from_us
@@ -56,22 +58,6 @@ def hash_secret(secret: str) -> bytes:
 def normalise_code(code: str) -> str:
     """A code as typed by a person: surrounding blanks, inner spaces and dashes dropped, upper case."""
     return code.strip().replace(" ", "").replace("-", "").upper()
-
-
-class TooManyPairings(Exception):
-    """Too many pairings are waiting (all clients, or this client address).
-
-    Attributes:
-        retry_after_s: whole seconds until the oldest of them expires (at most 30, at least 1).
-        per_ip: whether this client's own limit was hit (else the total).
-    """
-
-    def __init__(self, retry_after_s: int, per_ip: bool) -> None:
-        super().__init__(
-            "too many pairings from this address are waiting" if per_ip else "too many screens are waiting"
-        )
-        self.retry_after_s = retry_after_s
-        self.per_ip = per_ip
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +154,9 @@ class PairingStore:
 
     @staticmethod
     def _retry_after(oldest_expires_us: int | None, now_us: int) -> int:
-        wait_s = (oldest_expires_us - now_us) / 1e6 if oldest_expires_us is not None else 30
-        return max(1, min(30, math.ceil(wait_s)))
+        if oldest_expires_us is None:
+            return RETRY_AFTER_PAIRINGS_MAX_S
+        return max(1, min(RETRY_AFTER_PAIRINGS_MAX_S, math.ceil((oldest_expires_us - now_us) / 1e6)))
 
     async def preapproved(self, dashboard: str, name: str, now_us: int, approved_by: str | None = None) -> NewPairing:
         """An approved pairing whose secret hands out a new display key of ``dashboard`` once

@@ -1,17 +1,54 @@
-"""Per-key request rate limit (token bucket): past it, ingest answers 429 with Retry-After.
+"""Token buckets: the one rate limit used for ingest requests per key (past it: 429 with
+``Retry-After``) and for the messages a wall screen sends (past it: closed with 1008).
 
-Each key may make ``rate_per_s`` requests a second on average, in bursts of ``burst``.
-State is per process (one bucket per key id; idle buckets are dropped).
+A bucket holds at most ``burst`` tokens and refills at ``rate_per_s`` tokens a second; each
+request (or message) takes one.  Instants are seconds on a monotonic clock, passed in by the
+caller (``time.monotonic()``, the event loop's ``time()``, or a test's own numbers).
+State is per process.
 """
 
 from __future__ import annotations
 
-import math
 import time
+
+IDLE_BUCKETS_KEPT = 100_000
+"""Buckets kept by a ``RateLimiter`` before those idle for ``IDLE_FORGET_S`` are dropped."""
+IDLE_FORGET_S = 60.0
+
+
+class TokenBucket:
+    """One token bucket.
+
+    Args:
+        rate_per_s: tokens added a second (the sustained rate); > 0.
+        burst: most tokens held (taken at once); at least 1.
+        now: the instant the bucket starts full (s, monotonic).
+    """
+
+    __slots__ = ("burst", "last", "rate_per_s", "tokens")
+
+    def __init__(self, rate_per_s: float, burst: float, now: float) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = max(burst, 1.0)
+        self.tokens = self.burst
+        self.last = now
+
+    def take(self, now: float) -> float:
+        """Take one token at ``now`` (s, monotonic).
+
+        Returns:
+            0.0 when a token was taken, else the seconds until one will be there (nothing taken).
+        """
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate_per_s)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate_per_s
 
 
 class RateLimiter:
-    """Token buckets by key id.
+    """Token buckets by key id (ingest requests per key).
 
     Args:
         rate_per_s: sustained requests per second per key.
@@ -21,22 +58,18 @@ class RateLimiter:
     def __init__(self, rate_per_s: float, burst: float) -> None:
         self.rate_per_s = rate_per_s
         self.burst = max(burst, 1.0)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
 
     def try_acquire(self, key_id: str, now: float | None = None) -> float:
-        """Take one token for ``key_id``; return 0.0, or the seconds to wait when none is left."""
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(key_id, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
-        if tokens >= 1:
-            self._buckets[key_id] = (tokens - 1, now)
-            if len(self._buckets) > 100_000:  # forget idle keys (their buckets are full anyway)
-                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
-            return 0.0
-        self._buckets[key_id] = (tokens, now)
-        return (1 - tokens) / self.rate_per_s
+        """Take one token for ``key_id`` at ``now`` (s, monotonic; default: ``time.monotonic()``).
 
-    @staticmethod
-    def retry_after(wait_s: float) -> str:
-        """A ``Retry-After`` value (whole seconds, at least 1)."""
-        return str(max(1, math.ceil(wait_s)))
+        Returns:
+            0.0, or the seconds to wait when none is left.
+        """
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(key_id)
+        if bucket is None:
+            bucket = self._buckets[key_id] = TokenBucket(self.rate_per_s, self.burst, now)
+            if len(self._buckets) > IDLE_BUCKETS_KEPT:  # forget idle keys (their buckets are full anyway)
+                self._buckets = {k: b for k, b in self._buckets.items() if now - b.last < IDLE_FORGET_S}
+        return bucket.take(now)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
-from app.api.problems import problem
 from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
-from app.auth import Unauthenticated
+from app.auth import AlreadyApproved, InvalidKey, InvalidPairing, Unauthenticated
 from app.auth.deps import COOKIE, Access, authenticate, public, require, scoped
-from app.auth.pairing import TooManyPairings
 from app.metrics.calendar import from_us, to_us
 
 router = APIRouter()
@@ -48,15 +46,10 @@ async def list_keys(runtime: RuntimeDep) -> list[dict[str, Any]]:
 @router.post("/api/v1/keys", status_code=201, summary="Create a key (shown once)", **scoped("admin"))
 async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
     if body.dashboard is not None and runtime.find_dashboard(body.dashboard) is None:
-        return problem(
-            422, "Invalid key", f"no dashboard {body.dashboard!r}", [{"field": "dashboard", "message": "unknown"}]
-        )
-    try:
-        key, info = await runtime.keys.create(
-            body.scope, body.name, to_us(runtime.clock.now()), body.source, body.event_types, body.dashboard
-        )
-    except ValueError as exc:
-        return problem(422, "Invalid key", str(exc), [{"field": "scope", "message": str(exc)}])
+        raise InvalidKey(f"no dashboard {body.dashboard!r}", "dashboard", "unknown")
+    key, info = await runtime.keys.create(
+        body.scope, body.name, to_us(runtime.clock.now()), body.source, body.event_types, body.dashboard
+    )
     return JSONResponse({**info, "key": key}, status_code=201, headers={"Cache-Control": "no-store"})
 
 
@@ -66,7 +59,7 @@ async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
 async def revoke_key(key_id: Annotated[str, Path(pattern=KEY_ID_PATTERN)], runtime: RuntimeDep) -> JSONResponse:
     info = await runtime.keys.revoke(key_id, to_us(runtime.clock.now()))
     if info is None:
-        return problem(404, "Not found", "no such key")
+        raise HTTPException(404, "no such key")
     return JSONResponse(info)
 
 
@@ -131,13 +124,8 @@ class PairingIn(BaseModel):
 async def new_pairing(request: Request, runtime: RuntimeDep, body: PairingIn | None = None) -> JSONResponse:
     dashboard = body.dashboard if body is not None else None
     if dashboard is not None and runtime.find_dashboard(dashboard) is None:
-        return problem(
-            422, "Invalid pairing", f"no dashboard {dashboard!r}", [{"field": "dashboard", "message": "unknown"}]
-        )
-    try:
-        made = await runtime.pairings.create(_now_us(runtime), _client_ip(request), dashboard)
-    except TooManyPairings as exc:
-        return problem(429, "Too many pairings", f"{exc}; retry later", headers={"Retry-After": str(exc.retry_after_s)})
+        raise InvalidPairing(f"no dashboard {dashboard!r}", "dashboard", "unknown")
+    made = await runtime.pairings.create(_now_us(runtime), _client_ip(request), dashboard)
     return JSONResponse(
         {
             "code": made.code,
@@ -171,8 +159,8 @@ class ClaimIn(BaseModel):
 async def claim_pairing(body: ClaimIn, request: Request, runtime: RuntimeDep) -> JSONResponse:
     claim = await runtime.pairings.claim(body.secret, _now_us(runtime))
     if claim is None:
-        return problem(404, "Not found", "no such pairing (expired or already used?): start again")
-    if claim.status == "pending":
+        raise HTTPException(404, "no such pairing (expired or already used?): start again")
+    if claim.status == "pending" or claim.key is None:  # only an approved claim carries its key
         return JSONResponse({"status": "pending", "code": claim.code}, headers={"Cache-Control": "no-store"})
     response = JSONResponse({"status": "approved", "dashboard": claim.dashboard}, headers={"Cache-Control": "no-store"})
     _set_cookie(response, request, claim.key)
@@ -196,14 +184,14 @@ async def approve_pairing(
     now_us = _now_us(runtime)
     row = await runtime.pairings.find_code(code, now_us)
     if row is None:
-        return problem(404, "Not found", "no such pairing code waiting (expired?)")
+        raise HTTPException(404, "no such pairing code waiting (expired?)")
     if row.approved_us is not None:
-        return problem(409, "Already approved", "this code was approved already; a screen pairs once")
+        raise AlreadyApproved("this code was approved already; a screen pairs once")
     dashboard = body.dashboard or row.requested_dashboard
     if dashboard is None or runtime.find_dashboard(dashboard) is None:
         reason = "unknown" if dashboard else "required (the screen asked for none)"
-        return problem(422, "Invalid pairing", f"dashboard {reason}", [{"field": "dashboard", "message": reason}])
+        raise InvalidPairing(f"dashboard {reason}", "dashboard", reason)
     key_id = await runtime.pairings.approve(row.id, dashboard, body.name, admin.key.id, now_us)
     if key_id is None:
-        return problem(409, "Already approved", "this code was approved meanwhile; a screen pairs once")
+        raise AlreadyApproved("this code was approved meanwhile; a screen pairs once")
     return JSONResponse({"paired": True, "dashboard": dashboard, "key_id": key_id})

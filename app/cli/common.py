@@ -4,20 +4,21 @@ store and zone a command acts on, replay pacing and start-time options."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from app.config import Settings
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with the non-``None`` ``overrides`` applied.
 
     Raises:
         click.ClickException: the configuration does not validate (the message names the field).
     """
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise click.ClickException(f"invalid configuration: {exc}") from None
 
@@ -48,12 +49,20 @@ def announce_store(settings: Settings) -> None:
     click.echo(store_line(settings), err=True)
 
 
-class SpeedType(click.ParamType):
+if TYPE_CHECKING:  # recent click types ParamType by (value, input); click 8.1 cannot be subscripted at run time
+    _SpeedParam = click.ParamType[float | None, str | float | None]
+else:
+    _SpeedParam = click.ParamType
+
+
+class SpeedType(_SpeedParam):
     """``max`` or a positive number (seconds of event time per second)."""
 
     name = "N|max"
 
-    def convert(self, value, param, ctx):
+    def convert(
+        self, value: str | float | None, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float | None:
         if value is None or isinstance(value, float):
             return value
         text = str(value).strip().lower()

@@ -6,12 +6,17 @@ import asyncio
 import sys
 from datetime import datetime, time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from app.cli.common import SpeedType, announce_store, load_settings
 from app.cli.replay import ANONYMOUS_BANK_TZ, load_anonymous_bank, quiet_http_log
 from app.replay.client import ReplayError, replay_events
+
+if TYPE_CHECKING:  # imported when the demo runs: `pulseboard --help` stays fast
+    from app.config import Settings
+    from app.runtime import Runtime
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "demo" / "anonymous-bank-excerpt.tsv.gz"
 DEMO_TZ = ANONYMOUS_BANK_TZ
@@ -63,7 +68,7 @@ def demo(port: int | None, speed: float | None, exit_after_s: float | None) -> N
     sys.exit(code)
 
 
-def cli_env(settings) -> str:
+def cli_env(settings: Settings) -> str:
     """The environment that points the ``pulseboard`` CLI at the demo's store, zone and clock
     (``env -u DATABASE_URL`` first: the demo's store is its own SQLite file whatever it says)."""
     return (
@@ -72,7 +77,7 @@ def cli_env(settings) -> str:
     )
 
 
-async def _demo_keys(runtime, base_url: str) -> dict[str, str]:
+async def _demo_keys(runtime: Runtime, base_url: str) -> dict[str, str]:
     """The demo's own keys: ingest for its replay, read and admin to print, and a display key
     handed to the first browser that opens the printed one-time pairing link."""
     from app.metrics.calendar import to_us
@@ -87,7 +92,7 @@ async def _demo_keys(runtime, base_url: str) -> dict[str, str]:
 
 
 async def _run_demo(
-    settings, events: list[dict], speed: float | None, start: datetime, exit_after_s: float | None
+    settings: Settings, events: list[dict[str, Any]], speed: float | None, start: datetime, exit_after_s: float | None
 ) -> int:
     import uvicorn
 

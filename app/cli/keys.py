@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from app.cli.common import announce_store, load_settings
 from app.config import Settings
+
+if TYPE_CHECKING:  # imported when a command runs: `pulseboard --help` stays fast
+    from app.auth.keys import KeyStore
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -15,7 +22,7 @@ def keys() -> None:
     """API keys: create (shown once), list, revoke."""
 
 
-async def _with_keys(settings: Settings, action):
+async def _with_keys(settings: Settings, action: Callable[[KeyStore], Awaitable[T]]) -> T:
     from app.auth.keys import KeyStore
     from app.clock import SystemClock
     from app.store.db import create_engine_for, migrate_async
@@ -45,7 +52,7 @@ def _now_us() -> int:
 def keys_create(scope: str, source: str | None, event_types: tuple[str, ...], dashboard: str | None, name: str) -> None:
     """Create a key and print it alone on the last line (only its hash is kept)."""
 
-    async def action(store):
+    async def action(store: KeyStore) -> tuple[str, dict[str, Any]]:
         return await store.create(scope, name, _now_us(), source, list(event_types) or None, dashboard)
 
     try:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +16,7 @@ from app.replay.client import DEFAULT_URL, ReplayError, ReplaySummary, replay_ev
 ANONYMOUS_BANK_TZ = "Asia/Jerusalem"
 
 
-def load_anonymous_bank(path: Path) -> list[dict]:
+def load_anonymous_bank(path: Path) -> list[dict[str, Any]]:
     from app.replay.anonymous_bank import RowError, load_events
 
     try:
@@ -92,7 +93,7 @@ def anonymous_bank(
 
 def _post_and_summarise(
     file: Path,
-    events: list[dict],
+    events: list[dict[str, Any]],
     url: str,
     speed: float | None,
     start: datetime | None,
@@ -115,7 +116,7 @@ def _post_and_summarise(
     _print_summary(summary)
 
 
-def _load_itsm(path: Path) -> list[dict]:
+def _load_itsm(path: Path) -> list[dict[str, Any]]:
     from app.replay.itsm import RowError, map_file
 
     try:

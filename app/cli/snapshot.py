@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import click
 
 from app.cli.common import announce_store, load_settings
+from app.clock import EventClock
 from app.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @click.group()
@@ -42,11 +47,10 @@ def snapshot_cut(grain: str, period: str, dashboard: str | None, allow_empty: bo
         )
 
 
-async def _event_clock(engine):
+async def _event_clock(engine: AsyncEngine) -> EventClock:
     """An ``EventClock`` at the newest stored event, as the server builds it in event-time mode."""
     from sqlalchemy import func, select
 
-    from app.clock import EventClock
     from app.store.schema import event
 
     clock = EventClock()
@@ -57,7 +61,7 @@ async def _event_clock(engine):
     return clock
 
 
-async def _events_in(engine, event_types: frozenset[str] | set[str], start_us: int, end_us: int) -> int:
+async def _events_in(engine: AsyncEngine, event_types: frozenset[str] | set[str], start_us: int, end_us: int) -> int:
     """How many stored events of ``event_types`` fall in ``[start_us, end_us)``."""
     from sqlalchemy import func, select
 

@@ -6,40 +6,161 @@ newline and a UTF-8 BOM are fine).  Validation is strict: no coercion of
 ``"12"`` to a number, no non-finite numbers, RFC 3339 timestamps with an offset
 only, unknown fields rejected.  Every invalid event is reported, with its
 0-based ``index`` (and 1-based ``line`` for NDJSON).
+
+The event contract is written once, here: ``EventIn`` and the ``Meta`` constraints of its
+field types are what the parser decodes and checks (``validate``, with the configured limits)
+and what ``event_schema`` publishes as the OpenAPI request schema (with the settings' defaults).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import operator
 import re
+import types
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Union, cast, get_args, get_origin
 
 import msgspec
+from msgspec import Meta
 
+from app.config import Settings
 from app.ingest import BadRequest, InvalidEvents, PayloadTooLarge
 from app.metrics.calendar import to_us
 from app.store.writes import NewEvent
 
-TYPE_RE = re.compile(r"^[a-z0-9_.-]{1,128}$")
-RFC3339_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_DEFAULTS = Settings.model_fields
+DEFAULT_MAX_DIMS: int = _DEFAULTS["max_dims"].default
+DEFAULT_MAX_STRING_CHARS: int = _DEFAULTS["max_string_chars"].default
+DEFAULT_MAX_BATCH_EVENTS: int = _DEFAULTS["max_batch_events"].default
+ID_MAX_CHARS = 128
+SOURCE_MAX_CHARS = 64
+DIM_NAME_MAX_CHARS = 64
+TYPE_PATTERN = r"^[a-z0-9_.-]{1,128}$"
+RFC3339_PATTERN = r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+TYPE_RE = re.compile(TYPE_PATTERN)
+RFC3339_RE = re.compile(RFC3339_PATTERN)
 _FIELD_RE = re.compile(r"`\$\.([A-Za-z0-9_]+)")
 _NAMED_RE = re.compile(r"field `([^`]+)`")
 
+EventType = Annotated[
+    str, Meta(pattern=TYPE_PATTERN, description="1-128 characters of [a-z0-9_.-]", examples=["call.answered"])
+]
+Timestamp = Annotated[
+    str,
+    Meta(
+        pattern=RFC3339_PATTERN,
+        description="event time: RFC 3339 with an offset or Z; at most `PULSEBOARD_MAX_FUTURE_SKEW_S` ahead of "
+        "the server clock (and, when that is set, at most `PULSEBOARD_MAX_LATENESS_S` old)",
+        examples=["2024-05-02T09:15:20Z"],
+        extra_json_schema={"format": "date-time"},
+    ),
+]
+EventId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=ID_MAX_CHARS,
+        pattern=NO_NUL_PATTERN,
+        description="with `source`, the idempotency key of the event: send one, or a retried event counts twice",
+    ),
+]
+Source = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=SOURCE_MAX_CHARS,
+        pattern=NO_NUL_PATTERN,
+        description="the sending system; default: the ingest key's source",
+    ),
+]
+Value = Annotated[float, Meta(description="a finite number")]
+DimName = Annotated[str, Meta(min_length=1, max_length=DIM_NAME_MAX_CHARS, pattern=NO_NUL_PATTERN)]
+DimText = Annotated[str, Meta(max_length=DEFAULT_MAX_STRING_CHARS, pattern=NO_NUL_PATTERN)]
+Dims = Annotated[
+    dict[DimName, DimText | int | float | bool],
+    Meta(
+        max_length=DEFAULT_MAX_DIMS,
+        description="dimensions: at most `PULSEBOARD_MAX_DIMS` keys; string values of at most "
+        "`PULSEBOARD_MAX_STRING_CHARS` characters; numbers finite",
+    ),
+]
+
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
-    """The wire form of one event (CONTRACT §2)."""
+    """One event (CONTRACT §2).  Strings hold no NUL; the limits shown are the settings' defaults."""
 
-    type: str
-    ts: str
-    id: str | None = None
-    source: str | None = None
-    value: float | None = None
-    dims: dict[str, str | int | float | bool] | None = None
+    type: EventType
+    ts: Timestamp
+    id: EventId | None = None
+    source: Source | None = None
+    value: Value | None = None
+    dims: Dims | None = None
+
+
+def _unconstrained(tp: Any) -> Any:
+    """The type ``tp`` without its ``Meta`` constraints, at any depth."""
+    if get_origin(tp) is Annotated:
+        return _unconstrained(get_args(tp)[0])
+    args = get_args(tp)
+    if not args:
+        return tp
+    inner = tuple(_unconstrained(a) for a in args)
+    if get_origin(tp) in (Union, types.UnionType):
+        return functools.reduce(operator.or_, inner)
+    return get_origin(tp)[inner]
+
+
+def _decoded_type(struct: type[EventIn]) -> type[EventIn]:
+    """A subclass of ``struct`` with the same fields, types and defaults but no ``Meta``
+    constraints: what bodies are decoded into.  ``validate`` checks the constraints itself, with
+    the configured limits, so that it names every problem of an event in its own words (msgspec
+    stops at the first, and knows only the defaults)."""
+    fields = [
+        (f.name, _unconstrained(f.type)) if f.required else (f.name, _unconstrained(f.type), f.default)
+        for f in msgspec.structs.fields(struct)
+    ]
+    return cast(type[EventIn], msgspec.defstruct(struct.__name__, fields, bases=(struct,), forbid_unknown_fields=True))
+
+
+DecodedEvent = _decoded_type(EventIn)
+
+
+def event_schema(max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS) -> tuple[dict[str, Any], dict[str, Any]]:
+    """JSON Schemas (2020-12, without ``$ref``) of a request body, generated from ``EventIn``.
+
+    Args:
+        max_batch_events: most events in one body (default: the setting's default).
+
+    Returns:
+        ``(json_body, ndjson_body)``: one event object or an array of 1-``max_batch_events`` of
+        them (``application/json``); the sequence of an NDJSON body's lines, one event a line
+        (``application/x-ndjson``).
+    """
+    batch = Annotated[list[EventIn], Meta(min_length=1, max_length=max_batch_events)]
+    (json_body, ndjson_body), components = msgspec.json.schema_components(
+        [EventIn | batch, batch], ref_template="#/$defs/{name}"
+    )
+    return _inline(json_body, components), _inline(ndjson_body, components)
+
+
+def _inline(schema: Any, components: dict[str, Any]) -> Any:
+    """``schema`` with each ``{"$ref": "#/$defs/NAME"}`` replaced by that component (the event
+    types hold no cycle, so this ends), without ``"default": null`` (an absent field is null)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(components[ref.removeprefix("#/$defs/")], components)
+        return {k: _inline(v, components) for k, v in schema.items() if not (k == "default" and v is None)}
+    if isinstance(schema, list):
+        return [_inline(v, components) for v in schema]
+    return schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,26 +240,27 @@ def validate(ev: EventIn, limits: Limits, escapes: bool = True) -> tuple[NewEven
     source = ev.source if ev.source is not None else limits.default_source
     if not TYPE_RE.match(ev.type):
         errors.append(("type", "must be 1-128 characters of [a-z0-9_.-]"))
-    if not 1 <= len(source) <= 64:
-        errors.append(("source", "must be 1-64 characters"))
-    _check_text("source", source, 64, errors, escapes)
+    if not 1 <= len(source) <= SOURCE_MAX_CHARS:
+        errors.append(("source", f"must be 1-{SOURCE_MAX_CHARS} characters"))
+    _check_text("source", source, SOURCE_MAX_CHARS, errors, escapes)
     if ev.id is not None:
-        if not 1 <= len(ev.id) <= 128:
-            errors.append(("id", "must be 1-128 characters"))
-        _check_text("id", ev.id, 128, errors, escapes)
+        if not 1 <= len(ev.id) <= ID_MAX_CHARS:
+            errors.append(("id", f"must be 1-{ID_MAX_CHARS} characters"))
+        _check_text("id", ev.id, ID_MAX_CHARS, errors, escapes)
     if ev.value is not None and not math.isfinite(ev.value):
         errors.append(("value", "must be a finite number"))
     if ev.dims is not None:
         if len(ev.dims) > limits.max_dims:
             errors.append(("dims", f"has {len(ev.dims)} keys; at most {limits.max_dims} allowed"))
         for key, val in ev.dims.items():
-            if not 1 <= len(key) <= 64:
-                errors.append((f"dims.{key[:64]}", "dimension names must be 1-64 characters"))
-            _check_text(f"dims.{key[:64]}", key, 64, errors, escapes)
+            name = f"dims.{key[:DIM_NAME_MAX_CHARS]}"
+            if not 1 <= len(key) <= DIM_NAME_MAX_CHARS:
+                errors.append((name, f"dimension names must be 1-{DIM_NAME_MAX_CHARS} characters"))
+            _check_text(name, key, DIM_NAME_MAX_CHARS, errors, escapes)
             if isinstance(val, str):
-                _check_text(f"dims.{key[:64]}", val, limits.max_string_chars, errors, escapes)
+                _check_text(name, val, limits.max_string_chars, errors, escapes)
             elif isinstance(val, float) and not math.isfinite(val):
-                errors.append((f"dims.{key[:64]}", "must be a finite number"))
+                errors.append((name, "must be a finite number"))
     ts_us = 0
     try:
         ts_us = to_us(parse_ts(ev.ts))
@@ -257,9 +379,11 @@ def duplicate_key(raw: bytes | msgspec.Raw) -> str | None:
     return None
 
 
-_event_decoder = msgspec.json.Decoder(EventIn, strict=True)
+_event_decoder = msgspec.json.Decoder(DecodedEvent, strict=True)
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
-_events_decoder = msgspec.json.Decoder(list[EventIn], strict=True)
+_events_decoder: msgspec.json.Decoder[list[EventIn]] = msgspec.json.Decoder(
+    types.GenericAlias(list, (DecodedEvent,)), strict=True
+)
 _SPACED_COLON_RE = re.compile(rb'"\s+:')
 
 
@@ -353,10 +477,10 @@ def parse_each(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]:
     ``body`` has no BOM and is not blank."""
     raws: list[tuple[Any, int | None]] = []
     if media_type == "application/x-ndjson":
-        for lineno, line in enumerate(body.split(b"\n"), start=1):
-            line = line.strip()
-            if line:
-                raws.append((line, lineno))
+        for lineno, text in enumerate(body.split(b"\n"), start=1):
+            text = text.strip()
+            if text:
+                raws.append((text, lineno))
     else:
         stripped = body.lstrip()
         try:
@@ -429,6 +553,6 @@ def parse_each(body: bytes, media_type: str, limits: Limits) -> list[NewEvent]:
         else:
             events.append(event)
     if problems:
-        bad = len({p["index"] for p in problems})
-        raise InvalidEvents(f"{bad} of {len(raws)} events are invalid; nothing was stored", errors=problems)
+        invalid = len({p["index"] for p in problems})
+        raise InvalidEvents(f"{invalid} of {len(raws)} events are invalid; nothing was stored", errors=problems)
     return events

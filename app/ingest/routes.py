@@ -12,28 +12,20 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import delete, select
 
 from app.api.deps import RuntimeDep
-from app.api.problems import problem
-from app.auth import Forbidden
+from app.api.problems import PROBLEM_MEDIA_TYPE
+from app.auth import Forbidden, RateLimited
 from app.auth.deps import SCOPE_KEY, Access, require
-from app.config import Settings
-from app.ingest import BadRequest, IngestError, InvalidEvents, PayloadTooLarge, UnsupportedMedia
-from app.ingest.parse import RFC3339_RE, TYPE_RE, Limits, parse_events
+from app.ingest import BadRequest, InvalidEvents, PayloadTooLarge, RequestInFlight, UnsupportedMedia
+from app.ingest.parse import Limits, event_schema, parse_events
 from app.metrics.calendar import to_us
 from app.metrics.rollup import oversized_dims
-from app.store import StoreUnavailable
+from app.runtime import Runtime
 from app.store.schema import idempotency_key
-from app.store.writes import IdempotencyRecord
+from app.store.writes import IdempotencyRecord, NewEvent
 
 router = APIRouter()
 ACCEPTED_TYPES = ("application/json", "application/x-ndjson")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-class IdempotencyKeys:
-    """Requests in flight per (owner, key) in this process (a second one gets 409)."""
-
-    def __init__(self) -> None:
-        self.in_flight: set[tuple[str, str]] = set()
 
 
 def idempotency_key_of(request: Request) -> str | None:
@@ -50,7 +42,7 @@ def idempotency_key_of(request: Request) -> str | None:
     return raw
 
 
-async def remembered_answer(runtime, owner: str, key: str, request_hash: bytes) -> JSONResponse | None:
+async def remembered_answer(runtime: Runtime, owner: str, key: str, request_hash: bytes) -> Response | None:
     """The stored answer of an earlier request with this key, if it is still kept.
 
     Raises:
@@ -71,11 +63,10 @@ async def remembered_answer(runtime, owner: str, key: str, request_hash: bytes) 
             "this Idempotency-Key was used before with a different request body",
             errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
         )
-    media = "application/json" if row.status < 400 else "application/problem+json"
-    return Response(row.body, status_code=row.status, media_type=media, headers={"Idempotent-Replayed": "true"})
+    return _replayed(row.status, row.body)
 
 
-def check_binding(access: Access, events: list) -> None:
+def check_binding(access: Access, events: list[NewEvent]) -> None:
     """An ingest key posts only its own source (and its event types, when bound).
 
     Raises:
@@ -133,80 +124,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return body
 
 
-_DEFAULTS = Settings.model_fields
-_NO_NUL = "^[^\\u0000]*$"
-EVENT_SCHEMA = {
-    "title": "Event",
-    "description": "One event (CONTRACT §2). Strings hold no NUL; `ts` must not be more than "
-    "`PULSEBOARD_MAX_FUTURE_SKEW_S` ahead of the server clock (limits shown are the defaults).",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["type", "ts"],
-    "properties": {
-        "id": {
-            "type": ["string", "null"],
-            "minLength": 1,
-            "maxLength": 128,
-            "pattern": _NO_NUL,
-            "description": "with `source`, the idempotency key of the event",
-        },
-        "source": {
-            "type": ["string", "null"],
-            "minLength": 1,
-            "maxLength": 64,
-            "pattern": _NO_NUL,
-            "description": "the sending system; default: the ingest key's source",
-        },
-        "type": {"type": "string", "pattern": TYPE_RE.pattern, "examples": ["call.answered"]},
-        "ts": {
-            "type": "string",
-            "format": "date-time",
-            "pattern": RFC3339_RE.pattern,
-            "description": "RFC 3339 with an offset or Z",
-            "examples": ["2024-05-02T09:15:20Z"],
-        },
-        "value": {"type": ["number", "null"], "description": "finite"},
-        "dims": {
-            "type": ["object", "null"],
-            "maxProperties": _DEFAULTS["max_dims"].default,
-            "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": _NO_NUL},
-            "additionalProperties": {
-                "anyOf": [
-                    {"type": "string", "maxLength": _DEFAULTS["max_string_chars"].default, "pattern": _NO_NUL},
-                    {"type": "number"},
-                    {"type": "boolean"},
-                ]
-            },
-        },
-    },
-}
+_JSON_BODY_SCHEMA, _NDJSON_BODY_SCHEMA = event_schema()
 EVENTS_REQUEST_BODY = {
     "required": True,
     "description": "One event object or a JSON array of them (`application/json`), or NDJSON: one event "
     "object a line (`application/x-ndjson`, shown here as the sequence of its lines). At most "
-    "`PULSEBOARD_MAX_BATCH_EVENTS` events, `PULSEBOARD_MAX_BODY_BYTES` bytes (also after gzip).",
+    "`PULSEBOARD_MAX_BATCH_EVENTS` events, `PULSEBOARD_MAX_BODY_BYTES` bytes (also after gzip). "
+    "The schema is generated from the parser's own types (`app/ingest/parse.py`); limits shown are the defaults.",
     "content": {
-        "application/json": {
-            "schema": {
-                "anyOf": [
-                    EVENT_SCHEMA,
-                    {
-                        "type": "array",
-                        "items": EVENT_SCHEMA,
-                        "minItems": 1,
-                        "maxItems": _DEFAULTS["max_batch_events"].default,
-                    },
-                ]
-            }
-        },
-        "application/x-ndjson": {
-            "schema": {
-                "type": "array",
-                "items": EVENT_SCHEMA,
-                "minItems": 1,
-                "maxItems": _DEFAULTS["max_batch_events"].default,
-            }
-        },
+        "application/json": {"schema": _JSON_BODY_SCHEMA},
+        "application/x-ndjson": {"schema": _NDJSON_BODY_SCHEMA},
     },
 }
 ACCEPTED_SCHEMA = {
@@ -240,89 +167,89 @@ IDEMPOTENCY_KEY_PARAM = {
         429: {},
         503: {},
     },
-    # The body is read and parsed by msgspec below, not by FastAPI: its schema is declared here only.
+    # The body is read and parsed by msgspec below, not by FastAPI: its schema (generated from the parser's
+    # types) is declared here.
     openapi_extra={SCOPE_KEY: ["ingest"], "requestBody": EVENTS_REQUEST_BODY, "parameters": [IDEMPOTENCY_KEY_PARAM]},
 )
 async def post_events(
     request: Request, runtime: RuntimeDep, access: Annotated[Access, Depends(require("ingest"))]
-) -> JSONResponse:
+) -> Response:
     """Store events all-or-nothing and answer ``202 {"accepted": N, "duplicates": D}`` after commit.
 
     ``accepted`` counts events newly stored; ``duplicates`` those whose
     ``(source, id)`` was stored before with the same body (they change nothing).
     Needs an ``ingest`` key; events without ``source`` get the key's source, and an
     event of another source (or of a type the key is not bound to) refuses the request (403).
+
+    Raises:
+        RateLimited: the key is over its rate (429).
+        IngestError: any refusal of ``app.ingest``'s tree (400, 409, 413, 415, 422, 503).
+        Forbidden: an event outside the key's binding (403).
+        StoreUnavailable: the database failed or did not answer (503).
     """
     settings = runtime.settings
     owner = access.key.id
     wait_s = runtime.rate_limiter.try_acquire(owner)
     if wait_s:
-        return problem(
-            429,
-            "Too many requests",
-            f"this key is over {settings.ingest_rate_per_key_per_s:g} "
-            "requests a second; retry after the indicated delay",
-            headers={"Retry-After": runtime.rate_limiter.retry_after(wait_s)},
+        raise RateLimited(
+            f"this key is over {settings.ingest_rate_per_key_per_s:g} requests a second; "
+            "retry after the indicated delay",
+            wait_s,
         )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if media_type not in ACCEPTED_TYPES:
-            raise UnsupportedMedia(
-                f"Content-Type {media_type or '(none)'!r} is not accepted; use {' or '.join(ACCEPTED_TYPES)}"
-            )
-        key = idempotency_key_of(request)
-        body = await read_body(request, settings.max_body_bytes)
-        record = None
-        if key is not None:
-            request_hash = hashlib.sha256(b"\0".join((media_type.encode(), body))).digest()
-            replay = await remembered_answer(runtime, owner, key, request_hash)
-            if replay is not None:
-                return replay
-            slot = (owner, key)
-            if slot in runtime.idempotency.in_flight:
-                return problem(
-                    409,
-                    "Request in flight",
-                    "a request with this Idempotency-Key is still being processed; retry after it finishes",
-                    headers={"Retry-After": "1"},
-                )
-            runtime.idempotency.in_flight.add(slot)
-            record = IdempotencyRecord(owner, key, request_hash)
-        limits = Limits(
-            now_us=to_us(runtime.clock.now()),
-            max_future_skew_s=settings.max_future_skew_s,
-            max_lateness_s=settings.max_lateness_s,
-            max_string_chars=settings.max_string_chars,
-            max_dims=settings.max_dims,
-            max_batch_events=settings.max_batch_events,
-            default_source=access.key.source or "default",
+    if media_type not in ACCEPTED_TYPES:
+        raise UnsupportedMedia(
+            f"Content-Type {media_type or '(none)'!r} is not accepted; use {' or '.join(ACCEPTED_TYPES)}"
         )
-        try:
-            events = parse_events(body, media_type, limits)
-            oversized = oversized_dims(runtime.packs.values(), events)
-            if oversized:
-                raise InvalidEvents(
-                    f"{len({p['index'] for p in oversized})} of {len(events)} events are invalid; nothing was stored",
-                    errors=oversized,
-                )
-            check_binding(access, events)
-            outcome = await runtime.writer.submit(events, record)
-            if outcome.remembered is not None:  # a retry raced its first request, which committed
-                status, stored_body, stored_hash = outcome.remembered
-                if record is not None and stored_hash != record.request_hash:
-                    raise InvalidEvents(
-                        "this Idempotency-Key was used before with a different request body",
-                        errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
-                    )
-                media = "application/json" if status < 400 else "application/problem+json"
-                return Response(
-                    stored_body, status_code=status, media_type=media, headers={"Idempotent-Replayed": "true"}
-                )
-        finally:
-            if record is not None:
-                runtime.idempotency.in_flight.discard((record.owner, record.key))
-    except IngestError as exc:
-        return problem(exc.status, exc.title, exc.detail, exc.errors, exc.headers or None)
-    except StoreUnavailable as exc:
-        return problem(503, "Store unavailable", str(exc), headers={"Retry-After": "2"})
+    key = idempotency_key_of(request)
+    body = await read_body(request, settings.max_body_bytes)
+    record = None
+    if key is not None:
+        request_hash = hashlib.sha256(b"\0".join((media_type.encode(), body))).digest()
+        replay = await remembered_answer(runtime, owner, key, request_hash)
+        if replay is not None:
+            return replay
+        slot = (owner, key)
+        if slot in runtime.idempotency.in_flight:
+            raise RequestInFlight(
+                "a request with this Idempotency-Key is still being processed; retry after it finishes"
+            )
+        runtime.idempotency.in_flight.add(slot)
+        record = IdempotencyRecord(owner, key, request_hash)
+    limits = Limits(
+        now_us=to_us(runtime.clock.now()),
+        max_future_skew_s=settings.max_future_skew_s,
+        max_lateness_s=settings.max_lateness_s,
+        max_string_chars=settings.max_string_chars,
+        max_dims=settings.max_dims,
+        max_batch_events=settings.max_batch_events,
+        default_source=access.key.source or "default",
+    )
+    try:
+        events = parse_events(body, media_type, limits)
+        oversized = oversized_dims(runtime.packs.values(), events)
+        if oversized:
+            raise InvalidEvents(
+                f"{len({p['index'] for p in oversized})} of {len(events)} events are invalid; nothing was stored",
+                errors=oversized,
+            )
+        check_binding(access, events)
+        outcome = await runtime.writer.submit(events, record)
+    finally:
+        if record is not None:
+            runtime.idempotency.in_flight.discard((record.owner, record.key))
+    if outcome.remembered is not None:  # a retry raced its first request, which committed
+        status, stored_body, stored_hash = outcome.remembered
+        if record is not None and stored_hash != record.request_hash:
+            raise InvalidEvents(
+                "this Idempotency-Key was used before with a different request body",
+                errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+            )
+        return _replayed(status, stored_body)
     return JSONResponse({"accepted": outcome.accepted, "duplicates": outcome.duplicates}, status_code=202)
+
+
+def _replayed(status: int, body: str | bytes) -> Response:
+    """A stored answer, sent again for a retry with the same Idempotency-Key."""
+    media = "application/json" if status < 400 else PROBLEM_MEDIA_TYPE
+    return Response(body, status_code=status, media_type=media, headers={"Idempotent-Replayed": "true"})

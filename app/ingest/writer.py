@@ -45,10 +45,10 @@ class WriterStats:
 class _Pending:
     events: Sequence[NewEvent]
     idempotency: IdempotencyRecord | None = None
-    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[RequestOutcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-def _consume(future: asyncio.Future) -> None:
+def _consume(future: asyncio.Future[RequestOutcome]) -> None:
     """Retrieve a late future's exception (so asyncio does not log it as never retrieved)."""
     if not future.cancelled():
         future.exception()
@@ -91,7 +91,7 @@ class GroupCommitWriter:
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._queued_events = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self.stats = WriterStats()
 
@@ -134,7 +134,7 @@ class GroupCommitWriter:
         if self._task is None:
             raise RuntimeError("GroupCommitWriter is not running; call start() in the lifespan")
         if self._queued_events + len(events) > self._max_queued:
-            raise Overloaded("the ingest queue is full; retry after the indicated delay", headers={"Retry-After": "1"})
+            raise Overloaded("the ingest queue is full; retry after the indicated delay")
         pending = _Pending(events, idempotency)
         self._queued_events += len(events)
         await self._queue.put(pending)

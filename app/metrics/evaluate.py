@@ -33,7 +33,7 @@ class KpiValue:
     components: dict[str, float | int | None]
 
 
-def _total(formula: Formula, partials: Mapping[str, Partial], components: dict) -> float:
+def _total(formula: Formula, partials: Mapping[str, Partial], components: dict[str, float | int | None]) -> float:
     total: float = 0
     for name in formula.measures:
         part = partials.get(name, _EMPTY)

@@ -31,7 +31,11 @@ a measure), ``min`` / ``max``, ``ratio`` of two count/sum expressions,
 (``{gauge, aggregate: open_count | oldest_age_s}``).  Measure filters:
 ``where.value`` with ``lt/le/gt/ge/eq/ne`` and ``where.dims`` equality.
 
-Raises ``PackError`` naming the file and key for anything malformed.
+The format is defined by typed models (``app.metrics.pack_format``), from which the JSON Schema
+for pack authors is generated (``docs/pack.schema.json``, served at ``/api/v1/schemas/pack.json``).
+``parse_pack`` raises ``PackError`` listing every problem as ``FILE: PATH: REASON``, the path as
+in ``kpis.offered.formula.count[1]``.  The objects built here (``Pack``, ``Measure``, ``Gauge``,
+``Kpi``, ``Formula``, ``Dashboard``, ``Tile``) are what the engine reads.
 """
 
 from __future__ import annotations
@@ -39,17 +43,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path as FilePath
 from typing import Any, Literal
 
 import yaml
+from pydantic import ValidationError
 
 from app.metrics import PackError
+from app.metrics.pack_format import (
+    NAME_PATTERN,
+    DashboardSpec,
+    FormulaSpec,
+    KpiSpec,
+    PackSpec,
+    Path,
+    problems_of,
+    report,
+)
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
-VALUE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
-WINDOWS = ("15m", "60m", "today", "month", "now")
+NAME_RE = re.compile(NAME_PATTERN)
 Direction = Literal["higher", "lower"]
 
 
@@ -255,184 +268,160 @@ class Pack:
         return frozenset(types)
 
 
-class _Ctx:
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
+class _Builder:
+    """Turns a validated ``PackSpec`` into a ``Pack``, checking what its shape cannot say: that
+    every measure, gauge and KPI a formula or a tile names exists, that ratios divide totals,
+    that gauges (and only they) use the window ``now``, that tile ids are unique.  Collects every
+    such problem with its path."""
 
-    def fail(self, where: str, why: str) -> PackError:
-        return PackError(f"{self.origin}: {where}: {why}")
+    def __init__(self, spec: PackSpec) -> None:
+        self.spec = spec
+        self.problems: list[tuple[Path, str]] = []
+        self.measures: dict[str, Measure] = {
+            name: Measure(
+                name,
+                m.event,
+                tuple((op, float(v)) for op, v in m.where.value.model_dump(exclude_none=True).items())
+                if m.where is not None and m.where.value is not None
+                else (),
+                tuple((k, dim_text(v)) for k, v in m.where.dims.items()) if m.where is not None else (),
+                m.sketch,
+            )
+            for name, m in spec.measures.items()
+        }
+        self.gauges: dict[str, Gauge] = {
+            name: Gauge(name, g.open, tuple(g.close), g.pair_on, g.max_open_s) for name, g in spec.gauges.items()
+        }
 
+    def fail(self, path: Path, reason: str) -> None:
+        self.problems.append((path, reason))
 
-def _names(ctx: _Ctx, where: str, raw: Any) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        return (raw,)
-    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
-        return tuple(raw)
-    raise ctx.fail(where, "expected a measure name or a non-empty list of names")
+    def _measure(self, path: Path, name: str) -> bool:
+        if name in self.measures:
+            return True
+        known = ", ".join(self.measures) or "none"
+        self.fail(path, f"unknown measure {name!r} (the pack's measures: {known})")
+        return False
 
+    def formula(self, path: Path, spec: FormulaSpec) -> Formula | None:
+        """The ``Formula`` of ``spec`` at ``path``, or ``None`` (problems recorded)."""
+        (kind,) = spec.kinds()
+        if kind in ("count", "sum", "mean", "min", "max"):
+            raw: str | list[str] = getattr(spec, kind)
+            names = (raw,) if isinstance(raw, str) else tuple(raw)
+            places: list[Path] = (
+                [(*path, kind)] if isinstance(raw, str) else [(*path, kind, i) for i in range(len(raw))]
+            )
+            found = [self._measure(place, name) for place, name in zip(places, names, strict=True)]
+            return Formula(kind, measures=names) if all(found) else None
+        if spec.ratio is not None:
+            parts: dict[str, Formula | None] = {}
+            for label in ("numerator", "denominator"):
+                part = self.formula((*path, "ratio", label), getattr(spec.ratio, label))
+                if part is not None and part.kind not in ("count", "sum"):
+                    self.fail(
+                        (*path, "ratio", label), "must be a count or sum (ratios of merged totals, never of averages)"
+                    )
+                    part = None
+                parts[label] = part
+            num, den = parts["numerator"], parts["denominator"]
+            if num is None or den is None:
+                return None
+            return Formula("ratio", numerator=num, denominator=den)
+        if spec.percentile is not None:
+            measure = spec.percentile.measure
+            if not self._measure((*path, "percentile", "measure"), measure):
+                return None
+            return Formula("percentile", measures=(measure,), p=spec.percentile.p)
+        assert spec.gauge is not None  # the one kind left
+        if spec.gauge.gauge not in self.gauges:
+            known = ", ".join(self.gauges) or "none"
+            self.fail((*path, "gauge", "gauge"), f"unknown gauge {spec.gauge.gauge!r} (the pack's gauges: {known})")
+            return None
+        return Formula("gauge", gauge=spec.gauge.gauge, aggregate=spec.gauge.aggregate)
 
-def _parse_formula(ctx: _Ctx, where: str, raw: Any, pack_measures: dict, pack_gauges: dict) -> Formula:
-    if not isinstance(raw, dict) or len(raw) != 1:
-        raise ctx.fail(
-            where, "a formula is a mapping with exactly one key (count, sum, mean, min, max, ratio, percentile, gauge)"
+    def kpi(self, name: str, spec: KpiSpec) -> Kpi | None:
+        """The ``Kpi`` of ``spec``, or ``None`` (problems recorded)."""
+        formula = self.formula(("kpis", name, "formula"), spec.formula)
+        if formula is None:
+            return None
+        if formula.kind == "percentile":  # a percentile reads the measure's sketch: keep one
+            self.measures[formula.measures[0]] = replace(self.measures[formula.measures[0]], sketch=True)
+        targets = spec.targets.model_dump(exclude_none=True) if spec.targets is not None else {}
+        return Kpi(
+            name=name,
+            title=spec.title if spec.title is not None else name,
+            unit=spec.unit,
+            description=spec.description,
+            formula=formula,
+            target=spec.target,
+            direction=spec.direction,
+            amber_band=spec.amber_band,
+            owner=Owner(spec.owner.role, spec.owner.person) if spec.owner is not None else None,
+            weight=spec.weight,
+            decimals=spec.decimals,
+            targets=tuple((grain, float(value)) for grain, value in targets.items()),
         )
-    ((kind, arg),) = raw.items()
-    if kind in ("count", "sum", "mean", "min", "max"):
-        names = _names(ctx, f"{where}.{kind}", arg)
-        if kind in ("mean", "min", "max") and len(names) != 1:
-            raise ctx.fail(f"{where}.{kind}", f"{kind} takes exactly one measure")
-        formula = Formula(kind, measures=names)
-    elif kind == "ratio":
-        if not isinstance(arg, dict) or set(arg) != {"numerator", "denominator"}:
-            raise ctx.fail(f"{where}.ratio", "needs exactly 'numerator' and 'denominator'")
-        num = _parse_formula(ctx, f"{where}.ratio.numerator", arg["numerator"], pack_measures, pack_gauges)
-        den = _parse_formula(ctx, f"{where}.ratio.denominator", arg["denominator"], pack_measures, pack_gauges)
-        for part, label in ((num, "numerator"), (den, "denominator")):
-            if part.kind not in ("count", "sum"):
-                raise ctx.fail(
-                    f"{where}.ratio.{label}", "must be a count or sum (ratios of merged totals, never of averages)"
-                )
-        formula = Formula("ratio", numerator=num, denominator=den)
-    elif kind == "percentile":
-        if not isinstance(arg, dict) or "measure" not in arg or "p" not in arg:
-            raise ctx.fail(f"{where}.percentile", "needs 'measure' and 'p'")
-        p = arg["p"]
-        if not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise ctx.fail(f"{where}.percentile.p", "must be a number in (0, 1]")
-        formula = Formula("percentile", measures=(str(arg["measure"]),), p=float(p))
-    elif kind == "gauge":
-        if not isinstance(arg, dict) or "gauge" not in arg:
-            raise ctx.fail(f"{where}.gauge", "needs 'gauge' and 'aggregate'")
-        aggregate = arg.get("aggregate", "open_count")
-        if aggregate not in ("open_count", "oldest_age_s"):
-            raise ctx.fail(f"{where}.gauge.aggregate", "must be open_count or oldest_age_s")
-        if arg["gauge"] not in pack_gauges:
-            raise ctx.fail(f"{where}.gauge", f"unknown gauge {arg['gauge']!r}")
-        return Formula("gauge", gauge=arg["gauge"], aggregate=aggregate)
-    else:
-        raise ctx.fail(where, f"unknown formula kind {kind!r}")
-    for name in formula.measures:
-        if name not in pack_measures:
-            raise ctx.fail(where, f"unknown measure {name!r}")
-    return formula
+
+    def dashboard(self, slug: str, spec: DashboardSpec, kpis: dict[str, Kpi]) -> Dashboard:
+        """The ``Dashboard`` of ``spec`` (tiles with problems are recorded and left out)."""
+        tiles: list[Tile] = []
+        seen: set[str] = set()
+        for i, tile in enumerate(spec.tiles):
+            path: Path = ("dashboards", slug, "tiles", i)
+            kpi = kpis.get(tile.kpi)
+            if kpi is None:
+                if tile.kpi not in self.spec.kpis:  # else the KPI's own problem is reported already
+                    self.fail(
+                        (*path, "kpi"), f"unknown kpi {tile.kpi!r} (the pack's KPIs: {', '.join(kpis) or 'none'})"
+                    )
+                continue
+            if kpi.is_gauge != (tile.window == "now"):
+                self.fail((*path, "window"), "gauges use window 'now', and only gauges do")
+                continue
+            tile_id = tile.id or f"{tile.kpi}_{tile.window}"
+            if tile_id in seen:
+                self.fail((*path, "id") if tile.id else path, f"tile id {tile_id!r} is used twice (ids are unique)")
+                continue
+            seen.add(tile_id)
+            dims = tuple((k, dim_text(v)) for k, v in tile.dims.items())
+            tiles.append(Tile(tile_id, tile.kpi, tile.window, tile.title, dims, tile.size))
+        return Dashboard(slug, spec.title if spec.title is not None else slug, self.spec.pack, tuple(tiles), spec.tz)
+
+    def build(self) -> Pack:
+        """The pack; ``self.problems`` lists what is wrong with it (then the pack is incomplete)."""
+        kpis = {name: k for name, spec in self.spec.kpis.items() if (k := self.kpi(name, spec)) is not None}
+        dashboards = {slug: self.dashboard(slug, d, kpis) for slug, d in self.spec.dashboards.items()}
+        spec = self.spec
+        title = spec.title if spec.title is not None else spec.pack
+        return Pack(spec.pack, title, tuple(spec.dimensions), self.measures, self.gauges, kpis, dashboards)
 
 
-def parse_pack(raw: Any, origin: str = "<pack>") -> Pack:
-    """Build a ``Pack`` from the mapping a YAML file holds.
+def parse_pack(raw: object, origin: str = "<pack>") -> Pack:
+    """Build a ``Pack`` from the document a YAML pack file holds (format: ``app.metrics.pack_format``).
 
     Args:
         raw: the decoded YAML document.
-        origin: file name used in error messages.
+        origin: the file's name, used in error messages.
 
     Raises:
-        PackError: naming ``origin`` and the key, for any malformed part.
+        PackError: listing every problem found, one line each: ``ORIGIN: PATH: REASON``
+            (e.g. ``my.yaml: kpis.offered.formula.count[1]: unknown measure 'abandon' (...)``).
+            The shape is checked first (fields, types, names, ranges); the references only once
+            it is right.
     """
-    ctx = _Ctx(origin)
-    if not isinstance(raw, dict):
-        raise ctx.fail("top level", "expected a mapping")
-    name = raw.get("pack")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ctx.fail("pack", "needs a name of [a-z0-9_.-]")
-    dimensions = tuple(raw.get("dimensions") or ())
-    if not all(isinstance(d, str) for d in dimensions):
-        raise ctx.fail("dimensions", "expected a list of dimension names")
-
-    measures: dict[str, Measure] = {}
-    for mname, spec in (raw.get("measures") or {}).items():
-        where = f"measures.{mname}"
-        if not isinstance(spec, dict) or not isinstance(spec.get("event"), str):
-            raise ctx.fail(where, "needs 'event' (an event type)")
-        unknown = set(spec) - {"event", "where", "sketch"}
-        if unknown:
-            raise ctx.fail(where, f"unknown keys {sorted(unknown)}")
-        cond = spec.get("where") or {}
-        vf: list[tuple[str, float]] = []
-        for op, threshold in (cond.get("value") or {}).items():
-            if op not in VALUE_OPS or isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-                raise ctx.fail(f"{where}.where.value", f"expected {{op: number}} with op in {VALUE_OPS}")
-            vf.append((op, float(threshold)))
-        df = tuple((str(k), dim_text(v)) for k, v in (cond.get("dims") or {}).items())
-        measures[mname] = Measure(mname, spec["event"], tuple(vf), df, bool(spec.get("sketch", False)))
-
-    gauges: dict[str, Gauge] = {}
-    for gname, spec in (raw.get("gauges") or {}).items():
-        where = f"gauges.{gname}"
-        try:
-            close = spec["close"]
-            gauges[gname] = Gauge(
-                gname,
-                str(spec["open"]),
-                tuple([close] if isinstance(close, str) else close),
-                str(spec["pair_on"]),
-                float(spec.get("max_open_s", 4 * 3600)),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ctx.fail(where, "needs 'open', 'close' and 'pair_on'") from exc
-
-    kpis: dict[str, Kpi] = {}
-    for kname, spec in (raw.get("kpis") or {}).items():
-        where = f"kpis.{kname}"
-        if not isinstance(spec, dict) or "formula" not in spec:
-            raise ctx.fail(where, "needs a 'formula'")
-        formula = _parse_formula(ctx, f"{where}.formula", spec["formula"], measures, gauges)
-        if formula.kind == "percentile":
-            mname = formula.measures[0]
-            measures[mname] = Measure(**{**{s: getattr(measures[mname], s) for s in Measure.__slots__}, "sketch": True})
-        direction = spec.get("direction", "higher")
-        if direction not in ("higher", "lower"):
-            raise ctx.fail(f"{where}.direction", "must be 'higher' or 'lower'")
-        owner_raw = spec.get("owner")
-        owner = Owner(str(owner_raw.get("role")), owner_raw.get("person")) if isinstance(owner_raw, dict) else None
-        target = spec.get("target")
-        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
-            raise ctx.fail(f"{where}.target", "must be a number")
-        per_grain = spec.get("targets") or {}
-        if not isinstance(per_grain, dict) or any(
-            g not in ("day", "month") or isinstance(v, bool) or not isinstance(v, (int, float))
-            for g, v in per_grain.items()
-        ):
-            raise ctx.fail(f"{where}.targets", "expected {day: number, month: number}")
-        kpis[kname] = Kpi(
-            name=kname,
-            title=str(spec.get("title", kname)),
-            unit=str(spec.get("unit", "")),
-            description=str(spec.get("description", "")),
-            formula=formula,
-            target=float(target) if target is not None else None,
-            direction=direction,
-            amber_band=float(spec.get("amber_band", 0.0)),
-            owner=owner,
-            weight=float(spec.get("weight", 1.0)),
-            decimals=int(spec.get("decimals", 0)),
-            targets=tuple((g, float(v)) for g, v in per_grain.items()),
-        )
-
-    dashboards: dict[str, Dashboard] = {}
-    for slug, spec in (raw.get("dashboards") or {}).items():
-        where = f"dashboards.{slug}"
-        if not NAME_RE.match(slug):
-            raise ctx.fail(where, "slug must be [a-z0-9_.-]")
-        tiles = []
-        for i, tile in enumerate(spec.get("tiles") or ()):
-            twhere = f"{where}.tiles[{i}]"
-            if tile.get("kpi") not in kpis:
-                raise ctx.fail(twhere, f"unknown kpi {tile.get('kpi')!r}")
-            window = tile.get("window", "today")
-            if window not in WINDOWS:
-                raise ctx.fail(twhere, f"window must be one of {WINDOWS}")
-            if kpis[tile["kpi"]].is_gauge != (window == "now"):
-                raise ctx.fail(twhere, "gauges use window 'now', and only gauges do")
-            dims = tuple((str(k), dim_text(v)) for k, v in (tile.get("dims") or {}).items())
-            tid = tile.get("id") or f"{tile['kpi']}_{window}"
-            tiles.append(Tile(tid, tile["kpi"], window, tile.get("title"), dims, tile.get("size", "normal")))
-        if len({t.id for t in tiles}) != len(tiles):
-            raise ctx.fail(where, "tile ids must be unique")
-        dashboards[slug] = Dashboard(slug, str(spec.get("title", slug)), name, tuple(tiles), spec.get("tz"))
-
-    return Pack(name, str(raw.get("title", name)), dimensions, measures, gauges, kpis, dashboards)
+    try:
+        spec = PackSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise PackError(report(origin, problems_of(exc))) from None
+    builder = _Builder(spec)
+    pack = builder.build()
+    if builder.problems:
+        raise PackError(report(origin, builder.problems))
+    return pack
 
 
-def load_pack(path: Path) -> Pack:
+def load_pack(path: FilePath) -> Pack:
     """Read and parse one YAML pack file.  Raises ``PackError`` (also for YAML syntax)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -441,12 +430,12 @@ def load_pack(path: Path) -> Pack:
     return parse_pack(raw, str(path))
 
 
-def builtin_packs_dir() -> Path:
+def builtin_packs_dir() -> FilePath:
     """Folder of the packs shipped with Pulseboard."""
-    return Path(__file__).resolve().parent.parent / "packs"
+    return FilePath(__file__).resolve().parent.parent / "packs"
 
 
-def load_packs(extra_dir: Path | None = None) -> dict[str, Pack]:
+def load_packs(extra_dir: FilePath | None = None) -> dict[str, Pack]:
     """Load the shipped packs and any ``*.yaml`` in ``extra_dir``.
 
     Raises:
@@ -456,7 +445,7 @@ def load_packs(extra_dir: Path | None = None) -> dict[str, Pack]:
     slugs: set[str] = set()
     files = sorted(builtin_packs_dir().glob("*.yaml"))
     if extra_dir is not None:
-        files += sorted(Path(extra_dir).glob("*.yaml"))
+        files += sorted(FilePath(extra_dir).glob("*.yaml"))
     for path in files:
         pack = load_pack(path)
         if pack.name in packs:

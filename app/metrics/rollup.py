@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from app.metrics.calendar import minute_floor_us
-from app.metrics.pack import Pack, dim_text
+from app.metrics.pack import Gauge, Measure, Pack, dim_text
 from app.metrics.partials import Partial
 from app.metrics.sketch import Sketch
 
@@ -129,12 +129,12 @@ def rollup(
     """
     partials = {} if partials is None else partials
     changes = [] if changes is None else changes
-    by_type: dict[str, list] = {}
+    by_type: dict[str, list[Measure]] = {}
     measure_keys = {name: pack.measure_key(name) for name in pack.measures}
     for measure in pack.measures.values():
         by_type.setdefault(measure.event_type, []).append(measure)
-    gauge_open: dict[str, list] = {}
-    gauge_close: dict[str, list] = {}
+    gauge_open: dict[str, list[Gauge]] = {}
+    gauge_close: dict[str, list[Gauge]] = {}
     for gauge in pack.gauges.values():
         gauge_open.setdefault(gauge.open_type, []).append(gauge)
         for t in gauge.close_types:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.calendar import Grain, Period, iter_periods
 from app.metrics.evaluate import GaugeReading, KpiValue, evaluate
-from app.metrics.pack import Formula, Kpi, Pack, dim_text
+from app.metrics.pack import Formula, Gauge, Kpi, Pack, dim_text
 from app.metrics.partials import Partial
 from app.metrics.rollup import TOTAL, filter_dim_key, rollup
 from app.store import reads
@@ -31,6 +31,18 @@ class QueryError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def gauge_of(pack: Pack, kpi: Kpi) -> Gauge:
+    """The gauge that gauge KPI ``kpi`` of ``pack`` reads.
+
+    Raises:
+        ValueError: ``kpi`` is not a gauge KPI (its formula names no gauge).
+    """
+    name = kpi.formula.gauge
+    if name is None:
+        raise ValueError(f"KPI {kpi.name!r} is not a gauge KPI")
+    return pack.gauges[name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +158,7 @@ async def kpi_gauge_reading(
     Raises:
         QueryError: for a gauge filtered by a dimension that is not rolled up.
     """
-    gauge = pack.gauges[kpi.formula.gauge]  # type: ignore[index]
+    gauge = gauge_of(pack, kpi)
     dim_key = filter_dim_key(dims)
     if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
         raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")

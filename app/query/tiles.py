@@ -18,8 +18,10 @@ from app.metrics.pack import Dashboard, Kpi, Pack, Tile
 from app.metrics.partials import Partial
 from app.metrics.rollup import filter_dim_key
 from app.metrics.windows import window_bounds
-from app.query.kpis import QueryError, pack_partials, sketch_measures
+from app.query.kpis import QueryError, gauge_of, pack_partials, sketch_measures
 from app.store import reads
+
+Dims = tuple[tuple[str, str], ...]  # a tile's dimension filter, sorted by key
 
 
 def tile_json(tile: Tile, kpi: Kpi, value: KpiValue, now_us: int, zone: ZoneInfo) -> dict[str, Any]:
@@ -54,14 +56,14 @@ async def dashboard_tiles(
     for tile in dashboard.tiles:
         kpi = pack.kpis[tile.kpi]
         if kpi.is_gauge:
-            value = evaluate(kpi, {}, readings[(kpi.formula.gauge, tile.dims)], now_us)
+            value = evaluate(kpi, {}, readings[(gauge_of(pack, kpi).name, tile.dims)], now_us)
         else:
             value = evaluate(kpi, partials[(tile.window, tile.dims)])
         out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
     return out
 
 
-def _rolled_up(pack: Pack, dims: tuple[tuple[str, str], ...]) -> str | None:
+def _rolled_up(pack: Pack, dims: Dims) -> str | None:
     """The stored ``dim_key`` answering filter ``dims``, or ``None`` when it is not rolled up."""
     dim_key = filter_dim_key(dims)
     if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
@@ -71,14 +73,14 @@ def _rolled_up(pack: Pack, dims: tuple[tuple[str, str], ...]) -> str | None:
 
 async def _window_partials(
     conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo
-) -> dict[tuple, dict[str, Partial]]:
+) -> dict[tuple[str, Dims], dict[str, Partial]]:
     """Merged partials of every measure for every (window, filter) of the dashboard's KPI tiles."""
     tiles = [t for t in dashboard.tiles if not pack.kpis[t.kpi].is_gauge]
     shown = [pack.kpis[t.kpi] for t in dashboard.tiles]
     windows = sorted({t.window for t in tiles})
     bounds = {w: window_bounds(w, now_us, zone) for w in windows}
-    out: dict[tuple, dict[str, Partial]] = {}
-    rolled: dict[str, tuple[tuple[str, str], ...]] = {}
+    out: dict[tuple[str, Dims], dict[str, Partial]] = {}
+    rolled: dict[str, Dims] = {}
     for tile in tiles:
         dim_key = _rolled_up(pack, tile.dims)
         if dim_key is not None:
@@ -100,21 +102,21 @@ async def _window_partials(
 
 async def _gauge_readings(
     conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int
-) -> dict[tuple, GaugeReading]:
+) -> dict[tuple[str, Dims], GaugeReading]:
     """The live reading of each gauge the dashboard shows, per filter: ``(gauge, dims) -> reading``.
 
     Raises:
         QueryError: for a gauge filtered by a dimension that is not rolled up.
     """
-    wanted: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {}
+    wanted: dict[str, dict[str, Dims]] = {}
     for tile in dashboard.tiles:
         kpi = pack.kpis[tile.kpi]
         if kpi.is_gauge:
             dim_key = _rolled_up(pack, tile.dims)
             if dim_key is None:
                 raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")
-            wanted.setdefault(kpi.formula.gauge, {})[dim_key] = tile.dims  # type: ignore[index]
-    out: dict[tuple, GaugeReading] = {}
+            wanted.setdefault(gauge_of(pack, kpi).name, {})[dim_key] = tile.dims
+    out: dict[tuple[str, Dims], GaugeReading] = {}
     for name, by_key in wanted.items():
         gauge = pack.gauges[name]
         got = await reads.gauge_readings_live(conn, pack.gauge_key(name), list(by_key), now_us, gauge.max_open_s)
@@ -142,7 +144,7 @@ async def tile_trends(
     wanted = sketch_measures(pack.kpis[t.kpi] for t in dashboard.tiles)
     sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
     out: dict[str, list[float | None]] = {}
-    cache: dict[tuple, list[float | None]] = {}
+    cache: dict[tuple[str, Dims], list[dict[str, Partial]]] = {}  # (window, filter) -> merged partials per instant
     for tile in dashboard.tiles:
         kpi = pack.kpis[tile.kpi]
         dim_key = filter_dim_key(tile.dims)
@@ -167,6 +169,6 @@ async def tile_trends(
                     if lo <= bucket < hi:
                         merged.setdefault(mkey.split("/", 1)[1], Partial()).merge(part)
                 series_.append(merged)
-            cache[key] = series_  # type: ignore[assignment]
-        out[tile.id] = [evaluate(kpi, merged).value for merged in cache[key]]  # type: ignore[arg-type]
+            cache[key] = series_
+        out[tile.id] = [evaluate(kpi, merged).value for merged in cache[key]]
     return out

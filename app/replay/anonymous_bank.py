@@ -82,7 +82,7 @@ def read_rows(path: Path) -> Iterator[CallRow]:
         RowError: for a row with missing columns or malformed values.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         for line, rec in enumerate(reader, start=2):
             try:

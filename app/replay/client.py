@@ -188,7 +188,7 @@ class _Poster:
         try:
             response = await self._client.post(EVENTS_PATH, content=body, headers={"Content-Type": "application/json"})
         except httpx.TransportError as exc:
-            raise _Retryable(f"{exc.__class__.__name__}: {exc or 'no detail'}") from exc
+            raise _Retryable(f"{exc.__class__.__name__}: {str(exc) or 'no detail'}") from exc
         if response.status_code in RETRY_STATUSES:
             raise _Retryable(problem_text(response), _retry_after_s(response.headers.get("retry-after")))
         return response
@@ -332,7 +332,7 @@ async def _backfill(
     """Post ``events[:stop]`` in batches, ``max_in_flight`` at a time; the first failure stops all."""
     if stop == 0:
         return
-    pending: set[asyncio.Task] = set()
+    pending: set[asyncio.Task[PostResult]] = set()
     try:
         for i in range(0, stop, batch_size):
             if len(pending) >= max_in_flight:

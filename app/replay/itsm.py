@@ -165,7 +165,7 @@ def read_rows(path: Path) -> Iterator[IncidentRow]:
         RowError: for a missing column or an empty incident number.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
         if missing:

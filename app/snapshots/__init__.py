@@ -7,12 +7,15 @@
 - ``scorecard``: monthly scorecards, commentary, publishing, review agenda.
 - ``service``: the scheduler that runs cuts (with catch-up) and restatements.
 
-Exception tree::
+Exception tree (each maps to one problem+json answer, ``app.api.problems``)::
 
     SnapshotError
-     ├── NotCut              the period has no snapshot yet (-> 404)
-     ├── PeriodNotClosed     the period has not ended yet; it cannot be cut
-     └── ScorecardLocked     the scorecard is published, or cannot be yet (-> 409 / 422)
+     ├── NotCut              404  no such dashboard, or the period has no snapshot yet
+     │    └── NoSuchPeriod   404  the label names no period of the grain (also a ValueError)
+     ├── PeriodNotClosed     409  the period has not ended yet; it cannot be cut
+     ├── ScorecardLocked     409  the scorecard is published (notes are locked)
+     │                       422  ... or cannot be published yet: ``missing`` lists the red KPIs without a note
+     └── InvalidNote         422  a note that is blank or too long (also a ValueError)
 """
 
 
@@ -22,6 +25,10 @@ class SnapshotError(Exception):
 
 class NotCut(SnapshotError):
     """No snapshot exists for that dashboard, grain and period."""
+
+
+class NoSuchPeriod(NotCut, ValueError):
+    """The period label is not one of its grain (``YYYY-MM-DD`` for days, ``YYYY-MM`` for months)."""
 
 
 class PeriodNotClosed(SnapshotError):
@@ -34,3 +41,7 @@ class ScorecardLocked(SnapshotError):
     def __init__(self, message: str, missing: list[str] | None = None) -> None:
         super().__init__(message)
         self.missing = missing or []
+
+
+class InvalidNote(SnapshotError, ValueError):
+    """A commentary note that is blank (once stripped) or longer than allowed."""

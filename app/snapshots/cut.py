@@ -19,6 +19,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 from sqlalchemy import and_, func, select, text
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.metrics.calendar import Period, from_us
 from app.metrics.evaluate import evaluate, rag_status
 from app.metrics.pack import Dashboard, Pack
-from app.query.kpis import pack_partials
+from app.query.kpis import gauge_of, pack_partials
 from app.snapshots import PeriodNotClosed
 from app.snapshots.reconcile import reconcile_cut
 from app.store import reads
@@ -60,7 +61,7 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
     out: dict[str, dict[str, Any]] = {}
     for kpi in pack.kpis.values():
         if kpi.is_gauge:
-            gauge = pack.gauges[kpi.formula.gauge]  # type: ignore[index]
+            gauge = gauge_of(pack, kpi)
             at = period.end_us - 1
             reading = await reads.gauge_reading(conn, pack.gauge_key(gauge.name), "", at, gauge.max_open_s)
             value = evaluate(kpi, {}, reading, at)
@@ -108,9 +109,7 @@ def snapshot_json(row: Any) -> dict[str, Any]:
     }
 
 
-def _zone(name: str):
-    from zoneinfo import ZoneInfo
-
+def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
@@ -156,7 +155,7 @@ async def _late_events(conn: AsyncConnection, pack: Pack, period: Period, after_
     )
 
 
-def diff_kpis(old: dict[str, dict], new: dict[str, dict]) -> dict[str, dict[str, Any]]:
+def diff_kpis(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """KPIs whose value, components or definition changed: ``{kpi: {from, to, difference, ...}}``."""
     changes: dict[str, dict[str, Any]] = {}
     for name, cur in new.items():

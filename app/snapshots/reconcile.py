@@ -44,7 +44,9 @@ def _additive(components: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in components.items() if (k.endswith("_count") or k.endswith("_sum")) and v is not None}
 
 
-async def rollups_vs_raw(conn: AsyncConnection, pack: Pack, period: Period) -> tuple[dict, list[dict]]:
+async def rollups_vs_raw(
+    conn: AsyncConnection, pack: Pack, period: Period
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Compare stored rollups with a recomputation from raw events over ``period``: the rollups
     as reads see them (whole hours from the hour partials, edges from the minutes) and the
     minute partials alone, so drift in either table is caught.
@@ -114,7 +116,7 @@ async def rollups_vs_raw(conn: AsyncConnection, pack: Pack, period: Period) -> t
 
 async def month_vs_days(
     conn: AsyncConnection, dashboard: str, period: Period, month_kpis: Mapping[str, Mapping[str, Any]]
-) -> tuple[dict, list[dict]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Additive components of a month equal the sums over its latest daily snapshots."""
     days = [p.label for p in iter_periods("day", period.start_us, period.end_us, period.zone)]
     t = snapshot.c
@@ -184,7 +186,7 @@ async def reconcile_cut(
 
 async def snapshot_vs_current(
     conn: AsyncConnection, pack: Pack, grain: str, period: Period, row: Any, current: Mapping[str, Mapping[str, Any]]
-) -> tuple[dict, list[dict]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The latest snapshot against a recomputation now, naming why they differ."""
     stored = msgspec.json.decode(row.kpis)
     e = event.c
@@ -233,7 +235,7 @@ def live_vs_snapshot(
     live_tiles: Mapping[str, Mapping[str, Any]] | None,
     tile_kpis: Mapping[str, str],
     snapshot_kpis: Mapping[str, Mapping[str, Any]],
-) -> tuple[dict, list[dict]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The live wall's last "today" tiles of the day against the day's snapshot."""
     if not live_tiles:
         return {

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
-from app.api.problems import problem
 from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
 from app.auth.deps import public, scoped
 from app.metrics.calendar import to_us
-from app.snapshots import NotCut, PeriodNotClosed, ScorecardLocked
+from app.runtime import Runtime
 from app.snapshots import cut as cuts
 from app.snapshots import scorecard as cards
 from app.snapshots.export import scorecard_csv, snapshot_csv
@@ -41,14 +40,17 @@ def _check_period(grain: str, period: str) -> None:
         raise HTTPException(404, f"no {grain} {period!r}: use YYYY-MM-DD for days and YYYY-MM for months")
 
 
-async def _snapshot(runtime, dashboard: str, grain: str, period: str, version: int | None):
+async def _snapshot(runtime: Runtime, dashboard: str, grain: str, period: str, version: int | None) -> Any:
+    """The latest (or ``version``) snapshot row of a period.
+
+    Raises:
+        HTTPException: 404 for a malformed period, or a period (version) not cut.
+        NotCut: 404 for an unknown dashboard or period.
+    """
     _check_period(grain, period)
     service = runtime.snapshots
-    try:
-        service.target(dashboard)
-        service.period(dashboard, grain, period)
-    except (NotCut, ValueError) as exc:
-        raise HTTPException(404, str(exc)) from None
+    service.target(dashboard)
+    service.period(dashboard, grain, period)
     async with runtime.engine.connect() as conn:
         rows = await cuts.versions(conn, dashboard, grain, period)
     if version is not None:
@@ -114,12 +116,7 @@ class CutRequest(BaseModel):
 )
 async def cut_now(dashboard: str, body: CutRequest, runtime: RuntimeDep) -> JSONResponse:
     _check_period(body.grain, body.period)
-    try:
-        row, created = await runtime.snapshots.cut_period(dashboard, body.grain, body.period)
-    except (NotCut, ValueError) as exc:
-        return problem(404, "Not found", str(exc))
-    except PeriodNotClosed as exc:
-        return problem(409, "Period not closed", str(exc))
+    row, created = await runtime.snapshots.cut_period(dashboard, body.grain, body.period)
     return JSONResponse({**cuts.snapshot_json(row), "created": created}, status_code=201 if created else 200)
 
 
@@ -130,20 +127,20 @@ async def cut_now(dashboard: str, body: CutRequest, runtime: RuntimeDep) -> JSON
 )
 async def reconciliation(dashboard: str, grain: Grain, period: str, runtime: RuntimeDep) -> JSONResponse:
     _check_period(grain, period)
-    try:
-        return JSONResponse(await runtime.snapshots.reconcile(dashboard, grain, period))
-    except (NotCut, ValueError) as exc:
-        return problem(404, "Not found", str(exc))
+    return JSONResponse(await runtime.snapshots.reconcile(dashboard, grain, period))
 
 
-async def _card(runtime, dashboard: str, month: str) -> dict:
+async def _card(runtime: Runtime, dashboard: str, month: str) -> dict[str, Any]:
+    """The scorecard of ``month``.
+
+    Raises:
+        HTTPException: 404 for a malformed month or an unknown dashboard.
+        NotCut: 404 for a month not cut.
+    """
     if not MONTH_RE.match(month) or dashboard not in runtime.snapshots.targets:
         raise HTTPException(404, f"no scorecard {dashboard}/{month}")
-    try:
-        async with runtime.engine.connect() as conn:
-            return await cards.build(conn, dashboard, month)
-    except NotCut as exc:
-        raise HTTPException(404, str(exc)) from None
+    async with runtime.engine.connect() as conn:
+        return await cards.build(conn, dashboard, month)
 
 
 @router.get(
@@ -189,16 +186,9 @@ class PublishIn(BaseModel):
 )
 async def add_commentary(dashboard: str, month: str, note: NoteIn, runtime: RuntimeDep) -> JSONResponse:
     await _card(runtime, dashboard, month)
-    try:
-        added = await cards.add_note(
-            runtime.engine, dashboard, month, note.kpi, note.text, note.author, to_us(runtime.clock.now())
-        )
-    except NotCut as exc:
-        return problem(404, "Not found", str(exc))
-    except ScorecardLocked as exc:
-        return problem(409, "Scorecard published", str(exc))
-    except ValueError as exc:
-        return problem(422, "Invalid note", str(exc), [{"field": "text", "message": str(exc)}])
+    added = await cards.add_note(
+        runtime.engine, dashboard, month, note.kpi, note.text, note.author, to_us(runtime.clock.now())
+    )
     return JSONResponse(added, status_code=201)
 
 
@@ -209,19 +199,7 @@ async def publish_scorecard(
     dashboard: str, month: str, runtime: RuntimeDep, body: Annotated[PublishIn | None, Body()] = None
 ) -> JSONResponse:
     await _card(runtime, dashboard, month)
-    try:
-        card = await cards.publish(
-            runtime.engine, dashboard, month, (body or PublishIn()).by, to_us(runtime.clock.now())
-        )
-    except ScorecardLocked as exc:
-        if exc.missing:
-            return problem(
-                422,
-                "Notes required",
-                str(exc),
-                [{"field": "commentary", "kpi": k, "message": f"{k} is red and has no note"} for k in exc.missing],
-            )
-        return problem(409, "Scorecard published", str(exc))
+    card = await cards.publish(runtime.engine, dashboard, month, (body or PublishIn()).by, to_us(runtime.clock.now()))
     return JSONResponse(card)
 
 

@@ -97,7 +97,7 @@ class CutSchedule:
         return self.fire_us(self.period_containing(period.end_us, zone))
 
 
-class LocalCutTrigger(BaseTrigger):
+class LocalCutTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 is untyped: its BaseTrigger is Any
     """APScheduler trigger firing at a ``CutSchedule``'s (DST-correct) times."""
 
     def __init__(self, schedule: CutSchedule, zone: ZoneInfo) -> None:

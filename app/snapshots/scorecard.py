@@ -14,6 +14,7 @@ of the monthly snapshot it used is recorded.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.metrics.calendar import from_us
-from app.snapshots import NotCut, ScorecardLocked
+from app.snapshots import InvalidNote, NotCut, ScorecardLocked
 from app.snapshots.cut import latest
 from app.store.schema import commentary, scorecard_publication
 
@@ -67,6 +68,11 @@ async def _publication(conn: AsyncConnection, dashboard: str, month: str) -> Any
     return (await conn.execute(select(scorecard_publication).where(t.dashboard == dashboard, t.month == month))).first()
 
 
+def _kpi_in(month_kpis: Mapping[str, Any] | None, name: str) -> Any | None:
+    """KPI ``name`` of a month's decoded snapshot KPIs; ``None`` when the month or the KPI is missing."""
+    return month_kpis.get(name) if month_kpis else None
+
+
 async def build(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, Any]:
     """The scorecard of ``month`` from the latest monthly snapshots.
 
@@ -78,18 +84,21 @@ async def build(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, 
     current = snaps[month]
     if current is None:
         raise NotCut(f"{dashboard}: month {month} has no snapshot yet")
-    decoded = {m: msgspec.json.decode(r.kpis) if r is not None else None for m, r in snaps.items()}
+    decoded: dict[str, dict[str, Any] | None] = {
+        m: msgspec.json.decode(r.kpis) if r is not None else None for m, r in snaps.items()
+    }
+    this_month: dict[str, Any] = msgspec.json.decode(current.kpis)
     prev_month = months[-2]
     notes = await _notes(conn, dashboard, month)
     rows = []
-    for name, k in decoded[month].items():
+    for name, k in this_month.items():
         value, target = k["value"], k["target"]
         var_t, var_t_rel = _variance(value, target)
-        prev = decoded[prev_month].get(name) if decoded[prev_month] else None
+        prev = _kpi_in(decoded[prev_month], name)
         var_p, var_p_rel = _variance(value, prev["value"] if prev else None)
         streak = 0
         for m in reversed(months):
-            kk = decoded[m].get(name) if decoded[m] else None
+            kk = _kpi_in(decoded[m], name)
             if kk is None or kk["status"] != "red":
                 break
             streak += 1
@@ -110,10 +119,7 @@ async def build(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, 
                 "previous_value": prev["value"] if prev else None,
                 "variance_to_previous": var_p,
                 "variance_to_previous_ratio": var_p_rel,
-                "trend": [
-                    {"month": m, "value": (decoded[m].get(name) or {}).get("value") if decoded[m] else None}
-                    for m in months
-                ],
+                "trend": [{"month": m, "value": (_kpi_in(decoded[m], name) or {}).get("value")} for m in months],
                 "red_streak_months": streak,
                 "commentary": kpi_notes,
                 "needs_note": k["status"] == "red" and not kpi_notes,
@@ -166,11 +172,11 @@ async def add_note(
     Raises:
         NotCut: no snapshot for the month, or no such KPI in it.
         ScorecardLocked: the scorecard is published.
-        ValueError: empty or overlong text.
+        InvalidNote: empty or overlong text (a ``ValueError``).
     """
     text = text.strip()
     if not text or len(text) > MAX_NOTE_CHARS:
-        raise ValueError(f"text must be 1-{MAX_NOTE_CHARS} characters")
+        raise InvalidNote(f"text must be 1-{MAX_NOTE_CHARS} characters")
     async with engine.begin() as conn:
         row = await latest(conn, dashboard, "month", month)
         if row is None or kpi not in msgspec.json.decode(row.kpis):

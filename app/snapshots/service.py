@@ -37,7 +37,7 @@ from app.clock import Clock, EventClock
 from app.config import Settings
 from app.metrics.calendar import Period, to_us
 from app.metrics.pack import Pack
-from app.snapshots import NotCut, PeriodNotClosed
+from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed
 from app.snapshots import cut as cuts
 from app.snapshots.reconcile import live_vs_snapshot, month_vs_days, rollups_vs_raw, snapshot_vs_current
 from app.snapshots.schedule import CutSchedule, LocalCutTrigger, parse_hhmm
@@ -109,11 +109,12 @@ class SnapshotService:
             raise NotCut(f"no dashboard {slug!r}") from None
 
     def period(self, slug: str, grain: str, label: str) -> Period:
-        """The period ``label`` of ``grain`` in the dashboard's zone.  Raises ValueError for a bad label."""
+        """The period ``label`` of ``grain`` in the dashboard's zone.  Raises NoSuchPeriod (a ValueError)
+        for a bad label."""
         try:
             return self.schedules[grain].period_of_label(label, self.zone(slug))
         except (KeyError, ValueError) as exc:
-            raise ValueError(
+            raise NoSuchPeriod(
                 f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}"
             ) from exc
 
@@ -336,7 +337,40 @@ class SnapshotService:
         sched.start()
 
     async def stop(self) -> None:
-        """Stop the scheduler (running jobs are not waited for)."""
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        """Stop the scheduler with a bounded wait (no-op when not started).
+
+        No job starts from now on; a cut or restatement already running gets
+        ``snapshot_stop_wait_s`` seconds to finish, then it is cancelled (its transaction rolls
+        back; the next start catches up) and given as long again to end.  Returns once every
+        job has ended, or after at most twice ``snapshot_stop_wait_s`` (a job still not ended
+        then is logged).
+        """
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is None:
+            return
+        scheduler.pause()  # no new job from here on
+        wait_s = self._settings.snapshot_stop_wait_s
+        running = _running_jobs(scheduler)
+        if running:
+            _, running = await asyncio.wait(running, timeout=wait_s)
+        if running:
+            log.warning("cancelling %d snapshot job(s) still running after %g s at shutdown", len(running), wait_s)
+            for job in running:
+                job.cancel()
+            _, running = await asyncio.wait(running, timeout=wait_s)
+            if running:
+                log.error("%d snapshot job(s) did not end within %g s of being cancelled", len(running), wait_s)
+        scheduler.shutdown(wait=False)  # APScheduler runs it at the loop's next turn: give it that turn
+        await asyncio.sleep(0)
+
+
+def _running_jobs(scheduler: AsyncIOScheduler) -> set[asyncio.Future[Any]]:
+    """The job runs in flight of ``scheduler``.
+
+    APScheduler 3 has no public view of them: its asyncio executor keeps them in
+    ``_pending_futures`` (tests/test_snapshot_stop.py fails loudly if that moves).
+    """
+    running: set[asyncio.Future[Any]] = set()
+    for executor in scheduler._executors.values():
+        running.update(f for f in getattr(executor, "_pending_futures", ()) if not f.done())
+    return running

@@ -4,11 +4,12 @@ SQLAlchemy 2 (async) over the embedded SQLite file (WAL, ``synchronous=FULL``)
 or PostgreSQL (``DATABASE_URL``); one code path for both.  Schema changes are
 Alembic migrations in ``migrations/``.
 
-Exception tree::
+Exception tree (``StoreUnavailable`` is answered by ``app.api.problems``, as are the driver's
+lost connections and pool timeouts)::
 
     StoreError
-     ├── StoreUnavailable   the database cannot be reached or refused the write (-> 503)
-     └── MigrationError     the schema could not be brought up to date
+     ├── StoreUnavailable   503 + Retry-After: the database cannot be reached or refused the write
+     └── MigrationError     the schema could not be brought up to date (at start: the process stops)
 """
 
 

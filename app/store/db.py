@@ -5,23 +5,33 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import psycopg
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine
+from psycopg.abc import PQGen
+from sqlalchemy import create_engine, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from app.config import Settings
-from app.store import MigrationError
+from app.store import MigrationError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+_RV = TypeVar("_RV")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn, _record, busy_timeout_ms: int = 10_000) -> None:
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry, busy_timeout_ms: int = 10_000) -> None:
     """WAL, ``synchronous=FULL``, the busy timeout (``PULSEBOARD_SQLITE_BUSY_TIMEOUT_MS``), foreign keys."""
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -65,7 +75,66 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
     )
 
 
-def _sqlite_hook(settings: Settings):
+def store_name(engine: AsyncEngine | Engine) -> str:
+    """The engine's URL with its password masked (``***``), for messages and logs."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` of the driver's error under a SQLAlchemy one, on one line."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return f"{type(cause).__name__}: {' '.join(str(cause).split())}"
+
+
+async def connect_at_start(engine: AsyncEngine, settings: Settings) -> None:
+    """Open the store's first connection (``SELECT 1``), retrying while it cannot be reached.
+
+    PostgreSQL is tried up to ``db_start_attempts`` times, ``db_start_retry_wait_s`` apart (each
+    attempt bounded by ``db_connect_timeout_s`` and the statement deadline), so a server still
+    starting next to us is waited for and used as soon as it answers; each failed attempt is
+    logged at WARNING.  SQLite is tried once: a file has no server to wait for.  Only connection
+    errors (``OperationalError``, ``InterfaceError``) are retried; any other error is raised at once.
+
+    Raises:
+        StoreUnavailable: every attempt failed; the message names the store (URL without its
+            password), the attempts made and the last error.
+    """
+    name = store_name(engine)
+    attempts = 1 if engine.dialect.name == "sqlite" else settings.db_start_attempts
+    wait_s = settings.db_start_retry_wait_s
+
+    def log_retry(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "store %s not reachable (attempt %d of %d: %s); retrying in %g s",
+            name,
+            state.attempt_number,
+            attempts,
+            _one_line(failure) if failure is not None else "no error",
+            wait_s,
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_fixed(wait_s),
+        retry=retry_if_exception_type((OperationalError, InterfaceError)),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                async with engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+    except (OperationalError, InterfaceError) as exc:
+        tried = f"{attempts} attempts, {wait_s:g} s apart, all failed" if attempts > 1 else "the one attempt failed"
+        raise StoreUnavailable(
+            f"cannot connect to the store {name}: {tried} (PULSEBOARD_DB_START_ATTEMPTS, "
+            f"PULSEBOARD_DB_START_RETRY_WAIT_S); last error: {_one_line(exc)}"
+        ) from exc
+
+
+def _sqlite_hook(settings: Settings) -> Callable[[DBAPIConnection, ConnectionPoolEntry], None]:
     return functools.partial(_sqlite_pragmas, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
 
 
@@ -79,7 +148,9 @@ def answer_deadline_s(settings: Settings) -> float:
 
 
 @functools.cache
-def _deadline_connections(deadline_s: float) -> tuple[type, type]:
+def _deadline_connections(
+    deadline_s: float,
+) -> tuple[type[psycopg.Connection[Any]], type[psycopg.AsyncConnection[Any]]]:
     """psycopg ``Connection`` / ``AsyncConnection`` subclasses whose every wait for the server
     (a query, its results, commit, rollback) gives up after ``deadline_s``.
 
@@ -89,16 +160,15 @@ def _deadline_connections(deadline_s: float) -> tuple[type, type]:
     connection is closed (its state is unknown) and ``psycopg.OperationalError`` raised:
     SQLAlchemy sees a closed connection, invalidates it, and the request answers 503.
     """
-    import psycopg
+    # psycopg's own "no answer within timeout" error (private; OperationalError where it is missing)
+    timed_out: type[Exception] = getattr(psycopg.errors, "_WaitTimeout", psycopg.errors.OperationalError)
 
-    timed_out = getattr(psycopg.errors, "_WaitTimeout", psycopg.errors.OperationalError)
-
-    def give_up(conn) -> psycopg.OperationalError:
+    def give_up(conn: psycopg.BaseConnection[Any]) -> psycopg.OperationalError:
         conn.pgconn.finish()
         return psycopg.OperationalError(f"the database gave no answer within {deadline_s:g} s; connection closed")
 
-    class DeadlineConnection(psycopg.Connection):
-        def wait(self, gen, interval=None, timeout=None):
+    class DeadlineConnection(psycopg.Connection[Any]):
+        def wait(self, gen: PQGen[_RV], interval: float | None = None, timeout: float | None = None) -> _RV:
             kw = {} if interval is None else {"interval": interval}
             try:
                 return super().wait(gen, timeout=deadline_s if timeout is None else timeout, **kw)
@@ -107,8 +177,13 @@ def _deadline_connections(deadline_s: float) -> tuple[type, type]:
                     raise
                 raise give_up(self) from None
 
-    class DeadlineAsyncConnection(psycopg.AsyncConnection):
-        async def wait(self, gen, interval=None, timeout=None):  # noqa: ASYNC109 - psycopg's own signature
+    class DeadlineAsyncConnection(psycopg.AsyncConnection[Any]):
+        async def wait(
+            self,
+            gen: PQGen[_RV],
+            interval: float | None = None,
+            timeout: float | None = None,  # noqa: ASYNC109 - psycopg's own signature
+        ) -> _RV:
             kw = {} if interval is None else {"interval": interval}
             try:
                 return await super().wait(gen, timeout=deadline_s if timeout is None else timeout, **kw)
@@ -120,7 +195,7 @@ def _deadline_connections(deadline_s: float) -> tuple[type, type]:
     return DeadlineConnection, DeadlineAsyncConnection
 
 
-def _pg_connect_args(settings: Settings) -> dict:
+def _pg_connect_args(settings: Settings) -> dict[str, object]:
     """psycopg connection arguments: ``options``, ``connect_timeout`` (whole seconds), no
     server-side prepared statements."""
     return {

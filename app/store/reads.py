@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
 
 import msgspec
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Row, Table, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.calendar import HOUR_US
@@ -81,7 +82,7 @@ async def aggregate_grid(
     Returns:
         dim_key -> one ``measure_key -> Partial`` dict per window, in order.
     """
-    out = {d: [{} for _ in windows] for d in dim_keys}
+    out: dict[str, list[dict[str, Partial]]] = {d: [{} for _ in windows] for d in dim_keys}
     if not dim_keys:
         return out
     split = [
@@ -98,7 +99,7 @@ async def aggregate_grid(
     return out
 
 
-def _range_sql(ranges: Sequence[tuple[int, int]], params: list) -> str:
+def _range_sql(ranges: Sequence[tuple[int, int]], params: list[int | str]) -> str:
     """SQL condition "bucket_us in one of ``ranges``" (its parameters appended to ``params``)."""
     if not ranges:
         return "1 = 0"
@@ -107,7 +108,7 @@ def _range_sql(ranges: Sequence[tuple[int, int]], params: list) -> str:
     return "(" + " OR ".join(["(bucket_us >= ? AND bucket_us < ?)"] * len(ranges)) + ")"
 
 
-async def _driver_rows(conn: AsyncConnection, sql: str, params: list) -> list:
+async def _driver_rows(conn: AsyncConnection, sql: str, params: Sequence[object]) -> Sequence[Row[*tuple[Any, ...]]]:
     """Rows of driver-level ``sql`` written with ``?`` placeholders (no statement compilation:
     these reads run on every tile refresh, where building SQLAlchemy expressions cost more
     than the queries)."""
@@ -116,7 +117,9 @@ async def _driver_rows(conn: AsyncConnection, sql: str, params: list) -> list:
     return (await conn.exec_driver_sql(sql, tuple(params))).all()
 
 
-def _where(keys: Sequence[str], dim_keys: Sequence[str], every: Sequence[tuple[int, int]], params: list) -> str:
+def _where(
+    keys: Sequence[str], dim_keys: Sequence[str], every: Sequence[tuple[int, int]], params: list[int | str]
+) -> str:
     """``WHERE`` of the grid reads: the measures, the dimension keys, ONE index range covering
     every window (an OR of ranges makes SQLite scan every bucket)."""
     params += [*keys, *dim_keys, min(lo for lo, _ in every), max(hi for _, hi in every)]
@@ -128,7 +131,7 @@ def _where(keys: Sequence[str], dim_keys: Sequence[str], every: Sequence[tuple[i
 
 async def _add_partials(
     conn: AsyncConnection,
-    table,
+    table: Table,
     keys: list[str],
     dim_keys: list[str],
     ranges: list[list[tuple[int, int]]],
@@ -139,7 +142,7 @@ async def _add_partials(
     every = [r for rs in ranges for r in rs]
     if not every:
         return
-    params: list = []
+    params: list[int | str] = []
     columns = []
     for rs in ranges:
         inside = _range_sql(rs, params)
@@ -169,7 +172,7 @@ async def _add_partials(
 
 async def _add_sketch_bins(
     conn: AsyncConnection,
-    table,
+    table: Table,
     keys: list[str],
     dim_keys: list[str],
     ranges: list[list[tuple[int, int]]],
@@ -179,7 +182,7 @@ async def _add_sketch_bins(
     every = [r for rs in ranges for r in rs]
     if not every:
         return
-    params: list = []
+    params: list[int | str] = []
     columns = [f"SUM(CASE WHEN {_range_sql(rs, params)} THEN count END)" for rs in ranges]
     where = _where(keys, dim_keys, every, params)
     rows = await _driver_rows(
@@ -217,12 +220,12 @@ async def minute_rows(
     wanted = [k for k in sketch_keys if k in measure_keys]
     if wanted:
         b = rollup_sketch_bin.c
-        rows = await conn.execute(
+        bin_rows = await conn.execute(
             select(b.measure, b.bucket_us, b.side, b.bin, b.count).where(
                 b.measure.in_(wanted), b.dim_key == dim_key, b.bucket_us >= start_us, b.bucket_us < end_us
             )
         )
-        for measure, bucket, side, index, count in rows:
+        for measure, bucket, side, index, count in bin_rows:
             part = out.get((measure, bucket))
             if part is None:
                 continue

@@ -166,12 +166,19 @@ def _upsert_sql(spec: _Upsert, source: str, dialect: str) -> str:
     return f"INSERT INTO {spec.table} AS t ({', '.join(cols)}) {source} ON CONFLICT ({keys}) DO UPDATE SET {sets}"
 
 
-def _pg_driver(conn: Connection):
-    """The psycopg ``Connection`` under ``conn`` (same transaction)."""
-    return conn.connection.driver_connection
+def _pg_driver(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg ``Connection`` under ``conn`` (same transaction).
+
+    Raises:
+        TypeError: ``conn`` is not a psycopg connection (only PostgreSQL engines come here).
+    """
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError(f"expected a psycopg connection under a PostgreSQL engine, got {type(driver).__name__}")
+    return driver
 
 
-def _pg_copy(cur, sql: str, types: Sequence[str], rows: Iterable[tuple]) -> None:
+def _pg_copy(cur: psycopg.Cursor[Any], sql: str, types: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
     with cur.copy(sql) as copy:
         copy.set_types(list(types))
         for row in rows:
@@ -191,7 +198,7 @@ def _pg_errors(sql: str) -> Iterator[None]:
         raise DBAPIError(sql, None, exc) from exc
 
 
-def _upsert(conn: Connection, spec: _Upsert, rows: list[tuple]) -> None:
+def _upsert(conn: Connection, spec: _Upsert, rows: list[tuple[Any, ...]]) -> None:
     """Add ``rows`` (tuples in ``spec.keys + spec.values`` order, unique keys) to ``spec.table``."""
     if not rows:
         return
@@ -215,7 +222,7 @@ def _upsert(conn: Connection, spec: _Upsert, rows: list[tuple]) -> None:
             cur.execute(_upsert_sql(spec, f"SELECT {names} FROM {stage} ORDER BY {keys}", "postgresql"))
 
 
-def insert_events(conn: Connection, rows: list[tuple]) -> None:
+def insert_events(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert raw event rows (tuples in ``_EVENT_COLUMNS`` order): binary ``COPY`` on PostgreSQL,
     one ``executemany`` on SQLite.
 
@@ -247,12 +254,12 @@ def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> No
         if p.sketch is not None
         for side, index, count in p.sketch.bins()
     ]
-    hours: dict[PartialKey, list] = {}
+    hours: dict[PartialKey, list[Any]] = {}  # [count, sum, min, max] per hour
     for m, d, b, count, total, mn, mx in minute_rows:
-        key = (m, d, b - b % HOUR_US)
-        acc = hours.get(key)
+        hour = (m, d, b - b % HOUR_US)
+        acc = hours.get(hour)
         if acc is None:
-            hours[key] = [count, total, mn, mx]
+            hours[hour] = [count, total, mn, mx]
         else:
             acc[0] += count
             acc[1] += total
@@ -260,10 +267,10 @@ def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> No
                 acc[2] = mn
             if mx is not None and (acc[3] is None or mx > acc[3]):
                 acc[3] = mx
-    hour_bins: dict[tuple, int] = {}
+    hour_bins: dict[tuple[str, str, int, int, int], int] = {}  # (measure, dim, hour, side, bin) -> count
     for m, d, b, side, index, count in bin_rows:
-        key = (m, d, b - b % HOUR_US, side, index)
-        hour_bins[key] = hour_bins.get(key, 0) + count
+        bin_key = (m, d, b - b % HOUR_US, side, index)
+        hour_bins[bin_key] = hour_bins.get(bin_key, 0) + count
     _upsert(conn, _MINUTE, minute_rows)
     _upsert(conn, _SKETCH_BIN, bin_rows)
     _upsert(conn, _HOUR, [(*k, *v) for k, v in hours.items()])

@@ -240,7 +240,7 @@ class Broker(Protocol):
         ...
 
 
-def _log_failure(task: asyncio.Task) -> None:
+def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s failed", task.get_name(), exc_info=task.exception())
 
@@ -265,7 +265,7 @@ class InMemoryBroker:
         self._subs: dict[str, set[Subscription]] = {}
         self._total = 0
         self._chunk = chunk
-        self._fanouts: dict[str, asyncio.Task] = {}
+        self._fanouts: dict[str, asyncio.Task[None]] = {}
 
     async def publish(self, channel: str, update: TileUpdate) -> None:
         previous = self._fanouts.pop(channel, None)

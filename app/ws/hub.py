@@ -51,8 +51,8 @@ class Channel:
     epoch: str
     seq: int = 0
     tiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    history: deque = field(default_factory=deque)
-    trends: dict[str, deque] = field(default_factory=dict)
+    history: deque[TileUpdate] = field(default_factory=deque)
+    trends: dict[str, deque[float | None]] = field(default_factory=dict)
     notices: list[dict[str, Any]] = field(default_factory=list)
     dirty: bool = True
     computed_at_us: int | None = None
@@ -144,8 +144,8 @@ class TileHub:
         self._replay_buffer = replay_buffer
         # slug -> local day label -> the "today" tiles last shown that day (for reconciliation)
         self.day_close: dict[str, dict[str, dict[str, Any]]] = {}
-        self._task: asyncio.Task | None = None
-        self._heartbeat_task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     def start(self) -> None:
@@ -208,8 +208,9 @@ class TileHub:
             ch.dirty = False
             ch.last_compute_wall = loop.time()
             now_us = to_us(self._clock.now())
-            first = ch.computed_at_us is None
-            minute_moved = first or now_us // MINUTE_US != ch.computed_at_us // MINUTE_US
+            previous_us = ch.computed_at_us
+            first = previous_us is None
+            minute_moved = previous_us is None or now_us // MINUTE_US != previous_us // MINUTE_US
             # Taken (and reset) before the queries: a cut or restatement announced while they
             # run sets it again for the next refresh instead of being cleared by this one.
             read_notices, ch.dirty_notices = minute_moved or ch.dirty_notices, False
@@ -224,9 +225,7 @@ class TileHub:
                     if read_notices
                     else ch.notices
                 )
-                day_ended = (
-                    None if first or ch.computed_at_us is None else period_containing("day", ch.computed_at_us, ch.zone)
-                )
+                day_ended = None if previous_us is None else period_containing("day", previous_us, ch.zone)
                 if day_ended is not None and day_ended.end_us > now_us:
                     day_ended = None
                 closing = ch.tiles

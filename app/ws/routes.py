@@ -25,16 +25,28 @@ from fastapi import APIRouter, WebSocket
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from app.api.problems import problem
-from app.auth import Forbidden, Unauthenticated
+from app.api.codes import (
+    CLOSE_KEY_REVOKED,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TRY_AGAIN_LATER,
+    RETRY_AFTER_SCREENS_PER_KEY_S,
+)
+from app.auth import Forbidden, RateLimited, Unauthenticated
 from app.auth.deps import authenticate, check_scope
+from app.auth.keys import KeyStore
+from app.auth.ratelimit import TokenBucket
+from app.clock import Clock
+from app.config import Settings
 from app.metrics.calendar import to_us
+from app.store import StoreUnavailable
+from app.ws.broker import Subscription
+from app.ws.hub import Channel
 from app.ws.transport import DIRECT_EXTENSION, DirectWebSocketProtocol
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 _encoder = msgspec.json.Encoder()
-CLOSE_SLOW_CONSUMER = 4008  # documented: the screen could not keep up; reconnect to resync
 SLOW_REASON = "too slow; reconnect to resync"
 CLOSE_GRACE_S = (
     10.0  # a screen closed by us that does not finish the close is aborted after this (uvicorn's close timeout)
@@ -47,7 +59,8 @@ async def _send(ws: WebSocket, frame: bytes, timeout_s: float) -> None:
 
 def _direct(ws: WebSocket) -> DirectWebSocketProtocol | None:
     """The screen's direct write path, when the server provides one."""
-    return ws.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+    direct = ws.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+    return direct if isinstance(direct, DirectWebSocketProtocol) else None
 
 
 class DirectScreen:
@@ -55,7 +68,7 @@ class DirectScreen:
     the pending update when the socket drains, and closes the screen with 4008 when an update
     stayed pending (socket over its high-water mark) for ``timeout_s``."""
 
-    def __init__(self, proto: DirectWebSocketProtocol, sub, timeout_s: float, slug: str) -> None:
+    def __init__(self, proto: DirectWebSocketProtocol, sub: Subscription, timeout_s: float, slug: str) -> None:
         self._proto = proto
         self._sub = sub
         self._timeout_s = timeout_s
@@ -90,7 +103,7 @@ class DirectScreen:
         self._proto.on_drain = None
 
 
-async def _sender(ws: WebSocket, sub, channel, heartbeat_s: float, timeout_s: float) -> None:
+async def _sender(ws: WebSocket, sub: Subscription, channel: Channel, heartbeat_s: float, timeout_s: float) -> None:
     """ASGI path: drain the outbox, heartbeat while idle."""
     while True:
         last_seq = sub.last_seq
@@ -110,17 +123,13 @@ class TooChatty(Exception):
 
 async def _receiver(ws: WebSocket, timeout_s: float, max_per_s: float) -> None:
     loop = asyncio.get_running_loop()
-    allowance, last = max_per_s, loop.time()
+    bucket = TokenBucket(max_per_s, max_per_s, loop.time())  # max_per_s messages a second, bursts of max_per_s
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
-        now = loop.time()  # token bucket: max_per_s messages a second, bursts of max_per_s
-        allowance = min(max_per_s, allowance + (now - last) * max_per_s)
-        last = now
-        if allowance < 1:
+        if bucket.take(loop.time()):
             raise TooChatty()
-        allowance -= 1
         text = message.get("text")
         if text is not None:
             try:
@@ -148,59 +157,52 @@ async def _close(ws: WebSocket, code: int, reason: str, abort_after_s: float = C
 
 @router.websocket("/ws/dashboards/{slug}")
 async def dashboard_socket(ws: WebSocket, slug: str) -> None:
-    """Live tiles of dashboard ``slug``; see the module docstring for the protocol."""
+    """Live tiles of dashboard ``slug``; see the module docstring for the protocol.
+
+    Every refusal happens at the handshake, before the socket opens: a foreign ``Origin``, an
+    unknown dashboard or the process's connection cap close it unaccepted (the client sees HTTP
+    403); the errors raised here are answered by ``app.api.problems`` as HTTP denial responses.
+
+    Raises:
+        Unauthenticated, Forbidden: no usable key (401), or one that may not watch ``slug`` (403).
+        RateLimited: the key holds ``PULSEBOARD_WS_MAX_CONNECTIONS_PER_KEY`` screens already (429).
+        StoreUnavailable: the dashboard's tiles cannot be read (503).
+    """
     state = ws.app.state
     hub, broker, settings = state.hub, state.broker, state.settings
     origin = ws.headers.get("origin")
     if origin is not None and not settings.origin_allowed(origin, ws.headers.get("host")):
         log.warning("refused WebSocket from origin %r (not in the allow-list)", origin)
-        await ws.close(code=1008, reason="origin not allowed")  # before accept: HTTP 403
+        await ws.close(code=CLOSE_POLICY_VIOLATION, reason="origin not allowed")  # before accept: HTTP 403
         return
     if slug not in hub.channels:
-        await ws.close(code=1008, reason="unknown dashboard")
+        await ws.close(code=CLOSE_POLICY_VIOLATION, reason="unknown dashboard")
         return
     try:
         access = await authenticate(ws)
         check_scope(access, ("read", "admin", "display"), slug)
-    except (Unauthenticated, Forbidden) as exc:
-        status = 401 if isinstance(exc, Unauthenticated) else 403
+    except (Unauthenticated, Forbidden) as exc:  # answered by app.api.problems (401 / 403 / 404)
         # Expected (an unpaired wall asks for its pairing code after this): not an error.
-        log.info("refused a screen on %s with %d: %s", slug, status, exc)
-        await ws.send_denial_response(
-            problem(
-                status,
-                "Unauthorized" if status == 401 else "Forbidden",
-                str(exc),
-                headers={"WWW-Authenticate": 'Bearer realm="pulseboard"'} if status == 401 else None,
-            )
-        )
-        return
+        log.info("refused a screen on %s: %s (%s)", slug, exc, type(exc).__name__)
+        raise
     if broker.total_subscribers() >= settings.ws_max_connections:
         log.warning("WebSocket connection cap (%d) reached; refusing a screen", settings.ws_max_connections)
-        await ws.close(code=1013, reason="server at capacity; retry later")
+        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason="server at capacity; retry later")
         return
     per_key = settings.ws_max_connections_per_key
     if not settings.auth_disabled and state.runtime.sockets.count(access.key.id) >= per_key:
         log.warning("WebSocket cap per key (%d) reached for key %s; refusing a screen", per_key, access.key.id)
-        await ws.send_denial_response(
-            problem(
-                429,
-                "Too Many Requests",
-                f"this key already holds {per_key} open screens (PULSEBOARD_WS_MAX_CONNECTIONS_PER_KEY)",
-                headers={"Retry-After": "30"},
-            )
+        raise RateLimited(
+            f"this key already holds {per_key} open screens (PULSEBOARD_WS_MAX_CONNECTIONS_PER_KEY)",
+            RETRY_AFTER_SCREENS_PER_KEY_S,
         )
-        return
     epoch = ws.query_params.get("epoch")
     since_raw = ws.query_params.get("since")
     try:  # before accepting: a store that cannot be read refuses the handshake, leaving nothing behind
         channel = await hub.ensure_fresh(slug)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("refused a screen on %s: its tiles cannot be read (%s)", slug, exc)
-        await ws.send_denial_response(
-            problem(503, "Service Unavailable", "the store is unavailable; retry later", headers={"Retry-After": "5"})
-        )
-        return
+        raise StoreUnavailable("the store is unavailable; retry later") from exc
     await ws.accept()
     timeout_s = settings.ws_send_timeout_s
     direct = _direct(ws)
@@ -234,7 +236,13 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
 
 
 async def _serve_direct(
-    ws: WebSocket, direct: DirectWebSocketProtocol, sub, slug: str, last_seq: int, timeout_s: float, settings
+    ws: WebSocket,
+    direct: DirectWebSocketProtocol,
+    sub: Subscription,
+    slug: str,
+    last_seq: int,
+    timeout_s: float,
+    settings: Settings,
 ) -> None:
     """Direct path: the broker writes updates; this coroutine only reads until the screen goes."""
     screen = DirectScreen(direct, sub, timeout_s, slug)
@@ -243,7 +251,7 @@ async def _serve_direct(
         await _receiver(ws, timeout_s, settings.ws_max_inbound_per_s)
     except TooChatty:
         log.info("screen on %s sent too many messages; closing", slug)
-        direct.close_now(1008, "too many messages", abort_after_s=CLOSE_GRACE_S)
+        direct.close_now(CLOSE_POLICY_VIOLATION, "too many messages", abort_after_s=CLOSE_GRACE_S)
     except TimeoutError:
         log.info("screen on %s too slow (send > %.1f s); closing", slug, timeout_s)
         direct.close_now(CLOSE_SLOW_CONSUMER, SLOW_REASON, abort_after_s=CLOSE_GRACE_S)
@@ -251,7 +259,9 @@ async def _serve_direct(
         screen.detach()
 
 
-async def _serve_asgi(ws: WebSocket, sub, channel, slug: str, last_seq: int, timeout_s: float, settings) -> None:
+async def _serve_asgi(
+    ws: WebSocket, sub: Subscription, channel: Channel, slug: str, last_seq: int, timeout_s: float, settings: Settings
+) -> None:
     """ASGI path: a sender and a receiver task; the first to end ends the screen."""
     sub.start(last_seq)
     tasks = {
@@ -266,16 +276,13 @@ async def _serve_asgi(ws: WebSocket, sub, channel, slug: str, last_seq: int, tim
         exc = task.exception()
         if isinstance(exc, TooChatty):
             log.info("screen on %s sent too many messages; closing", slug)
-            await ws.close(code=1008, reason="too many messages")
+            await ws.close(code=CLOSE_POLICY_VIOLATION, reason="too many messages")
         elif isinstance(exc, TimeoutError):
             log.info("screen on %s too slow (send > %.1f s); closing", slug, timeout_s)
             if ws.application_state == WebSocketState.CONNECTED:
                 await ws.close(code=CLOSE_SLOW_CONSUMER, reason=SLOW_REASON)
         elif exc is not None and not isinstance(exc, (WebSocketDisconnect, OSError, RuntimeError)):
             raise exc
-
-
-CLOSE_REVOKED = 4401  # documented: the screen's key was revoked
 
 
 class SocketRegistry:
@@ -298,7 +305,7 @@ class SocketRegistry:
             if not sockets:
                 del self._by_key[key_id]
 
-    async def close_revoked(self, keys, now_us: int) -> int:
+    async def close_revoked(self, keys: KeyStore, now_us: int) -> int:
         """Close the sockets of keys no longer usable; return how many were closed."""
         closed = 0
         for key_id in list(self._by_key):
@@ -306,22 +313,22 @@ class SocketRegistry:
                 continue
             for ws in list(self._by_key.pop(key_id, ())):
                 try:
-                    await _close(ws, CLOSE_REVOKED, "key revoked")
+                    await _close(ws, CLOSE_KEY_REVOKED, "key revoked")
                 except RuntimeError:
                     pass
                 closed += 1
         return closed
 
 
-async def watch_revocations(runtime, interval_s: float = 2.0) -> None:
-    """Forever: every ``interval_s``, close sockets whose key was revoked or expired, and
-    write the keys' ``last_used_at``."""
+async def watch_revocations(sockets: SocketRegistry, keys: KeyStore, clock: Clock, interval_s: float = 2.0) -> None:
+    """Forever: every ``interval_s``, close ``sockets`` whose key was revoked or expired (at
+    ``clock``'s now), and write the keys' ``last_used_at``."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            closed = await runtime.sockets.close_revoked(runtime.keys, to_us(runtime.clock.now()))
+            closed = await sockets.close_revoked(keys, to_us(clock.now()))
             if closed:
                 log.info("closed %d screen(s) whose key was revoked", closed)
-            await runtime.keys.flush_last_used()
+            await keys.flush_last_used()
         except (OSError, SQLAlchemyError) as exc:
             log.warning("revocation check failed: %s", exc)

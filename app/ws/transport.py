@@ -16,11 +16,17 @@ reads, the ASGI ``send`` path, close on shutdown with 1012) is uvicorn's.
 
 from __future__ import annotations
 
+from asyncio import BaseTransport
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.protocol import State
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent  # the parameter type of the method overridden
 
 DIRECT_EXTENSION = "pulseboard.direct_send"
 
@@ -44,12 +50,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     on_drain: Callable[[], None] | None = None
     write_buffer_high_bytes: int | None = None
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: BaseTransport) -> None:
         super().connection_made(transport)
         if self.write_buffer_high_bytes is not None:
-            transport.set_write_buffer_limits(high=self.write_buffer_high_bytes)
+            self.transport.set_write_buffer_limits(high=self.write_buffer_high_bytes)
 
-    def handle_connect(self, event) -> None:
+    def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         # Only without extensions (no permessage-deflate): then frames are the same bytes for all.
@@ -78,7 +84,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(wire)
         return True
 
-    async def send(self, message) -> None:
+    async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
         # uvicorn's websockets-sansio protocol (0.54) never marks the handshake done after a
         # denial response (the ASGI websocket.http.response extension), so every screen refused

@@ -15,670 +15,608 @@
  * - Reconnect: exponential backoff with jitter (1 s doubling, capped at 30 s),
  *   resuming with ?epoch=E&since=N so the server sends only what was missed.
  *
+ * A native ES module: numbers, targets, status words and times are formatted by
+ * ../common/common.js, the same rules as the end-of-day and scorecard pages.
  * No inline script, no third-party code; everything is drawn here.
  */
-(function () {
-  'use strict';
+import {
+  $, formatValue, isNum, onReady, shortDateText, STATUS, statusKey, targetText, timeText, valueText, zoneCity
+} from '../common/common.js';
 
-  // ---------------------------------------------------------------- settings
-  var params = new URLSearchParams(window.location.search);
-  var SLUG = decodeURIComponent(window.location.pathname.replace(/\/+$/, '').split('/').pop() || '');
-  // ?stale_after_s= wins; else the server's setting if it sends one (snapshot or dashboard JSON); else 15 s.
-  var STALE_FROM_QUERY = positiveParam('stale_after_s', 0) > 0;
-  var STALE_AFTER_MS = positiveParam('stale_after_s', 15) * 1000;
-  var BACKOFF_BASE_MS = 1000;
-  var BACKOFF_CAP_MS = 30000;
-  var PING_EVERY_MS = 20000;
-  // An open socket that stays silent this long is presumed dead (half-open TCP): close and reconnect.
-  var SILENT_RECONNECT_MS = Math.max(2 * STALE_AFTER_MS + 5000, 20000);
+// ---------------------------------------------------------------- settings
+var params = new URLSearchParams(window.location.search);
+var SLUG = decodeURIComponent(window.location.pathname.replace(/\/+$/, '').split('/').pop() || '');
+// ?stale_after_s= wins; else the server's setting if it sends one (snapshot or dashboard JSON); else 15 s.
+var STALE_FROM_QUERY = positiveParam('stale_after_s', 0) > 0;
+var STALE_AFTER_MS = positiveParam('stale_after_s', 15) * 1000;
+var BACKOFF_BASE_MS = 1000;
+var BACKOFF_CAP_MS = 30000;
+var PING_EVERY_MS = 20000;
+// An open socket that stays silent this long is presumed dead (half-open TCP): close and reconnect.
+var SILENT_RECONNECT_MS = Math.max(2 * STALE_AFTER_MS + 5000, 20000);
 
-  function serverStaleAfter(obj) {
-    var v = obj && obj.stale_after_s;
-    if (STALE_FROM_QUERY || typeof v !== 'number' || !(v > 0)) return;
-    STALE_AFTER_MS = v * 1000;
-    SILENT_RECONNECT_MS = Math.max(2 * STALE_AFTER_MS + 5000, 20000);
-  }
-  var TREND_POINTS = 60;
+function serverStaleAfter(obj) {
+  var v = obj && obj.stale_after_s;
+  if (STALE_FROM_QUERY || typeof v !== 'number' || !(v > 0)) return;
+  STALE_AFTER_MS = v * 1000;
+  SILENT_RECONNECT_MS = Math.max(2 * STALE_AFTER_MS + 5000, 20000);
+}
+var TREND_POINTS = 60;
 
-  function positiveParam(name, fallback) {
-    var v = parseFloat(params.get(name));
-    return isFinite(v) && v > 0 ? v : fallback;
-  }
+function positiveParam(name, fallback) {
+  var v = parseFloat(params.get(name));
+  return isFinite(v) && v > 0 ? v : fallback;
+}
 
-  // ------------------------------------------------------------------- state
-  var state = {
-    title: null,
-    tz: null,
-    order: [],          // tile ids in display order
-    tiles: {},          // id -> latest tile JSON
-    trends: {},         // id -> [number|null], oldest first
-    epoch: null,
-    seq: null,
-    asOf: null,         // ISO of the newest data
-    clock: null,        // the server's clock ('wall' or 'event'), from the snapshot
-    trendMinute: null,  // minute (epoch ms / 60000) of the last trend point
-    ws: null,
-    open: false,
-    lastFrameAt: null,  // performance.now() of the last data frame
-    loadedAt: performance.now(),
-    attempt: 0,
-    reconnectTimer: null,
-    reconnectAt: null,
-    lastClose: null,
-    stale: false,
-    layoutKey: null
-  };
+// ------------------------------------------------------------------- state
+var state = {
+  title: null,
+  tz: null,
+  order: [],          // tile ids in display order
+  tiles: {},          // id -> latest tile JSON
+  trends: {},         // id -> [number|null], oldest first
+  epoch: null,
+  seq: null,
+  asOf: null,         // ISO of the newest data
+  clock: null,        // the server's clock ('wall' or 'event'), from the snapshot
+  trendMinute: null,  // minute (epoch ms / 60000) of the last trend point
+  ws: null,
+  open: false,
+  lastFrameAt: null,  // performance.now() of the last data frame
+  loadedAt: performance.now(),
+  attempt: 0,
+  reconnectTimer: null,
+  reconnectAt: null,
+  lastClose: null,
+  stale: false,
+  layoutKey: null
+};
 
-  var els = {};          // tile id -> {root, value, num, unit, badge, shape, word, target, spark}
-  var $ = function (id) { return document.getElementById(id); };
+var els = {};          // tile id -> {root, value, num, unit, badge, shape, word, target, spark}
 
-  // -------------------------------------------------------------- formatting
-  var STATUS = {
-    green: { shape: '●', word: 'OK' },
-    amber: { shape: '▲', word: 'WATCH' },
-    red: { shape: '■', word: 'ALERT' },
-    nodata: { shape: '○', word: 'NO DATA' },
-    none: { shape: '', word: '' }
-  };
+// -------------------------------------------------------------- formatting
+// Values, targets and status words come from common.js: the same text as the day page and scorecard.
+var NO_BADGE = { shape: '', word: '' };
 
-  function pad2(n) { return (n < 10 ? '0' : '') + n; }
+function tileStatus(tile) { return statusKey(tile && tile.status, !!tile && isNum(tile.target)); }
 
-  function clockText(totalSeconds) {
-    var t = Math.round(totalSeconds);
-    var h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
-    return h > 0 ? h + ':' + pad2(m) + ':' + pad2(s) : m + ':' + pad2(s);
-  }
+function badgeOf(key) { return STATUS[key] || NO_BADGE; }
 
-  /** {num, unit} of a value: ratio as percent (1 decimal), seconds as "42 s" or m:ss, calls as integer. */
-  function formatValue(value, unit) {
-    if (value === null || value === undefined || !isFinite(value)) return { num: '—', unit: '' };
-    switch (unit) {
-      case 'ratio':
-        return { num: (value * 100).toFixed(1), unit: '%' };
-      case 's':
-        if (Math.round(value) < 60) return { num: String(Math.round(value)), unit: 's' };
-        return { num: clockText(value), unit: Math.round(value) >= 3600 ? 'h' : 'min' };
-      case 'calls':
-        return { num: Math.round(value).toLocaleString('en-US'), unit: 'calls' };
-      default:
-        return { num: Number.isInteger(value) ? value.toLocaleString('en-US') : value.toFixed(2), unit: unit || '' };
-    }
-  }
+/** "target ≤ 3.0 d" / "target ≥ 80.0 %"; "" without a target. */
+function formatTarget(tile) {
+  var text = targetText(tile.target, tile.unit, tile.direction);
+  return text ? 'target ' + text : '';
+}
 
-  function formatTarget(tile) {
-    if (tile.target === null || tile.target === undefined) return '';
-    var op = tile.direction === 'higher' ? '≥' : '≤';
-    var v = tile.target, text;
-    if (tile.unit === 'ratio') text = (v * 100).toFixed(1) + ' %';
-    else if (tile.unit === 's') text = v < 60 ? Math.round(v) + ' s' : clockText(v) + ' min';
-    else if (tile.unit === 'calls') text = Math.round(v).toLocaleString('en-US');
-    else text = String(v) + (tile.unit ? ' ' + tile.unit : '');
-    return 'target ' + op + ' ' + text;
-  }
+/** "queue PS" for a filtered tile, unless its title already names the filter values. */
+function dimsText(dims, title) {
+  var keys = dims ? Object.keys(dims) : [];
+  var named = keys.every(function (k) { return (title || '').indexOf(String(dims[k])) >= 0; });
+  if (!keys.length || named) return '';
+  return keys.map(function (k) { return k + ' ' + dims[k]; }).join(' · ');
+}
 
-  function statusKey(tile) {
-    if (tile && STATUS[tile.status]) return tile.status;
-    if (tile && tile.target !== null && tile.target !== undefined) return 'nodata';
-    return 'none';
-  }
+// ----------------------------------------------------------------- layout
+/** Split n tiles into rows of at most maxPerRow, as even as possible (longer rows first). */
+function splitRows(n, maxPerRow) {
+  if (n === 0) return [];
+  var rows = Math.ceil(n / maxPerRow), base = Math.floor(n / rows), extra = n % rows, out = [];
+  for (var i = 0; i < rows; i++) out.push(base + (i < extra ? 1 : 0));
+  return out;
+}
 
-  /** "queue PS" for a filtered tile, unless its title already names the filter values. */
-  function dimsText(dims, title) {
-    var keys = dims ? Object.keys(dims) : [];
-    var named = keys.every(function (k) { return (title || '').indexOf(String(dims[k])) >= 0; });
-    if (!keys.length || named) return '';
-    return keys.map(function (k) { return k + ' ' + dims[k]; }).join(' · ');
-  }
+/** Hero row(s) of large tiles on top, then rows of normal tiles that fill the width. */
+function layout(force) {
+  var ids = state.order.filter(function (id) { return state.tiles[id]; });
+  var large = ids.filter(function (id) { return state.tiles[id].size === 'large'; });
+  var normal = ids.filter(function (id) { return state.tiles[id].size !== 'large'; });
+  var aspect = window.innerWidth / Math.max(window.innerHeight, 1);
+  var maxNormal = Math.max(2, Math.round(aspect * 3));    // 5 per row at 16:9
+  var maxLarge = Math.max(1, Math.round(aspect * 1.8));   // 3 per row at 16:9
+  var heroRows = splitRows(large.length, maxLarge);
+  var normalRows = splitRows(normal.length, maxNormal);
+  var key = ids.join(',') + '|' + heroRows.join('.') + '|' + normalRows.join('.');
+  if (!force && key === state.layoutKey) return;
+  state.layoutKey = key;
 
-  // time formatting in the dashboard's zone
-  var fmtCache = {};
-  function formatter(kind) {
-    var tz = state.tz || undefined;
-    var key = kind + '|' + (tz || '');
-    if (!fmtCache[key]) {
-      var opts = kind === 'time'
-        ? { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }
-        : { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric' };
-      try {
-        fmtCache[key] = new Intl.DateTimeFormat('en-GB', Object.assign({ timeZone: tz }, opts));
-      } catch (e) { // unknown zone in this browser: local time
-        fmtCache[key] = new Intl.DateTimeFormat('en-GB', opts);
-      }
-    }
-    return fmtCache[key];
-  }
-
-  function zoneLabel() {
-    if (!state.tz) return '';
-    var city = state.tz.split('/').pop().replace(/_/g, ' ');
-    return city;
-  }
-
-  // ----------------------------------------------------------------- layout
-  function gcd(a, b) { return b ? gcd(b, a % b) : a; }
-
-  /** Split n tiles into rows of at most maxPerRow, as even as possible (longer rows first). */
-  function splitRows(n, maxPerRow) {
-    if (n === 0) return [];
-    var rows = Math.ceil(n / maxPerRow), base = Math.floor(n / rows), extra = n % rows, out = [];
-    for (var i = 0; i < rows; i++) out.push(base + (i < extra ? 1 : 0));
-    return out;
-  }
-
-  /** Hero row(s) of large tiles on top, then rows of normal tiles that fill the width. */
-  function layout(force) {
-    var ids = state.order.filter(function (id) { return state.tiles[id]; });
-    var large = ids.filter(function (id) { return state.tiles[id].size === 'large'; });
-    var normal = ids.filter(function (id) { return state.tiles[id].size !== 'large'; });
-    var aspect = window.innerWidth / Math.max(window.innerHeight, 1);
-    var maxNormal = Math.max(2, Math.round(aspect * 3));    // 5 per row at 16:9
-    var maxLarge = Math.max(1, Math.round(aspect * 1.8));   // 3 per row at 16:9
-    var heroRows = splitRows(large.length, maxLarge);
-    var normalRows = splitRows(normal.length, maxNormal);
-    var key = ids.join(',') + '|' + heroRows.join('.') + '|' + normalRows.join('.');
-    if (!force && key === state.layoutKey) return;
-    state.layoutKey = key;
-
-    var grid = $('grid');
-    grid.style.setProperty('--normal-cols', String(Math.max.apply(null, normalRows.concat([1]))));
-    grid.style.setProperty('--hero-cols', String(Math.max.apply(null, heroRows.concat([1]))));
-    var rows = [];
-    var take = function (list, counts, cls) {
-      var at = 0;
-      counts.forEach(function (count) {
-        rows.push({ cls: cls, ids: list.slice(at, at + count) });
-        at += count;
-      });
-    };
-    take(large, heroRows, 'hero');
-    take(normal, normalRows, 'normal');
-    // Hero rows get more height than normal rows.
-    grid.style.setProperty('grid-template-rows', rows.map(function (r) {
-      return r.cls === 'hero' ? (normalRows.length ? '1.62fr' : '1fr') : '1fr';
-    }).join(' ') || '1fr');
-    while (grid.firstChild) grid.removeChild(grid.firstChild);
-    rows.forEach(function (r) {
-      var row = document.createElement('div');
-      row.className = 'row ' + r.cls;
-      row.style.setProperty('grid-template-columns', 'repeat(' + r.ids.length + ', minmax(0, 1fr))');
-      r.ids.forEach(function (id) { row.appendChild(tileEl(id).root); });
-      grid.appendChild(row);
+  var grid = $('grid');
+  grid.style.setProperty('--normal-cols', String(Math.max.apply(null, normalRows.concat([1]))));
+  grid.style.setProperty('--hero-cols', String(Math.max.apply(null, heroRows.concat([1]))));
+  var rows = [];
+  var take = function (list, counts, cls) {
+    var at = 0;
+    counts.forEach(function (count) {
+      rows.push({ cls: cls, ids: list.slice(at, at + count) });
+      at += count;
     });
-    Object.keys(els).forEach(function (id) { els[id].fitted = null; });
+  };
+  take(large, heroRows, 'hero');
+  take(normal, normalRows, 'normal');
+  // Hero rows get more height than normal rows.
+  grid.style.setProperty('grid-template-rows', rows.map(function (r) {
+    return r.cls === 'hero' ? (normalRows.length ? '1.62fr' : '1fr') : '1fr';
+  }).join(' ') || '1fr');
+  while (grid.firstChild) grid.removeChild(grid.firstChild);
+  rows.forEach(function (r) {
+    var row = document.createElement('div');
+    row.className = 'row ' + r.cls;
+    row.style.setProperty('grid-template-columns', 'repeat(' + r.ids.length + ', minmax(0, 1fr))');
+    r.ids.forEach(function (id) { row.appendChild(tileEl(id).root); });
+    grid.appendChild(row);
+  });
+  Object.keys(els).forEach(function (id) { els[id].fitted = null; });
+}
+
+// ------------------------------------------------------------------ tiles
+var SVG_NS = 'http://www.w3.org/2000/svg';
+
+function svg(name, attrs) {
+  var el = document.createElementNS(SVG_NS, name);
+  for (var k in attrs) el.setAttribute(k, attrs[k]);
+  return el;
+}
+
+function div(cls, parent, tag) {
+  var el = document.createElement(tag || 'div');
+  el.className = cls;
+  if (parent) parent.appendChild(el);
+  return el;
+}
+
+function tileEl(id) {
+  if (els[id]) return els[id];
+  var root = div('tile');
+  root.setAttribute('data-tile-id', id);
+  var body = div('t-body', root);
+  var title = div('t-title', body, 'h2');
+  var main = div('t-main', body);
+  var value = div('value', main);
+  var num = div('num', value, 'span');
+  var unit = div('unit', value, 'span');
+  var badge = div('badge', main);
+  var shape = div('shape', badge, 'span');
+  shape.setAttribute('aria-hidden', 'true');
+  var word = div('word', badge, 'span');
+  var meta = div('t-meta', body);
+  var target = div('target', meta, 'span');
+  var dims = div('dims', meta, 'span');
+  var sparkBox = div('spark', body);
+  var spark = svg('svg', { viewBox: '0 0 100 40', preserveAspectRatio: 'none', 'aria-hidden': 'true' });
+  var area = svg('path', { class: 'area' });
+  var tline = svg('line', { class: 'tline', x1: 0, x2: 100, 'vector-effect': 'non-scaling-stroke' });
+  var line = svg('path', { class: 'line', 'vector-effect': 'non-scaling-stroke' });
+  spark.appendChild(area);
+  spark.appendChild(tline);
+  spark.appendChild(line);
+  sparkBox.appendChild(spark);
+  els[id] = { root: root, title: title, badge: badge, shape: shape, word: word, value: value, num: num,
+              unit: unit, target: target, dims: dims, area: area, tline: tline, line: line, rendered: null };
+  return els[id];
+}
+
+function renderTile(id) {
+  var tile = state.tiles[id];
+  if (!tile) return;
+  var e = tileEl(id);
+  var st = tileStatus(tile), badge = badgeOf(st);
+  var v = formatValue(tile.value, tile.unit);
+  e.root.setAttribute('data-status', tile.status || 'none');
+  e.root.setAttribute('data-size', tile.size === 'large' ? 'large' : 'normal');
+  e.root.className = 'tile s-' + st + (tile.size === 'large' ? ' large' : '');
+  e.title.textContent = tile.title || tile.kpi;
+  e.shape.textContent = badge.shape;
+  e.word.textContent = badge.word;
+  e.badge.hidden = st === 'none';
+  e.num.textContent = v.num;
+  e.unit.textContent = v.unit;
+  e.target.textContent = formatTarget(tile);
+  e.dims.textContent = dimsText(tile.dims, tile.title);
+  e.root.setAttribute('aria-label', (tile.title || tile.kpi) + ': ' + v.num + ' ' + v.unit +
+    (badge.word ? ', ' + badge.word : ''));
+  renderSpark(e, state.trends[id] || [], tile);
+  fitValue(e, false);
+}
+
+/** Shrink a value that would overflow its tile (long numbers, narrow tiles); CSS sizes the rest. */
+function fitValue(e, force) {
+  var text = e.value.textContent + '|' + e.badge.textContent + '|' + e.badge.hidden;
+  if (!force && e.fitted === text) return;
+  e.fitted = text;
+  e.value.style.removeProperty('--fit');
+  var avail = e.value.clientWidth, need = e.value.scrollWidth;
+  if (avail > 0 && need > avail) e.value.style.setProperty('--fit', ((avail / need) * 0.97).toFixed(3));
+}
+
+/** Sparkline: one path per run of non-null points, an area under it, a dashed target line. */
+function renderSpark(e, trend, tile) {
+  var pts = trend.slice(-TREND_POINTS);
+  var nums = pts.filter(function (x) { return typeof x === 'number' && isFinite(x); });
+  var hasTarget = typeof tile.target === 'number' && isFinite(tile.target);
+  if (nums.length === 0) {
+    e.line.setAttribute('d', '');
+    e.area.setAttribute('d', '');
+    e.tline.setAttribute('visibility', 'hidden');
+    return;
   }
-
-  // ------------------------------------------------------------------ tiles
-  var SVG_NS = 'http://www.w3.org/2000/svg';
-
-  function svg(name, attrs) {
-    var el = document.createElementNS(SVG_NS, name);
-    for (var k in attrs) el.setAttribute(k, attrs[k]);
-    return el;
+  var lo = Math.min.apply(null, nums), hi = Math.max.apply(null, nums);
+  if (hasTarget) { lo = Math.min(lo, tile.target); hi = Math.max(hi, tile.target); }
+  if (tile.unit === 'calls' || tile.unit === 's') lo = Math.min(lo, 0);   // counts and durations: from zero
+  var span = hi - lo;
+  if (span <= 0) span = Math.abs(hi) || 1;
+  lo -= span * 0.08; hi += span * 0.08; span = hi - lo;
+  var n = pts.length;
+  var x = function (i) { return n === 1 ? 100 : (i / (n - 1)) * 100; };
+  var y = function (val) { return (38 - ((val - lo) / span) * 36).toFixed(2); };
+  var line = '', area = '', run = [];
+  var flush = function () {
+    if (!run.length) return;
+    if (run.length === 1) run.push([Math.min(100, run[0][0] + (n > 1 ? 100 / (n - 1) / 2 : 0)) || 100, run[0][1]]);
+    line += 'M' + run.map(function (p) { return p[0].toFixed(2) + ' ' + p[1]; }).join('L');
+    area += 'M' + run[0][0].toFixed(2) + ' 40L' + run.map(function (p) { return p[0].toFixed(2) + ' ' + p[1]; }).join('L') +
+      'L' + run[run.length - 1][0].toFixed(2) + ' 40Z';
+    run = [];
+  };
+  pts.forEach(function (val, i) {
+    if (typeof val === 'number' && isFinite(val)) run.push([x(i), y(val)]);
+    else flush();
+  });
+  flush();
+  e.line.setAttribute('d', line);
+  e.area.setAttribute('d', area);
+  if (hasTarget) {
+    var ty = y(tile.target);
+    e.tline.setAttribute('y1', ty);
+    e.tline.setAttribute('y2', ty);
+    e.tline.setAttribute('visibility', 'visible');
+  } else {
+    e.tline.setAttribute('visibility', 'hidden');
   }
+}
 
-  function div(cls, parent, tag) {
-    var el = document.createElement(tag || 'div');
-    el.className = cls;
-    if (parent) parent.appendChild(el);
-    return el;
+function renderAll() {
+  layout(false);
+  state.order.forEach(renderTile);
+}
+
+// ------------------------------------------------------------ header/clock
+function renderHeader() {
+  if (state.title) {
+    $('title').textContent = state.title;
+    document.title = state.title + ' · Pulseboard wall';
   }
-
-  function tileEl(id) {
-    if (els[id]) return els[id];
-    var root = div('tile');
-    root.setAttribute('data-tile-id', id);
-    var body = div('t-body', root);
-    var title = div('t-title', body, 'h2');
-    var main = div('t-main', body);
-    var value = div('value', main);
-    var num = div('num', value, 'span');
-    var unit = div('unit', value, 'span');
-    var badge = div('badge', main);
-    var shape = div('shape', badge, 'span');
-    shape.setAttribute('aria-hidden', 'true');
-    var word = div('word', badge, 'span');
-    var meta = div('t-meta', body);
-    var target = div('target', meta, 'span');
-    var dims = div('dims', meta, 'span');
-    var sparkBox = div('spark', body);
-    var spark = svg('svg', { viewBox: '0 0 100 40', preserveAspectRatio: 'none', 'aria-hidden': 'true' });
-    var area = svg('path', { class: 'area' });
-    var tline = svg('line', { class: 'tline', x1: 0, x2: 100, 'vector-effect': 'non-scaling-stroke' });
-    var line = svg('path', { class: 'line', 'vector-effect': 'non-scaling-stroke' });
-    spark.appendChild(area);
-    spark.appendChild(tline);
-    spark.appendChild(line);
-    sparkBox.appendChild(spark);
-    els[id] = { root: root, title: title, badge: badge, shape: shape, word: word, value: value, num: num,
-                unit: unit, target: target, dims: dims, area: area, tline: tline, line: line, rendered: null };
-    return els[id];
-  }
-
-  function renderTile(id) {
-    var tile = state.tiles[id];
-    if (!tile) return;
-    var e = tileEl(id);
-    var st = statusKey(tile);
-    var v = formatValue(tile.value, tile.unit);
-    e.root.setAttribute('data-status', tile.status || 'none');
-    e.root.setAttribute('data-size', tile.size === 'large' ? 'large' : 'normal');
-    e.root.className = 'tile s-' + st + (tile.size === 'large' ? ' large' : '');
-    e.title.textContent = tile.title || tile.kpi;
-    e.shape.textContent = STATUS[st].shape;
-    e.word.textContent = STATUS[st].word;
-    e.badge.hidden = st === 'none';
-    e.num.textContent = v.num;
-    e.unit.textContent = v.unit;
-    e.target.textContent = formatTarget(tile);
-    e.dims.textContent = dimsText(tile.dims, tile.title);
-    e.root.setAttribute('aria-label', (tile.title || tile.kpi) + ': ' + v.num + ' ' + v.unit +
-      (STATUS[st].word ? ', ' + STATUS[st].word : ''));
-    renderSpark(e, state.trends[id] || [], tile);
-    fitValue(e, false);
-  }
-
-  /** Shrink a value that would overflow its tile (long numbers, narrow tiles); CSS sizes the rest. */
-  function fitValue(e, force) {
-    var text = e.value.textContent + '|' + e.badge.textContent + '|' + e.badge.hidden;
-    if (!force && e.fitted === text) return;
-    e.fitted = text;
-    e.value.style.removeProperty('--fit');
-    var avail = e.value.clientWidth, need = e.value.scrollWidth;
-    if (avail > 0 && need > avail) e.value.style.setProperty('--fit', ((avail / need) * 0.97).toFixed(3));
-  }
-
-  /** Sparkline: one path per run of non-null points, an area under it, a dashed target line. */
-  function renderSpark(e, trend, tile) {
-    var pts = trend.slice(-TREND_POINTS);
-    var nums = pts.filter(function (x) { return typeof x === 'number' && isFinite(x); });
-    var hasTarget = typeof tile.target === 'number' && isFinite(tile.target);
-    if (nums.length === 0) {
-      e.line.setAttribute('d', '');
-      e.area.setAttribute('d', '');
-      e.tline.setAttribute('visibility', 'hidden');
-      return;
+  if (state.asOf) {
+    var d = new Date(state.asOf);
+    if (!isNaN(d)) {
+      $('asof-time').textContent = timeText(d, state.tz);
+      $('asof-date').textContent = shortDateText(d, state.tz);
     }
-    var lo = Math.min.apply(null, nums), hi = Math.max.apply(null, nums);
-    if (hasTarget) { lo = Math.min(lo, tile.target); hi = Math.max(hi, tile.target); }
-    if (tile.unit === 'calls' || tile.unit === 's') lo = Math.min(lo, 0);   // counts and durations: from zero
-    var span = hi - lo;
-    if (span <= 0) span = Math.abs(hi) || 1;
-    lo -= span * 0.08; hi += span * 0.08; span = hi - lo;
-    var n = pts.length;
-    var x = function (i) { return n === 1 ? 100 : (i / (n - 1)) * 100; };
-    var y = function (val) { return (38 - ((val - lo) / span) * 36).toFixed(2); };
-    var line = '', area = '', run = [];
-    var flush = function () {
-      if (!run.length) return;
-      if (run.length === 1) run.push([Math.min(100, run[0][0] + (n > 1 ? 100 / (n - 1) / 2 : 0)) || 100, run[0][1]]);
-      line += 'M' + run.map(function (p) { return p[0].toFixed(2) + ' ' + p[1]; }).join('L');
-      area += 'M' + run[0][0].toFixed(2) + ' 40L' + run.map(function (p) { return p[0].toFixed(2) + ' ' + p[1]; }).join('L') +
-        'L' + run[run.length - 1][0].toFixed(2) + ' 40Z';
-      run = [];
-    };
-    pts.forEach(function (val, i) {
-      if (typeof val === 'number' && isFinite(val)) run.push([x(i), y(val)]);
-      else flush();
-    });
-    flush();
-    e.line.setAttribute('d', line);
-    e.area.setAttribute('d', area);
-    if (hasTarget) {
-      var ty = y(tile.target);
-      e.tline.setAttribute('y1', ty);
-      e.tline.setAttribute('y2', ty);
-      e.tline.setAttribute('visibility', 'visible');
-    } else {
-      e.tline.setAttribute('visibility', 'hidden');
-    }
   }
+}
 
-  function renderAll() {
-    layout(false);
+function tickClock() {
+  // Event-time servers (replays, the demo): the clock is the event clock, not the browser's.
+  var eventTime = state.clock === 'event';
+  var now = eventTime && state.asOf ? new Date(state.asOf) : new Date();
+  $('clock-time').textContent = timeText(now, state.tz);
+  $('clock-date').textContent = shortDateText(now, state.tz) + (state.tz ? ' · ' + zoneCity(state.tz) : '') +
+    (eventTime ? ' · event time' : '');
+}
+
+// ------------------------------------------------------------ frame logic
+function minuteOf(iso) {
+  var t = Date.parse(iso);
+  return isNaN(t) ? null : Math.floor(t / 60000);
+}
+
+/** Extend trends like the server does: a new point per minute of as_of, else replace the last point. */
+function advanceTrends(asOf, changed) {
+  var m = minuteOf(asOf);
+  if (m === null) return;
+  var moved = state.trendMinute === null || m !== state.trendMinute;
+  state.order.forEach(function (id) {
+    var t = state.trends[id] || (state.trends[id] = []);
+    var has = Object.prototype.hasOwnProperty.call(changed, id);
+    var v = has ? changed[id].value : (state.tiles[id] ? state.tiles[id].value : null);
+    if (moved || t.length === 0) {
+      t.push(v === undefined ? null : v);
+      while (t.length > TREND_POINTS) t.shift();
+    } else if (has) {
+      t[t.length - 1] = v;
+    }
+  });
+  state.trendMinute = m;
+}
+
+function applySnapshot(msg) {
+  state.epoch = msg.epoch;
+  state.seq = msg.seq;
+  if (msg.title) state.title = msg.title;
+  serverStaleAfter(msg);
+  if (msg.tz) state.tz = msg.tz;
+  var tiles = msg.tiles || {};
+  var ids = Object.keys(tiles);
+  var known = state.order.filter(function (id) { return tiles[id]; });
+  // Keep the REST tile order; tiles it does not know go last, in snapshot order.
+  var order = known.concat(ids.filter(function (id) { return known.indexOf(id) < 0; }));
+  if (known.length !== ids.length && !state.orderPending) fetchOrder();
+  state.order = order;
+  state.tiles = {};
+  state.trends = {};
+  ids.forEach(function (id) {
+    var t = tiles[id];
+    state.trends[id] = Array.isArray(t.trend) ? t.trend.slice(-TREND_POINTS) : [];
+    var copy = Object.assign({}, t);
+    delete copy.trend;
+    state.tiles[id] = copy;
+  });
+  state.asOf = msg.as_of || firstAsOf(tiles) || state.asOf;
+  if (msg.clock) state.clock = msg.clock;
+  state.trendMinute = state.asOf ? minuteOf(state.asOf) : null;
+  renderNotices(msg.notices);
+  renderHeader();
+  renderAll();
+}
+
+// Restated snapshots and failed reconciliation checks of recent periods (server "notices").
+function renderNotices(list) {
+  var box = $('notices');
+  while (box.firstChild) box.removeChild(box.firstChild);
+  (list || []).forEach(function (n) {
+    var item = div('notice notice-' + (n.kind === 'check_failed' ? 'failed' : 'restated'), box, 'span');
+    var tag = div('notice-tag', item, 'b');
+    tag.textContent = n.kind === 'check_failed' ? '■ CHECK FAILED' : '▲ RESTATED';
+    var txt = div('notice-text', item, 'span');
+    txt.textContent = ' ' + n.text;
+  });
+  box.hidden = !(list && list.length);
+  document.body.classList.toggle('has-notices', !box.hidden);
+}
+
+function firstAsOf(tiles) {
+  for (var id in tiles) if (tiles[id].as_of) return tiles[id].as_of;
+  return null;
+}
+
+function applyUpdate(msg) {
+  if (msg.seq <= state.seq) return;           // already have it (resume overlap)
+  var changed = msg.tiles || {};
+  advanceTrends(msg.as_of, changed);
+  Object.keys(changed).forEach(function (id) {
+    if (!state.tiles[id]) { state.order.push(id); state.trends[id] = [changed[id].value]; }
+    state.tiles[id] = Object.assign({}, state.tiles[id], changed[id]);
+  });
+  state.seq = msg.seq;
+  if (msg.as_of) state.asOf = msg.as_of;
+  if (Array.isArray(msg.notices)) renderNotices(msg.notices);
+  renderHeader();
+  layout(false);
+  state.order.forEach(renderTile);   // every trend may have a new point; 12 tiles are cheap
+}
+
+function applyHeartbeat(msg) {
+  if (msg.as_of) {
+    advanceTrends(msg.as_of, {});
+    state.asOf = msg.as_of;
+    renderHeader();
     state.order.forEach(renderTile);
   }
+}
 
-  // ------------------------------------------------------------ header/clock
-  function renderHeader() {
-    if (state.title) {
-      $('title').textContent = state.title;
-      document.title = state.title + ' · Pulseboard wall';
-    }
-    if (state.asOf) {
-      var d = new Date(state.asOf);
-      if (!isNaN(d)) {
-        $('asof-time').textContent = formatter('time').format(d);
-        $('asof-date').textContent = formatter('date').format(d);
-      }
-    }
+function onMessage(ev) {
+  var msg;
+  try { msg = JSON.parse(ev.data); } catch (e) { return; }
+  if (!msg || typeof msg.type !== 'string') return;
+  if (msg.type === 'pong') {
+    if (state.awaitingPong && state.epoch !== null) { state.lastFrameAt = performance.now(); checkStale(); }
+    state.awaitingPong = false;
+    return;
   }
-
-  function tickClock() {
-    // Event-time servers (replays, the demo): the clock is the event clock, not the browser's.
-    var eventTime = state.clock === 'event';
-    var now = eventTime && state.asOf ? new Date(state.asOf) : new Date();
-    $('clock-time').textContent = formatter('time').format(now);
-    $('clock-date').textContent = formatter('date').format(now) + (state.tz ? ' · ' + zoneLabel() : '') +
-      (eventTime ? ' · event time' : '');
-  }
-
-  // ------------------------------------------------------------ frame logic
-  function minuteOf(iso) {
-    var t = Date.parse(iso);
-    return isNaN(t) ? null : Math.floor(t / 60000);
-  }
-
-  /** Extend trends like the server does: a new point per minute of as_of, else replace the last point. */
-  function advanceTrends(asOf, changed) {
-    var m = minuteOf(asOf);
-    if (m === null) return;
-    var moved = state.trendMinute === null || m !== state.trendMinute;
-    state.order.forEach(function (id) {
-      var t = state.trends[id] || (state.trends[id] = []);
-      var has = Object.prototype.hasOwnProperty.call(changed, id);
-      var v = has ? changed[id].value : (state.tiles[id] ? state.tiles[id].value : null);
-      if (moved || t.length === 0) {
-        t.push(v === undefined ? null : v);
-        while (t.length > TREND_POINTS) t.shift();
-      } else if (has) {
-        t[t.length - 1] = v;
-      }
-    });
-    state.trendMinute = m;
-  }
-
-  function applySnapshot(msg) {
-    state.epoch = msg.epoch;
-    state.seq = msg.seq;
-    if (msg.title) state.title = msg.title;
-    serverStaleAfter(msg);
-    if (msg.tz && msg.tz !== state.tz) { state.tz = msg.tz; fmtCache = {}; }
-    var tiles = msg.tiles || {};
-    var ids = Object.keys(tiles);
-    var known = state.order.filter(function (id) { return tiles[id]; });
-    // Keep the REST tile order; tiles it does not know go last, in snapshot order.
-    var order = known.concat(ids.filter(function (id) { return known.indexOf(id) < 0; }));
-    if (known.length !== ids.length && !state.orderPending) fetchOrder();
-    state.order = order;
-    state.tiles = {};
-    state.trends = {};
-    ids.forEach(function (id) {
-      var t = tiles[id];
-      state.trends[id] = Array.isArray(t.trend) ? t.trend.slice(-TREND_POINTS) : [];
-      var copy = Object.assign({}, t);
-      delete copy.trend;
-      state.tiles[id] = copy;
-    });
-    state.asOf = msg.as_of || firstAsOf(tiles) || state.asOf;
-    if (msg.clock) state.clock = msg.clock;
-    state.trendMinute = state.asOf ? minuteOf(state.asOf) : null;
-    renderNotices(msg.notices);
-    renderHeader();
-    renderAll();
-  }
-
-  // Restated snapshots and failed reconciliation checks of recent periods (server "notices").
-  function renderNotices(list) {
-    var box = $('notices');
-    while (box.firstChild) box.removeChild(box.firstChild);
-    (list || []).forEach(function (n) {
-      var item = div('notice notice-' + (n.kind === 'check_failed' ? 'failed' : 'restated'), box, 'span');
-      var tag = div('notice-tag', item, 'b');
-      tag.textContent = n.kind === 'check_failed' ? '■ CHECK FAILED' : '▲ RESTATED';
-      var txt = div('notice-text', item, 'span');
-      txt.textContent = ' ' + n.text;
-    });
-    box.hidden = !(list && list.length);
-    document.body.classList.toggle('has-notices', !box.hidden);
-  }
-
-  function firstAsOf(tiles) {
-    for (var id in tiles) if (tiles[id].as_of) return tiles[id].as_of;
-    return null;
-  }
-
-  function applyUpdate(msg) {
-    if (msg.seq <= state.seq) return;           // already have it (resume overlap)
-    var changed = msg.tiles || {};
-    advanceTrends(msg.as_of, changed);
-    Object.keys(changed).forEach(function (id) {
-      if (!state.tiles[id]) { state.order.push(id); state.trends[id] = [changed[id].value]; }
-      state.tiles[id] = Object.assign({}, state.tiles[id], changed[id]);
-    });
-    state.seq = msg.seq;
-    if (msg.as_of) state.asOf = msg.as_of;
-    if (Array.isArray(msg.notices)) renderNotices(msg.notices);
-    renderHeader();
-    layout(false);
-    state.order.forEach(renderTile);   // every trend may have a new point; 12 tiles are cheap
-  }
-
-  function applyHeartbeat(msg) {
-    if (msg.as_of) {
-      advanceTrends(msg.as_of, {});
-      state.asOf = msg.as_of;
-      renderHeader();
-      state.order.forEach(renderTile);
-    }
-  }
-
-  function onMessage(ev) {
-    var msg;
-    try { msg = JSON.parse(ev.data); } catch (e) { return; }
-    if (!msg || typeof msg.type !== 'string') return;
-    if (msg.type === 'pong') {
-      if (state.awaitingPong && state.epoch !== null) { state.lastFrameAt = performance.now(); checkStale(); }
-      state.awaitingPong = false;
-      return;
-    }
-    if (msg.type === 'error') { console.warn('pulseboard:', msg.message); return; }
-    if (msg.type !== 'snapshot' && msg.type !== 'update' && msg.type !== 'heartbeat') return;
-    state.lastFrameAt = performance.now();
-    state.attempt = 0;                                  // the link works: reset backoff
-    document.body.classList.remove('connecting');
-    if (msg.type === 'snapshot') {
-      applySnapshot(msg);
-      document.body.setAttribute('data-epoch', state.epoch);
-      document.body.setAttribute('data-seq', String(state.seq));
-      checkStale();
-      return;
-    }
-    if (state.epoch === null || msg.epoch !== state.epoch) {
-      // The server restarted (new epoch) under us: start over with a fresh snapshot.
-      state.epoch = null;
-      restart('server restarted');
-      return;
-    }
-    if (msg.type === 'update') applyUpdate(msg);
-    else {
-      if (typeof msg.seq === 'number' && state.seq !== null && msg.seq > state.seq) {
-        restart('missed updates');                      // resume fills the gap
-        return;
-      }
-      applyHeartbeat(msg);
-    }
+  if (msg.type === 'error') { console.warn('pulseboard:', msg.message); return; }
+  if (msg.type !== 'snapshot' && msg.type !== 'update' && msg.type !== 'heartbeat') return;
+  state.lastFrameAt = performance.now();
+  state.attempt = 0;                                  // the link works: reset backoff
+  document.body.classList.remove('connecting');
+  if (msg.type === 'snapshot') {
+    applySnapshot(msg);
+    document.body.setAttribute('data-epoch', state.epoch);
     document.body.setAttribute('data-seq', String(state.seq));
     checkStale();
+    return;
   }
-
-  // ------------------------------------------------------------- connection
-  function socketUrl() {
-    var proto = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-    var url = proto + '//' + window.location.host + '/ws/dashboards/' + encodeURIComponent(SLUG);
-    if (state.epoch !== null && state.seq !== null) {
-      url += '?epoch=' + encodeURIComponent(state.epoch) + '&since=' + state.seq;
-    }
-    return url;
+  if (state.epoch === null || msg.epoch !== state.epoch) {
+    // The server restarted (new epoch) under us: start over with a fresh snapshot.
+    state.epoch = null;
+    restart('server restarted');
+    return;
   }
-
-  function connect() {
-    state.reconnectTimer = null;
-    state.reconnectAt = null;
-    var ws;
-    try {
-      ws = new WebSocket(socketUrl());
-    } catch (e) {
-      scheduleReconnect();
+  if (msg.type === 'update') applyUpdate(msg);
+  else {
+    if (typeof msg.seq === 'number' && state.seq !== null && msg.seq > state.seq) {
+      restart('missed updates');                      // resume fills the gap
       return;
     }
-    state.ws = ws;
-    setConn('connecting');
-    ws.onopen = function () {
-      if (state.ws !== ws) return;
-      state.open = true;
-      setConn('live');
-      // A resumed connection with nothing missed gets no frame until the next
-      // update or heartbeat.  The server answers pings after it has sent the
-      // missed updates, so the first pong proves this screen is current.
-      state.awaitingPong = true;
-      try { ws.send('{"type":"ping"}'); } catch (e) { /* onclose follows */ }
-    };
-    ws.onmessage = function (ev) { if (state.ws === ws) onMessage(ev); };
-    ws.onerror = function () { /* onclose follows */ };
-    ws.onclose = function (ev) {
-      if (state.ws !== ws) return;
-      state.ws = null;
-      state.open = false;
-      state.lastClose = { code: ev.code, reason: ev.reason, at: performance.now() };
-      checkStale();
-      scheduleReconnect();
-    };
+    applyHeartbeat(msg);
   }
+  document.body.setAttribute('data-seq', String(state.seq));
+  checkStale();
+}
 
-  function restart(why) {
-    var ws = state.ws;
+// ------------------------------------------------------------- connection
+function socketUrl() {
+  var proto = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
+  var url = proto + '//' + window.location.host + '/ws/dashboards/' + encodeURIComponent(SLUG);
+  if (state.epoch !== null && state.seq !== null) {
+    url += '?epoch=' + encodeURIComponent(state.epoch) + '&since=' + state.seq;
+  }
+  return url;
+}
+
+function connect() {
+  state.reconnectTimer = null;
+  state.reconnectAt = null;
+  var ws;
+  try {
+    ws = new WebSocket(socketUrl());
+  } catch (e) {
+    scheduleReconnect();
+    return;
+  }
+  state.ws = ws;
+  setConn('connecting');
+  ws.onopen = function () {
+    if (state.ws !== ws) return;
+    state.open = true;
+    setConn('live');
+    // A resumed connection with nothing missed gets no frame until the next
+    // update or heartbeat.  The server answers pings after it has sent the
+    // missed updates, so the first pong proves this screen is current.
+    state.awaitingPong = true;
+    try { ws.send('{"type":"ping"}'); } catch (e) { /* onclose follows */ }
+  };
+  ws.onmessage = function (ev) { if (state.ws === ws) onMessage(ev); };
+  ws.onerror = function () { /* onclose follows */ };
+  ws.onclose = function (ev) {
+    if (state.ws !== ws) return;
     state.ws = null;
     state.open = false;
-    if (ws) { try { ws.close(4000, why); } catch (e) { /* ignore */ } }
-    state.lastClose = { code: 4000, reason: why, at: performance.now() };
-    // A reconnect we chose (new epoch, gap) is not an outage: only silence makes it stale.
-    if (why !== 'silent') state.graceUntil = performance.now() + 3000;
+    state.lastClose = { code: ev.code, reason: ev.reason, at: performance.now() };
     checkStale();
     scheduleReconnect();
-  }
+  };
+}
 
-  function backoffMs(attempt) {
-    var ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
-    return ceiling / 2 + Math.random() * ceiling / 2;   // "equal jitter": never 0, never in lockstep
-  }
+function restart(why) {
+  var ws = state.ws;
+  state.ws = null;
+  state.open = false;
+  if (ws) { try { ws.close(4000, why); } catch (e) { /* ignore */ } }
+  state.lastClose = { code: 4000, reason: why, at: performance.now() };
+  // A reconnect we chose (new epoch, gap) is not an outage: only silence makes it stale.
+  if (why !== 'silent') state.graceUntil = performance.now() + 3000;
+  checkStale();
+  scheduleReconnect();
+}
 
-  function scheduleReconnect() {
-    if (state.reconnectTimer !== null) return;
-    var delay = backoffMs(state.attempt);
-    state.attempt += 1;
-    state.reconnectAt = performance.now() + delay;
-    setConn('reconnecting');
-    state.reconnectTimer = window.setTimeout(connect, delay);
-  }
+function backoffMs(attempt) {
+  var ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
+  return ceiling / 2 + Math.random() * ceiling / 2;   // "equal jitter": never 0, never in lockstep
+}
 
-  function setConn(kind) {
-    var el = $('conn');
-    el.className = 'conn ' + kind;
-    $('conn-text').textContent = kind === 'live' ? 'LIVE' : kind === 'connecting' ? 'CONNECTING' : 'OFFLINE';
-    document.body.classList.toggle('connecting', kind !== 'live' && state.lastFrameAt === null);
-  }
+function scheduleReconnect() {
+  if (state.reconnectTimer !== null) return;
+  var delay = backoffMs(state.attempt);
+  state.attempt += 1;
+  state.reconnectAt = performance.now() + delay;
+  setConn('reconnecting');
+  state.reconnectTimer = window.setTimeout(connect, delay);
+}
 
-  // ------------------------------------------------------------------ stale
-  function ago(ms) {
-    var s = Math.max(0, Math.floor(ms / 1000));
-    return s < 60 ? s + ' s' : clockText(s);
-  }
+function setConn(kind) {
+  var el = $('conn');
+  el.className = 'conn ' + kind;
+  $('conn-text').textContent = kind === 'live' ? 'LIVE' : kind === 'connecting' ? 'CONNECTING' : 'OFFLINE';
+  document.body.classList.toggle('connecting', kind !== 'live' && state.lastFrameAt === null);
+}
 
-  function checkStale() {
-    var now = performance.now();
-    var since = state.lastFrameAt === null ? now - state.loadedAt : now - state.lastFrameAt;
-    var down = !state.open && !(state.graceUntil && now < state.graceUntil);
-    var silent = since > STALE_AFTER_MS;
-    var stale = (down && (state.lastFrameAt !== null || since > STALE_AFTER_MS)) || silent;
-    if (stale !== state.stale) {
-      state.stale = stale;
-      document.body.classList.toggle('stale', stale);
+// ------------------------------------------------------------------ stale
+function ago(ms) {
+  var s = Math.max(0, Math.floor(ms / 1000));
+  return valueText(s, 's');
+}
+
+function checkStale() {
+  var now = performance.now();
+  var since = state.lastFrameAt === null ? now - state.loadedAt : now - state.lastFrameAt;
+  var down = !state.open && !(state.graceUntil && now < state.graceUntil);
+  var silent = since > STALE_AFTER_MS;
+  var stale = (down && (state.lastFrameAt !== null || since > STALE_AFTER_MS)) || silent;
+  if (stale !== state.stale) {
+    state.stale = stale;
+    document.body.classList.toggle('stale', stale);
+  }
+  if (stale) {
+    var reason, detail;
+    if (!down) reason = 'No data from the server for ' + ago(since);
+    else if (state.lastClose && state.lastClose.code === 1008 && state.lastClose.reason) {
+      reason = 'Server refused: ' + state.lastClose.reason;
+    } else reason = state.lastFrameAt === null ? 'Cannot reach the server' : 'Connection to the server lost';
+    detail = state.lastFrameAt === null ? 'No data received yet' : 'Last data received ' + ago(since) + ' ago';
+    if (state.reconnectAt !== null) {
+      detail += ' · reconnecting in ' + Math.max(0, Math.ceil((state.reconnectAt - now) / 1000)) + ' s';
+    } else if (state.ws && !state.open) {
+      detail += ' · reconnecting…';
     }
-    if (stale) {
-      var reason, detail;
-      if (!down) reason = 'No data from the server for ' + ago(since);
-      else if (state.lastClose && state.lastClose.code === 1008 && state.lastClose.reason) {
-        reason = 'Server refused: ' + state.lastClose.reason;
-      } else reason = state.lastFrameAt === null ? 'Cannot reach the server' : 'Connection to the server lost';
-      detail = state.lastFrameAt === null ? 'No data received yet' : 'Last data received ' + ago(since) + ' ago';
-      if (state.reconnectAt !== null) {
-        detail += ' · reconnecting in ' + Math.max(0, Math.ceil((state.reconnectAt - now) / 1000)) + ' s';
-      } else if (state.ws && !state.open) {
-        detail += ' · reconnecting…';
+    detail += ' · values shown may be out of date';
+    $('stale-reason').textContent = reason;
+    $('stale-detail').textContent = detail;
+  }
+  if (state.open && state.lastFrameAt !== null && now - state.lastFrameAt > SILENT_RECONNECT_MS) {
+    restart('silent');
+  }
+}
+
+// ------------------------------------------------------------------ start
+function fetchOrder() {
+  state.orderPending = true;
+  return fetch('/api/v1/dashboards/' + encodeURIComponent(SLUG), { headers: { Accept: 'application/json' } })
+    .then(function (r) {
+      if (r.status === 401 || r.status === 403) {
+        // This screen has no (valid) display key: pair it (the key arrives as an HttpOnly cookie).
+        window.location.replace('/pair?dashboard=' + encodeURIComponent(SLUG));
+        return null;
       }
-      detail += ' · values shown may be out of date';
-      $('stale-reason').textContent = reason;
-      $('stale-detail').textContent = detail;
-    }
-    if (state.open && state.lastFrameAt !== null && now - state.lastFrameAt > SILENT_RECONNECT_MS) {
-      restart('silent');
-    }
-  }
-
-  // ------------------------------------------------------------------ start
-  function fetchOrder() {
-    state.orderPending = true;
-    return fetch('/api/v1/dashboards/' + encodeURIComponent(SLUG), { headers: { Accept: 'application/json' } })
-      .then(function (r) {
-        if (r.status === 401 || r.status === 403) {
-          // This screen has no (valid) display key: pair it (the key arrives as an HttpOnly cookie).
-          window.location.replace('/pair?dashboard=' + encodeURIComponent(SLUG));
-          return null;
-        }
-        return r.ok ? r.json() : null;
-      })
-      .then(function (dash) {
-        if (!dash) return;
-        serverStaleAfter(dash);
-        var order = Array.isArray(dash.tile_order) ? dash.tile_order : Object.keys(dash.tiles || {});
-        var extra = state.order.filter(function (id) { return order.indexOf(id) < 0; });
-        state.order = order.concat(extra);
-        if (!state.title && dash.title) state.title = dash.title;
-        if (!state.tz && dash.tz) { state.tz = dash.tz; fmtCache = {}; }
-        if (state.epoch === null && dash.tiles) {
-          // Nothing live yet: show the current values (no trend) while the socket connects.
-          Object.keys(dash.tiles).forEach(function (id) {
-            if (!state.tiles[id]) state.tiles[id] = dash.tiles[id];
-          });
-          if (!state.asOf && dash.as_of) state.asOf = dash.as_of;
-        }
-        renderHeader();
-        renderAll();
-        tickClock();
-      })
-      .catch(function () { /* the socket will bring the snapshot */ })
-      .then(function () { state.orderPending = false; });
-  }
-
-  function start() {
-    tickClock();
-    // Tick the clock on the second boundary.
-    var align = function () {
+      return r.ok ? r.json() : null;
+    })
+    .then(function (dash) {
+      if (!dash) return;
+      serverStaleAfter(dash);
+      var order = Array.isArray(dash.tile_order) ? dash.tile_order : Object.keys(dash.tiles || {});
+      var extra = state.order.filter(function (id) { return order.indexOf(id) < 0; });
+      state.order = order.concat(extra);
+      if (!state.title && dash.title) state.title = dash.title;
+      if (!state.tz && dash.tz) state.tz = dash.tz;
+      if (state.epoch === null && dash.tiles) {
+        // Nothing live yet: show the current values (no trend) while the socket connects.
+        Object.keys(dash.tiles).forEach(function (id) {
+          if (!state.tiles[id]) state.tiles[id] = dash.tiles[id];
+        });
+        if (!state.asOf && dash.as_of) state.asOf = dash.as_of;
+      }
+      renderHeader();
+      renderAll();
       tickClock();
-      window.setTimeout(align, 1000 - (Date.now() % 1000) + 5);
-    };
+    })
+    .catch(function () { /* the socket will bring the snapshot */ })
+    .then(function () { state.orderPending = false; });
+}
+
+function start() {
+  tickClock();
+  // Tick the clock on the second boundary.
+  var align = function () {
+    tickClock();
     window.setTimeout(align, 1000 - (Date.now() % 1000) + 5);
-    window.setInterval(checkStale, 250);
-    window.setInterval(function () {
-      if (state.ws && state.open) {
-        try { state.ws.send('{"type":"ping"}'); } catch (e) { /* close handler reconnects */ }
-      }
-    }, PING_EVERY_MS);
-    var resizeTimer = null;
-    window.addEventListener('resize', function () {
-      window.clearTimeout(resizeTimer);
-      resizeTimer = window.setTimeout(function () {
-        layout(false);
-        Object.keys(els).forEach(function (id) { fitValue(els[id], true); });
-      }, 150);
-    });
-    fetchOrder();
-    connect();
-  }
+  };
+  window.setTimeout(align, 1000 - (Date.now() % 1000) + 5);
+  window.setInterval(checkStale, 250);
+  window.setInterval(function () {
+    if (state.ws && state.open) {
+      try { state.ws.send('{"type":"ping"}'); } catch (e) { /* close handler reconnects */ }
+    }
+  }, PING_EVERY_MS);
+  var resizeTimer = null;
+  window.addEventListener('resize', function () {
+    window.clearTimeout(resizeTimer);
+    resizeTimer = window.setTimeout(function () {
+      layout(false);
+      Object.keys(els).forEach(function (id) { fitValue(els[id], true); });
+    }, 150);
+  });
+  fetchOrder();
+  connect();
+}
 
-  // Exposed for debugging from the console (read-only use).
-  window.pulseboardWall = { state: state, staleAfterMs: function () { return STALE_AFTER_MS; } };
+// Exposed for debugging from the console (read-only use).
+window.pulseboardWall = { state: state, staleAfterMs: function () { return STALE_AFTER_MS; } };
 
-  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
-  else start();
-})();
+onReady(start);

@@ -1,0 +1,441 @@
+"""The KPI pack file format: typed models of a pack's YAML document, the JSON Schema for pack
+authors generated from them, and error messages that name the path and the reason.
+
+``PackSpec.model_validate(document)`` checks a pack's shape (fields, types, names, ranges);
+``app.metrics.pack.parse_pack`` then checks its references (measures, gauges and KPIs named by
+formulas and tiles) and builds the ``Pack`` the engine uses.  ``pack_json_schema()`` is served at
+``GET /api/v1/schemas/pack.json`` and kept in ``docs/pack.schema.json``
+(``python -m app.metrics.pack_format > docs/pack.schema.json`` rewrites it).
+
+Paths name a place in the document the way a reader finds it: mapping keys after dots
+(``kpis.offered.formula.count``), list positions in brackets (``dashboards.ops.tiles[3].kpi``),
+keys that are not plain words quoted (``kpis["a b"]``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
+EVENT_TYPE_PATTERN = r"^[a-z0-9_.-]{1,128}$"  # CONTRACT §2
+VALUE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
+WINDOWS = ("15m", "60m", "today", "month", "now")
+FORMULA_KINDS = ("count", "sum", "mean", "min", "max", "ratio", "percentile", "gauge")
+DEFAULT_MAX_OPEN_S = 4 * 3600.0
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_PATH = "/api/v1/schemas/pack.json"
+Path = tuple[str | int, ...]
+
+
+def _refuse(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _matching(pattern: str, message: str) -> Callable[[object], object]:
+    """A validator refusing a string that does not match ``pattern``, with ``message``."""
+    regex = re.compile(pattern)
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not regex.match(value):
+            raise _refuse("pattern", message)
+        return value
+
+    return check
+
+
+def _listed(value: object) -> object:
+    """One item as a list of one (``close: call.answered`` is ``close: [call.answered]``)."""
+    return [value] if isinstance(value, str) else value
+
+
+def _one_or_more_names(value: object) -> object:
+    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(x, str) for x in value)):
+        return value
+    raise _refuse("measure_names", "expected a measure name or a non-empty list of measure names")
+
+
+def _exactly_one_name(value: object) -> object:
+    if isinstance(value, str) or (isinstance(value, list) and len(value) == 1 and isinstance(value[0], str)):
+        return value
+    raise _refuse("measure_name", "takes exactly one measure (a name, or a list of one name)")
+
+
+def _scalar(value: object) -> object:
+    if isinstance(value, str | int | float):  # bool is an int
+        return value
+    raise _refuse("scalar", f"expected a string, a number or true/false, got {_kind(value)}")
+
+
+def _unit_interval(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise _refuse("unit_interval", "must be a number in (0, 1]")
+    return value
+
+
+def _zone(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory ("Etc"), a name too long
+            raise _refuse("zone", f"unknown IANA time zone {value!r}") from None
+    return value
+
+
+Name = Annotated[
+    str,
+    Field(pattern=NAME_PATTERN),
+    BeforeValidator(
+        _matching(NAME_PATTERN, "must be 1-128 characters of [a-z0-9_.-], starting with a letter or digit")
+    ),
+]
+EventType = Annotated[
+    str,
+    Field(pattern=EVENT_TYPE_PATTERN),
+    BeforeValidator(_matching(EVENT_TYPE_PATTERN, "must be an event type: 1-128 characters of [a-z0-9_.-]")),
+]
+EventTypes = Annotated[
+    list[EventType],
+    Field(min_length=1),
+    BeforeValidator(_listed),
+    WithJsonSchema(
+        {
+            "description": "an event type, or a list of them",
+            "anyOf": [
+                {"type": "string", "pattern": EVENT_TYPE_PATTERN},
+                {"type": "array", "items": {"type": "string", "pattern": EVENT_TYPE_PATTERN}, "minItems": 1},
+            ],
+        }
+    ),
+]
+Text = Annotated[str, Field(min_length=1)]
+MeasureNames = Annotated[
+    str | Annotated[list[str], Field(min_length=1)],
+    BeforeValidator(_one_or_more_names),
+    Field(description="a measure name, or a list of them (their totals are added)"),
+]
+OneMeasure = Annotated[
+    str | Annotated[list[str], Field(min_length=1, max_length=1)],
+    BeforeValidator(_exactly_one_name),
+    Field(description="a measure name (or a list of one)"),
+]
+Scalar = Annotated[str | int | float | bool, BeforeValidator(_scalar)]
+Fraction = Annotated[
+    float, Field(json_schema_extra={"exclusiveMinimum": 0, "maximum": 1}), BeforeValidator(_unit_interval)
+]
+Zone = Annotated[str, Field(description="IANA time zone name, e.g. Europe/Paris"), BeforeValidator(_zone)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ValueFilter(_Spec):
+    """Thresholds the event's ``value`` must meet, all of them; an event without a value never matches."""
+
+    lt: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    ge: float | None = None
+    eq: float | None = None
+    ne: float | None = None
+
+
+class Where(_Spec):
+    """Which events of the type count."""
+
+    value: ValueFilter | None = None
+    dims: dict[str, Scalar] = Field(default_factory=dict, description="dimensions that must equal these values")
+
+
+class MeasureSpec(_Spec):
+    """What one 1-minute partial counts: events of one type, optionally filtered."""
+
+    event: EventType = Field(description="the event `type` counted")
+    where: Where | None = None
+    sketch: bool = Field(default=False, description="keep a quantile sketch of the values (percentile KPIs)")
+
+
+class GaugeSpec(_Spec):
+    """An open/close pairing (e.g. calls in queue): items opened by one event type and closed by
+    any of others, paired on a dimension."""
+
+    open: EventType
+    close: EventTypes
+    pair_on: Text = Field(description="the dimension whose value pairs an open with its close")
+    max_open_s: float = Field(
+        default=DEFAULT_MAX_OPEN_S, gt=0, description="items open longer are ignored (their close was lost), s"
+    )
+
+
+class RatioSpec(_Spec):
+    """A ratio of two merged totals (counts or sums), never of averages."""
+
+    numerator: FormulaSpec
+    denominator: FormulaSpec
+
+
+class PercentileSpec(_Spec):
+    """A percentile of a measure's values (nearest rank over its sketch)."""
+
+    measure: str
+    p: Fraction
+
+
+class GaugeReadingSpec(_Spec):
+    """A reading of a gauge now."""
+
+    gauge: str
+    aggregate: Literal["open_count", "oldest_age_s"] = "open_count"
+
+
+class FormulaSpec(_Spec):
+    """A KPI formula: a mapping with exactly one key, the formula's kind."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+    count: MeasureNames | None = None
+    sum: MeasureNames | None = None
+    mean: OneMeasure | None = Field(default=None, description="sum / count of one measure")
+    min: OneMeasure | None = None
+    max: OneMeasure | None = None
+    ratio: RatioSpec | None = None
+    percentile: PercentileSpec | None = None
+    gauge: GaugeReadingSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> FormulaSpec:
+        if len(self.kinds()) != 1:
+            raise _refuse("formula", f"a formula is a mapping with exactly one key ({', '.join(FORMULA_KINDS)})")
+        return self
+
+    def kinds(self) -> list[str]:
+        """The formula kinds given (exactly one once validated)."""
+        return [kind for kind in FORMULA_KINDS if getattr(self, kind) is not None]
+
+
+RatioSpec.model_rebuild()
+
+
+class OwnerSpec(_Spec):
+    """Who answers for a KPI."""
+
+    role: Text
+    person: str | None = None
+
+
+class TargetsSpec(_Spec):
+    """Targets for one grain, over the KPI's ``target``."""
+
+    day: float | None = None
+    month: float | None = None
+
+
+class KpiSpec(_Spec):
+    """One KPI: formula, unit, target, direction, amber band and owner."""
+
+    formula: FormulaSpec
+    title: str | None = Field(default=None, description="default: the KPI's name")
+    unit: str = ""
+    description: str = ""
+    target: float | None = None
+    targets: TargetsSpec | None = None
+    direction: Literal["higher", "lower"] = Field(default="higher", description="which way is better")
+    amber_band: float = Field(default=0.0, ge=0, description="how far on the wrong side of the target is amber")
+    owner: OwnerSpec | None = None
+    weight: float = Field(default=1.0, ge=0, description="weight in the monthly review agenda")
+    decimals: int = Field(default=0, ge=0, le=9, description="decimals shown")
+
+
+class TileSpec(_Spec):
+    """A dashboard tile: a KPI over a window, optionally for one dimension value."""
+
+    kpi: str
+    window: Literal["15m", "60m", "today", "month", "now"] = Field(
+        default="today", description="`now` for gauges, and only for them"
+    )
+    id: str | None = Field(default=None, description="unique in the dashboard; default: KPI_WINDOW")
+    title: str | None = None
+    dims: dict[str, Scalar] = Field(default_factory=dict)
+    size: Literal["large", "normal"] = "normal"
+
+
+class DashboardSpec(_Spec):
+    """A named set of tiles over the pack's KPIs."""
+
+    title: str | None = Field(default=None, description="default: the slug")
+    tz: Zone | None = Field(default=None, description="the dashboard's own time zone (default: PULSEBOARD_TZ)")
+    tiles: list[TileSpec] = Field(default_factory=list)
+
+
+class PackSpec(_Spec):
+    """A Pulseboard KPI pack (one YAML file): measures, gauges, KPIs and dashboards."""
+
+    model_config = ConfigDict(title="Pulseboard KPI pack")
+
+    pack: Name = Field(description="the pack's name")
+    title: str | None = Field(default=None, description="default: the pack's name")
+    dimensions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, description="dimensions rolled up per value (for dims.KEY=VALUE reads)"
+    )
+    measures: dict[Name, MeasureSpec] = Field(default_factory=dict)
+    gauges: dict[Name, GaugeSpec] = Field(default_factory=dict)
+    kpis: dict[Name, KpiSpec] = Field(default_factory=dict)
+    dashboards: dict[Name, DashboardSpec] = Field(default_factory=dict, description="by slug")
+
+
+class _PackJsonSchema(GenerateJsonSchema):
+    """Pydantic's JSON Schema for authors: no generated field titles, no ``null`` for optional
+    fields (leave them out instead), ``propertyNames`` for the keys of named mappings."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        out = super().default_schema(schema)
+        if out.get("default", ...) is None:
+            del out["default"]
+        return out
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        out = super().dict_schema(schema)
+        patterns = out.pop("patternProperties", None)
+        if patterns:  # a mapping whose keys must match: every key, not "some keys"
+            ((pattern, values),) = patterns.items()
+            out["propertyNames"] = {"pattern": pattern}
+            out["additionalProperties"] = values
+        return out
+
+
+def pack_json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of a pack file, for pack authors and their editors."""
+    schema = PackSpec.model_json_schema(schema_generator=_PackJsonSchema)
+    return {"$schema": SCHEMA_DIALECT, **schema}
+
+
+def _kind(value: object) -> str:
+    """``value`` as a YAML reader names it, with a short excerpt."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+_EXPECTED = {
+    "model_type": "a mapping",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "string_type": "a string",
+    "float_type": "a number",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+}
+_WORD_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """``("kpis", "offered", "formula", "count", 0)`` -> ``kpis.offered.formula.count[0]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _WORD_RE.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part, ensure_ascii=False)}]"
+    return out or "top level"
+
+
+def _fields_at(path: Sequence[str | int]) -> list[str]:
+    """The field names of the model at ``path`` in a pack (``[]`` where there is none)."""
+    tp: Any = PackSpec
+    for part in path:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return []
+            tp = field.annotation
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        elif get_origin(tp) is list:
+            tp = get_args(tp)[0]
+        else:
+            return []
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _unwrap(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` and ``None``; of a union, its model, mapping or list member."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        for member in get_args(tp):
+            member = _unwrap(member)
+            if get_origin(member) in (dict, list) or (isinstance(member, type) and issubclass(member, BaseModel)):
+                return member
+        return None
+    return tp
+
+
+_MUST_RE = re.compile(r"^(Input|String|List|Dictionary|Value) should ")
+
+
+def problems_of(exc: ValidationError) -> list[tuple[Path, str]]:
+    """Pydantic's errors as ``(path in the document, reason)``, in the document's words."""
+    found: list[tuple[Path, str]] = []
+    for error in exc.errors(include_url=False):
+        path: Path = tuple(error["loc"])
+        kind, value = error["type"], error.get("input")
+        if path and path[-1] == "[key]":
+            path = path[:-1]
+            reason = f"the name {error['msg']}"
+        elif kind == "missing":
+            reason = "required field is missing"
+        elif kind == "extra_forbidden":
+            allowed = _fields_at(path[:-1])
+            reason = "unknown field" + (f" (expected one of: {', '.join(allowed)})" if allowed else "")
+        elif kind in _EXPECTED:
+            reason = f"expected {_EXPECTED[kind]}, got {_kind(value)}"
+        elif kind == "literal_error":
+            reason = f"expected {error.get('ctx', {}).get('expected')}, got {_kind(value)}"
+        else:
+            reason = _MUST_RE.sub("must ", error["msg"], count=1)
+        found.append((path, reason))
+    return found
+
+
+def report(origin: str, problems: Sequence[tuple[Path, str]]) -> str:
+    """One line per problem: ``FILE: PATH: REASON``."""
+    return "\n".join(f"{origin}: {format_path(path)}: {reason}" for path, reason in problems)
+
+
+def main(write: Callable[[str], object] = sys.stdout.write) -> None:
+    """Print the pack JSON Schema (``python -m app.metrics.pack_format > docs/pack.schema.json``)."""
+    write(json.dumps(pack_json_schema(), indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
