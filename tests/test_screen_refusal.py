@@ -28,7 +28,7 @@ async def test_an_unpaired_screen_is_refused_at_info_level(make_settings, start_
         uvicorn_log.removeHandler(caplog.handler)
     ours = [r for r in caplog.records if r.name == "app.ws.routes"]
     assert [(r.levelno, r.getMessage()) for r in ours] == [
-        (logging.INFO, "refused a screen on generic-wall with 401: missing, unknown, revoked or expired key")
+        (logging.INFO, "refused a screen on generic-wall: missing, unknown, revoked or expired key (Unauthenticated)")
     ] * 2
     loud = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
     assert loud == []
