@@ -163,8 +163,8 @@ async def open_runtime(
     hub.start()
     stack.push_async_callback(hub.stop)
 
-    snapshots = SnapshotService(
-        engine, packs, settings, wall_clock, day_close=hub.day_close, on_change=hub.notices_changed
+    snapshots = SnapshotService(  # cuts follow the view clock: event time in event-time mode
+        engine, packs, settings, view_clock, day_close=hub.day_close, on_change=hub.notices_changed
     )
     if settings.snapshots_enabled:
         snapshots.start()
@@ -172,7 +172,7 @@ async def open_runtime(
 
     ready_probe = ReadinessProbe(engine)
     stack.push_async_callback(ready_probe.aclose)
-    keys = KeyStore(engine)
+    keys = KeyStore(engine, wall_clock)
     sockets = SocketRegistry()
     watcher = asyncio.create_task(watch_revocations(sockets, keys, wall_clock), name="revocations")
     stack.push_async_callback(_cancel, watcher)

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ import uvicorn
 from app.clock import Clock
 from app.config import Settings
 from app.main import create_app, uvicorn_options
+from tests.helpers import wait_until
 
 PG_URL = os.environ.get("PULSEBOARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -87,6 +89,8 @@ class TestKeys:
     """Keys a test server is started with: one per scope, ingest keys per test source,
     display keys per dashboard."""
 
+    __test__ = False  # not a test class, though its name starts with "Test" (test modules import it)
+
     admin: str
     read: str
     ingest: dict[str, str]
@@ -131,19 +135,39 @@ class ScopedAuth(httpx.Auth):
         yield request
 
 
-KEYS_BY_URL: dict[str, TestKeys] = {}
+def keyed_client(srv: RunningServer | Any, **kw) -> httpx.AsyncClient:
+    """An HTTP client for the test server ``srv`` (anything with ``url`` and ``keys``: a
+    ``RunningServer``, a module fixture's server), holding the keys a real client of each route
+    would hold (see ``ScopedAuth``).  The keys travel with the server: there is no registry.
+
+    Raises:
+        TypeError: ``srv`` is a URL (pass the server object).
+    """
+    if isinstance(srv, str):
+        raise TypeError("keyed_client takes the server (with .url and .keys), not its URL")
+    return httpx.AsyncClient(base_url=srv.url, auth=ScopedAuth(srv.keys), **kw)
 
 
-def keyed_client(base_url: str, **kw) -> httpx.AsyncClient:
-    """An HTTP client for a test server started here, holding the keys a real client of each
-    route would hold (see ``ScopedAuth``)."""
-    return httpx.AsyncClient(base_url=base_url, auth=ScopedAuth(KEYS_BY_URL[base_url]), **kw)
+async def serve(app, settings: Settings, timeout_s: float = 10.0) -> tuple[uvicorn.Server, asyncio.Task, str]:
+    """Run ``app`` under uvicorn in this event loop on a free port of 127.0.0.1.
 
+    Returns:
+        ``(server, its task, base URL)`` once it accepts connections; stop it with
+        ``server.should_exit = True`` and await the task.
 
-async def register_test_keys(app, base_url: str) -> TestKeys:
-    """Create test keys for a server started outside ``start_server`` and remember them by URL."""
-    keys = KEYS_BY_URL[base_url] = await make_test_keys(app)
-    return keys
+    Raises:
+        Whatever stopped the server during start-up (port taken, store error), or
+        AssertionError when it has not started within ``timeout_s``.
+    """
+    opts = {**uvicorn_options(settings), "host": "127.0.0.1", "port": 0, "log_level": "warning"}
+    server = uvicorn.Server(uvicorn.Config(app, **opts))
+    task = asyncio.create_task(server.serve())
+    await wait_until(lambda: server.started or task.done(), timeout_s, what="the test server to start")
+    if task.done():
+        task.result()
+        raise AssertionError("the test server stopped during start-up")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, f"http://127.0.0.1:{port}"
 
 
 @dataclass
@@ -181,19 +205,10 @@ async def start_server() -> AsyncIterator[Callable[..., asyncio.Future[RunningSe
 
     async def factory(settings: Settings, clock: Clock | None = None) -> RunningServer:
         app = create_app(settings, clock=clock)
-        opts = {**uvicorn_options(settings), "host": "127.0.0.1", "port": 0, "log_level": "warning"}
-        server = uvicorn.Server(uvicorn.Config(app, **opts))
-        task = asyncio.create_task(server.serve())
+        server, task, url = await serve(app, settings)
         started.append((server, task))
-        for _ in range(1000):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-        port = server.servers[0].sockets[0].getsockname()[1]
-        keys = await register_test_keys(app, f"http://127.0.0.1:{port}")
-        return RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app, settings, server, keys)
+        keys = await make_test_keys(app)
+        return RunningServer(url, "ws" + url[len("http") :], app, settings, server, keys)
 
     yield factory
     for server, _ in started:
@@ -211,7 +226,7 @@ async def server(make_settings, start_server) -> RunningServer:
 @pytest.fixture
 async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client bound to ``server``."""
-    async with httpx.AsyncClient(base_url=server.url, timeout=30, auth=ScopedAuth(server.keys)) as c:
+    async with keyed_client(server, timeout=30) as c:
         yield c
 
 
@@ -220,7 +235,7 @@ def client_for():
     """Factory: ``async with client_for(server) as client``."""
 
     def factory(srv: RunningServer, auth: bool = True) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=srv.url, timeout=60, auth=ScopedAuth(srv.keys) if auth else None)
+        return keyed_client(srv, timeout=60) if auth else httpx.AsyncClient(base_url=srv.url, timeout=60)
 
     return factory
 

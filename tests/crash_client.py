@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from tests.helpers import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 AUGUST = REPO / "data" / "anonymous-bank" / "august_1999.tsv.gz"
 TZ = "Asia/Jerusalem"
@@ -118,19 +120,17 @@ class ServerProcess:
         """
         t0 = time.monotonic()
         async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
-            while True:
+
+            async def ready() -> bool:
                 if self.proc is not None and self.proc.poll() is not None:
                     raise RuntimeError(
                         f"server exited with {self.proc.returncode}; see {self.log_path}\n" + self.log_tail()
                     )
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        return time.monotonic() - t0
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() - t0 > timeout_s:
-                    raise TimeoutError(f"/readyz did not answer 200 within {timeout_s} s\n" + self.log_tail())
-                await asyncio.sleep(0.02)
+                return (await client.get("/readyz")).status_code == 200
+
+            if not await wait_until(ready, timeout_s, ignore=(httpx.TransportError,), fail=False):
+                raise TimeoutError(f"/readyz did not answer 200 within {timeout_s} s\n" + self.log_tail())
+        return time.monotonic() - t0
 
     def kill9(self) -> int:
         """SIGKILL the server; returns its pid."""

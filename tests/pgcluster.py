@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -212,16 +211,6 @@ async def poll_ready(url: str, log: IngestLog, out: list[Ready], stop: asyncio.E
             except (httpx.TransportError, ValueError):
                 out.append(Ready(sent, log.now(), None, None, None))
             await asyncio.sleep(0.1)
-
-
-async def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
-    """Poll ``predicate`` every ``step_s`` for up to ``timeout_s``; its last value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step_s)
-    return predicate()
 
 
 def stored_state(

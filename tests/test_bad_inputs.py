@@ -715,7 +715,7 @@ async def test_row29_the_scorecard_page_shows_markup_as_text(srv, client_for):
             injected = await page.evaluate("""() => [document.querySelectorAll('#scorecard script, #scorecard img').length,
                 document.querySelectorAll('a[href^="javascript:"]').length]""")
             assert injected == [0, 0]
-            await asyncio.sleep(0.2)
+            await page.wait_for_load_state("networkidle")  # every fetch the page started has ended (no onerror left)
             assert dialogs == []
         finally:
             await browser.close()

@@ -58,7 +58,7 @@ async def test_a_kpi_in_days_reads_the_same_on_the_wall_the_day_page_and_the_sco
     async_playwright = _playwright()
     clock = ManualClock(datetime(1999, 8, 3, 12, 0, tzinfo=UTC))
     srv = await start_server(make_settings(tz="UTC"), clock=clock)
-    async with keyed_client(srv.url, timeout=30) as client:
+    async with keyed_client(srv, timeout=30) as client:
         posted = await client.post("/api/v1/events", json=EVENTS)
         assert posted.status_code == 202 and posted.json()["accepted"] == 2, posted.text
         live = (await client.get(f"/api/v1/dashboards/{SLUG}")).json()["tiles"]
@@ -98,7 +98,7 @@ async def test_a_kpi_in_days_reads_the_same_on_the_wall_the_day_page_and_the_sco
 
             # 1 September: the day and the month are closed and cut, then read on their pages.
             clock.set(datetime(1999, 9, 1, 1, 0, tzinfo=UTC))
-            async with keyed_client(srv.url, timeout=60) as client:
+            async with keyed_client(srv, timeout=60) as client:
                 for grain, period in (("day", "1999-08-02"), ("month", "1999-08")):
                     cut = await client.post(f"/api/v1/snapshots/{SLUG}/cut", json={"grain": grain, "period": period})
                     assert cut.status_code == 201, cut.text

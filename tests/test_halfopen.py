@@ -35,7 +35,7 @@ from websockets.protocol import State
 
 from app.clock import ManualClock
 from tests.conftest import ARTIFACTS
-from tests.helpers import PACKS_DIR, sample
+from tests.helpers import PACKS_DIR, sample, wait_until
 
 NOW = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 WALL = "/ws/dashboards/generic-wall"
@@ -179,8 +179,11 @@ async def test_half_open_screen_is_dropped_within_ping_interval_plus_timeout(
 
             async def watch_drop() -> None:
                 nonlocal dropped_s
-                while broker.subscriber_count(CHANNEL) != 2 or registered(runtime, display_id) != 0:
-                    await asyncio.sleep(0.01)
+                await wait_until(  # cancelled below after 3 bounds at most
+                    lambda: broker.subscriber_count(CHANNEL) == 2 and registered(runtime, display_id) == 0,
+                    3 * bound_s + 60,
+                    interval_s=0.01,
+                )
                 dropped_s = time.monotonic() - frozen_at
 
             watcher = asyncio.create_task(watch_drop())
@@ -203,11 +206,7 @@ async def test_half_open_screen_is_dropped_within_ping_interval_plus_timeout(
             # Genuinely half-open: the screen's side never learnt anything.
             assert silent.state is State.OPEN
             # Its memory is freed: nothing on the server still holds its socket.
-            for _ in range(50):
-                gc.collect()
-                if server_ws() is None:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_until(lambda: gc.collect() >= 0 and server_ws() is None, 1, fail=False)
             assert server_ws() is None, gc.get_referrers(server_ws())
             # And the others still get updates after the drop.
             await post_one(client)

@@ -46,7 +46,7 @@ async def home_server(make_settings, start_server):
 
 async def test_home_api_lists_dashboards_with_today_and_month_in_their_zones(home_server):
     srv = home_server
-    async with keyed_client(srv.url) as client:
+    async with keyed_client(srv) as client:
         resp = await client.get("/api/v1/home")
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -87,7 +87,7 @@ async def test_home_api_needs_a_read_or_admin_key(home_server):
 async def test_home_api_today_follows_the_event_clock(make_settings, start_server):
     srv = await start_server(make_settings(tz="Asia/Jerusalem", clock="event"))
     event = {"type": "call.queued", "ts": "1999-08-02T21:30:00Z", "source": "anonymous-bank", "dims": {"call": "1"}}
-    async with keyed_client(srv.url) as client:
+    async with keyed_client(srv) as client:
         assert (await client.post("/api/v1/events", json=event)).status_code == 202
         body = (await client.get("/api/v1/home")).json()
     got = {d["slug"]: (d["today"], d["links"]["day"]) for d in body["dashboards"]}

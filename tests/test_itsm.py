@@ -33,15 +33,14 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import uvicorn
 from click.testing import CliRunner
 
 from app.cli import main
 from app.clock import ManualClock
 from app.config import Settings
-from app.main import create_app, uvicorn_options
+from app.main import create_app
 from app.replay.client import replay_events
-from tests.conftest import IN_CI, PG_URL, _drop_pg_schema, keyed_client, pg_available, register_test_keys
+from tests.conftest import IN_CI, PG_URL, TestKeys, _drop_pg_schema, keyed_client, make_test_keys, pg_available, serve
 from tests.helpers import ITSM_LOG
 
 LOG = ITSM_LOG
@@ -228,6 +227,7 @@ class Replayed:
     events: list[dict]
     summary: object
     seconds: float
+    keys: TestKeys
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
@@ -249,16 +249,8 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     settings = Settings(**kw)
     clock = ManualClock(AFTER_ALL)
     app = create_app(settings, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(app, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": 0, "log_level": "warning"})
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    keys = await register_test_keys(app, url)
+    server, task, url = await serve(app, settings)
+    keys = await make_test_keys(app)
     try:
         events = load_events(LOG)
         began = time.monotonic()
@@ -267,7 +259,7 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         )
         seconds = time.monotonic() - began
         print(f"\n[{kind}] replayed {summary.events} events in {seconds:.1f} s ({summary.events_per_s:.0f}/s)")
-        yield Replayed(kind, url, clock, events, summary, seconds)
+        yield Replayed(kind, url, clock, events, summary, seconds, keys)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
@@ -276,11 +268,11 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 async def _series(
-    url: str, kpi: str, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
+    srv: Replayed, kpi: str, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
 ) -> list[dict]:
     params = {"grain": grain, "start": start.isoformat(), "end": end.isoformat()}
     params.update({f"dims.{k}": v for k, v in (dims or {}).items()})
-    async with keyed_client(url, timeout=120) as client:
+    async with keyed_client(srv, timeout=120) as client:
         r = await client.get(f"/api/v1/kpis/{kpi}/series", params=params)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -289,12 +281,12 @@ async def _series(
 
 
 async def _table(
-    url: str, grain: str, kpis: tuple[str, ...], dims: dict[str, str] | None = None
+    srv: Replayed, grain: str, kpis: tuple[str, ...], dims: dict[str, str] | None = None
 ) -> dict[str, dict[str, object]]:
     """period start (ISO) -> {kpi: value} over March 2016."""
     out: dict[str, dict[str, object]] = defaultdict(dict)
     for kpi in kpis:
-        for point in await _series(url, kpi, grain, MONTH_START, MONTH_END, dims):
+        for point in await _series(srv, kpi, grain, MONTH_START, MONTH_END, dims):
             out[point["start"]][kpi] = point["value"]
     return out
 
@@ -331,7 +323,7 @@ async def test_replay_accepts_every_event(replayed: Replayed, expected: Expected
 @pytest.mark.slow
 @pytest.mark.asyncio(loop_scope="module")
 async def test_every_day_of_march_matches_the_file(replayed: Replayed, expected: Expected) -> None:
-    table = await _table(replayed.url, "day", KPIS)
+    table = await _table(replayed, "day", KPIS)
     assert sorted(table) == [_day_key(d) for d in DAYS]
     for d in DAYS:
         assert_kpis(table[_day_key(d)], expected.days[d].kpis(), f"[{replayed.kind}] {d}")
@@ -340,7 +332,7 @@ async def test_every_day_of_march_matches_the_file(replayed: Replayed, expected:
 @pytest.mark.slow
 @pytest.mark.asyncio(loop_scope="module")
 async def test_march_matches_the_file(replayed: Replayed, expected: Expected) -> None:
-    table = await _table(replayed.url, "month", KPIS + ("mttr_p90_s",))
+    table = await _table(replayed, "month", KPIS + ("mttr_p90_s",))
     key = MONTH_START.isoformat()
     assert list(table) == [key]
     assert_kpis(table[key], expected.month.kpis(), f"[{replayed.kind}] 2016-03")
@@ -358,7 +350,7 @@ async def test_march_mttr_per_priority_matches_the_file(replayed: Replayed, expe
         want = expected.month_by_priority[priority]
         assert want.resolved > 0
         table = await _table(
-            replayed.url, "month", ("mttr_s", "incidents_resolved", "incidents_opened"), {"priority": priority}
+            replayed, "month", ("mttr_s", "incidents_resolved", "incidents_opened"), {"priority": priority}
         )
         found = table[MONTH_START.isoformat()]
         assert found["incidents_resolved"] == want.resolved, priority
@@ -375,7 +367,7 @@ async def test_march_mttr_per_priority_matches_the_file(replayed: Replayed, expe
 @pytest.mark.asyncio(loop_scope="module")
 async def test_active_incidents_at_every_day_end(replayed: Replayed, expected: Expected) -> None:
     """The gauge read at each day's end (``series`` reads gauges at the period end)."""
-    points = await _series(replayed.url, "active_incidents", "day", MONTH_START, MONTH_END)
+    points = await _series(replayed, "active_incidents", "day", MONTH_START, MONTH_END)
     assert [p["start"] for p in points] == [_day_key(d) for d in DAYS]
     for d, point in zip(DAYS, points, strict=True):
         end = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1)
@@ -386,14 +378,14 @@ async def test_active_incidents_at_every_day_end(replayed: Replayed, expected: E
 @pytest.mark.asyncio(loop_scope="module")
 async def test_open_incidents_at_every_day_end(replayed: Replayed, expected: Expected) -> None:
     """Open = neither resolved nor closed: the first of the two closes ends an incident."""
-    points = await _series(replayed.url, "open_incidents", "day", MONTH_START, MONTH_END)
+    points = await _series(replayed, "open_incidents", "day", MONTH_START, MONTH_END)
     ends = [datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1) for d in DAYS]
     found = [p["value"] for p in points]
     want = [expected.open_at(e) for e in ends]
     assert want != [expected.open_until_last_close_at(e) for e in ends]  # the two readings differ here
     assert found == want
     critical = await _series(
-        replayed.url, "open_incidents", "day", MONTH_END - timedelta(days=1), MONTH_END, {"priority": "1 - Critical"}
+        replayed, "open_incidents", "day", MONTH_END - timedelta(days=1), MONTH_END, {"priority": "1 - Critical"}
     )
     assert critical[0]["value"] == expected.open_at(MONTH_END, "1 - Critical")
 
@@ -404,7 +396,7 @@ async def test_itsm_dashboard_at_an_instant(replayed: Replayed, expected: Expect
     """GET /api/v1/dashboards/itsm with the clock at 2016-03-24 12:00 UTC."""
     replayed.clock.set(DASHBOARD_AT)
     try:
-        async with keyed_client(replayed.url, timeout=60) as client:
+        async with keyed_client(replayed, timeout=60) as client:
             r = await client.get("/api/v1/dashboards/itsm")
     finally:
         replayed.clock.set(AFTER_ALL)
@@ -601,7 +593,7 @@ async def test_cli_replays_a_small_log(make_settings, start_server, tmp_path: Pa
     assert "1 with resolved_at before opened_at" in result.stderr
     assert "1 not Closed on their last row" in result.stderr
 
-    async with keyed_client(srv.url, timeout=30) as c:
+    async with keyed_client(srv, timeout=30) as c:
 
         async def month(kpi: str, **dims: str) -> dict:
             params = {

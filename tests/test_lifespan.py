@@ -12,8 +12,7 @@ import asyncio
 import logging
 import socket
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,20 +31,11 @@ from app.runtime import Runtime
 from app.snapshots.service import SnapshotService
 from app.store import MigrationError, StoreUnavailable
 from tests.conftest import IN_CI
-from tests.helpers import PACKS_DIR
+from tests.helpers import PACKS_DIR, wait_until
 from tests.pgcluster import PrivatePostgres, private_pg_unusable
 
 AFTER_JUNE = datetime(2024, 7, 1, 1, 0, tzinfo=UTC)
 DEADLINE_S = 60.0  # polls give up after this (a bound, not a speed goal)
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
-    """Poll ``predicate`` every 20 ms until it holds; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -76,7 +66,7 @@ class Leaks:
         such as aiosqlite's end just after their connection closes: polled)."""
         assert self.open_connections() == 0, f"{self.open_connections()} DBAPI connection(s) left open"
         assert self.new_tasks() == [], f"tasks left running: {self.new_tasks()}"
-        await wait_until(lambda: not self.new_threads(), f"threads to end: {self.new_threads()}")
+        await wait_until(lambda: not self.new_threads(), DEADLINE_S, what="the test's threads to end")
 
 
 @pytest.fixture
@@ -191,10 +181,14 @@ async def test_a_postgres_server_that_comes_up_during_the_retries_is_used(tmp_pa
                 await done.wait()
 
         serving = asyncio.create_task(serve())
-        await wait_until(lambda: len(retry_warnings(caplog)) >= 2 or serving.done(), "two refused attempts")
+        await wait_until(
+            lambda: len(retry_warnings(caplog)) >= 2 or serving.done(), DEADLINE_S, what="two refused attempts"
+        )
         assert not up.is_set() and not serving.done()
         await asyncio.to_thread(pg.start)
-        await wait_until(lambda: up.is_set() or serving.done(), "the lifespan to start on the new server")
+        await wait_until(
+            lambda: up.is_set() or serving.done(), DEADLINE_S, what="the lifespan to start on the new server"
+        )
         if serving.done():
             serving.result()  # raises why it did not start
         tries = len(retry_warnings(caplog))

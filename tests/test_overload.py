@@ -49,7 +49,7 @@ import pytest
 
 from tests.conftest import ARTIFACTS, PG_URL
 from tests.crash_client import ServerProcess, create_key, free_port
-from tests.helpers import PACKS_DIR, sample
+from tests.helpers import PACKS_DIR, sample, wait_until
 from tests.overload_client import BATCH_EVENTS, SOURCE, Answer, Load, closed_loop, ready, run_open_loop
 
 CLIENTS = 8
@@ -253,13 +253,16 @@ async def test_three_times_capacity_sheds_with_retry_after_and_recovers(tmp_path
         stop = asyncio.Event()
         tasks = [asyncio.create_task(closed_loop(load, n, keys[n], "recovery", stop)) for n in names[:CLIENTS]]
         target = RECOVERY_RATIO * fig.capacity_events_per_s
-        while time.monotonic() - t_over_end < RECOVERY_LIMIT_S:
-            await asyncio.sleep(0.25)
+
+        def recovered() -> bool:
             now = time.monotonic()
-            window = load.acked_events_between(max(now - 1.0, t_over_end), now) / min(1.0, now - t_over_end)
+            window = load.acked_events_between(max(now - 1.0, t_over_end), now) / max(1e-9, min(1.0, now - t_over_end))
             if now - t_over_end >= 1.0 and window >= target:
                 fig.recovery_s, fig.recovered_events_per_s = round(now - t_over_end, 2), window
-                break
+                return True
+            return False
+
+        await wait_until(recovered, RECOVERY_LIMIT_S - (time.monotonic() - t_over_end), interval_s=0.25, fail=False)
         stop.set()
         await asyncio.gather(*tasks)
         fig.rss_peak_mb = rss.peak()

@@ -111,9 +111,9 @@ def test_formats() -> None:
 # --- the store: the real August, cut, with 1999-08-10 restated ----------------------------------
 
 
-async def _load_august(url: str) -> int:
+async def _load_august(srv) -> int:
     events = [to_wire(e) for e in load_events(DATA)]
-    async with keyed_client(url, timeout=120) as client:
+    async with keyed_client(srv, timeout=120) as client:
         for i in range(0, len(events), 2000):
             resp = await client.post("/api/v1/events", json=events[i : i + 2000])
             assert resp.status_code == 202, resp.text
@@ -190,9 +190,9 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
     _require(DATA.exists(), f"real data file {DATA} is missing")
     srv = await start_server(make_settings(tz="Asia/Jerusalem"))
     snapshots = srv.runtime.snapshots
-    await _load_august(srv.url)
+    await _load_august(srv)
     await snapshots.run_due(to_us(datetime(1999, 9, 1, 0, 20, tzinfo=ZONE)))
-    async with keyed_client(srv.url, timeout=60) as client:
+    async with keyed_client(srv, timeout=60) as client:
         assert (await client.post("/api/v1/events", json=_late_events())).status_code == 202
         await snapshots.restate_pending(to_us(datetime(1999, 9, 1, 9, 0, tzinfo=ZONE)))
         # One more late call into 1999-08-03, not restated yet: the day's on-demand check must fail.
@@ -386,7 +386,7 @@ async def test_day_and_scorecard_pages(make_settings, start_server) -> None:
             assert await page.locator("button.add-note").count() == 0
             assert not await page.locator("#publish-box").is_visible()
             assert not await page.locator("#publish-errors").is_visible()
-            async with keyed_client(srv.url, timeout=60) as client:
+            async with keyed_client(srv, timeout=60) as client:
                 after = (await client.get(f"/api/v1/scorecards/{SLUG}/1999-08")).json()
             assert after["published"]["by"] == "Dana Levi"
             assert [n["text"] for n in after["kpis"][card["agenda"].index(red[0])]["commentary"]] == [XSS]

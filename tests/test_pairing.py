@@ -27,7 +27,7 @@ from app.auth.pairing import CODE_ALPHABET
 from app.clock import ManualClock
 from app.config import Settings
 from app.store.schema import pairing
-from tests.helpers import PACKS_DIR
+from tests.helpers import PACKS_DIR, wait_closed
 
 LOGGERS = (
     "uvicorn",
@@ -86,14 +86,7 @@ def _recording_client(base_url: str, urls: list[str], **kw) -> httpx.AsyncClient
 async def _stop(srv) -> None:
     """Stop a server and wait until its port refuses connections."""
     await srv.stop()
-    async with httpx.AsyncClient(timeout=1) as probe:
-        for _ in range(300):
-            try:
-                await probe.get(srv.url + "/healthz")
-            except httpx.TransportError:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{srv.url} still answers 15 s after stop")
+    await wait_closed(srv.url)
 
 
 async def test_code_shown_by_one_instance_is_approved_through_another(make_settings, start_server):

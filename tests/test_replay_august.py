@@ -31,12 +31,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 
 from app.config import Settings
-from app.main import create_app, uvicorn_options
+from app.main import create_app
 from app.replay.client import replay_events
-from tests.conftest import IN_CI, KEYS_BY_URL, PG_URL, _drop_pg_schema, keyed_client, pg_available, register_test_keys
+from tests.conftest import IN_CI, PG_URL, TestKeys, _drop_pg_schema, keyed_client, make_test_keys, pg_available, serve
 from tests.helpers import AUGUST
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -58,7 +57,6 @@ PS_DAY = date(1999, 8, 10)
 DAYS = [date(1999, 8, d) for d in range(1, 32)]
 MONTH_START = datetime(1999, 8, 1, tzinfo=ZONE)
 MONTH_END = datetime(1999, 9, 1, tzinfo=ZONE)
-TIMINGS: dict[str, float] = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +192,8 @@ class Replayed:
     events: list[dict]
     summary: object
     seconds: float
-    app: object = None
+    app: object
+    keys: TestKeys
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
@@ -218,24 +217,15 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         settings_kw["db_schema"] = f"pb_test_august_{secrets.token_hex(4)}"
     settings = Settings(**settings_kw)
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, **{**uvicorn_options(settings), "host": "127.0.0.1", "port": 0, "log_level": "warning"})
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    keys = await register_test_keys(app, url)
+    server, task, url = await serve(app, settings)
+    keys = await make_test_keys(app)
     try:
         events = load_events(AUGUST)
         began = time.monotonic()
         summary = await replay_events(events, url, speed=None, batch_size=1000, api_key=keys.ingest["anonymous-bank"])
         seconds = time.monotonic() - began
-        TIMINGS[f"{kind} replay"] = seconds
         print(f"\n[{kind}] replayed {summary.events} events in {seconds:.1f} s ({summary.events_per_s:.0f}/s)")
-        yield Replayed(kind, url, events, summary, seconds, app)
+        yield Replayed(kind, url, events, summary, seconds, app, keys)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
@@ -244,23 +234,23 @@ async def replayed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 async def _series(
-    url: str, kpi: str, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
+    srv: Replayed, kpi: str, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
 ) -> list[dict]:
     params = {"grain": grain, "start": start.isoformat(), "end": end.isoformat()}
     params.update({f"dims.{k}": v for k, v in (dims or {}).items()})
-    async with keyed_client(url, timeout=120) as client:
+    async with keyed_client(srv, timeout=120) as client:
         r = await client.get(f"/api/v1/kpis/{kpi}/series", params=params)
     assert r.status_code == 200, r.text
     return r.json()["points"]
 
 
 async def _table(
-    url: str, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
+    srv: Replayed, grain: str, start: datetime, end: datetime, dims: dict[str, str] | None = None
 ) -> dict[str, dict[str, object]]:
     """period start (ISO) -> {kpi: value} for every KPI compared."""
     out: dict[str, dict[str, object]] = defaultdict(dict)
     for kpi in KPIS:
-        for point in await _series(url, kpi, grain, start, end, dims):
+        for point in await _series(srv, kpi, grain, start, end, dims):
             out[point["start"]][kpi] = point["value"]
     return out
 
@@ -285,7 +275,7 @@ async def test_replay_accepts_every_event(replayed: Replayed, expected: Expected
 
 
 async def test_every_day_matches_the_file(replayed: Replayed, expected: Expected) -> None:
-    table = await _table(replayed.url, "day", MONTH_START, MONTH_END)
+    table = await _table(replayed, "day", MONTH_START, MONTH_END)
     assert sorted(table) == [datetime(d.year, d.month, d.day, tzinfo=ZONE).isoformat() for d in DAYS]
     for d in DAYS:
         key = datetime(d.year, d.month, d.day, tzinfo=ZONE).isoformat()
@@ -293,7 +283,7 @@ async def test_every_day_matches_the_file(replayed: Replayed, expected: Expected
 
 
 async def test_month_matches_the_file(replayed: Replayed, expected: Expected) -> None:
-    table = await _table(replayed.url, "month", MONTH_START, MONTH_END)
+    table = await _table(replayed, "month", MONTH_START, MONTH_END)
     assert list(table) == [MONTH_START.isoformat()]
     assert_kpis(table[MONTH_START.isoformat()], expected.month.kpis(), f"[{replayed.kind}] 1999-08")
     # The month is the merge of its days (merged counts, not averaged ratios).
@@ -302,7 +292,7 @@ async def test_month_matches_the_file(replayed: Replayed, expected: Expected) ->
 
 async def test_one_queue_one_day_matches_the_file(replayed: Replayed, expected: Expected) -> None:
     start = datetime(PS_DAY.year, PS_DAY.month, PS_DAY.day, tzinfo=ZONE)
-    table = await _table(replayed.url, "day", start, start + timedelta(days=1), {"queue": "PS"})
+    table = await _table(replayed, "day", start, start + timedelta(days=1), {"queue": "PS"})
     assert list(table) == [start.isoformat()]
     want = expected.ps_days[PS_DAY].kpis()
     assert want["offered"] < expected.days[PS_DAY].kpis()["offered"]  # the filter really filters
@@ -310,21 +300,20 @@ async def test_one_queue_one_day_matches_the_file(replayed: Replayed, expected: 
 
 
 async def test_posting_the_file_again_changes_nothing(replayed: Replayed, expected: Expected) -> None:
-    before = await _table(replayed.url, "day", MONTH_START, MONTH_END)
+    before = await _table(replayed, "day", MONTH_START, MONTH_END)
     began = time.monotonic()
     again = await replay_events(
         replayed.events,
         replayed.url,
         speed=None,
         batch_size=1000,
-        api_key=KEYS_BY_URL[replayed.url].ingest["anonymous-bank"],
+        api_key=replayed.keys.ingest["anonymous-bank"],
     )
-    TIMINGS[f"{replayed.kind} re-post"] = time.monotonic() - began
-    print(f"\n[{replayed.kind}] re-posted {again.events} events in {TIMINGS[f'{replayed.kind} re-post']:.1f} s")
+    print(f"\n[{replayed.kind}] re-posted {again.events} events in {time.monotonic() - began:.1f} s")
     assert (again.accepted, again.duplicates) == (0, expected.events)
-    after = await _table(replayed.url, "day", MONTH_START, MONTH_END)
+    after = await _table(replayed, "day", MONTH_START, MONTH_END)
     assert after == before
-    month = await _table(replayed.url, "month", MONTH_START, MONTH_END)
+    month = await _table(replayed, "month", MONTH_START, MONTH_END)
     assert_kpis(month[MONTH_START.isoformat()], expected.month.kpis(), f"[{replayed.kind}] 1999-08 after re-post")
 
 
@@ -335,8 +324,8 @@ async def test_posting_the_file_again_changes_nothing(replayed: Replayed, expect
 CUT_CLOCK = datetime(1999, 9, 1, 0, 20, tzinfo=ZONE)  # after the 00:05 daily and 00:15 monthly cuts
 
 
-async def _get(url: str, path: str, **params) -> httpx.Response:
-    async with keyed_client(url, timeout=120) as client:
+async def _get(srv: Replayed, path: str, **params) -> httpx.Response:
+    async with keyed_client(srv, timeout=120) as client:
         return await client.get(path, params=params)
 
 
@@ -344,7 +333,7 @@ async def test_scheduler_cuts_every_day_and_the_month(replayed: Replayed, expect
     from app.metrics.calendar import to_us
 
     service = replayed.app.state.runtime.snapshots
-    assert (await _get(replayed.url, "/api/v1/snapshots/contact-centre/day/1999-08-10")).status_code == 404
+    assert (await _get(replayed, "/api/v1/snapshots/contact-centre/day/1999-08-10")).status_code == 404
     before_end = await service.run_due(to_us(datetime(1999, 8, 31, 23, 0, tzinfo=ZONE)))
     assert [(g, p) for s, g, p, c in before_end if s == "contact-centre"][-1] == ("day", "1999-08-30")
     done = await service.run_due(to_us(CUT_CLOCK))
@@ -354,19 +343,19 @@ async def test_scheduler_cuts_every_day_and_the_month(replayed: Replayed, expect
     assert [c for s, g, p, c in again if s == "contact-centre"] == []
     month_counts = defaultdict(int)
     for day in DAYS:
-        snap = (await _get(replayed.url, f"/api/v1/snapshots/contact-centre/day/{day.isoformat()}")).json()
+        snap = (await _get(replayed, f"/api/v1/snapshots/contact-centre/day/{day.isoformat()}")).json()
         assert snap["version"] == 1 and snap["status"] == "final"
         assert snap["period"]["start"] == datetime(day.year, day.month, day.day, tzinfo=ZONE).isoformat()
         assert snap["reconciliation"]["ok"] is True, snap["reconciliation"]
         assert_kpis({k: v["value"] for k, v in snap["kpis"].items()}, expected.days[day].kpis(), f"snapshot {day}")
         for name in COUNTS:
             month_counts[name] += snap["kpis"][name]["value"]
-    month = (await _get(replayed.url, "/api/v1/snapshots/contact-centre/month/1999-08")).json()
+    month = (await _get(replayed, "/api/v1/snapshots/contact-centre/month/1999-08")).json()
     assert_kpis({k: v["value"] for k, v in month["kpis"].items()}, expected.month.kpis(), "month snapshot")
     assert {n: month["kpis"][n]["value"] for n in COUNTS} == dict(month_counts)
     assert month["reconciliation"]["ok"] is True, month["reconciliation"]
     assert {c["name"] for c in month["reconciliation"]["checks"]} == {"rollups_vs_raw", "month_vs_days"}
-    recon = (await _get(replayed.url, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
+    recon = (await _get(replayed, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
     assert recon["ok"] is True and recon["mismatches"] == []
 
 
@@ -375,7 +364,7 @@ async def test_late_events_restate_the_day_and_the_month(replayed: Replayed, exp
 
     service = replayed.app.state.runtime.snapshots
     day_path = "/api/v1/snapshots/contact-centre/day/1999-08-10"
-    first = (await _get(replayed.url, day_path)).json()
+    first = (await _get(replayed, day_path)).json()
     late = []
     for i in range(3):  # three late calls at 10:0i, answered after 5 s, and one abandoned
         t = datetime(1999, 8, 10, 10, i, tzinfo=ZONE)
@@ -400,9 +389,9 @@ async def test_late_events_restate_the_day_and_the_month(replayed: Replayed, exp
             "dims": {"queue": "PS", "priority": "1", "call": "LATE-9"},
         }
     )
-    async with keyed_client(replayed.url, timeout=60) as client:
+    async with keyed_client(replayed, timeout=60) as client:
         assert (await client.post("/api/v1/events", json=late)).status_code == 202
-    recon = (await _get(replayed.url, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
+    recon = (await _get(replayed, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
     assert recon["ok"] is False
     causes = {m["kpi"]: m["cause"] for m in recon["mismatches"]}
     assert causes["offered"] == "late data: 4 events arrived after version 1 was cut"
@@ -411,21 +400,21 @@ async def test_late_events_restate_the_day_and_the_month(replayed: Replayed, exp
         ("day", "1999-08-10", 2),
         ("month", "1999-08", 2),
     ]
-    now = (await _get(replayed.url, day_path)).json()
+    now = (await _get(replayed, day_path)).json()
     assert now["version"] == 2 and now["status"] == "restated" and now["late_events"] == 4
     assert now["cause"] == "late events: 4 arrived after version 1 was cut"
     assert now["kpis"]["offered"]["value"] == first["kpis"]["offered"]["value"] + 4
     assert now["changes"]["offered"]["difference"] == 4
     assert now["changes"]["abandoned"]["difference"] == 1
-    v1 = (await _get(replayed.url, day_path, version=1)).json()
+    v1 = (await _get(replayed, day_path, version=1)).json()
     assert v1 == first  # the original stays readable, unchanged
-    versions = (await _get(replayed.url, day_path + "/versions")).json()["versions"]
+    versions = (await _get(replayed, day_path + "/versions")).json()["versions"]
     assert [(v["version"], v["status"], v["cause"]) for v in versions] == [
         (1, "final", None),
         (2, "restated", "late events: 4 arrived after version 1 was cut"),
     ]
-    month = (await _get(replayed.url, "/api/v1/snapshots/contact-centre/month/1999-08")).json()
+    month = (await _get(replayed, "/api/v1/snapshots/contact-centre/month/1999-08")).json()
     assert month["version"] == 2 and month["kpis"]["offered"]["value"] == expected.month.kpis()["offered"] + 4
     assert month["reconciliation"]["ok"] is True  # month v2 agrees with the restated days
-    after = (await _get(replayed.url, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
+    after = (await _get(replayed, "/api/v1/reconciliation/contact-centre/month/1999-08")).json()
     assert after["ok"] is True, after["mismatches"]

@@ -25,6 +25,7 @@ from app.cli import main
 from app.cli.demo import DEMO_FILE
 from app.replay.anonymous_bank import load_events
 from app.replay.client import ReplayError, replay_events
+from tests.helpers import wait_until_sync
 
 ZONE = ZoneInfo("Asia/Jerusalem")
 EXCERPT_EVENTS = 17_088  # app/demo/SOURCE.md
@@ -295,7 +296,6 @@ def test_demo_serves_the_wall_and_replays_into_it(tmp_path):
     offered = None
     printed: list[str] = []
     try:
-        deadline = time.monotonic() + 30
         for line in proc.stdout:  # the banner: the one-time wall link and the keys
             printed.append(line)
             if "read key" in line:
@@ -308,21 +308,17 @@ def test_demo_serves_the_wall_and_replays_into_it(tmp_path):
         assert claimed.json() == {"status": "approved", "dashboard": "contact-centre"}, claimed.text
         assert claimed.cookies["pb_key"].startswith("pbd_") and claimed.cookies["pb_key"] not in claimed.text
         assert httpx.post(f"{base}/api/v1/pairings/claim", json={"secret": secret}, timeout=5).status_code == 404
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if wall_status is None:
-                    wall_status = httpx.get(f"{base}/wall/contact-centre", timeout=5).status_code
-                dash = httpx.get(
-                    f"{base}/api/v1/dashboards/contact-centre",
-                    timeout=5,
-                    headers={"Authorization": f"Bearer {read_key}"},
-                ).json()
-                offered = dash["tiles"]["offered_today"]["value"]
-                if offered:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        wall_status = httpx.get(f"{base}/wall/contact-centre", timeout=5).status_code
+
+        def offered_today() -> float | None:
+            dash = httpx.get(
+                f"{base}/api/v1/dashboards/contact-centre", timeout=5, headers={"Authorization": f"Bearer {read_key}"}
+            ).json()
+            return dash["tiles"]["offered_today"]["value"]
+
+        offered = wait_until_sync(
+            offered_today, 20, what="calls on the demo's wall", interval_s=0.3, ignore=(httpx.TransportError,)
+        )
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

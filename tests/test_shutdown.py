@@ -30,6 +30,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.crash_client import AUGUST, TZ, ServerProcess, create_key, free_port, make_batches, stored_keys
+from tests.helpers import wait_until
 
 SLUG = "contact-centre"
 SCREENS = 4
@@ -81,17 +82,22 @@ async def close_code_of(ws, timeout_s: float) -> int | None:
         return exc.rcvd.code if exc.rcvd is not None else None
 
 
-async def reconnect_like_the_wall(server: ServerProcess, read_key: str, epoch: str, seq: int, deadline: float) -> dict:
-    """Retry ``?epoch=&since=`` every 0.2 s (the wall backs off from 1 s) until a frame arrives."""
-    while True:
+async def reconnect_like_the_wall(
+    server: ServerProcess, read_key: str, epoch: str, seq: int, timeout_s: float, failed: list[BaseException]
+) -> dict:
+    """Retry ``?epoch=&since=`` every 0.2 s (the wall backs off from 1 s) until a frame arrives;
+    each failed attempt is appended to ``failed``."""
+
+    async def attempt() -> dict | None:
         try:
             ws, first = await open_screen(server, read_key, f"?epoch={epoch}&since={seq}")
-            await ws.close()
-            return first
-        except (OSError, ConnectionClosed, TimeoutError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+        except (OSError, ConnectionClosed, TimeoutError) as exc:
+            failed.append(exc)
+            return None
+        await ws.close()
+        return first
+
+    return await wait_until(attempt, timeout_s, what="the wall to resync", interval_s=0.2)
 
 
 async def test_sigterm_drains_ingest_closes_screens_1012_and_screens_come_back(tmp_path: Path):
@@ -121,7 +127,7 @@ async def test_sigterm_drains_ingest_closes_screens_1012_and_screens_come_back(t
             await asyncio.sleep(SIGNAL_AFTER_S)  # the server has the headers and half the body
             signalled = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(SIGNAL_AFTER_S)  # uvicorn notices the signal within 0.1 s
+            await wait_until(lambda: "Shutting down" in server.log_path.read_text(), 10, what="uvicorn to see SIGTERM")
             yield batch.body[half:]
 
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
@@ -145,10 +151,11 @@ async def test_sigterm_drains_ingest_closes_screens_1012_and_screens_come_back(t
 
         # The wall keeps retrying while the server is down, then resyncs on the new epoch.
         restarted = time.monotonic()
+        failed: list[BaseException] = []
         back = asyncio.create_task(
-            reconnect_like_the_wall(server, read_key, snap["epoch"], snap["seq"], restarted + RECONNECT_LIMIT_S)
+            reconnect_like_the_wall(server, read_key, snap["epoch"], snap["seq"], RECONNECT_LIMIT_S, failed)
         )
-        await asyncio.sleep(0.5)  # the first attempts find nobody listening
+        await wait_until(lambda: len(failed) >= 2, 10, what="reconnect attempts to find nobody listening")
         server.start()
         fresh = await back
         reconnect_s = time.monotonic() - restarted

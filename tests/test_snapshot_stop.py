@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 
 import psycopg
@@ -22,7 +21,7 @@ from app.config import Settings
 from app.runtime import Runtime
 from app.snapshots.service import SnapshotService
 from tests.conftest import PG_URL
-from tests.helpers import PACKS_DIR, sample
+from tests.helpers import PACKS_DIR, sample, wait_until
 
 AFTER_JUNE = datetime(2024, 7, 1, 1, 0, tzinfo=UTC)
 DEADLINE_S = 60.0  # polls give up after this (a bound, not a speed goal)
@@ -71,10 +70,10 @@ async def test_scheduler_stop_waits_for_a_running_cut_to_finish(pg_with_events, 
         async def waiters() -> int:
             return (await (await holder.execute(_WAITERS_SQL)).fetchone())[0]
 
-        deadline = time.monotonic() + DEADLINE_S
-        while await waiters() != 1:
-            assert time.monotonic() < deadline, "the catch-up cut never reached the period lock"
-            await asyncio.sleep(0.02)
+        async def one_waiter() -> bool:
+            return await waiters() == 1
+
+        await wait_until(one_waiter, DEADLINE_S, what="the catch-up cut to reach the period lock")
         stopping = asyncio.create_task(service.stop())
         done, _ = await asyncio.wait({stopping}, timeout=1.0)
         assert not done, "stop() returned while a cut was still running"
@@ -101,10 +100,11 @@ async def test_scheduler_stop_cancels_a_cut_that_outlives_the_wait(pg_with_event
         service = SnapshotService(runtime.engine, runtime.packs, settings, ManualClock(AFTER_JUNE))
         tasks_before = set(asyncio.all_tasks())
         service.start()
-        deadline = time.monotonic() + DEADLINE_S
-        while await waiters() != 1:
-            assert time.monotonic() < deadline, "the catch-up cut never reached the period lock"
-            await asyncio.sleep(0.02)
+
+        async def one_waiter() -> bool:
+            return await waiters() == 1
+
+        await wait_until(one_waiter, DEADLINE_S, what="the catch-up cut to reach the period lock")
         jobs = [t for t in asyncio.all_tasks() - tasks_before if not t.done()]
         assert len(jobs) == 1  # the catch-up job, blocked on the lock
         await service.stop()  # the lock is still held: the cut is cancelled

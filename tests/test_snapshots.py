@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from app.cli import main as cli
+from app.cli.common import store_url
 from app.clock import ManualClock
 from tests.conftest import settings_to_env
-from tests.helpers import PACKS_DIR, sample
+from tests.helpers import PACKS_DIR, sample, wait_until
 
 UTC = UTC
 AFTER_JUNE = datetime(2024, 7, 1, 1, 0, tzinfo=UTC)
@@ -102,13 +103,13 @@ async def test_catch_up_at_start_cuts_missed_periods(make_settings, start_server
         settings.model_copy(update={"snapshots_enabled": True}), clock=ManualClock(datetime(2024, 7, 3, 12, tzinfo=UTC))
     )
     async with client_for(up) as client:
-        for _ in range(1000):  # the catch-up job cuts days, then the month (the last thing it cuts)
+
+        async def cut() -> bool:  # the catch-up job cuts days, then the month (the last thing it cuts)
             day = await client.get("/api/v1/snapshots/generic-wall/day/2024-07-02")
             month = await client.get("/api/v1/snapshots/generic-wall/month/2024-06")
-            if day.status_code == month.status_code == 200:
-                break
-            await asyncio.sleep(0.02)
-        assert (day.status_code, month.status_code) == (200, 200)
+            return day.status_code == month.status_code == 200
+
+        await wait_until(cut, 20, what="the catch-up of 2024-07-02 and 2024-06")
         for day in ("2024-06-28", "2024-06-29", "2024-06-30", "2024-07-01"):
             snap = (await client.get(f"/api/v1/snapshots/generic-wall/day/{day}")).json()
             assert snap["kpis"]["sample_count"]["value"] == (0 if day == "2024-07-01" else 1), day
@@ -129,21 +130,29 @@ async def test_snapshot_cut_cli_uses_the_same_path(make_settings, start_server, 
     await srv.stop()
     settings_to_env(settings, monkeypatch)
     runner = CliRunner()
-    result = await asyncio.to_thread(
-        runner.invoke,
-        cli,
-        ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall"],
-    )
+
+    async def cut(*args: str):
+        return await asyncio.to_thread(runner.invoke, cli, ["snapshot", "cut", *args])
+
+    result = await cut("--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall")
     assert result.exit_code == 0, result.output
-    assert "generic-wall day 2024-06-05: version 1 final (cut)" in result.output
-    again = await asyncio.to_thread(
-        runner.invoke,
-        cli,
-        ["snapshot", "cut", "--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall"],
-    )
-    assert "version 1 final (unchanged)" in again.output
-    future = await asyncio.to_thread(runner.invoke, cli, ["snapshot", "cut", "--grain", "month", "--period", "2999-01"])
+    assert result.stderr.splitlines() == [f"store: {store_url(settings)}, zone: UTC"]
+    assert result.stdout == "generic-wall day 2024-06-05 (UTC): version 1 final (cut)\n"
+    again = await cut("--grain", "day", "--period", "2024-06-05", "--dashboard", "generic-wall")
+    assert "version 1 final (unchanged)" in again.stdout
+    future = await cut("--grain", "month", "--period", "2999-01")
     assert future.exit_code != 0 and "cannot be cut before" in future.output
+    # A period with no events says so and cuts nothing (wrong store or zone?), unless asked to.
+    empty = await cut("--grain", "day", "--period", "2024-06-06", "--dashboard", "generic-wall")
+    assert empty.exit_code == 1 and empty.stdout == ""
+    assert "generic-wall day 2024-06-06 (UTC): no events from 2024-06-06T00:00:00+00:00" in empty.stderr
+    assert "nothing cut" in empty.stderr
+    forced = await cut("--grain", "day", "--period", "2024-06-06", "--dashboard", "generic-wall", "--allow-empty")
+    assert forced.exit_code == 0 and "version 1 final (cut)" in forced.stdout
+    # Every dashboard: the one with events is cut, the ones without are named.
+    every = await cut("--grain", "day", "--period", "2024-06-05")
+    assert every.exit_code == 0 and "generic-wall day 2024-06-05 (UTC): version 1 final (unchanged)" in every.stdout
+    assert "contact-centre day 2024-06-05 (UTC): no events" in every.stderr
 
 
 async def test_snapshot_404s(srv, client_for):

@@ -22,14 +22,13 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn
 
 from app.main import create_app, uvicorn_options
 from app.replay.anonymous_bank import ZONE, load_events, to_wire
 from tests.conftest import keyed_client
-from tests.helpers import AUGUST
+from tests.helpers import AUGUST, wait_closed, wait_until
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -75,29 +74,15 @@ def _batches(events: list[dict]) -> list[list[dict]]:
     return out
 
 
-async def _replay(url: str, batches: list[list[dict]]) -> int:
+async def _replay(srv, batches: list[list[dict]]) -> int:
     posted = 0
-    async with keyed_client(url, timeout=30) as client:
+    async with keyed_client(srv, timeout=30) as client:
         for batch in batches:
             resp = await client.post("/api/v1/events", json=batch)
             assert resp.status_code == 202, resp.text
             posted += resp.json()["accepted"]
-            await asyncio.sleep(PAUSE_S)
+            await asyncio.sleep(PAUSE_S)  # pacing: a live feed, one batch per PAUSE_S
     return posted
-
-
-async def _wait_closed(url: str, timeout_s: float = 15) -> None:
-    """Until the server no longer accepts connections."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    async with keyed_client(url, timeout=1) as client:
-        while loop.time() < deadline:
-            try:
-                await client.get("/healthz")
-            except httpx.TransportError:
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"server at {url} still answers {timeout_s} s after stop()")
 
 
 VALUE_JS = 'id => document.querySelector(`[data-tile-id="${id}"] .value`).textContent'
@@ -161,7 +146,7 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
             await page.wait_for_function("() => document.getElementById('code').textContent.length === 8")
             code = await page.text_content("#code")
             await page.screenshot(path=str(ARTIFACTS / "pair.png"))
-            async with keyed_client(srv.url) as admin:
+            async with keyed_client(srv) as admin:
                 approved = await admin.post(f"/api/v1/pairings/{code}/approve", json={"dashboard": "contact-centre"})
                 assert approved.status_code == 200, approved.text
             await page.wait_for_url("**/wall/contact-centre", timeout=10_000)
@@ -175,7 +160,7 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
                 "() => document.body.dataset.epoch && document.querySelectorAll('[data-tile-id]').length === 12",
                 timeout=10_000,
             )
-            async with keyed_client(srv.url) as client:
+            async with keyed_client(srv) as client:
                 dash = (await client.get("/api/v1/dashboards/contact-centre")).json()
             shown = await page.eval_on_selector_all("[data-tile-id]", "els => els.map(e => e.dataset.tileId)")
             large = [t for t in dash["tile_order"] if dash["tiles"][t]["size"] == "large"]
@@ -184,7 +169,7 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
             assert not await page.locator("#stale").is_visible()
             before = await page.evaluate(VALUE_JS, "offered_today")
 
-            replay = asyncio.create_task(_replay(srv.url, batches))
+            replay = asyncio.create_task(_replay(srv, batches))
 
             # Values change as the replay proceeds (twice: live updates, not one refresh).
             first = await page.wait_for_function(
@@ -207,7 +192,7 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
             assert posted == sum(map(len, batches))
 
             # After the replay the wall agrees with the REST read of the same dashboard.
-            async with keyed_client(srv.url) as client:
+            async with keyed_client(srv) as client:
                 dash = (await client.get("/api/v1/dashboards/contact-centre")).json()
             offered = dash["tiles"]["offered_today"]["value"]
             assert offered and offered > 500
@@ -237,7 +222,7 @@ async def test_wall_moves_during_replay_and_shows_stale_when_server_stops(make_s
 
             # The server goes away: the wall must say so, loudly, within seconds.
             await srv.stop()
-            await _wait_closed(srv.url)
+            await wait_closed(srv.url)
             await page.wait_for_function("() => document.body.classList.contains('stale')", timeout=10_000)
             assert await page.locator("#stale").is_visible()
             assert "STALE" in await page.text_content("#stale")
@@ -407,10 +392,8 @@ async def test_wall_formats_goes_stale_on_silence_and_resumes_with_since():
             await sockets[0].close(code=1011, reason="gone")
             await page.wait_for_function("() => document.body.classList.contains('stale')", timeout=2_000)
             assert await page.evaluate("() => document.body.dataset.seq") == "6"
-            deadline = asyncio.get_running_loop().time() + 10
-            while len(sockets) < 2 and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
-            assert len(sockets) == 2, "the page did not reconnect"
+            await wait_until(lambda: len(sockets) >= 2, 10, what="the page to reconnect")
+            assert len(sockets) == 2
             assert sockets[1].url.endswith("/ws/dashboards/contact-centre?epoch=e1&since=6")
             sockets[1].send(json.dumps({"type": "heartbeat", "epoch": "e1", "seq": 6, "as_of": AS_OF}))
             await page.wait_for_function("() => !document.body.classList.contains('stale')", timeout=5_000)

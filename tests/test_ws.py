@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from app.clock import ManualClock
-from tests.helpers import PACKS_DIR, sample
+from tests.helpers import PACKS_DIR, sample, wait_until
 
 NOW = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 WALL = "/ws/dashboards/generic-wall"
@@ -90,11 +90,7 @@ async def post_until_seq(live, seq: int, timeout_s: float = 10) -> None:
     """Wait until the hub has published ``seq`` on the generic wall (a watcher keeps it refreshing)."""
     channel = live.runtime.hub.channels["generic-wall"]
     async with wsconnect(live, live.ws_url + WALL):
-        for _ in range(int(timeout_s / 0.02)):
-            if channel.seq >= seq:
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"hub never reached seq {seq} (at {channel.seq})")
+        await wait_until(lambda: channel.seq >= seq, timeout_s, what=f"the hub to publish seq {seq}")
 
 
 async def test_heartbeats_when_idle(live):
@@ -139,11 +135,8 @@ async def test_c12_one_dead_screen_never_stops_the_others(live, client_for):
         assert [u["tiles"]["count_today"]["value"] for u in seen_a] == [1, 2]
         assert [u["seq"] for u in seen_a] == [u["seq"] for u in seen_c]
         assert hub._task is not None and not hub._task.done()  # the publisher raised nothing
-        for _ in range(300):  # heartbeat 0.5 s + ping 1 s + timeout 1 s, with margin
-            if broker.subscriber_count("generic-wall") == 2:
-                break
-            await asyncio.sleep(0.02)
-        assert broker.subscriber_count("generic-wall") == 2
+        # heartbeat 0.5 s + ping 1 s + timeout 1 s, with margin
+        await wait_until(lambda: broker.subscriber_count("generic-wall") == 2, 6, what="the dead screen to go")
 
 
 async def test_screen_that_stops_reading_does_not_delay_the_others(live, client_for):
@@ -158,11 +151,7 @@ async def test_screen_that_stops_reading_does_not_delay_the_others(live, client_
             assert upd["tiles"]["count_today"]["value"] == i + 1
         # The stuck screen cannot answer pings: it is dropped after ping interval +
         # timeout, and its outbox (at most one merged update) goes with it.
-        for _ in range(300):
-            if broker.subscriber_count("generic-wall") == 1:
-                break
-            await asyncio.sleep(0.02)
-        assert broker.subscriber_count("generic-wall") == 1
+        await wait_until(lambda: broker.subscriber_count("generic-wall") == 1, 6, what="the stuck screen to go")
         stuck.transport.abort()
 
 
@@ -227,7 +216,7 @@ async def test_inbound_frame_limit_and_shutdown_grace_are_settings(make_settings
         await ws.send(json.dumps({"type": "ping", "pad": "x" * 1500}))  # under 2 KiB: answered, still open
         assert (await recv_json(ws, 5))["type"] in ("pong", "error", "heartbeat")
         await ws.send("x" * 3000)
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosedError):
             for _ in range(5):
                 await recv_json(ws, 5)
         assert ws.close_code == 1009
@@ -237,7 +226,7 @@ async def test_inbound_limits_size_and_rate(live):
     async with wsconnect(live, live.ws_url + WALL) as ws:
         await recv_json(ws)
         await ws.send("x" * (65 * 1024))
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosedError):
             for _ in range(5):
                 await recv_json(ws, 5)
         assert ws.close_code == 1009
@@ -245,7 +234,7 @@ async def test_inbound_limits_size_and_rate(live):
         await recv_json(ws)
         for _ in range(30):
             await ws.send('{"type":"ping"}')
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosedError):
             for _ in range(60):
                 await recv_json(ws, 5)
         assert ws.close_code == 1008
@@ -263,9 +252,10 @@ async def test_connection_cap(make_settings, start_server):
     async with wsconnect(srv, srv.ws_url + WALL) as a, wsconnect(srv, srv.ws_url + WALL) as b:
         await recv_json(a)
         await recv_json(b)
-        with pytest.raises(Exception):
+        with pytest.raises(InvalidStatus) as refused:
             async with wsconnect(srv, srv.ws_url + WALL) as c:
                 await recv_json(c, 5)
+        assert refused.value.response.status_code == 403  # closed before the handshake completed
 
 
 async def test_connection_cap_per_key(make_settings, start_server, caplog):
@@ -276,24 +266,19 @@ async def test_connection_cap_per_key(make_settings, start_server, caplog):
     async with wsconnect(srv, srv.ws_url + WALL) as a, wsconnect(srv, srv.ws_url + WALL) as b:
         await recv_json(a)
         await recv_json(b)
-        with pytest.raises(Exception) as info:
+        with pytest.raises(InvalidStatus) as info:
             async with wsconnect(srv, srv.ws_url + WALL) as c:
                 await recv_json(c, 5)
-        assert "429" in str(info.value)
+        assert info.value.response.status_code == 429 and info.value.response.headers["Retry-After"]
         assert "WebSocket cap per key (2) reached" in caplog.text
         async with wsconnect(srv, srv.ws_url + WALL, scope="admin") as other:  # another key: its own count
             assert (await recv_json(other))["type"] == "snapshot"
-    from websockets.exceptions import InvalidStatus
 
-    for _ in range(100):  # both closed: once the server has seen it, the key may open screens again
-        try:
-            async with wsconnect(srv, srv.ws_url + WALL) as again:
-                assert (await recv_json(again))["type"] == "snapshot"
-            break
-        except InvalidStatus:
-            await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the key's places were not freed after its screens closed")
+    async def opens_again() -> bool:  # both closed: once the server has seen it, the key may open screens again
+        async with wsconnect(srv, srv.ws_url + WALL) as again:
+            return (await recv_json(again))["type"] == "snapshot"
+
+    await wait_until(opens_again, 5, what="the key's places to be freed", interval_s=0.05, ignore=(InvalidStatus,))
 
 
 async def test_tiles_merge_sketches_only_for_percentile_kpis(live, client_for, monkeypatch):

@@ -9,7 +9,6 @@ the database holds no usable key.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -20,14 +19,15 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import InvalidKey
-from app.metrics.calendar import from_us
+from app.clock import Clock
+from app.metrics.calendar import from_us, to_us
 from app.store.schema import api_key
 
 Scope = Literal["ingest", "read", "display", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "read", "display", "admin")
 PREFIX: dict[str, str] = {"ingest": "pbi_", "read": "pbr_", "display": "pbd_", "admin": "pba_"}
 TOKEN_BYTES = 30  # 240 bits
-CACHE_TTL_S = 2.0  # a revoked key stops working within this (plus a socket check interval)
+CACHE_TTL_S = 2.0  # a key revoked elsewhere stops working here within this (plus a socket check interval)
 
 
 def hash_key(key: str) -> bytes:
@@ -122,13 +122,19 @@ def new_key_row(
 class KeyStore:
     """Keys in the store, with a short-lived cache of lookups.
 
+    A lookup (found or not) is kept for ``CACHE_TTL_S`` seconds of ``clock`` time; revoking
+    through this store clears the cache at once, so only a key revoked by another process
+    (instance, CLI) may keep working here for up to ``CACHE_TTL_S``.
+
     Args:
         engine: the store.
+        clock: the app's wall clock (tests pass a ``ManualClock`` and advance it past the TTL).
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
-        self._cache: dict[bytes, tuple[float, KeyInfo | None]] = {}
+        self._clock = clock
+        self._cache: dict[bytes, tuple[int, KeyInfo | None]] = {}  # digest -> (looked up at, µs; info)
         self._used: dict[str, int] = {}
 
     async def create(
@@ -156,16 +162,16 @@ class KeyStore:
     async def find(self, key: str) -> KeyInfo | None:
         """The key's info (usable or not), or ``None`` if no such key exists."""
         digest = hash_key(key)
-        loop = asyncio.get_running_loop()
+        now_us = to_us(self._clock.now())
         hit = self._cache.get(digest)
-        if hit is not None and loop.time() - hit[0] < CACHE_TTL_S:
+        if hit is not None and 0 <= now_us - hit[0] < CACHE_TTL_S * 1_000_000:
             return hit[1]
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(api_key).where(api_key.c.key_hash == digest))).first()
         info = _info(row) if row is not None else None
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (loop.time(), info)
+        self._cache[digest] = (now_us, info)
         return info
 
     async def still_usable(self, key_id: str, now_us: int) -> bool:

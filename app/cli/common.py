@@ -1,5 +1,5 @@
-"""What every command shares: settings from the environment (and options), replay pacing and
-start-time options."""
+"""What every command shares: settings from the environment (and options), the line naming the
+store and zone a command acts on, replay pacing and start-time options."""
 
 from __future__ import annotations
 
@@ -21,6 +21,32 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise click.ClickException(f"invalid configuration: {exc}") from None
+
+
+def store_url(settings: Settings) -> str:
+    """The configured store's URL without its password or driver (an SQLite file by its
+    absolute path), with its PostgreSQL schema if any."""
+    from sqlalchemy.engine import URL, make_url
+
+    full = make_url(settings.sqlalchemy_url)
+    backend = full.get_backend_name()
+    url = URL.create(backend, full.username, None, full.host, full.port, full.database, full.query)
+    where = url.render_as_string(hide_password=False)
+    if settings.db_schema and backend == "postgresql":
+        where += f" schema {settings.db_schema}"
+    return where
+
+
+def store_line(settings: Settings) -> str:
+    """``store: <url>, zone: <tz>`` (``store_url``, the business zone), plus ``, clock: event``
+    in event-time mode."""
+    clock = ", clock: event" if settings.clock == "event" else ""
+    return f"store: {store_url(settings)}, zone: {settings.tz}{clock}"
+
+
+def announce_store(settings: Settings) -> None:
+    """Print ``store_line(settings)`` to stderr: every command that touches a store says which."""
+    click.echo(store_line(settings), err=True)
 
 
 if TYPE_CHECKING:  # recent click types ParamType by (value, input); click 8.1 cannot be subscripted at run time

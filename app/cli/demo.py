@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from app.cli.common import SpeedType, load_settings
+from app.cli.common import SpeedType, announce_store, load_settings
 from app.cli.replay import ANONYMOUS_BANK_TZ, load_anonymous_bank, quiet_http_log
 from app.replay.client import ReplayError, replay_events
 
@@ -55,6 +55,7 @@ def demo(port: int | None, speed: float | None, exit_after_s: float | None) -> N
             (settings.data_dir / f"pulseboard.db{suffix}").unlink(missing_ok=True)
     except OSError as exc:
         raise click.ClickException(f"cannot prepare the demo store in {settings.data_dir}: {exc}") from None
+    announce_store(settings)
     quiet_http_log()
     events = load_anonymous_bank(DEMO_FILE)
     first_day = events[0]["ts"].date()
@@ -65,6 +66,15 @@ def demo(port: int | None, speed: float | None, exit_after_s: float | None) -> N
         code = 0
         click.echo("\nstopped", err=True)
     sys.exit(code)
+
+
+def cli_env(settings: Settings) -> str:
+    """The environment that points the ``pulseboard`` CLI at the demo's store, zone and clock
+    (``env -u DATABASE_URL`` first: the demo's store is its own SQLite file whatever it says)."""
+    return (
+        f"env -u DATABASE_URL PULSEBOARD_DATA_DIR={settings.data_dir.resolve()} "
+        f"PULSEBOARD_TZ={settings.tz} PULSEBOARD_CLOCK={settings.clock}"
+    )
 
 
 async def _demo_keys(runtime: Runtime, base_url: str) -> dict[str, str]:
@@ -108,6 +118,7 @@ async def _run_demo(
     )
     click.echo(f"  read key (API, /login, /day and /scorecard pages): {keys['read']}")
     click.echo(f"  admin key (pair more screens at {base_url}/pair, cut snapshots): {keys['admin']}")
+    click.echo(f"  the CLI on this store: {cli_env(settings)} pulseboard ...")
     click.echo(
         f"replaying {len(events)} events of 1-3 August 1999 (Anonymous Bank call centre): "
         f"night backfilled up to {start:%H:%M}, then at speed {'max' if speed is None else speed}; "
@@ -121,7 +132,11 @@ async def _run_demo(
     async def run_replay() -> None:
         nonlocal code
         try:
-            summary = await replay_events(events, base_url, speed, start, progress=True, api_key=keys["ingest"])
+            # One post at a time: events commit in time order, so the event clock is a true
+            # watermark and each day is cut once, after its last event (version 1, final).
+            summary = await replay_events(
+                events, base_url, speed, start, progress=True, api_key=keys["ingest"], max_in_flight=1
+            )
         except ReplayError as exc:
             click.echo(f"demo replay stopped: {exc}", err=True)
             code = 1

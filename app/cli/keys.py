@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from app.cli.common import load_settings
+from app.cli.common import announce_store, load_settings
 from app.config import Settings
 
 if TYPE_CHECKING:  # imported when a command runs: `pulseboard --help` stays fast
@@ -24,12 +24,14 @@ def keys() -> None:
 
 async def _with_keys(settings: Settings, action: Callable[[KeyStore], Awaitable[T]]) -> T:
     from app.auth.keys import KeyStore
+    from app.clock import SystemClock
     from app.store.db import create_engine_for, migrate_async
 
+    announce_store(settings)
     await migrate_async(settings)
     engine = create_engine_for(settings)
     try:
-        return await action(KeyStore(engine))
+        return await action(KeyStore(engine, SystemClock()))
     finally:
         await engine.dispose()
 
@@ -65,6 +67,9 @@ def keys_create(scope: str, source: str | None, event_types: tuple[str, ...], da
 def keys_list() -> None:
     """List keys (id, scope, binding, hint, created, last used, revoked)."""
     rows = asyncio.run(_with_keys(load_settings(), lambda store: store.list()))
+    if not rows:
+        click.echo("no keys (create one with: pulseboard keys create --scope ...)")
+        return
     for r in rows:
         binding = r["source"] or r["dashboard"] or "-"
         state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"

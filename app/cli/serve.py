@@ -8,7 +8,7 @@ from types import FrameType
 
 import click
 
-from app.cli.common import load_settings
+from app.cli.common import announce_store, load_settings, store_url
 
 
 @click.command()
@@ -21,6 +21,7 @@ def serve(host: str | None, port: int | None) -> None:
     from app.main import create_app, uvicorn_options
 
     settings = load_settings(host=host, port=port)
+    announce_store(settings)
     # uvicorn handles SIGTERM itself (stop accepting, close WebSockets with 1012, finish in-flight
     # requests, run the lifespan shutdown, which drains the ingest writer), then re-raises the
     # signal to the handler found at start: ours, so a graceful stop exits 0 instead of -15.
@@ -38,5 +39,6 @@ def migrate() -> None:
     from app.store.db import migrate as run_migrations
 
     settings = load_settings()
+    announce_store(settings)
     run_migrations(settings)
-    click.echo(f"store at {settings.sqlalchemy_url.split('@')[-1]} is up to date")
+    click.echo(f"store {store_url(settings)} is up to date")

@@ -5,6 +5,17 @@
 each missed period is cut with its own values.  APScheduler fires it at the
 schedule's times (``LocalCutTrigger``) and runs ``restate_pending``
 periodically; tests call both directly with an injected clock.
+
+Event-time mode (the service's clock is an ``EventClock``, ``PULSEBOARD_CLOCK=event``:
+replays and the demo): "now" is the event watermark, the newest event time committed.
+Cuts, catch-up and restatements follow it instead of wall time: a period is cut once
+the watermark passes its scheduled cut time (its end plus the schedule's offset,
+00:05 for days), never before, and nothing is due before the first event (the
+clock's wall-time fallback is never used for cuts).  The watermark moving past the
+next cut time queues a cut pass at once (``EventClock.on_advance``); the restatement
+interval still runs on wall time, as a "how often to look".  A replay posting in
+time order (what ``pulseboard demo`` does) therefore cuts each day once, after its
+last event, as version 1.
 """
 
 from __future__ import annotations
@@ -22,11 +33,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.clock import Clock
+from app.clock import Clock, EventClock
 from app.config import Settings
 from app.metrics.calendar import Period, to_us
 from app.metrics.pack import Pack
-from app.snapshots import NoSuchPeriod, NotCut
+from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed
 from app.snapshots import cut as cuts
 from app.snapshots.reconcile import live_vs_snapshot, month_vs_days, rollups_vs_raw, snapshot_vs_current
 from app.snapshots.schedule import CutSchedule, LocalCutTrigger, parse_hhmm
@@ -42,7 +53,8 @@ class SnapshotService:
         engine: the store.
         packs: loaded packs.
         settings: schedule times, catch-up bound, restatement interval, business zone.
-        clock: the wall clock (cut times; the period covered comes from the schedule).
+        clock: the clock cuts follow: wall time, or an ``EventClock`` in event-time mode (see the
+            module docstring).  Its "now" is also each cut's ``cut_at``.
         day_close: optional ``slug -> day label -> tile id -> tile``, the live wall's last
             "today" tiles of each day (from the tile hub), for ``live_vs_snapshot``.
         on_change: called with a dashboard slug after a cut or restatement (walls re-read notices).
@@ -60,7 +72,7 @@ class SnapshotService:
         self._engine = engine
         self._settings = settings
         self._clock = clock
-        self._day_close = day_close or {}
+        self._day_close = day_close if day_close is not None else {}  # the hub's dict, filled later
         self._on_change = on_change or (lambda _slug: None)
         self.targets: dict[str, cuts.Target] = {
             d.slug: cuts.Target(p, d) for p in packs.values() for d in p.dashboards.values()
@@ -70,6 +82,19 @@ class SnapshotService:
             "month": CutSchedule("month", parse_hhmm(settings.snapshot_monthly_at), settings.snapshot_monthly_day),
         }
         self._scheduler: AsyncIOScheduler | None = None
+        self._passes = asyncio.Lock()  # one scheduled cut / restatement pass at a time
+        self._event_clock = clock if isinstance(clock, EventClock) else None
+        self._next_fire_us: int | None = None  # event time of the next scheduled cut (event-time mode)
+        self._event_pass_queued = False
+        if self._event_clock is not None:
+            self._event_clock.on_advance(self._event_time_moved)
+
+    def now_us(self) -> int | None:
+        """The instant cuts are due against (UTC µs): the clock's now; in event-time mode the
+        event watermark, ``None`` before any event (then nothing is due)."""
+        if self._event_clock is not None:
+            return self._event_clock.watermark_us
+        return to_us(self._clock.now())
 
     def zone(self, slug: str) -> ZoneInfo:
         """The zone of a dashboard (its own, else the business zone)."""
@@ -115,10 +140,16 @@ class SnapshotService:
     async def run_due(self, now_us: int | None = None) -> list[tuple[str, str, str, bool]]:
         """Cut every due, uncut period of every dashboard (catch-up included).
 
+        Args:
+            now_us: the instant to cut up to (UTC µs); default ``now_us()``.
+
         Returns:
-            ``(dashboard, grain, period label, created)`` per period handled.
+            ``(dashboard, grain, period label, created)`` per period handled (none in
+            event-time mode before the first event).
         """
-        now_us = to_us(self._clock.now()) if now_us is None else now_us
+        now_us = self.now_us() if now_us is None else now_us
+        if now_us is None:
+            return []
         done = []
         for target in self.targets.values():
             for grain in ("day", "month"):  # days first: a month's check reads its days
@@ -134,8 +165,14 @@ class SnapshotService:
         return done
 
     async def restate_pending(self, now_us: int | None = None) -> list[Any]:
-        """Store a restated version of every cut period that late events or a definition change moved."""
-        now_us = to_us(self._clock.now()) if now_us is None else now_us
+        """Store a restated version of every cut period that late events or a definition change moved.
+
+        ``now_us`` (UTC µs, default ``now_us()``) is the restated versions' ``cut_at``.
+        Returns the new rows.
+        """
+        now_us = self.now_us() if now_us is None else now_us
+        if now_us is None:  # event-time mode before any event: nothing was cut
+            return []
         rows = []
         for target in self.targets.values():
             async with self._engine.connect() as conn:
@@ -154,9 +191,17 @@ class SnapshotService:
 
     async def cut_period(self, slug: str, grain: str, label: str, now_us: int | None = None) -> tuple[Any, bool]:
         """Cut one period by hand (``pulseboard snapshot cut``); re-cuts a cut period as a new
-        version when its numbers changed.  Returns ``(latest row, created)``."""
-        now_us = to_us(self._clock.now()) if now_us is None else now_us
+        version when its numbers changed.  Returns ``(latest row, created)``.
+
+        Raises:
+            NotCut: unknown dashboard.
+            ValueError: a bad grain or label.
+            PeriodNotClosed: the period has not ended (in event-time mode: on the event clock).
+        """
+        now_us = self.now_us() if now_us is None else now_us
         target = self.target(slug)
+        if now_us is None:
+            raise PeriodNotClosed("event-time mode: no event has been stored yet, so no period has ended")
         period = self.period(slug, grain, label)
         row, created = await cuts.cut(
             self._engine, target, grain, period, now_us, self.schedules[grain].fire_us(period)
@@ -206,35 +251,79 @@ class SnapshotService:
             "mismatches": mismatches,
         }
 
-    async def _tick(self) -> None:
-        try:
-            await self.run_due()
-        except SQLAlchemyError as exc:  # the next fire or restart catches up
-            log.warning("scheduled cut failed, will catch up: %s", exc)
+    async def _tick(self, now_us: int | None = None) -> None:
+        async with self._passes:
+            try:
+                await self.run_due(now_us)
+            except SQLAlchemyError as exc:  # the next fire or restart catches up
+                log.warning("scheduled cut failed, will catch up: %s", exc)
 
     async def _restate_tick(self) -> None:
+        async with self._passes:
+            try:
+                await self.run_due()  # dashboards in other zones than the trigger's get cut here
+                await self.restate_pending()
+            except SQLAlchemyError as exc:
+                log.warning("restatement pass failed, will retry: %s", exc)
+
+    def next_fire_us(self, after_us: int) -> int:
+        """Event time (UTC µs) of the first scheduled cut of any dashboard and grain after ``after_us``."""
+        zones = {str(self.zone(slug)): self.zone(slug) for slug in self.targets} or {"": self._settings.zone}
+        return min(s.next_fire_us(after_us, z) for s in self.schedules.values() for z in zones.values())
+
+    def _event_time_moved(self, watermark_us: int) -> None:
+        """``EventClock`` listener: queue a cut pass when the watermark reaches the next cut time."""
+        if self._scheduler is None or self._event_pass_queued:
+            return
+        if self._next_fire_us is not None and watermark_us < self._next_fire_us:
+            return
+        self._queue_event_pass()
+
+    def _queue_event_pass(self) -> None:
+        assert self._scheduler is not None
+        self._event_pass_queued = True
+        self._scheduler.add_job(self._event_pass, id="event-cut", max_instances=1, misfire_grace_time=None)
+
+    async def _event_pass(self) -> None:
+        """Cut what the event watermark made due, until it has not passed the next cut time.
+
+        The watermark may move while a pass runs: the pass loops instead of queueing another
+        (``_event_pass_queued`` stays set until it returns, with no await between its last
+        look at the watermark and the flag's reset)."""
         try:
-            await self.run_due()  # dashboards in other zones than the trigger's get cut here
-            await self.restate_pending()
-        except SQLAlchemyError as exc:
-            log.warning("restatement pass failed, will retry: %s", exc)
+            while True:
+                now_us = self.now_us()
+                if now_us is None:
+                    return
+                await self._tick(now_us)
+                self._next_fire_us = self.next_fire_us(now_us)
+                latest = self.now_us()
+                if latest is None or latest < self._next_fire_us:
+                    return
+        finally:
+            self._event_pass_queued = False
 
     def start(self) -> None:
-        """Start APScheduler jobs: the cut schedules (plus a catch-up now) and restatements."""
+        """Start APScheduler jobs: the cut schedules (plus a catch-up now) and restatements.
+
+        In event-time mode there are no wall-time cut jobs: the event clock queues cut passes
+        (see the module docstring); the catch-up now cuts what the stored events made due.
+        """
         if self._scheduler is not None:
             raise RuntimeError("SnapshotService.start() called twice; call stop() first")
         zone = self._settings.zone
         sched = AsyncIOScheduler(timezone=zone)
-        for grain, schedule in self.schedules.items():
-            sched.add_job(
-                self._tick,
-                LocalCutTrigger(schedule, zone),
-                id=f"cut-{grain}",
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=None,
-            )
-        sched.add_job(self._tick, id="catch-up", max_instances=1)  # run once now: missed periods
+        if self._event_clock is None:
+            for grain, schedule in self.schedules.items():
+                sched.add_job(
+                    self._tick,
+                    LocalCutTrigger(schedule, zone),
+                    id=f"cut-{grain}",
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=None,
+                )
+            sched.add_job(self._tick, id="catch-up", max_instances=1)  # run once now: missed periods
         sched.add_job(
             self._restate_tick,
             IntervalTrigger(seconds=self._settings.restate_interval_s, timezone=zone),
@@ -242,8 +331,10 @@ class SnapshotService:
             coalesce=True,
             max_instances=1,
         )
-        sched.start()
         self._scheduler = sched
+        if self._event_clock is not None:
+            self._queue_event_pass()  # catch-up now, on the event clock
+        sched.start()
 
     async def stop(self) -> None:
         """Stop the scheduler with a bounded wait (no-op when not started).

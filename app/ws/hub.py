@@ -25,7 +25,7 @@ import msgspec
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.clock import Clock
+from app.clock import Clock, EventClock
 from app.metrics.calendar import MINUTE_US, from_us, period_containing, to_us
 from app.metrics.pack import Dashboard, Pack
 from app.query.tiles import dashboard_tiles, tile_trends
@@ -102,7 +102,10 @@ class TileHub:
         engine: store engine (reads).
         packs: loaded packs (their dashboards become channels).
         broker: where updates are published.
-        clock: the view clock (wall or event time) windows end at.
+        clock: the view clock (wall or event time) windows end at.  With an ``EventClock`` a day
+            closes when the event clock passes its end: its closing "today" tiles (kept for
+            ``live_vs_snapshot``) are read at the day's last instant, since every event of it
+            has been committed once the event clock is past it.
         default_zone: business time zone for dashboards without their own.
         interval_s: coalescing interval (at most one update per dashboard per interval).
         replay_buffer: updates kept per channel for resume.
@@ -126,6 +129,7 @@ class TileHub:
         self._engine = engine
         self._broker = broker
         self._clock = clock
+        self._event_time = isinstance(clock, EventClock)
         self._interval_s = interval_s
         self._time_refresh_s = time_refresh_s
         self._heartbeat_s = heartbeat_s
@@ -221,10 +225,16 @@ class TileHub:
                     if read_notices
                     else ch.notices
                 )
+                day_ended = None if previous_us is None else period_containing("day", previous_us, ch.zone)
+                if day_ended is not None and day_ended.end_us > now_us:
+                    day_ended = None
+                closing = ch.tiles
+                if day_ended is not None and self._event_time:
+                    closing = await dashboard_tiles(conn, ch.pack, ch.dashboard, day_ended.end_us - 1, ch.zone)
             notices_changed = notices != ch.notices
             ch.notices = notices
-            if previous_us is not None and period_containing("day", now_us, ch.zone).start_us > previous_us:
-                self._close_day(ch, previous_us)
+            if day_ended is not None:
+                self._close_day(ch, day_ended.label, closing)
             ch.computed_at_us = now_us
             changed = {
                 tid: t
@@ -255,12 +265,11 @@ class TileHub:
         ch.last_done_wall = loop.time()
         return update
 
-    def _close_day(self, ch: Channel, last_us: int) -> None:
-        """Keep the "today" tiles the wall showed last (computed at ``last_us``) on the day that just ended."""
-        label = period_containing("day", last_us, ch.zone).label
+    def _close_day(self, ch: Channel, label: str, tiles: Mapping[str, Mapping[str, Any]]) -> None:
+        """Keep ``tiles``' "today" tiles as the close of day ``label`` (the one that just ended)."""
         today = {t.id for t in ch.dashboard.tiles if t.window == "today" and not t.dims}
         days = self.day_close.setdefault(ch.dashboard.slug, {})
-        days[label] = {tid: dict(tile) for tid, tile in ch.tiles.items() if tid in today}
+        days[label] = {tid: dict(tile) for tid, tile in tiles.items() if tid in today}
         for old in sorted(days)[:-DAY_CLOSE_KEPT]:
             del days[old]
 

@@ -32,7 +32,7 @@ from app.api.codes import (
     CLOSE_TRY_AGAIN_LATER,
     RETRY_AFTER_SCREENS_PER_KEY_S,
 )
-from app.auth import RateLimited
+from app.auth import Forbidden, RateLimited, Unauthenticated
 from app.auth.deps import authenticate, check_scope
 from app.auth.keys import KeyStore
 from app.auth.ratelimit import TokenBucket
@@ -178,8 +178,13 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     if slug not in hub.channels:
         await ws.close(code=CLOSE_POLICY_VIOLATION, reason="unknown dashboard")
         return
-    access = await authenticate(ws)
-    check_scope(access, ("read", "admin", "display"), slug)
+    try:
+        access = await authenticate(ws)
+        check_scope(access, ("read", "admin", "display"), slug)
+    except (Unauthenticated, Forbidden) as exc:  # answered by app.api.problems (401 / 403 / 404)
+        # Expected (an unpaired wall asks for its pairing code after this): not an error.
+        log.info("refused a screen on %s: %s (%s)", slug, exc, type(exc).__name__)
+        raise
     if broker.total_subscribers() >= settings.ws_max_connections:
         log.warning("WebSocket connection cap (%d) reached; refusing a screen", settings.ws_max_connections)
         await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason="server at capacity; retry later")
@@ -212,6 +217,7 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
                 extras = {
                     "stale_after_s": settings.stale_after_s,
                     "heartbeat_interval_s": settings.heartbeat_interval_s,
+                    "clock": settings.clock,  # "event": the wall's clock shows event time (replays)
                 }
                 await _send(ws, channel.snapshot_frame(extras), timeout_s)
             else:

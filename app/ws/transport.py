@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from asyncio import BaseTransport
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent  # the parameter type of the method overridden
 
 DIRECT_EXTENSION = "pulseboard.direct_send"
 
@@ -79,6 +83,15 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         self.transport.write(wire)
         return True
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        # uvicorn's websockets-sansio protocol (0.54) never marks the handshake done after a
+        # denial response (the ASGI websocket.http.response extension), so every screen refused
+        # at the handshake (an unpaired wall: 401) was logged at ERROR as "ASGI callable returned
+        # without completing handshake" (uvicorn PR #3138 does the same fix; wsproto does it).
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
 
     def resume_writing(self) -> None:
         super().resume_writing()

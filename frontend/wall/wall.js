@@ -58,6 +58,7 @@ var state = {
   epoch: null,
   seq: null,
   asOf: null,         // ISO of the newest data
+  clock: null,        // the server's clock ('wall' or 'event'), from the snapshot
   trendMinute: null,  // minute (epoch ms / 60000) of the last trend point
   ws: null,
   open: false,
@@ -293,9 +294,12 @@ function renderHeader() {
 }
 
 function tickClock() {
-  var now = new Date();
+  // Event-time servers (replays, the demo): the clock is the event clock, not the browser's.
+  var eventTime = state.clock === 'event';
+  var now = eventTime && state.asOf ? new Date(state.asOf) : new Date();
   $('clock-time').textContent = timeText(now, state.tz);
-  $('clock-date').textContent = shortDateText(now, state.tz) + (state.tz ? ' · ' + zoneCity(state.tz) : '');
+  $('clock-date').textContent = shortDateText(now, state.tz) + (state.tz ? ' · ' + zoneCity(state.tz) : '') +
+    (eventTime ? ' · event time' : '');
 }
 
 // ------------------------------------------------------------ frame logic
@@ -346,6 +350,7 @@ function applySnapshot(msg) {
     state.tiles[id] = copy;
   });
   state.asOf = msg.as_of || firstAsOf(tiles) || state.asOf;
+  if (msg.clock) state.clock = msg.clock;
   state.trendMinute = state.asOf ? minuteOf(state.asOf) : null;
   renderNotices(msg.notices);
   renderHeader();

@@ -1,0 +1,69 @@
+"""The ``pulseboard`` command as a newcomer runs it (a real process in an empty folder): quiet
+by default, ``-v`` for more; every store-touching command names its store and zone on stderr;
+the empty cases say so (issue 9, item 0)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = Path(sys.executable).parent / "pulseboard"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
+    return {**env, **extra}
+
+
+def _run(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """An empty working folder: the CLI's default store is ``./var`` in it."""
+    return tmp_path
+
+
+def test_an_empty_store_says_so_and_names_itself(folder: Path) -> None:
+    store = f"store: sqlite:///{folder.resolve()}/var/pulseboard.db, zone: UTC\n"
+    listed = _run(folder, "keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == "no keys (create one with: pulseboard keys create --scope ...)\n"
+    assert listed.stderr == store  # one line, no migration-tool chatter
+    migrated = _run(folder, "migrate")
+    assert (migrated.returncode, migrated.stderr) == (0, store)
+    assert migrated.stdout == f"store sqlite:///{folder.resolve()}/var/pulseboard.db is up to date\n"
+    cut = _run(folder, "snapshot", "cut", "--grain", "day", "--period", "1999-08-02")
+    assert cut.returncode == 1 and cut.stdout == ""
+    lines = cut.stderr.splitlines()
+    assert lines[0] == store.strip()
+    assert "contact-centre day 1999-08-02 (UTC): no events from 1999-08-02T00:00:00+00:00" in lines[1]
+    assert lines[-1].startswith("Error: nothing cut: no dashboard has events in day 1999-08-02 on this store")
+
+
+def test_the_zone_and_clock_in_use_are_printed(folder: Path) -> None:
+    shown = _run(folder, "keys", "list", PULSEBOARD_TZ="Asia/Jerusalem", PULSEBOARD_CLOCK="event")
+    assert (
+        shown.stderr == f"store: sqlite:///{folder.resolve()}/var/pulseboard.db, zone: Asia/Jerusalem, clock: event\n"
+    )
+
+
+def test_verbose_adds_log_lines(folder: Path) -> None:
+    def cut(day: str, *flags: str) -> subprocess.CompletedProcess:
+        args = ("snapshot", "cut", "--grain", "day", "--period", day, "--dashboard", "itsm", "--allow-empty")
+        return _run(folder, *flags, *args)
+
+    quiet = cut("1999-08-02")
+    assert quiet.returncode == 0 and quiet.stdout == "itsm day 1999-08-02 (UTC): version 1 final (cut)\n"
+    assert len(quiet.stderr.splitlines()) == 1  # the store line only
+    loud = cut("1999-08-03", "-v")
+    assert loud.returncode == 0, loud.stderr
+    assert "INFO app.snapshots.cut: cut itsm day 1999-08-03" in loud.stderr
+    assert "alembic" not in loud.stderr
+    debug = _run(folder, "-vv", "keys", "list")
+    assert " DEBUG " in debug.stderr and "INFO alembic" in debug.stderr
