@@ -98,13 +98,17 @@ def _installed_version(root: Path, package: str) -> str | None:
 
 
 def ensure_node_modules(root: Path) -> None:
-    """Run ``npm ci`` when ``node_modules/`` is missing or holds other versions than the lockfile.
+    """Run ``npm ci`` when ``node_modules/`` is missing, incomplete or holds other versions than the lockfile.
 
     Raises:
         VendorError: npm is not on PATH, or ``npm ci`` failed.
     """
     locked = _locked(root)
-    if all(_installed_version(root, package) == locked[package]["version"] for package in locked):
+    if all(
+        _installed_version(root, package) == locked[package]["version"]
+        and (root / "node_modules" / package / source_name).is_file()
+        for package, source_name, _name in NPM_ASSETS.values()
+    ):
         return
     npm = shutil.which("npm")
     if npm is None:

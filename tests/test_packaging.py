@@ -102,3 +102,57 @@ def test_installed_wheel_finds_its_folders_from_any_directory(dists, tmp_path):
     }
     assert (package / "frontend" / "wall" / "index.html").is_file()
     assert (package / "migrations" / "versions" / "0001_initial.py").is_file()
+
+
+def _fake_npm_tree(root: Path, version: str, body: bytes) -> None:
+    """A project root with a lockfile pinning plotly.js-dist-min ``version`` and that version in
+    node_modules/ (so no npm is needed), its "library" being ``body``."""
+    lock = {
+        "name": "x",
+        "lockfileVersion": 3,
+        "packages": {"node_modules/plotly.js-dist-min": {"version": version, "integrity": f"sha512-fake-{version}"}},
+    }
+    (root / "package-lock.json").write_text(json.dumps(lock), encoding="utf-8")
+    package = root / "node_modules" / "plotly.js-dist-min"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "package.json").write_text(json.dumps({"version": version}), encoding="utf-8")
+    (package / "plotly.min.js").write_bytes(body)
+    (package / "LICENSE").write_text("The MIT License", encoding="utf-8")
+
+
+def test_vendoring_follows_the_lockfile(tmp_path, monkeypatch):
+    import gzip
+
+    import hatch_build
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-npm-here"))
+    _fake_npm_tree(tmp_path, "9.9.9", b"/* v9.9.9 */" * 100)
+    vendor = tmp_path / "app" / "vendor"
+
+    manifest = hatch_build.vendor_assets(tmp_path)
+    assert manifest["plotly"]["file"] == "plotly-9.9.9.min.js"
+    assert manifest["plotly"]["npm_integrity"] == "sha512-fake-9.9.9"
+    assert (vendor / "plotly-9.9.9.min.js").read_bytes() == b"/* v9.9.9 */" * 100
+    assert gzip.decompress((vendor / "plotly-9.9.9.min.js.gz").read_bytes()) == b"/* v9.9.9 */" * 100
+    made = (vendor / "plotly-9.9.9.min.js.gz").read_bytes()
+
+    # Current: nothing is rewritten, even with node_modules gone.
+    (tmp_path / "node_modules" / "plotly.js-dist-min" / "plotly.min.js").unlink()
+    assert hatch_build.vendor_assets(tmp_path) == manifest
+    # A damaged copy is not current; without node_modules and npm it cannot be remade, and says how.
+    (vendor / "plotly-9.9.9.min.js").write_bytes(b"damaged")
+    with pytest.raises(hatch_build.VendorError, match="npm is not on PATH"):
+        hatch_build.vendor_assets(tmp_path)
+    _fake_npm_tree(tmp_path, "9.9.9", b"/* v9.9.9 */" * 100)
+    assert hatch_build.vendor_assets(tmp_path) == manifest
+    assert (vendor / "plotly-9.9.9.min.js.gz").read_bytes() == made  # reproducible (gzip mtime 0)
+
+    # A new pinned version replaces the old files.
+    _fake_npm_tree(tmp_path, "9.9.10", b"/* v9.9.10 */")
+    assert hatch_build.vendor_assets(tmp_path)["plotly"]["file"] == "plotly-9.9.10.min.js"
+    assert sorted(p.name for p in vendor.iterdir()) == [
+        "manifest.json",
+        "plotly-9.9.10.min.js",
+        "plotly-9.9.10.min.js.gz",
+        "plotly.js-dist-min.LICENSE",
+    ]
