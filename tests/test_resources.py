@@ -28,7 +28,7 @@ def test_checkout_layout():
 
 def test_pages():
     pages = resources.frontend_dir()
-    for page in ("wall", "day", "scorecard", "login", "pair", "pairings"):
+    for page in ("home", "wall", "day", "scorecard", "login", "pair", "pairings"):
         html = (pages / page / "index.html").read_text(encoding="utf-8")
         assert html.lstrip().lower().startswith("<!doctype html>"), page
     assert (pages / "common" / "common.js").is_file()
