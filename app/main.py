@@ -14,15 +14,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
-from app import __version__
+from app import __version__, resources
 from app.api.docs import API_DESCRIPTION
 from app.api.docs import router as docs_router
 from app.api.problems import install_handlers
-from app.api.routes import FRONTEND_DIR
 from app.api.routes import router as api_router
 from app.api.security import SecurityHeaders
 from app.api.vendor import router as vendor_router
@@ -90,8 +88,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(vendor_router)
     app.include_router(auth_router)
     app.include_router(docs_router)
-    app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
-    app.add_middleware(GZipMiddleware, minimum_size=1024)  # the charting library is 4.8 MB raw
+    app.mount("/static", StaticFiles(directory=resources.frontend_dir()), name="static")
+    # No response compression middleware: the one large file (the chart library) is served pre-compressed
+    # by app/api/vendor.py; pages and JSON are small (BENCHMARKS.md: gzip was 6 % of single-event ingest).
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
     return app
 

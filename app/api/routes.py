@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from app import resources
 from app.api.deps import RuntimeDep
 from app.api.problems import STORE_RETRY
 from app.auth.deps import public, scoped
@@ -23,7 +23,7 @@ from app.query.tiles import dashboard_tiles
 from app.runtime import Runtime
 
 router = APIRouter()
-FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
+FRONTEND_DIR = resources.frontend_dir()
 
 
 def kpi_json(kpi: Kpi, pack_name: str) -> dict[str, Any]:

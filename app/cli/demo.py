@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import datetime, time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from app import resources
 from app.cli.common import SpeedType, announce_store, load_settings
 from app.cli.replay import ANONYMOUS_BANK_TZ, load_anonymous_bank, quiet_http_log
 from app.replay.client import ReplayError, replay_events
@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported when the demo runs: `pulseboard --help` stays fast
     from app.config import Settings
     from app.runtime import Runtime
 
-DEMO_FILE = Path(__file__).resolve().parent.parent / "demo" / "anonymous-bank-excerpt.tsv.gz"
+DEMO_FILE = resources.demo_dir() / "anonymous-bank-excerpt.tsv.gz"
 DEMO_TZ = ANONYMOUS_BANK_TZ
 DEMO_DASHBOARD = "contact-centre"
 DEMO_OPENS = time(7, 0)  # the call centre opens at 07:00: backfill the night, pace from here

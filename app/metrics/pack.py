@@ -50,6 +50,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
+from app import resources
 from app.metrics import PackError
 from app.metrics.pack_format import (
     NAME_PATTERN,
@@ -431,8 +432,8 @@ def load_pack(path: FilePath) -> Pack:
 
 
 def builtin_packs_dir() -> FilePath:
-    """Folder of the packs shipped with Pulseboard."""
-    return FilePath(__file__).resolve().parent.parent / "packs"
+    """Folder of the packs shipped with Pulseboard (``app.resources.packs_dir``)."""
+    return resources.packs_dir()
 
 
 def load_packs(extra_dir: FilePath | None = None) -> dict[str, Pack]:

@@ -7,12 +7,13 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
 from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
+from app.api.vendor import page_response
 from app.auth.deps import public, scoped
 from app.metrics.calendar import to_us
 from app.runtime import Runtime
@@ -204,14 +205,14 @@ async def publish_scorecard(
 
 
 @router.get("/day/{slug}/{day}", include_in_schema=False, **public())
-async def day_page(slug: str, day: str, runtime: RuntimeDep) -> FileResponse:
+async def day_page(slug: str, day: str, runtime: RuntimeDep) -> HTMLResponse:
     if not _valid_period("day", day) or slug not in runtime.snapshots.targets:
         raise HTTPException(404, "no such end-of-day page")
-    return FileResponse(FRONTEND_DIR / "day" / "index.html", media_type="text/html")
+    return page_response(FRONTEND_DIR / "day" / "index.html")
 
 
 @router.get("/scorecard/{slug}/{month}", include_in_schema=False, **public())
-async def scorecard_page(slug: str, month: str, runtime: RuntimeDep) -> FileResponse:
+async def scorecard_page(slug: str, month: str, runtime: RuntimeDep) -> HTMLResponse:
     if not _valid_period("month", month) or slug not in runtime.snapshots.targets:
         raise HTTPException(404, "no such scorecard page")
-    return FileResponse(FRONTEND_DIR / "scorecard" / "index.html", media_type="text/html")
+    return page_response(FRONTEND_DIR / "scorecard" / "index.html")

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -22,13 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_fixed
 
+from app import resources
 from app.config import Settings
 from app.store import MigrationError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 _RV = TypeVar("_RV")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = resources.migrations_dir()
 
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry, busy_timeout_ms: int = 10_000) -> None:
