@@ -52,11 +52,21 @@ def _at(error: Any) -> dict[str, Any]:
 
 
 def _with_required(
-    data: Any, handler: Callable[[Any], Any], title: str, required: Callable[[dict[str, Any]], list[str]]
+    data: Any,
+    handler: Callable[[Any], Any],
+    title: str,
+    required: Callable[[dict[str, Any]], list[str]],
+    fields_in_order: Sequence[str],
 ) -> Any:
     """Validate ``data`` with ``handler``, reporting the fields ``required(data)`` names as missing
     together with every other problem of the model (as plain required fields are)."""
     missing = required(data) if isinstance(data, dict) else []
+    fields = list(fields_in_order)
+
+    def order(error: Any) -> int:  # pydantic's order: the model's fields as declared, unknown fields last
+        head = error["loc"][0] if error["loc"] else None
+        return fields.index(head) if head in fields else len(fields)
+
     found: list[Any] = [{"type": "missing", "loc": (name,), "input": data} for name in missing]
     try:
         out = handler(data)
@@ -69,7 +79,7 @@ def _with_required(
             else {"type": PydanticCustomError(e["type"], e["msg"].replace("{", "{{").replace("}", "}}")), **_at(e)}
             for e in exc.errors()
         ]
-        raise ValidationError.from_exception_data(title, others + found) from None
+        raise ValidationError.from_exception_data(title, sorted(others + found, key=order)) from None
     if found:
         raise ValidationError.from_exception_data(title, found)
     return out
@@ -228,7 +238,11 @@ class MeasureSpec(_Spec):
     @classmethod
     def _event_required(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
         return _with_required(
-            data, handler, cls.__name__, lambda d: [] if "event" in d or "lifecycle" in d else ["event"]
+            data,
+            handler,
+            cls.__name__,
+            lambda d: [] if "event" in d or "lifecycle" in d else ["event"],
+            list(cls.model_fields),
         )
 
     @model_validator(mode="after")
@@ -262,6 +276,7 @@ class GaugeSpec(_Spec):
             handler,
             cls.__name__,
             lambda d: [] if "lifecycle" in d else [n for n in ("open", "close", "pair_on") if n not in d],
+            list(cls.model_fields),
         )
 
     @model_validator(mode="after")
