@@ -7,7 +7,8 @@ import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -180,10 +181,13 @@ def itsm_incident_log(
     _post_and_summarise(file, events, url, speed, parse_start(start_text, "UTC"), batch_size, progress, api_key)
 
 
-def _common_options(unit_help: str, zone_help: str) -> Any:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _common_options(unit_help: str, zone_help: str) -> Callable[[_F], _F]:
     """The options every replay takes (pacing, batches, key, progress bar)."""
 
-    def wrap(command: Any) -> Any:
+    def wrap(command: _F) -> _F:
         for option in reversed(
             [
                 click.option("--url", default=DEFAULT_URL, show_default=True, help="base URL of the Pulseboard server"),

@@ -44,8 +44,8 @@ def _load_states(conn: Connection, key: str, alarms: Sequence[str]) -> dict[str,
             f"SELECT alarm, {_STATE_COLUMNS} FROM alarm_state WHERE lifecycle = ? "
             f"AND alarm IN ({', '.join('?' * len(chunk))}) ORDER BY alarm{lock}"
         )
-        for alarm, *cols in conn.exec_driver_sql(_sql(conn, sql), (key, *chunk)).all():
-            found[alarm] = AlarmState.from_row(*cols)
+        for r in conn.exec_driver_sql(_sql(conn, sql), (key, *chunk)).all():
+            found[str(r[0])] = AlarmState.from_row(r[1], r[2], r[3], r[4], r[5])
     return found
 
 
@@ -87,8 +87,8 @@ def apply_lifecycles(conn: Connection, packs: Iterable[Pack], events: Sequence[E
         if not pack.lifecycles:
             continue
         grouped: dict[str, dict[str, list[EventRow]]] = {}
-        for lc, alarm, ev in lifecycle_events(pack, events):
-            grouped.setdefault(lc.name, {}).setdefault(alarm, []).append(ev)
+        for found, alarm, ev in lifecycle_events(pack, events):
+            grouped.setdefault(found.name, {}).setdefault(alarm, []).append(ev)
         for name, by_alarm in grouped.items():
             lc: Lifecycle = pack.lifecycles[name]
             key = pack.lifecycle_key(name)
@@ -151,7 +151,7 @@ def apply_lifecycles(conn: Connection, packs: Iterable[Pack], events: Sequence[E
 # Reads.
 
 
-async def _rows(conn: AsyncConnection, sql: str, params: Sequence[object]) -> Sequence[Row[Any]]:
+async def _rows(conn: AsyncConnection, sql: str, params: Sequence[object]) -> Sequence[Any]:
     return (await conn.exec_driver_sql(_sql(conn, sql), tuple(params))).all()
 
 
@@ -168,7 +168,7 @@ async def gauge_intervals(
         "AND opened_us > ? AND (closed_us IS NULL OR closed_us > ?)",
         [gauge_key, dim_key, end_us, oldest, start_us],
     )
-    return [(int(o), None if c is None else int(c)) for o, c in rows if o is not None]
+    return [(int(row[0]), None if row[1] is None else int(row[1])) for row in rows if row[0] is not None]
 
 
 async def peak_minute_count(conn: AsyncConnection, measure_key: str, dim_key: str, start_us: int, end_us: int) -> int:
@@ -194,4 +194,4 @@ async def open_items(
         f"{raised} AND closed_us_eff IS NULL UNION ALL {raised} AND closed_us_eff > ?",
         [*params, *params, at_us],
     )
-    return [(alarm, AlarmState.from_row(*cols)) for alarm, *cols in rows]
+    return [(str(r[0]), AlarmState.from_row(r[1], r[2], r[3], r[4], r[5])) for r in rows]
