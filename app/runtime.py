@@ -58,10 +58,11 @@ class Runtime:
         """Business time zone."""
         return self.settings.zone
 
-    def find_kpi(self, name: str) -> tuple[Pack, Kpi] | None:
-        """The pack and KPI named ``name``, or ``None``."""
+    def find_kpi(self, name: str, pack_name: str | None = None) -> tuple[Pack, Kpi] | None:
+        """The pack and KPI named ``name`` (in pack ``pack_name`` if given; else the first pack
+        that defines it), or ``None``."""
         for pack in self.packs.values():
-            if name in pack.kpis:
+            if name in pack.kpis and (pack_name is None or pack.name == pack_name):
                 return pack, pack.kpis[name]
         return None
 

@@ -80,7 +80,7 @@ def make_settings(tmp_path: Path, store_kind: str) -> Iterator[Callable[..., Set
         _drop_pg_schema(schema)
 
 
-TEST_SOURCES = ("default", "anonymous-bank", "itsm-incident-log")
+TEST_SOURCES = ("default", "anonymous-bank", "itsm-incident-log", "pcic2021", "github-status")
 _SOURCE_RE = re.compile(rb'"source"\s*:\s*"([^"\\]{1,64})"')
 
 

@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"  # the real data sets the tests read, each with its SOURCE.md (data/README.md)
 AUGUST = DATA / "anonymous-bank" / "august_1999.tsv.gz"
 ITSM_LOG = DATA / "itsm-incident-log" / "incident_event_log.csv.gz"
+NOC = DATA / "noc-alarms"
+PCIC_ALARMS = NOC / "pcic2021-wireless-alarms.csv.gz"
 
 
 T = TypeVar("T")

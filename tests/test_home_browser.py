@@ -31,6 +31,7 @@ NOW = datetime(2024, 6, 30, 22, 30, tzinfo=UTC)
 EXPECTED = {
     "contact-centre": ("Contact centre", "Asia/Jerusalem", "2024-07-01", "2024-07"),
     "itsm": ("IT service desk", "UTC", "2024-06-30", "2024-06"),
+    "noc": ("Network operations", "Asia/Jerusalem", "2024-07-01", "2024-07"),
     "generic-wall": ("Generic test wall", "Asia/Jerusalem", "2024-07-01", "2024-07"),
 }
 
@@ -95,6 +96,7 @@ async def test_home_api_today_follows_the_event_clock(make_settings, start_serve
     assert got == {  # 00:30 on 3 August in Jerusalem, 21:30 on 2 August in UTC
         "contact-centre": ("1999-08-03", "/day/contact-centre/1999-08-03"),
         "itsm": ("1999-08-02", "/day/itsm/1999-08-02"),
+        "noc": ("1999-08-03", "/day/noc/1999-08-03"),  # the business zone (no tz of its own)
     }
 
 

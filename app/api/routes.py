@@ -86,6 +86,7 @@ async def kpi_series(
     start: str = Query(..., description="RFC 3339 instant with offset"),
     end: str = Query(..., description="RFC 3339 instant with offset (exclusive)"),
     tz: str | None = Query(None, description="IANA zone of the periods (default: the business zone)"),
+    pack: str | None = Query(None, description="the pack whose KPI this is, when several define it (mttr_s)"),
 ) -> JSONResponse:
     """Points ``{start, end, value, components}``; ``value`` is null where undefined.
 
@@ -96,10 +97,10 @@ async def kpi_series(
         QueryError: 422 for a bad ``tz``, ``start`` or ``end``, a reversed or too long range, a filter
             a gauge cannot take.
     """
-    found = runtime.find_kpi(name)
+    found = runtime.find_kpi(name, pack)
     if found is None:
-        raise HTTPException(404, f"no KPI named {name!r}")
-    pack, kpi = found
+        raise HTTPException(404, f"no KPI named {name!r}" + (f" in pack {pack!r}" if pack else ""))
+    kpi_pack, kpi = found
     zone = runtime.zone
     if tz is not None:
         try:
@@ -111,11 +112,12 @@ async def kpi_series(
         raise QueryError("end", "must be after start")
     async with runtime.engine.connect() as conn:
         points = await series(
-            conn, pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())
+            conn, kpi_pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())
         )
     return JSONResponse(
         {
             "kpi": name,
+            "pack": kpi_pack.name,
             "grain": grain,
             "tz": str(zone),
             "unit": kpi.unit,

@@ -1,12 +1,14 @@
-"""``pulseboard replay anonymous-bank`` and ``pulseboard replay itsm-incident-log`` (CONTRACT §1)."""
+"""``pulseboard replay anonymous-bank``, ``itsm-incident-log``, ``pcic-alarms`` and
+``github-incidents`` (CONTRACT §1)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -177,3 +179,131 @@ def itsm_incident_log(
     if not events:
         raise click.ClickException(f"{file}: no events (empty log)")
     _post_and_summarise(file, events, url, speed, parse_start(start_text, "UTC"), batch_size, progress, api_key)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _common_options(unit_help: str, zone_help: str) -> Callable[[_F], _F]:
+    """The options every replay takes (pacing, batches, key, progress bar)."""
+
+    def wrap(command: _F) -> _F:
+        for option in reversed(
+            [
+                click.option("--url", default=DEFAULT_URL, show_default=True, help="base URL of the Pulseboard server"),
+                click.option(
+                    "--speed",
+                    type=SpeedType(),
+                    default="max",
+                    show_default=True,
+                    help=f"'max' = as fast as the server accepts; N = N seconds of {unit_help} per second",
+                ),
+                click.option(
+                    "--start",
+                    "start_text",
+                    default=None,
+                    metavar="ISO",
+                    help="replay-clock start: earlier events are posted at once, later ones paced by --speed "
+                    f"({zone_help})",
+                ),
+                click.option(
+                    "--batch-size",
+                    type=click.IntRange(1, 10_000),
+                    default=1000,
+                    show_default=True,
+                    help="most events per POST",
+                ),
+                click.option(
+                    "--api-key",
+                    envvar="PULSEBOARD_API_KEY",
+                    default=None,
+                    help="sent as 'Authorization: Bearer KEY' (env PULSEBOARD_API_KEY)",
+                ),
+                click.option(
+                    "--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr"
+                ),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return wrap
+
+
+@replay.command("pcic-alarms")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--origin",
+    "origin_text",
+    default="2021-01-01T00:00:00Z",
+    show_default=True,
+    metavar="ISO",
+    help="the instant the file's second 0 is placed at (the data's own origin is unpublished; no offset = UTC)",
+)
+@_common_options("alarm time", "no offset = UTC")
+def pcic_alarms(
+    file: Path,
+    origin_text: str,
+    url: str,
+    speed: float | None,
+    start_text: str | None,
+    batch_size: int,
+    api_key: str | None,
+    progress: bool,
+) -> None:
+    """Post the PCIC 2021 wireless alarm file FILE (.csv or .csv.gz) as alarm events.
+
+    One alarm.raised and one alarm.cleared per row, source pcic2021, times = --origin + the
+    file's seconds (mapping: app/replay/pcic.py).
+    """
+    from app.replay.pcic import RowError, map_file
+
+    quiet_http_log()
+    origin = parse_start(origin_text, "UTC")
+    assert origin is not None
+    try:
+        events, stats = map_file(file, origin)
+    except RowError as exc:
+        raise click.ClickException(f"{file}: {exc}") from None
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {file}: {exc}") from None
+    for line in stats.lines(origin):
+        click.echo(line, err=True)
+    if not events:
+        raise click.ClickException(f"{file}: no alarms")
+    _post_and_summarise(file, events, url, speed, parse_start(start_text, "UTC"), batch_size, progress, api_key)
+
+
+@replay.command("github-incidents")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@_common_options("incident time", "no offset = UTC")
+def github_incidents(
+    paths: tuple[Path, ...],
+    url: str,
+    speed: float | None,
+    start_text: str | None,
+    batch_size: int,
+    api_key: str | None,
+    progress: bool,
+) -> None:
+    """Post GitHub's status-page incidents as alarm events: PATHS is the folder holding
+    github-incidents.csv and github-component-status.csv, or the two files.
+
+    Incident alarms (severity from impact; MTTA from a PROXY, the first update after the opening
+    post) and per-component status alarms (availability per service); source github-status
+    (mapping: app/replay/github_status.py).
+    """
+    from app.replay.github_status import RowError, map_paths
+
+    quiet_http_log()
+    try:
+        events, stats = map_paths(paths)
+    except RowError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {', '.join(map(str, paths))}: {exc}") from None
+    for line in stats.lines():
+        click.echo(line, err=True)
+    if not events:
+        raise click.ClickException("no incidents")
+    _post_and_summarise(paths[0], events, url, speed, parse_start(start_text, "UTC"), batch_size, progress, api_key)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from app.metrics.pack import Formula, Kpi
 from app.metrics.partials import Partial
+from app.metrics.timeweighted import TimeWeighted
 
 _EMPTY = Partial()
 
@@ -23,6 +24,17 @@ class GaugeReading:
 
     open_count: int
     oldest_open_us: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowReading:
+    """What time-weighted, rate and peak KPIs read besides merged partials, over one window:
+    its measured length (µs: up to "now" for a window still running), the gauge's
+    ``TimeWeighted`` and the measures' highest count in one minute."""
+
+    span_us: int
+    time_weighted: Mapping[str, TimeWeighted]
+    peaks: Mapping[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +59,11 @@ def _total(formula: Formula, partials: Mapping[str, Partial], components: dict[s
 
 
 def evaluate(
-    kpi: Kpi, partials: Mapping[str, Partial], gauge: GaugeReading | None = None, now_us: int | None = None
+    kpi: Kpi,
+    partials: Mapping[str, Partial],
+    gauge: GaugeReading | None = None,
+    now_us: int | None = None,
+    window: WindowReading | None = None,
 ) -> KpiValue:
     """Compute ``kpi`` from ``partials`` (measure name -> merged Partial).
 
@@ -56,15 +72,25 @@ def evaluate(
         partials: merged partial per measure name of the KPI's pack (missing = empty).
         gauge: the gauge reading, for gauge KPIs.
         now_us: the instant gauges are read at (UTC µs), for ``oldest_age_s``.
+        window: the window reading, for time-weighted, rate and peak KPIs.
+
+    Formulas read from ``window``: ``time_weighted`` (availability = 1 - time with at least one
+    open item / window length; ``mean``: time-weighted average of open items), ``rate``
+    (count / (window length / ``per_s``)) and ``peak`` (highest count in one minute).
 
     Returns:
-        ``KpiValue``; ``value`` is ``None`` where the formula is undefined.
+        ``KpiValue``; ``value`` is ``None`` where the formula is undefined (an empty window).
 
     Raises:
-        ValueError: for a gauge KPI evaluated without ``gauge``/``now_us``.
+        ValueError: for a gauge KPI evaluated without ``gauge``/``now_us``, or a window KPI
+            without ``window``.
     """
     f = kpi.formula
     comps: dict[str, float | int | None] = {}
+    if f.kind in ("time_weighted", "rate", "peak"):
+        if window is None:
+            raise ValueError(f"KPI {kpi.name!r} ({f.kind}) needs a window reading")
+        return _window_value(kpi, partials, window, comps)
     if f.kind in ("count", "sum"):
         return KpiValue(_total(f, partials, comps), comps)
     if f.kind == "ratio":
@@ -95,6 +121,27 @@ def evaluate(
             return KpiValue(0.0 if gauge.open_count == 0 else None, comps)
         return KpiValue(max(0.0, (now_us - gauge.oldest_open_us) / 1e6), comps)
     raise ValueError(f"unknown formula kind {f.kind!r}")
+
+
+def _window_value(
+    kpi: Kpi, partials: Mapping[str, Partial], window: WindowReading, comps: dict[str, float | int | None]
+) -> KpiValue:
+    f = kpi.formula
+    comps["span_s_sum"] = window.span_us / 1e6
+    if f.kind == "time_weighted":
+        assert f.gauge is not None
+        tw = window.time_weighted.get(f.gauge, TimeWeighted(span_us=window.span_us))
+        comps["covered_s_sum"] = tw.covered_us / 1e6
+        comps["item_s_sum"] = tw.item_us / 1e6
+        value = {"available_ratio": tw.available_ratio, "covered_ratio": tw.covered_ratio, "mean": tw.mean}
+        return KpiValue(value[f.aggregate or "available_ratio"], comps)
+    if f.kind == "rate":
+        total = _total(Formula("count", measures=f.measures), partials, comps)
+        per_s = f.per_s or 60.0
+        return KpiValue(total / (window.span_us / 1e6 / per_s) if window.span_us > 0 else None, comps)
+    peak = window.peaks.get(f.measures[0], 0)
+    comps["peak_per_minute"] = peak
+    return KpiValue(peak if window.span_us > 0 else None, comps)
 
 
 def rag_status(kpi: Kpi, value: float | None, target: float | None = None) -> str | None:

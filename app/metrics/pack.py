@@ -93,9 +93,15 @@ class Measure:
     value_filter: tuple[tuple[str, float], ...] = ()
     dims_filter: tuple[tuple[str, str], ...] = ()
     sketch: bool = False
+    dims_exclude: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    lifecycle: str | None = None
+    stage: str | None = None
 
     def matches(self, event_type: str, value: float | None, dims: dict[str, Any] | None) -> bool:
-        """True when an event of ``event_type`` with ``value`` and ``dims`` counts here."""
+        """True when an event of ``event_type`` with ``value`` and ``dims`` counts here.
+
+        A lifecycle measure (``lifecycle`` set) is matched by ``app.metrics.lifecycle`` against the
+        item's stage, its value (seconds since the open) and the item's dims at that instant."""
         if event_type != self.event_type:
             return False
         for op, threshold in self.value_filter:
@@ -103,6 +109,9 @@ class Measure:
                 return False
         for key, text in self.dims_filter:
             if dims is None or key not in dims or dim_text(dims[key]) != text:
+                return False
+        for key, texts in self.dims_exclude:
+            if dims is not None and key in dims and dim_text(dims[key]) in texts:
                 return False
         return True
 
@@ -131,6 +140,45 @@ class Gauge:
     close_types: tuple[str, ...]
     pair_on: str
     max_open_s: float
+    lifecycle: str | None = None  # items are written by ``app.metrics.lifecycle``, not by ``rollup``
+    affecting: bool = False  # lifecycle gauges: only while the item is service-affecting
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """An item lifecycle (an alarm): opened (raised), acknowledged, closed (cleared) and updated,
+    paired on ``dims[pair_on]``.  Semantics: ``app.metrics.lifecycle``.
+
+    Attributes:
+        not_affecting: ``(dim, values)``: an item whose dim has one of these values is not
+            service-affecting (an item without the dim is).
+    """
+
+    name: str
+    pair_on: str
+    open_type: str
+    close_type: str
+    ack_type: str | None = None
+    update_type: str | None = None
+    max_open_s: float = 4 * 3600.0
+    max_updates: int = 100
+    not_affecting: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The event types this lifecycle reads."""
+        return tuple(t for t in (self.open_type, self.ack_type, self.close_type, self.update_type) if t)
+
+    def stage_type(self, stage: str) -> str | None:
+        """The event type of ``stage`` (open, acknowledge, close), ``None`` when it has none."""
+        return {"open": self.open_type, "acknowledge": self.ack_type, "close": self.close_type}[stage]
+
+    def affecting(self, dims: dict[str, Any]) -> bool:
+        """Whether an item with ``dims`` is service-affecting."""
+        for key, texts in self.not_affecting:
+            if key in dims and dim_text(dims[key]) in texts:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +198,7 @@ class Formula:
     p: float | None = None
     gauge: str | None = None
     aggregate: str | None = None
+    per_s: float | None = None
 
     def referenced_measures(self) -> tuple[str, ...]:
         """Every measure this formula reads, without repeats, in order."""
@@ -202,10 +251,19 @@ class Kpi:
         """Gauges are point-in-time values, not windowed sums."""
         return self.formula.kind == "gauge"
 
+    @property
+    def reads_window(self) -> bool:
+        """Time-weighted, rate and peak KPIs read more than merged partials: the window's length,
+        the gauge's items over it, or its minute counts (``app.query.timeweighted``)."""
+        return self.formula.kind in WINDOW_KINDS
+
     def definition_hash(self) -> str:
         """Stable hash of what determines this KPI's value (for snapshots)."""
         body = json.dumps(_plain(self.formula), sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+WINDOW_KINDS = frozenset({"time_weighted", "rate", "peak"})
 
 
 def _plain(obj: Any) -> Any:
@@ -226,6 +284,9 @@ class Tile:
     title: str | None = None
     dims: tuple[tuple[str, str], ...] = ()
     size: Literal["large", "normal"] = "normal"
+    kind: Literal["kpi", "alarm_list"] = "kpi"
+    lifecycle: str | None = None
+    limit: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +311,7 @@ class Pack:
     gauges: dict[str, Gauge]
     kpis: dict[str, Kpi]
     dashboards: dict[str, Dashboard] = field(default_factory=dict)
+    lifecycles: dict[str, Lifecycle] = field(default_factory=dict)
 
     def measure_key(self, measure: str) -> str:
         """Storage key of a measure: ``pack/measure``."""
@@ -259,13 +321,19 @@ class Pack:
         """Storage key of a gauge: ``pack/gauge``."""
         return f"{self.name}/{gauge}"
 
+    def lifecycle_key(self, lifecycle: str) -> str:
+        """Storage key of a lifecycle: ``pack/lifecycle``."""
+        return f"{self.name}/{lifecycle}"
+
     @property
     def event_types(self) -> frozenset[str]:
-        """Every event type any measure or gauge of the pack reads."""
+        """Every event type any measure, gauge or lifecycle of the pack reads."""
         types = {m.event_type for m in self.measures.values()}
         for g in self.gauges.values():
             types.add(g.open_type)
             types.update(g.close_types)
+        for lc in self.lifecycles.values():
+            types.update(lc.event_types)
         return frozenset(types)
 
 
@@ -278,21 +346,65 @@ class _Builder:
     def __init__(self, spec: PackSpec) -> None:
         self.spec = spec
         self.problems: list[tuple[Path, str]] = []
-        self.measures: dict[str, Measure] = {
-            name: Measure(
+        self.lifecycles: dict[str, Lifecycle] = {
+            name: Lifecycle(
                 name,
-                m.event,
-                tuple((op, float(v)) for op, v in m.where.value.model_dump(exclude_none=True).items())
-                if m.where is not None and m.where.value is not None
-                else (),
-                tuple((k, dim_text(v)) for k, v in m.where.dims.items()) if m.where is not None else (),
-                m.sketch,
+                lc.pair_on,
+                lc.open,
+                lc.close,
+                lc.acknowledge,
+                lc.update,
+                lc.max_open_s,
+                lc.max_updates,
+                tuple((k, tuple(dim_text(v) for v in vs)) for k, vs in lc.not_affecting.items()),
             )
-            for name, m in spec.measures.items()
+            for name, lc in spec.lifecycles.items()
         }
-        self.gauges: dict[str, Gauge] = {
-            name: Gauge(name, g.open, tuple(g.close), g.pair_on, g.max_open_s) for name, g in spec.gauges.items()
-        }
+        self.measures: dict[str, Measure] = {}
+        for name, m in spec.measures.items():
+            event_type = m.event
+            if m.lifecycle is not None:
+                lc = self.lifecycles.get(m.lifecycle)
+                if lc is None:
+                    self.fail(("measures", name, "lifecycle"), self._unknown_lifecycle(m.lifecycle))
+                    continue
+                assert m.stage is not None  # validated with the lifecycle
+                event_type = lc.stage_type(m.stage)
+                if event_type is None:
+                    self.fail(("measures", name, "stage"), f"lifecycle {m.lifecycle!r} has no {m.stage} event")
+                    continue
+            assert event_type is not None  # an event or a lifecycle, validated
+            where = m.where
+            self.measures[name] = Measure(
+                name,
+                event_type,
+                tuple((op, float(v)) for op, v in where.value.model_dump(exclude_none=True).items())
+                if where is not None and where.value is not None
+                else (),
+                tuple((k, dim_text(v)) for k, v in where.dims.items()) if where is not None else (),
+                m.sketch,
+                tuple((k, tuple(dim_text(v) for v in vs)) for k, vs in where.dims_not.items())
+                if where is not None
+                else (),
+                m.lifecycle,
+                m.stage,
+            )
+        self.gauges: dict[str, Gauge] = {}
+        for name, g in spec.gauges.items():
+            if g.lifecycle is None:
+                assert g.open is not None and g.close is not None and g.pair_on is not None  # validated
+                self.gauges[name] = Gauge(name, g.open, tuple(g.close), g.pair_on, g.max_open_s)
+                continue
+            lc = self.lifecycles.get(g.lifecycle)
+            if lc is None:
+                self.fail(("gauges", name, "lifecycle"), self._unknown_lifecycle(g.lifecycle))
+                continue
+            self.gauges[name] = Gauge(
+                name, lc.open_type, (lc.close_type,), lc.pair_on, lc.max_open_s, lc.name, g.affecting
+            )
+
+    def _unknown_lifecycle(self, name: str) -> str:
+        return f"unknown lifecycle {name!r} (the pack's lifecycles: {', '.join(self.lifecycles) or 'none'})"
 
     def fail(self, path: Path, reason: str) -> None:
         self.problems.append((path, reason))
@@ -314,6 +426,11 @@ class _Builder:
                 [(*path, kind)] if isinstance(raw, str) else [(*path, kind, i) for i in range(len(raw))]
             )
             found = [self._measure(place, name) for place, name in zip(places, names, strict=True)]
+            if kind in ("min", "max") and all(found) and self.measures[names[0]].lifecycle is not None:
+                self.fail(
+                    places[0], "lifecycle measures keep no min/max (a late open can restate them): use a percentile"
+                )
+                return None
             return Formula(kind, measures=names) if all(found) else None
         if spec.ratio is not None:
             parts: dict[str, Formula | None] = {}
@@ -334,6 +451,25 @@ class _Builder:
             if not self._measure((*path, "percentile", "measure"), measure):
                 return None
             return Formula("percentile", measures=(measure,), p=spec.percentile.p)
+        if spec.time_weighted is not None:
+            if spec.time_weighted.gauge not in self.gauges:
+                known = ", ".join(self.gauges) or "none"
+                self.fail(
+                    (*path, "time_weighted", "gauge"),
+                    f"unknown gauge {spec.time_weighted.gauge!r} (the pack's gauges: {known})",
+                )
+                return None
+            return Formula("time_weighted", gauge=spec.time_weighted.gauge, aggregate=spec.time_weighted.aggregate)
+        if spec.rate is not None:
+            raw_names = spec.rate.count
+            names = (raw_names,) if isinstance(raw_names, str) else tuple(raw_names)
+            if not all([self._measure((*path, "rate", "count"), n) for n in names]):
+                return None
+            return Formula("rate", measures=names, per_s=spec.rate.per_s)
+        if spec.peak is not None:
+            if not self._measure((*path, "peak", "measure"), spec.peak.measure):
+                return None
+            return Formula("peak", measures=(spec.peak.measure,))
         assert spec.gauge is not None  # the one kind left
         if spec.gauge.gauge not in self.gauges:
             known = ", ".join(self.gauges) or "none"
@@ -370,6 +506,25 @@ class _Builder:
         seen: set[str] = set()
         for i, tile in enumerate(spec.tiles):
             path: Path = ("dashboards", slug, "tiles", i)
+            if tile.kind == "alarm_list":
+                assert tile.lifecycle is not None  # validated with the kind
+                if tile.lifecycle not in self.lifecycles:
+                    self.fail((*path, "lifecycle"), self._unknown_lifecycle(tile.lifecycle))
+                    continue
+                if tile.window != "now":
+                    self.fail((*path, "window"), "an alarm list is read at an instant: window 'now'")
+                    continue
+                tile_id = tile.id or f"{tile.lifecycle}_list"
+                if tile_id in seen:
+                    self.fail((*path, "id") if tile.id else path, f"tile id {tile_id!r} is used twice (ids are unique)")
+                    continue
+                seen.add(tile_id)
+                dims = tuple((k, dim_text(v)) for k, v in tile.dims.items())
+                tiles.append(
+                    Tile(tile_id, "", "now", tile.title, dims, tile.size, "alarm_list", tile.lifecycle, tile.limit)
+                )
+                continue
+            assert tile.kpi is not None  # validated with the kind
             kpi = kpis.get(tile.kpi)
             if kpi is None:
                 if tile.kpi not in self.spec.kpis:  # else the KPI's own problem is reported already
@@ -395,7 +550,9 @@ class _Builder:
         dashboards = {slug: self.dashboard(slug, d, kpis) for slug, d in self.spec.dashboards.items()}
         spec = self.spec
         title = spec.title if spec.title is not None else spec.pack
-        return Pack(spec.pack, title, tuple(spec.dimensions), self.measures, self.gauges, kpis, dashboards)
+        return Pack(
+            spec.pack, title, tuple(spec.dimensions), self.measures, self.gauges, kpis, dashboards, self.lifecycles
+        )
 
 
 def parse_pack(raw: object, origin: str = "<pack>") -> Pack:

@@ -30,7 +30,10 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
 EVENT_TYPE_PATTERN = r"^[a-z0-9_.-]{1,128}$"  # CONTRACT §2
 VALUE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
 WINDOWS = ("15m", "60m", "today", "month", "now")
-FORMULA_KINDS = ("count", "sum", "mean", "min", "max", "ratio", "percentile", "gauge")
+FORMULA_KINDS = ("count", "sum", "mean", "min", "max", "ratio", "percentile", "gauge", "time_weighted", "rate", "peak")
+TILE_KINDS = ("kpi", "alarm_list")
+STAGES = ("open", "acknowledge", "close")
+DEFAULT_MAX_UPDATES = 100
 DEFAULT_MAX_OPEN_S = 4 * 3600.0
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_PATH = "/api/v1/schemas/pack.json"
@@ -39,6 +42,47 @@ Path = tuple[str | int, ...]
 
 def _refuse(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(kind, message)
+
+
+_CORE_ERROR_TYPES = frozenset(get_args(core_schema.ErrorType))
+
+
+def _at(error: Any) -> dict[str, Any]:
+    return {"loc": error["loc"], "input": error.get("input")}
+
+
+def _with_required(
+    data: Any,
+    handler: Callable[[Any], Any],
+    title: str,
+    required: Callable[[dict[str, Any]], list[str]],
+    fields_in_order: Sequence[str],
+) -> Any:
+    """Validate ``data`` with ``handler``, reporting the fields ``required(data)`` names as missing
+    together with every other problem of the model (as plain required fields are)."""
+    missing = required(data) if isinstance(data, dict) else []
+    fields = list(fields_in_order)
+
+    def order(error: Any) -> int:  # pydantic's order: the model's fields as declared, unknown fields last
+        head = error["loc"][0] if error["loc"] else None
+        return fields.index(head) if head in fields else len(fields)
+
+    found: list[Any] = [{"type": "missing", "loc": (name,), "input": data} for name in missing]
+    try:
+        out = handler(data)
+    except ValidationError as exc:
+        if not found:
+            raise
+        others = [
+            {k: e[k] for k in ("type", "loc", "input", "ctx") if k in e}
+            if e["type"] in _CORE_ERROR_TYPES
+            else {"type": PydanticCustomError(e["type"], e["msg"].replace("{", "{{").replace("}", "}}")), **_at(e)}
+            for e in exc.errors()
+        ]
+        raise ValidationError.from_exception_data(title, sorted(others + found, key=order)) from None
+    if found:
+        raise ValidationError.from_exception_data(title, found)
+    return out
 
 
 def _matching(pattern: str, message: str) -> Callable[[object], object]:
@@ -150,30 +194,120 @@ class ValueFilter(_Spec):
     ne: float | None = None
 
 
+ScalarList = Annotated[
+    list[Scalar],
+    Field(min_length=1),
+    BeforeValidator(lambda v: v if isinstance(v, list) else [v]),
+    WithJsonSchema(
+        {
+            "description": "a value, or a list of values",
+            "anyOf": [
+                {"type": ["string", "number", "boolean"]},
+                {"type": "array", "items": {"type": ["string", "number", "boolean"]}, "minItems": 1},
+            ],
+        }
+    ),
+]
+
+
 class Where(_Spec):
     """Which events of the type count."""
 
     value: ValueFilter | None = None
     dims: dict[str, Scalar] = Field(default_factory=dict, description="dimensions that must equal these values")
+    dims_not: dict[str, ScalarList] = Field(
+        default_factory=dict,
+        description="dimensions that must NOT equal any of these values (an event without the dimension matches)",
+    )
 
 
 class MeasureSpec(_Spec):
-    """What one 1-minute partial counts: events of one type, optionally filtered."""
+    """What one 1-minute partial counts: events of one type, optionally filtered; or one stage of a
+    lifecycle (``lifecycle`` + ``stage``), counted once per item at that stage, with the time since
+    the item opened as its value (s)."""
 
-    event: EventType = Field(description="the event `type` counted")
+    event: EventType | None = Field(default=None, description="the event `type` counted")
+    lifecycle: str | None = Field(default=None, description="a lifecycle of the pack (instead of `event`)")
+    stage: Literal["open", "acknowledge", "close"] | None = Field(
+        default=None, description="with `lifecycle`: the stage counted; value = seconds since the open"
+    )
     where: Where | None = None
     sketch: bool = Field(default=False, description="keep a quantile sketch of the values (percentile KPIs)")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _event_required(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+        return _with_required(
+            data,
+            handler,
+            cls.__name__,
+            lambda d: [] if "event" in d or "lifecycle" in d else ["event"],
+            list(cls.model_fields),
+        )
+
+    @model_validator(mode="after")
+    def _event_or_stage(self) -> MeasureSpec:
+        if self.event is not None and self.lifecycle is not None:
+            raise _refuse("measure", "a measure names either an `event` or a `lifecycle` (with its `stage`)")
+        if (self.lifecycle is None) != (self.stage is None):
+            raise _refuse("measure", "`lifecycle` and `stage` go together")
+        return self
 
 
 class GaugeSpec(_Spec):
     """An open/close pairing (e.g. calls in queue): items opened by one event type and closed by
-    any of others, paired on a dimension."""
+    any of others, paired on a dimension; or the open items of a lifecycle (``lifecycle``,
+    optionally only while they are service-affecting: ``affecting: true``)."""
 
-    open: EventType
-    close: EventTypes
-    pair_on: Text = Field(description="the dimension whose value pairs an open with its close")
+    open: EventType | None = None
+    close: EventTypes | None = None
+    pair_on: Text | None = Field(default=None, description="the dimension whose value pairs an open with its close")
     max_open_s: float = Field(
         default=DEFAULT_MAX_OPEN_S, gt=0, description="items open longer are ignored (their close was lost), s"
+    )
+    lifecycle: str | None = Field(default=None, description="the open items of this lifecycle (instead of open/close)")
+    affecting: bool = Field(default=False, description="with `lifecycle`: only while the item is service-affecting")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _pairing_required(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+        return _with_required(
+            data,
+            handler,
+            cls.__name__,
+            lambda d: [] if "lifecycle" in d else [n for n in ("open", "close", "pair_on") if n not in d],
+            list(cls.model_fields),
+        )
+
+    @model_validator(mode="after")
+    def _pairing_or_lifecycle(self) -> GaugeSpec:
+        if self.lifecycle is None:
+            if self.affecting:
+                raise _refuse("gauge", "`affecting` goes with `lifecycle`")
+        elif self.open is not None or self.close is not None or self.pair_on is not None:
+            raise _refuse("gauge", "a lifecycle gauge takes its events from the lifecycle: no `open`/`close`/`pair_on`")
+        return self
+
+
+class LifecycleSpec(_Spec):
+    """An item's lifecycle, e.g. an alarm: raised (``open``), acknowledged, cleared (``close``), and
+    updated (new dims such as a new severity), paired on ``pair_on``.  Derived from the raw events
+    by a pure function (``app.metrics.lifecycle``): the earliest open, acknowledge and close of an
+    item count, once."""
+
+    pair_on: Text = Field(description="the dimension naming the item (e.g. `alarm`)")
+    open: EventType
+    close: EventType
+    acknowledge: EventType | None = None
+    update: EventType | None = Field(default=None, description="changes the item's dims (e.g. severity) from its ts on")
+    max_open_s: float = Field(
+        default=DEFAULT_MAX_OPEN_S, gt=0, description="items open longer are dropped (their close was lost), s"
+    )
+    max_updates: int = Field(default=DEFAULT_MAX_UPDATES, ge=0, le=10_000, description="updates applied per item")
+    not_affecting: dict[str, ScalarList] = Field(
+        default_factory=dict,
+        description="dims values that make an item NOT service-affecting (e.g. severity: [minor, warning]); "
+        "an item without the dimension is service-affecting",
     )
 
 
@@ -198,6 +332,28 @@ class GaugeReadingSpec(_Spec):
     aggregate: Literal["open_count", "oldest_age_s"] = "open_count"
 
 
+class TimeWeightedSpec(_Spec):
+    """A time-weighted reading of a gauge over the window: ``available_ratio`` = 1 - time with at
+    least one open item / window length, ``covered_ratio`` = that time / window length, ``mean`` =
+    the time-weighted average number of open items."""
+
+    gauge: str
+    aggregate: Literal["available_ratio", "covered_ratio", "mean"] = "available_ratio"
+
+
+class RateSpec(_Spec):
+    """A count per time: count of the measure(s) / (window length / ``per_s``)."""
+
+    count: MeasureNames
+    per_s: float = Field(default=60.0, gt=0, description="the rate's time unit, s (60: per minute)")
+
+
+class PeakSpec(_Spec):
+    """The highest count of a measure in one minute of the window (e.g. an alarm flood's peak)."""
+
+    measure: str
+
+
 class FormulaSpec(_Spec):
     """A KPI formula: a mapping with exactly one key, the formula's kind."""
 
@@ -211,6 +367,9 @@ class FormulaSpec(_Spec):
     ratio: RatioSpec | None = None
     percentile: PercentileSpec | None = None
     gauge: GaugeReadingSpec | None = None
+    time_weighted: TimeWeightedSpec | None = None
+    rate: RateSpec | None = None
+    peak: PeakSpec | None = None
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> FormulaSpec:
@@ -257,16 +416,29 @@ class KpiSpec(_Spec):
 
 
 class TileSpec(_Spec):
-    """A dashboard tile: a KPI over a window, optionally for one dimension value."""
+    """A dashboard tile: a KPI over a window, optionally for one dimension value; or
+    (``kind: alarm_list``) the ``limit`` open items of a lifecycle with the most severe first, then
+    the oldest (window ``now``)."""
 
-    kpi: str
+    kind: Literal["kpi", "alarm_list"] = "kpi"
+    kpi: str | None = Field(default=None, description="the KPI shown (tiles of kind `kpi`)")
+    lifecycle: str | None = Field(default=None, description="the lifecycle listed (tiles of kind `alarm_list`)")
+    limit: int = Field(default=10, ge=1, le=200, description="`alarm_list`: most items listed")
     window: Literal["15m", "60m", "today", "month", "now"] = Field(
-        default="today", description="`now` for gauges, and only for them"
+        default="today", description="`now` for gauges and alarm lists, and only for them"
     )
     id: str | None = Field(default=None, description="unique in the dashboard; default: KPI_WINDOW")
     title: str | None = None
     dims: dict[str, Scalar] = Field(default_factory=dict)
     size: Literal["large", "normal"] = "normal"
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> TileSpec:
+        if self.kind == "kpi" and (self.kpi is None or self.lifecycle is not None):
+            raise _refuse("tile", "a tile of kind `kpi` names its `kpi` (and no `lifecycle`)")
+        if self.kind == "alarm_list" and (self.lifecycle is None or self.kpi is not None):
+            raise _refuse("tile", "a tile of kind `alarm_list` names its `lifecycle` (and no `kpi`)")
+        return self
 
 
 class DashboardSpec(_Spec):
@@ -286,6 +458,9 @@ class PackSpec(_Spec):
     title: str | None = Field(default=None, description="default: the pack's name")
     dimensions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, description="dimensions rolled up per value (for dims.KEY=VALUE reads)"
+    )
+    lifecycles: dict[Name, LifecycleSpec] = Field(
+        default_factory=dict, description="item lifecycles (alarms: raised, acknowledged, cleared, updated)"
     )
     measures: dict[Name, MeasureSpec] = Field(default_factory=dict)
     gauges: dict[Name, GaugeSpec] = Field(default_factory=dict)

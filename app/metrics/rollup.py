@@ -57,6 +57,7 @@ def dim_keys(pack: Pack, dims: dict[str, Any] | None) -> list[str]:
 
 
 KEY_MAX_CHARS = 300  # rollup_minute / rollup_sketch_bin / gauge_item: dim_key and item_key are VARCHAR(300)
+LIFECYCLE_KEY_RESERVE = 8  # a lifecycle gauge's item key is the item's key plus "#N" for a later stretch
 
 
 def oversized_dims(packs: Iterable[Pack], events: Iterable[Any]) -> list[dict[str, Any]]:
@@ -71,7 +72,10 @@ def oversized_dims(packs: Iterable[Pack], events: Iterable[Any]) -> list[dict[st
     for pack in packs:
         limits = {name: KEY_MAX_CHARS - len(name) - 1 for name in pack.dimensions}
         for gauge in pack.gauges.values():
-            limits[gauge.pair_on] = min(limits.get(gauge.pair_on, KEY_MAX_CHARS), KEY_MAX_CHARS)
+            limit = KEY_MAX_CHARS - (LIFECYCLE_KEY_RESERVE if gauge.lifecycle else 0)
+            limits[gauge.pair_on] = min(limits.get(gauge.pair_on, KEY_MAX_CHARS), limit)
+        for lc in pack.lifecycles.values():  # alarm_state.alarm is VARCHAR(300) too
+            limits[lc.pair_on] = min(limits.get(lc.pair_on, KEY_MAX_CHARS), KEY_MAX_CHARS - LIFECYCLE_KEY_RESERVE)
         if limits:
             rules.append((pack.event_types, limits))
     problems: list[dict[str, Any]] = []
@@ -132,10 +136,13 @@ def rollup(
     by_type: dict[str, list[Measure]] = {}
     measure_keys = {name: pack.measure_key(name) for name in pack.measures}
     for measure in pack.measures.values():
-        by_type.setdefault(measure.event_type, []).append(measure)
+        if measure.lifecycle is None:  # lifecycle measures and gauges: app.metrics.lifecycle
+            by_type.setdefault(measure.event_type, []).append(measure)
     gauge_open: dict[str, list[Gauge]] = {}
     gauge_close: dict[str, list[Gauge]] = {}
     for gauge in pack.gauges.values():
+        if gauge.lifecycle is not None:
+            continue
         gauge_open.setdefault(gauge.open_type, []).append(gauge)
         for t in gauge.close_types:
             gauge_close.setdefault(t, []).append(gauge)

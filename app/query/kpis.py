@@ -66,6 +66,11 @@ async def _raw_partials(
             if dk == TOTAL:
                 name = mkey.split("/", 1)[1]
                 merged.setdefault(name, Partial(sketch=None)).merge(part)
+    lifecycle_names = {n for n in names if pack.measures[n].lifecycle is not None}
+    if lifecycle_names:  # lifecycle measures pair events across time: app.query.alarms
+        from app.query.alarms import raw_lifecycle_partials
+
+        merged.update(await raw_lifecycle_partials(conn, pack, start_us, end_us, dims, lifecycle_names))
     return merged
 
 
@@ -81,6 +86,10 @@ async def raw_pack_partials(
         for (mkey, dk, _b), part in partials.items():
             if dk == TOTAL:
                 merged.setdefault(mkey.split("/", 1)[1], Partial()).merge(part)
+    if any(m.lifecycle is not None and (only is None or m.name in only) for m in pack.measures.values()):
+        from app.query.alarms import raw_lifecycle_partials
+
+        merged.update(await raw_lifecycle_partials(conn, pack, start_us, end_us, (), only))
     return merged
 
 
@@ -140,14 +149,21 @@ async def kpi_value(
     end_us: int,
     at_us: int,
 ) -> KpiValue:
-    """``kpi`` over ``[start_us, end_us)``; gauges are read at ``at_us``.
+    """``kpi`` over ``[start_us, end_us)``; gauges are read at ``at_us``, and time-weighted, rate
+    and peak KPIs measured up to it.
 
     Raises:
         QueryError: for a gauge filtered by a dimension that is not rolled up.
     """
     if kpi.is_gauge:
         return evaluate(kpi, {}, await kpi_gauge_reading(conn, pack, kpi, dims, at_us), at_us)
-    return evaluate(kpi, await kpi_partials(conn, pack, kpi, dims, start_us, end_us))
+    partials = await kpi_partials(conn, pack, kpi, dims, start_us, end_us)
+    if kpi.reads_window:  # time-weighted, rate, peak: measured up to at_us (app.query.timeweighted)
+        from app.query.timeweighted import window_reading
+
+        reading = await window_reading(conn, pack, [kpi], dims, start_us, end_us, at_us)
+        return evaluate(kpi, partials, window=reading)
+    return evaluate(kpi, partials)
 
 
 async def kpi_gauge_reading(

@@ -2,7 +2,9 @@
 
 Reads a whole dashboard at once (one conditional aggregate per partial table over every
 window and rolled-up filter, one live reading per gauge); used by the WebSocket hub and by
-``GET /api/v1/dashboards/{slug}``.
+``GET /api/v1/dashboards/{slug}``.  Time-weighted, rate and peak tiles add one read each
+(``app.query.timeweighted``); an ``alarm_list`` tile is the open alarms at ``now``
+(``app.query.alarms``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from app.metrics.pack import Dashboard, Kpi, Pack, Tile
 from app.metrics.partials import Partial
 from app.metrics.rollup import filter_dim_key
 from app.metrics.windows import window_bounds
+from app.query.alarms import alarm_list_tile
 from app.query.kpis import QueryError, gauge_of, pack_partials, sketch_measures
+from app.query.timeweighted import window_reading
 from app.store import reads
 
 Dims = tuple[tuple[str, str], ...]  # a tile's dimension filter, sorted by key
@@ -54,9 +58,16 @@ async def dashboard_tiles(
     readings = await _gauge_readings(conn, pack, dashboard, now_us)
     out: dict[str, dict[str, Any]] = {}
     for tile in dashboard.tiles:
+        if tile.kind == "alarm_list":
+            out[tile.id] = await alarm_list_tile(conn, pack, tile, now_us, zone)
+            continue
         kpi = pack.kpis[tile.kpi]
         if kpi.is_gauge:
             value = evaluate(kpi, {}, readings[(gauge_of(pack, kpi).name, tile.dims)], now_us)
+        elif kpi.reads_window:
+            start, end = window_bounds(tile.window, now_us, zone)
+            reading = await window_reading(conn, pack, [kpi], tile.dims, start, end, now_us)
+            value = evaluate(kpi, partials[(tile.window, tile.dims)], window=reading)
         else:
             value = evaluate(kpi, partials[(tile.window, tile.dims)])
         out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
@@ -75,8 +86,8 @@ async def _window_partials(
     conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo
 ) -> dict[tuple[str, Dims], dict[str, Partial]]:
     """Merged partials of every measure for every (window, filter) of the dashboard's KPI tiles."""
-    tiles = [t for t in dashboard.tiles if not pack.kpis[t.kpi].is_gauge]
-    shown = [pack.kpis[t.kpi] for t in dashboard.tiles]
+    tiles = [t for t in dashboard.tiles if t.kind == "kpi" and not pack.kpis[t.kpi].is_gauge]
+    shown = [pack.kpis[t.kpi] for t in dashboard.tiles if t.kind == "kpi"]
     windows = sorted({t.window for t in tiles})
     bounds = {w: window_bounds(w, now_us, zone) for w in windows}
     out: dict[tuple[str, Dims], dict[str, Partial]] = {}
@@ -110,6 +121,8 @@ async def _gauge_readings(
     """
     wanted: dict[str, dict[str, Dims]] = {}
     for tile in dashboard.tiles:
+        if tile.kind != "kpi":
+            continue
         kpi = pack.kpis[tile.kpi]
         if kpi.is_gauge:
             dim_key = _rolled_up(pack, tile.dims)
@@ -141,11 +154,13 @@ async def tile_trends(
     floor = last - (points - 1) * MINUTE_US - 60 * MINUTE_US  # minute rows cover every sliding window
     names = tuple(pack.measures)
     keys = [pack.measure_key(n) for n in names]
-    wanted = sketch_measures(pack.kpis[t.kpi] for t in dashboard.tiles)
+    wanted = sketch_measures(pack.kpis[t.kpi] for t in dashboard.tiles if t.kind == "kpi")
     sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
     out: dict[str, list[float | None]] = {}
     cache: dict[tuple[str, Dims], list[dict[str, Partial]]] = {}  # (window, filter) -> merged partials per instant
     for tile in dashboard.tiles:
+        if tile.kind != "kpi" or pack.kpis[tile.kpi].reads_window:  # alarm lists; window KPIs: from now on
+            continue
         kpi = pack.kpis[tile.kpi]
         dim_key = filter_dim_key(tile.dims)
         if kpi.is_gauge or dim_key is None or (tile.dims and tile.dims[0][0] not in pack.dimensions):

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.metrics.calendar import Period, from_us
 from app.metrics.evaluate import evaluate, rag_status
 from app.metrics.pack import Dashboard, Pack
-from app.query.kpis import gauge_of, pack_partials
+from app.query.kpis import gauge_of, kpi_value, pack_partials
 from app.snapshots import PeriodNotClosed
 from app.snapshots.reconcile import reconcile_cut
 from app.store import reads
@@ -65,6 +65,8 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
             at = period.end_us - 1
             reading = await reads.gauge_reading(conn, pack.gauge_key(gauge.name), "", at, gauge.max_open_s)
             value = evaluate(kpi, {}, reading, at)
+        elif kpi.reads_window:  # time-weighted, rate, peak KPIs (NOC availability)
+            value = await kpi_value(conn, pack, kpi, (), period.start_us, period.end_us, period.end_us)
         else:
             value = evaluate(kpi, partials)
         target = kpi.target_for(grain)

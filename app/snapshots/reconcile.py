@@ -56,10 +56,10 @@ async def rollups_vs_raw(
     """
     stored = await pack_partials(conn, pack, (), period.start_us, period.end_us, for_kpis=())
     raw: dict[str, tuple[int, float]] = {}
-    by_python = [m for m in pack.measures.values() if m.dims_filter]
+    by_python = [m for m in pack.measures.values() if m.dims_filter or m.dims_exclude or m.lifecycle]
     by_type: dict[str, dict[str, Any]] = {}
     for m in pack.measures.values():
-        if not m.dims_filter:
+        if not (m.dims_filter or m.dims_exclude or m.lifecycle):
             by_type.setdefault(m.event_type, {})[m.name] = m.value_filter
     for event_type, filters in by_type.items():  # one scan of the period's events per type
         raw.update(await reads.raw_measure_totals(conn, event_type, filters, period.start_us, period.end_us))

@@ -210,3 +210,26 @@ pairing = Table(
     Index("ix_pairing_expires", "expires_us"),
     Index("ix_pairing_client_ip", "client_ip", "expires_us"),
 )
+
+# Item lifecycles (alarms, migration 0009): the merged events of each item, one row per
+# (pack/lifecycle, item key) (``app.metrics.lifecycle.AlarmState``: earliest raise with its dims,
+# earliest ack and clear, the updates), plus the derived instants reads filter on: ``opened_us``
+# (the raise), ``acked_us_eff``/``closed_us_eff`` (the counted ack and clear, ``NULL`` while none).
+# A pure fold of the raw events: rebuildable from them.
+alarm_state = Table(
+    "alarm_state",
+    metadata,
+    Column("lifecycle", String(200), nullable=False),
+    Column("alarm", String(300), nullable=False),
+    Column("raised_us", BigInteger, nullable=True),
+    Column("raise_dims", Text, nullable=True),
+    Column("acked_us", BigInteger, nullable=True),
+    Column("cleared_us", BigInteger, nullable=True),
+    Column("updates", Text, nullable=True),
+    Column("acked_us_eff", BigInteger, nullable=True),
+    Column("closed_us_eff", BigInteger, nullable=True),
+    Column("dims", Text, nullable=True),
+    PrimaryKeyConstraint("lifecycle", "alarm", name="pk_alarm_state"),
+    Index("ix_alarm_state_raised", "lifecycle", "raised_us"),
+    Index("ix_alarm_state_closed", "lifecycle", "closed_us_eff"),
+)

@@ -406,4 +406,7 @@ def write_group(
             result.packs_touched.add(pack.name)
     upsert_partials(conn, all_partials)
     upsert_gauge_changes(conn, all_changes)
+    from app.store.lifecycles import apply_lifecycles  # it writes through this module's upserts
+
+    result.packs_touched |= apply_lifecycles(conn, packs, rows)
     return result

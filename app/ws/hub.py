@@ -38,7 +38,7 @@ _encoder = msgspec.json.Encoder()
 TREND_POINTS = 60
 NOTICE_WINDOW_US = 3 * 86_400_000_000  # flag cuts of periods that ended in the last 3 days
 DAY_CLOSE_KEPT = 62
-_COMPARED = ("value", "status", "target")
+_COMPARED = ("value", "status", "target", "alarms")  # "alarms": alarm_list tiles (app.query.alarms)
 
 
 @dataclass(eq=False)
@@ -239,7 +239,7 @@ class TileHub:
             changed = {
                 tid: t
                 for tid, t in tiles.items()
-                if first or any(t[k] != ch.tiles.get(tid, {}).get(k) for k in _COMPARED)
+                if first or any(t.get(k) != ch.tiles.get(tid, {}).get(k) for k in _COMPARED)
             }
             for tid, tile in tiles.items():
                 trend = ch.trends.setdefault(tid, deque(maxlen=TREND_POINTS))

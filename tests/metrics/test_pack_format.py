@@ -89,7 +89,7 @@ def test_the_small_pack_loads():
         (
             pack(kpis={"both": {"formula": {"count": "answered", "sum": "answered"}}}),
             "ops.yaml: kpis.both.formula: a formula is a mapping with exactly one key "
-            "(count, sum, mean, min, max, ratio, percentile, gauge)",
+            "(count, sum, mean, min, max, ratio, percentile, gauge, time_weighted, rate, peak)",
         ),
         (
             pack(gauges={"queue": {"open": "Call Queued", "close": "call.answered"}}),
@@ -145,7 +145,7 @@ def test_load_pack_names_the_file_for_yaml_and_model_errors(tmp_path):
         load_pack(typo)
     assert str(info.value).splitlines() == [
         f"{typo}: measures.answered.event: required field is missing",
-        f"{typo}: measures.answered.evnet: unknown field (expected one of: event, where, sketch)",
+        f"{typo}: measures.answered.evnet: unknown field (expected one of: event, lifecycle, stage, where, sketch)",
     ]
 
 
@@ -176,7 +176,7 @@ def test_bundled_packs_keep_their_definition_hashes():
     packs = load_packs(PACKS_DIR)
     found = {(p, k): kpi.definition_hash() for p, pk in packs.items() for k, kpi in pk.kpis.items()}
     assert {key: found[key] for key in HASHES} == HASHES
-    assert set(packs) == {"contact-centre", "itsm", "generic"}
+    assert set(packs) == {"contact-centre", "itsm", "noc", "generic"}
     assert packs["contact-centre"].measures["answered"].value_filter == ()
     assert packs["contact-centre"].measures["answered_within_20s"].value_filter == (("le", 20.0),)
     assert packs["itsm"].measures["resolved_made_sla"].dims_filter == (("made_sla", "true"),)
