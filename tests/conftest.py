@@ -250,3 +250,28 @@ def settings_to_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None
             monkeypatch.setenv("DATABASE_URL", value)
         elif isinstance(value, (str, int, float, bool)) or hasattr(value, "__fspath__"):
             monkeypatch.setenv(f"PULSEBOARD_{key.upper()}", str(value))
+
+
+# Tests that measure time (deadlines, latency bounds, readiness during a fault) or load the machine
+# on purpose run alone: scripts/test runs everything else on 2 xdist workers first, then these in one
+# process (`-m serial`), so a 2-core machine is never shared between two of them.
+SERIAL_MODULES = frozenset(
+    {
+        "test_crash",
+        "test_db_hang",
+        "test_db_restart",
+        "test_halfopen",
+        "test_overload",
+        "test_shutdown",
+        "test_snapshot_stop",
+        "test_lifespan",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the time-measuring modules and every browser test ``serial`` (see SERIAL_MODULES)."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in SERIAL_MODULES or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.serial)
