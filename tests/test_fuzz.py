@@ -182,6 +182,7 @@ def run_fuzz(base_url: str, keys: conftest.TestKeys, max_examples: int) -> FuzzR
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # every operation of the API, more with every route: minutes on a busy machine
 async def test_fuzz_every_operation_no_server_error_and_negatives_rejected(make_settings, start_server, store_kind):
     srv = await start_server(make_settings(packs_dir=PACKS_DIR))
     report = await asyncio.to_thread(run_fuzz, srv.url, srv.keys, FUZZ_EXAMPLES)

