@@ -6,6 +6,7 @@ Every setting comes from an environment variable prefixed ``PULSEBOARD_``
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -79,6 +80,13 @@ class Settings(BaseSettings):
         default=None, gt=0, description="reject events older than this; unset = accept any age (backfill)"
     )
     max_string_chars: int = Field(default=1024, gt=0)
+    max_abs_value: float = Field(
+        default=1e15,
+        gt=0,
+        le=sys.float_info.max,
+        description="largest |value| an event may carry (422 past it): sums of up to 1e285 such values stay "
+        "finite in float64, so no sum can overflow to infinity or NaN (issue 10 item 1)",
+    )
     max_dims: int = Field(default=20, gt=0)
     ingest_rate_per_key_per_s: float = Field(default=1000.0, gt=0, description="ingest requests a second per key")
     ingest_burst_per_key: float = Field(default=2000.0, ge=1, description="ingest requests a key may make at once")

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from app import __version__, resources
 from app.api.docs import API_DESCRIPTION
 from app.api.docs import router as docs_router
+from app.api.jsonresp import FiniteJSONResponse
 from app.api.problems import install_handlers
 from app.api.routes import router as api_router
 from app.api.security import SecurityHeaders
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         version=__version__,
         lifespan=lifespan,
         description=API_DESCRIPTION,
+        default_response_class=FiniteJSONResponse,
     )
     app.state.settings = settings
     install_handlers(app)

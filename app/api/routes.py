@@ -9,10 +9,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 
 from app import resources
 from app.api.deps import RuntimeDep
+from app.api.jsonresp import FiniteJSONResponse as JSONResponse
 from app.api.problems import STORE_RETRY
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts

@@ -38,6 +38,7 @@ _DEFAULTS = Settings.model_fields
 DEFAULT_MAX_DIMS: int = _DEFAULTS["max_dims"].default
 DEFAULT_MAX_STRING_CHARS: int = _DEFAULTS["max_string_chars"].default
 DEFAULT_MAX_BATCH_EVENTS: int = _DEFAULTS["max_batch_events"].default
+DEFAULT_MAX_ABS_VALUE: float = _DEFAULTS["max_abs_value"].default
 ID_MAX_CHARS = 128
 SOURCE_MAX_CHARS = 64
 DIM_NAME_MAX_CHARS = 64
@@ -80,7 +81,14 @@ Source = Annotated[
         description="the sending system; default: the ingest key's source",
     ),
 ]
-Value = Annotated[float, Meta(description="a finite number")]
+Value = Annotated[
+    float,
+    Meta(
+        ge=-DEFAULT_MAX_ABS_VALUE,
+        le=DEFAULT_MAX_ABS_VALUE,
+        description="a finite number of magnitude at most `PULSEBOARD_MAX_ABS_VALUE`",
+    ),
+]
 DimName = Annotated[str, Meta(min_length=1, max_length=DIM_NAME_MAX_CHARS, pattern=NO_NUL_PATTERN)]
 DimText = Annotated[str, Meta(max_length=DEFAULT_MAX_STRING_CHARS, pattern=NO_NUL_PATTERN)]
 Dims = Annotated[
@@ -177,6 +185,7 @@ class Limits:
     max_dims: int
     max_batch_events: int
     default_source: str = "default"
+    max_abs_value: float = DEFAULT_MAX_ABS_VALUE
 
 
 def _field_of(message: str) -> str:
@@ -249,6 +258,10 @@ def validate(ev: EventIn, limits: Limits, escapes: bool = True) -> tuple[NewEven
         _check_text("id", ev.id, ID_MAX_CHARS, errors, escapes)
     if ev.value is not None and not math.isfinite(ev.value):
         errors.append(("value", "must be a finite number"))
+    elif ev.value is not None and abs(ev.value) > limits.max_abs_value:
+        errors.append(
+            ("value", f"has a magnitude over the limit of {limits.max_abs_value:g} (PULSEBOARD_MAX_ABS_VALUE)")
+        )
     if ev.dims is not None:
         if len(ev.dims) > limits.max_dims:
             errors.append(("dims", f"has {len(ev.dims)} keys; at most {limits.max_dims} allowed"))

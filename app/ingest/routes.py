@@ -224,6 +224,7 @@ async def post_events(
         max_dims=settings.max_dims,
         max_batch_events=settings.max_batch_events,
         default_source=access.key.source or "default",
+        max_abs_value=settings.max_abs_value,
     )
     try:
         events = parse_events(body, media_type, limits)

@@ -17,15 +17,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import psycopg
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from app.clock import Clock
-from app.ingest import EventConflict, Overloaded
+from app.ingest import EventConflict, InvalidEvents, Overloaded
 from app.metrics.calendar import to_us
 from app.metrics.pack import Pack
 from app.store import StoreUnavailable
-from app.store.writes import GroupResult, IdempotencyRecord, NewEvent, RequestOutcome, write_group
+from app.store.writes import (
+    GroupResult,
+    IdempotencyRecord,
+    NewEvent,
+    NonFiniteAggregate,
+    RequestOutcome,
+    write_group,
+)
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 3
@@ -39,6 +47,7 @@ class WriterStats:
     requests: int = 0
     events_inserted: int = 0
     failed_groups: int = 0
+    failed_requests: int = 0  # requests that failed alone while the rest of their group was stored
 
 
 @dataclass(slots=True)
@@ -178,12 +187,43 @@ class GroupCommitWriter:
     def _commit_blocking(
         self, requests: list[Sequence[NewEvent]], keys: list[IdempotencyRecord | None], received_us: int
     ) -> GroupResult:
-        """One group's transaction, on the writer thread."""
+        """One group's transaction, on the writer thread.
+
+        When the group fails for a reason that is not the store being down (a value that
+        overflows a stored sum, any refusal by the database of one request's rows, a bug on one
+        event), each request is retried in a transaction of its own: the ones that fail get
+        ``RequestOutcome.failure``, the others are stored and answered as usual.  A failing
+        request never fails the others of its group (issue 10 item 1).
+        """
+        try:
+            return self._transaction(requests, keys, received_us)
+        except Exception as exc:
+            if store_down(exc) or len(requests) == 1:
+                raise
+            log.warning("group commit of %d requests failed (%s); retrying each on its own", len(requests), exc)
+        result = GroupResult([])
+        for events, key in zip(requests, keys, strict=True):
+            try:
+                one = self._transaction([events], [key], received_us)
+            except Exception as exc:
+                result.outcomes.append(RequestOutcome(failure=exc))
+                continue
+            result.outcomes.append(one.outcomes[0])
+            result.inserted += one.inserted
+            result.packs_touched |= one.packs_touched
+        return result
+
+    def _transaction(
+        self, requests: list[Sequence[NewEvent]], keys: list[IdempotencyRecord | None], received_us: int
+    ) -> GroupResult:
+        """``write_group`` in a transaction, retried when it raced another writer on a key."""
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 with self._engine.begin() as conn:
                     return write_group(conn, requests, self._packs, received_us, keys)
-            except IntegrityError:
+            except IntegrityError as exc:
+                if not key_race(exc):
+                    raise
                 # Another instance inserted one of our keys after our check: retry,
                 # the next check sees it as a duplicate or a conflict.
                 log.info("group commit raced another writer (attempt %d); retrying", attempt + 1)
@@ -195,14 +235,10 @@ class GroupCommitWriter:
             group = self._take_group(first)
             try:
                 result = await self._commit(group)
-            except (DBAPIError, SQLAlchemyError, OSError, StoreUnavailable) as exc:
+            except Exception as exc:  # the writer task survives anything one group does
                 log.warning("group commit of %d requests failed: %s", len(group), exc)
                 self.stats.failed_groups += 1
-                error = (
-                    exc
-                    if isinstance(exc, StoreUnavailable)
-                    else StoreUnavailable(f"database unavailable: {exc.__class__.__name__}")
-                )
+                error = request_error(exc)
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(error)
@@ -211,7 +247,12 @@ class GroupCommitWriter:
                 self.stats.requests += len(group)
                 self.stats.events_inserted += result.inserted
                 for p, outcome in zip(group, result.outcomes, strict=True):
-                    if not p.future.done():
+                    if p.future.done():
+                        continue
+                    if outcome.failure is not None:
+                        self.stats.failed_requests += 1
+                        p.future.set_exception(request_error(outcome.failure))
+                    else:
                         p.future.set_result(outcome)
                 if self._on_commit is not None:
                     try:
@@ -222,3 +263,60 @@ class GroupCommitWriter:
                 for p in group:
                     self._queued_events -= len(p.events)
                     self._queue.task_done()
+
+
+RACE_CONSTRAINTS = ("uq_event_source_id", "pk_idempotency_key")
+_SQLITE_RACES = (
+    "UNIQUE constraint failed: event.source, event.event_id",
+    "UNIQUE constraint failed: idempotency_key.owner, idempotency_key.key",
+)
+
+
+def key_race(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is a unique violation on an event's ``(source, event_id)`` (or on an
+    Idempotency-Key): another writer stored the same key between our check and our insert, and a
+    retry sees it as a duplicate.  Any other integrity failure (a NOT NULL refusing a non-finite
+    sum, ...) is a refusal of the data, not a race (issue 10 item 1)."""
+    orig = exc.orig
+    if isinstance(orig, psycopg.errors.UniqueViolation):
+        return orig.diag.constraint_name in RACE_CONSTRAINTS
+    return any(text in str(orig) for text in _SQLITE_RACES)
+
+
+def store_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store itself failed (lost connection, timeout, locked file,
+    operator intervention): retrying the requests one by one would fail the same way."""
+    if isinstance(exc, (StoreUnavailable, OSError, TimeoutError, OperationalError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, (psycopg.OperationalError, OSError))
+    return False
+
+
+def _overflow(exc: BaseException) -> bool:
+    if isinstance(exc, NonFiniteAggregate):
+        return True
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        if isinstance(orig, (psycopg.errors.NumericValueOutOfRange, psycopg.errors.NotNullViolation)):
+            return True
+        return "NOT NULL constraint failed: rollup" in str(orig)
+    return False
+
+
+def request_error(exc: BaseException) -> Exception:
+    """The exception a request is answered with when its transaction failed with ``exc``:
+    ``InvalidEvents`` (422) when its values overflow a rolled-up sum, ``StoreUnavailable`` (503)
+    for any other database failure, ``exc`` itself otherwise (a 500 problem)."""
+    if _overflow(exc):
+        return InvalidEvents(
+            "the values of this request overflow a rolled-up sum (float64); nothing of it was stored",
+            errors=[
+                {"field": "value", "message": str(exc) if isinstance(exc, NonFiniteAggregate) else "overflows a sum"}
+            ],
+        )
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, (DBAPIError, SQLAlchemyError, OSError)):
+        return StoreUnavailable(f"database unavailable: {exc.__class__.__name__}")
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))

