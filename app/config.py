@@ -7,6 +7,7 @@ Every setting comes from an environment variable prefixed ``PULSEBOARD_``
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
         default=None, gt=0, description="reject events older than this; unset = accept any age (backfill)"
     )
     max_string_chars: int = Field(default=1024, gt=0)
+    min_event_time: datetime = Field(
+        default=datetime(1970, 1, 1, tzinfo=UTC),
+        description="earliest event `ts` accepted (RFC 3339 with offset; 422 before it): instants far outside "
+        "the calendar the periods are computed in are refused at ingest (issue 10 item 2)",
+    )
+    max_event_time: datetime = Field(
+        default=datetime(2100, 1, 1, tzinfo=UTC),
+        description="first event `ts` no longer accepted (422 from it on); `max_future_skew_s` applies too",
+    )
     max_abs_value: float = Field(
         default=1e15,
         gt=0,
@@ -184,6 +194,15 @@ class Settings(BaseSettings):
                 f"{value} characters leave {pending} waiting pairings guessable "
                 f"(p = {pending / 32**value:.1e} > 1e-6 per guess): lengthen the code"
             )
+        return value
+
+    @field_validator("min_event_time", "max_event_time")
+    @classmethod
+    def _aware_bound(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("must carry a UTC offset, e.g. 1970-01-01T00:00:00Z")
+        if not datetime(1900, 1, 1, tzinfo=UTC) <= value <= datetime(9000, 1, 1, tzinfo=UTC):
+            raise ValueError("must lie between 1900 and 9000 (periods are computed in that calendar)")
         return value
 
     @field_validator("tz")

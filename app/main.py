@@ -167,6 +167,7 @@ async def open_runtime(
     snapshots = SnapshotService(  # cuts follow the view clock: event time in event-time mode
         engine, packs, settings, view_clock, day_close=hub.day_close, on_change=hub.notices_changed
     )
+    hub.job_notices = snapshots.job_notices  # failed scheduled jobs show on the walls' notice strip
     if settings.snapshots_enabled:
         snapshots.start()
         stack.push_async_callback(snapshots.stop)  # a running job gets snapshot_stop_wait_s to finish

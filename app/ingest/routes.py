@@ -225,6 +225,8 @@ async def post_events(
         max_batch_events=settings.max_batch_events,
         default_source=access.key.source or "default",
         max_abs_value=settings.max_abs_value,
+        min_ts_us=to_us(settings.min_event_time),
+        max_ts_us=to_us(settings.max_event_time),
     )
     try:
         events = parse_events(body, media_type, limits)

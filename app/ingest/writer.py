@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 import psycopg
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from app.clock import Clock
 from app.ingest import EventConflict, InvalidEvents, Overloaded
 from app.metrics.calendar import to_us
 from app.metrics.pack import Pack
-from app.store import StoreUnavailable
+from app.store import StoreUnavailable, store_down
 from app.store.writes import (
     GroupResult,
     IdempotencyRecord,
@@ -281,16 +281,6 @@ def key_race(exc: IntegrityError) -> bool:
     if isinstance(orig, psycopg.errors.UniqueViolation):
         return orig.diag.constraint_name in RACE_CONSTRAINTS
     return any(text in str(orig) for text in _SQLITE_RACES)
-
-
-def store_down(exc: BaseException) -> bool:
-    """Whether ``exc`` says the store itself failed (lost connection, timeout, locked file,
-    operator intervention): retrying the requests one by one would fail the same way."""
-    if isinstance(exc, (StoreUnavailable, OSError, TimeoutError, OperationalError)):
-        return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc.orig, (psycopg.OperationalError, OSError))
-    return False
 
 
 def _overflow(exc: BaseException) -> bool:

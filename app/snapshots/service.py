@@ -30,7 +30,6 @@ import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.clock import Clock, EventClock
@@ -41,6 +40,7 @@ from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed
 from app.snapshots import cut as cuts
 from app.snapshots.reconcile import live_vs_snapshot, month_vs_days, rollups_vs_raw, snapshot_vs_current
 from app.snapshots.schedule import CutSchedule, LocalCutTrigger, parse_hhmm
+from app.store import store_down
 from app.store.schema import event, snapshot
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class SnapshotService:
             "month": CutSchedule("month", parse_hhmm(settings.snapshot_monthly_at), settings.snapshot_monthly_day),
         }
         self._scheduler: AsyncIOScheduler | None = None
+        self.job_failures: dict[tuple[str, str], int] = {}
+        """The metric of failed scheduled job steps: ``(dashboard, "cut" | "restate") -> count``."""
+        self._failed_jobs: dict[str, dict[tuple[str, str | None, str | None], dict[str, Any]]] = {}
         self._passes = asyncio.Lock()  # one scheduled cut / restatement pass at a time
         self._event_clock = clock if isinstance(clock, EventClock) else None
         self._next_fire_us: int | None = None  # event time of the next scheduled cut (event-time mode)
@@ -140,12 +143,17 @@ class SnapshotService:
     async def run_due(self, now_us: int | None = None) -> list[tuple[str, str, str, bool]]:
         """Cut every due, uncut period of every dashboard (catch-up included).
 
+        A failure is caught per dashboard and grain (finding the periods due) and per period
+        (its cut): it is logged, counted (``job_failures``), shown on the dashboard's wall as a
+        ``job_failed`` notice until that job next succeeds, and the pass goes on with the other
+        periods and dashboards (issue 10 item 2).
+
         Args:
             now_us: the instant to cut up to (UTC µs); default ``now_us()``.
 
         Returns:
-            ``(dashboard, grain, period label, created)`` per period handled (none in
-            event-time mode before the first event).
+            ``(dashboard, grain, period label, created)`` per period cut (none in event-time mode
+            before the first event).
         """
         now_us = self.now_us() if now_us is None else now_us
         if now_us is None:
@@ -153,12 +161,27 @@ class SnapshotService:
         done = []
         for target in self.targets.values():
             for grain in ("day", "month"):  # days first: a month's check reads its days
-                first = await self._first_period(target, grain)
-                if first is None:
-                    continue
                 sched = self.schedules[grain]
-                for period in sched.periods_due(first, now_us, self._settings.snapshot_catchup_max_periods):
-                    row, created = await cuts.cut(self._engine, target, grain, period, now_us, sched.fire_us(period))
+                try:
+                    first = await self._first_period(target, grain)
+                    due = (
+                        []
+                        if first is None
+                        else list(sched.periods_due(first, now_us, self._settings.snapshot_catchup_max_periods))
+                    )
+                except Exception as exc:
+                    self._job_failed(target.slug, "cut", grain, None, exc)
+                    continue
+                self._job_ok(target.slug, "cut", grain, None)
+                for period in due:
+                    try:
+                        row, created = await cuts.cut(
+                            self._engine, target, grain, period, now_us, sched.fire_us(period)
+                        )
+                    except Exception as exc:
+                        self._job_failed(target.slug, "cut", grain, period.label, exc)
+                        continue
+                    self._job_ok(target.slug, "cut", grain, period.label)
                     done.append((target.slug, grain, period.label, created))
                     if created:
                         self._on_change(target.slug)
@@ -167,27 +190,71 @@ class SnapshotService:
     async def restate_pending(self, now_us: int | None = None) -> list[Any]:
         """Store a restated version of every cut period that late events or a definition change moved.
 
-        ``now_us`` (UTC µs, default ``now_us()``) is the restated versions' ``cut_at``.
-        Returns the new rows.
+        ``now_us`` (UTC µs, default ``now_us()``) is the restated versions' ``cut_at``.  Failures
+        are caught per dashboard and per period, as in ``run_due``.  Returns the new rows.
         """
         now_us = self.now_us() if now_us is None else now_us
         if now_us is None:  # event-time mode before any event: nothing was cut
             return []
         rows = []
         for target in self.targets.values():
-            async with self._engine.connect() as conn:
-                stale = await cuts.stale_periods(conn, target)
+            try:
+                async with self._engine.connect() as conn:
+                    stale = await cuts.stale_periods(conn, target)
+            except Exception as exc:
+                self._job_failed(target.slug, "restate", None, None, exc)
+                continue
+            self._job_ok(target.slug, "restate", None, None)
             for grain in ("day", "month"):
                 for g, label in stale:
                     if g != grain:
                         continue
-                    row = await cuts.restate(
-                        self._engine, target, grain, self.period(target.slug, grain, label), now_us
-                    )
+                    try:
+                        row = await cuts.restate(
+                            self._engine, target, grain, self.period(target.slug, grain, label), now_us
+                        )
+                    except Exception as exc:
+                        self._job_failed(target.slug, "restate", grain, label, exc)
+                        continue
+                    self._job_ok(target.slug, "restate", grain, label)
                     if row is not None:
                         rows.append(row)
                         self._on_change(target.slug)
         return rows
+
+    def _job_failed(self, slug: str, job: str, grain: str | None, label: str | None, exc: Exception) -> None:
+        """Log, count and show (on the wall's notice strip) one failed scheduled job step.
+
+        Raises:
+            exc itself when the store is down: every other step would fail (and wait) the same
+            way, so the pass ends there and the next one catches up.
+        """
+        if store_down(exc):
+            raise exc
+        where = f"{grain} {label}" if label else f"{grain}s due" if grain else "the periods to restate"
+        log.warning("scheduled %s of %s %s failed, going on with the others: %r", job, slug, where, exc)
+        self.job_failures[(slug, job)] = self.job_failures.get((slug, job), 0) + 1
+        key = (job, grain, label)
+        fresh = key not in self._failed_jobs.setdefault(slug, {})
+        self._failed_jobs[slug][key] = {
+            "kind": "job_failed",
+            "grain": grain,
+            "period": label,
+            "version": None,
+            "text": f"scheduled {job} of {where} failed ({type(exc).__name__}); retried at the next pass",
+        }
+        if fresh:
+            self._on_change(slug)
+
+    def _job_ok(self, slug: str, job: str, grain: str | None, label: str | None) -> None:
+        failed = self._failed_jobs.get(slug)
+        if failed and failed.pop((job, grain, label), None) is not None:
+            self._on_change(slug)
+
+    def job_notices(self, slug: str) -> list[dict[str, Any]]:
+        """The ``job_failed`` notices of dashboard ``slug``: one per scheduled job step (a cut or
+        restatement of one period, or finding the periods due) whose last run failed."""
+        return list(self._failed_jobs.get(slug, {}).values())
 
     async def cut_period(self, slug: str, grain: str, label: str, now_us: int | None = None) -> tuple[Any, bool]:
         """Cut one period by hand (``pulseboard snapshot cut``); re-cuts a cut period as a new
@@ -255,7 +322,7 @@ class SnapshotService:
         async with self._passes:
             try:
                 await self.run_due(now_us)
-            except SQLAlchemyError as exc:  # the next fire or restart catches up
+            except Exception as exc:  # the store is down (run_due goes on past anything else): catch up later
                 log.warning("scheduled cut failed, will catch up: %s", exc)
 
     async def _restate_tick(self) -> None:
@@ -263,7 +330,7 @@ class SnapshotService:
             try:
                 await self.run_due()  # dashboards in other zones than the trigger's get cut here
                 await self.restate_pending()
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # the store is down: the next pass retries
                 log.warning("restatement pass failed, will retry: %s", exc)
 
     def next_fire_us(self, after_us: int) -> int:
