@@ -265,3 +265,138 @@ async def test_item02_one_ancient_stored_event_fails_its_dashboard_only(make_set
     again = await service.run_due(NOW_US)  # the next pass: nothing new to cut, the failure counted again
     assert [d for d in again if d[3]] == []
     assert service.job_failures[("contact-centre", "cut")] == 4
+
+
+# --- 6: gzip bodies: every member, complete streams only --------------------------------------------
+
+
+def _ndjson(first: int, n: int) -> bytes:
+    return b"".join(
+        b'{"type":"sample","ts":"2024-06-30T10:00:00Z","id":"g%d","value":1}\n' % i for i in range(first, first + n)
+    )
+
+
+async def test_item06_gzip_members_all_decoded_incomplete_streams_refused(make_settings, start_server, client_for):
+    import gzip
+    import zlib
+
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(NOW))
+    gz = {"content-type": "application/x-ndjson", "content-encoding": "gzip"}
+    whole = gzip.compress(_ndjson(0, 1000))
+    flusher = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    flushed = flusher.compress(_ndjson(0, 600)) + flusher.flush(zlib.Z_SYNC_FLUSH)  # no final block, no trailer
+    corrupt_crc = whole[:-8] + bytes([whole[-8] ^ 0xFF]) + whole[-7:]
+    refused = {
+        "flushed, unfinished": flushed,
+        "trailer cut": whole[:-8],
+        "trailer half cut": whole[:-3],
+        "trailing garbage": whole + b"garbage",
+        "trailing zeros": whole + b"\0" * 16,
+        "bad CRC-32": corrupt_crc,
+        "bad length": whole[:-4] + (1001).to_bytes(4, "little"),
+        "second member cut": gzip.compress(_ndjson(0, 500)) + gzip.compress(_ndjson(500, 500))[:-8],
+        "empty": b"",
+    }
+    async with client_for(srv) as client:
+        for what, body in refused.items():
+            problem = problem_of(await client.post("/api/v1/events", content=body, headers=gz), 400)
+            assert "gzip" in problem["detail"] and "nothing was stored" in problem["detail"], (what, problem)
+        assert await stored(srv) == 0
+        two = gzip.compress(_ndjson(0, 500)) + gzip.compress(_ndjson(500, 500))
+        resp = await client.post("/api/v1/events", content=two, headers=gz)
+        assert resp.status_code == 202 and resp.json() == {"accepted": 1000, "duplicates": 0}, resp.text
+        resp = await client.post("/api/v1/events", content=gzip.compress(_ndjson(1000, 3)), headers=gz)
+        assert resp.status_code == 202 and resp.json()["accepted"] == 3
+    assert await stored(srv) == 1003
+    small = await start_server(make_settings(packs_dir=PACKS_DIR, max_body_bytes=10_000), clock=ManualClock(NOW))
+    async with client_for(small) as client:  # the bomb limit counts every member together
+        members = b"".join(gzip.compress(_ndjson(2000 + 100 * i, 100)) for i in range(3))
+        resp = await client.post("/api/v1/events", content=members, headers=gz)
+        assert resp.status_code == 413, resp.text
+
+
+# --- 11: extreme but valid dates are 422 problem+json; every 5xx is problem+json ---------------------
+
+EXTREME = ("0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", "1899-12-31T23:59:59Z")
+
+
+async def test_item11_extreme_dates_are_422_problems_in_series_snapshots_reconciliation_cuts(
+    make_settings, start_server, client_for
+):
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(NOW))
+    async with client_for(srv) as client:
+        assert (await client.post("/api/v1/events", json=sample(1, 1.0))).status_code == 202
+        for instant in EXTREME:
+            for name, params in (
+                ("start", {"start": instant, "end": "2024-07-01T00:00:00Z"}),
+                ("end", {"start": "2024-06-01T00:00:00Z", "end": instant}),
+            ):
+                resp = await client.get("/api/v1/kpis/sample_count/series", params={"grain": "month", **params})
+                body = problem_of(resp, 422)
+                assert body["errors"][0]["field"] == name and "supported calendar" in body["errors"][0]["message"]
+        for grain, label in (("day", "0001-01-01"), ("month", "0001-01"), ("day", "9999-12-31"), ("month", "9999-12")):
+            for path in (
+                f"/api/v1/snapshots/generic-wall/{grain}/{label}",
+                f"/api/v1/snapshots/generic-wall/{grain}/{label}/versions",
+                f"/api/v1/reconciliation/generic-wall/{grain}/{label}",
+            ):
+                body = problem_of(await client.get(path), 422)
+                assert body["errors"] == [{"field": "period", "message": body["detail"]}], (path, body)
+            resp = await client.post("/api/v1/snapshots/generic-wall/cut", json={"grain": grain, "period": label})
+            assert problem_of(resp, 422)["title"] == "Period out of range"
+        # the server goes on: a normal read and cut still answer
+        resp = await client.post("/api/v1/snapshots/generic-wall/cut", json={"grain": "day", "period": "2024-06-30"})
+        assert resp.status_code == 201 and resp.json()["kpis"]["sample_count"]["value"] == 1
+
+
+async def test_item11_an_unexpected_error_is_a_500_problem_without_internals(make_settings):
+    """Any exception no handler answers: 500 problem+json (the real app's handlers, a real server)."""
+    from app.main import create_app
+    from tests.conftest import serve
+
+    app = create_app(make_settings(packs_dir=PACKS_DIR))
+
+    async def boom() -> None:
+        raise RuntimeError("internal detail: /secret/path")
+
+    app.add_api_route("/api/v1/boom-for-test", boom)
+    server, task, url = await serve(app, app.state.settings)
+    try:
+        import httpx
+
+        async with httpx.AsyncClient(base_url=url) as client:
+            resp = await client.get("/api/v1/boom-for-test")
+        body = problem_of(resp, 500)
+        assert body["title"] == "Internal server error" and "secret" not in resp.text
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+# --- 12: month labels are zero-padded ---------------------------------------------------------------
+
+
+def test_item12_month_labels_are_zero_padded_for_every_year():
+    from zoneinfo import ZoneInfo
+
+    from app.metrics.calendar import month_period
+
+    assert month_period(1, 1, ZoneInfo("UTC")).label == "0001-01"
+    assert month_period(999, 7, ZoneInfo("UTC")).label == "0999-07"
+    assert month_period(2024, 2, ZoneInfo("Europe/Lisbon")).label == "2024-02"
+
+
+async def test_item12_a_stored_month_label_is_readable_by_the_api(make_settings, start_server, client_for):
+    srv = await start_server(
+        make_settings(packs_dir=PACKS_DIR, min_event_time="1900-01-01T00:00:00Z"), clock=ManualClock(NOW)
+    )
+    async with client_for(srv) as client:
+        resp = await client.post("/api/v1/events", json=sample(1, 1.0, ts="1900-03-10T10:00:00Z"))
+        assert resp.status_code == 202, resp.text
+        resp = await client.post("/api/v1/snapshots/generic-wall/cut", json={"grain": "month", "period": "1900-03"})
+        assert resp.status_code == 201 and resp.json()["period"]["label"] == "1900-03"
+        resp = await client.get("/api/v1/snapshots/generic-wall/month/1900-03")
+        assert resp.status_code == 200 and resp.json()["kpis"]["sample_count"]["value"] == 1
+    async with srv.runtime.engine.connect() as conn:
+        labels = [r[0] for r in await conn.execute(text("SELECT period FROM snapshot WHERE grain = 'month'"))]
+    assert labels == ["1900-03"]

@@ -8,7 +8,8 @@ answers, here and nowhere else:
 - ``RequestValidationError``: 422, ``errors`` naming every invalid parameter or body field;
 - ``app.auth.AuthError``: 401 / 403 / 404 / 409 / 422 / 429 (``AUTH_ANSWERS``);
 - ``app.ingest.IngestError``: the status and title each of its classes carries;
-- ``app.snapshots.SnapshotError``: 404 / 409 / 422 (``SNAPSHOT_ANSWERS``);
+- ``app.snapshots.SnapshotError``: 404 / 409 / 422 (``SNAPSHOT_ANSWERS``; a period outside the supported
+  calendar is 422);
 - ``app.query.kpis.QueryError``: 422 naming the query parameter;
 - ``app.store.StoreUnavailable``, a lost database connection, a pool timeout: 503 + ``Retry-After``;
 - anything else: 500 problem+json without internal detail (the traceback goes to the log).
@@ -48,7 +49,7 @@ from app.auth import (
 )
 from app.ingest import IngestError
 from app.query.kpis import QueryError
-from app.snapshots import InvalidNote, NotCut, PeriodNotClosed, ScorecardLocked, SnapshotError
+from app.snapshots import InvalidNote, NotCut, PeriodNotClosed, PeriodOutOfRange, ScorecardLocked, SnapshotError
 from app.store import StoreUnavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -110,6 +111,7 @@ AUTH_ANSWERS: dict[type[Exception], tuple[int, str]] = {
 SNAPSHOT_ANSWERS: dict[type[Exception], tuple[int, str]] = {
     NotCut: (404, "Not found"),
     PeriodNotClosed: (409, "Period not closed"),
+    PeriodOutOfRange: (422, "Period out of range"),
     ScorecardLocked: (409, "Scorecard published"),
     InvalidNote: (422, "Invalid note"),
 }
@@ -145,7 +147,13 @@ async def _snapshot(conn: HTTPConnection, exc: SnapshotError) -> Response | None
     if found is None:
         raise exc
     status, title = found
-    errors = [{"field": "text", "message": str(exc)}] if isinstance(exc, InvalidNote) else None
+    errors = (
+        [{"field": "text", "message": str(exc)}]
+        if isinstance(exc, InvalidNote)
+        else [{"field": "period", "message": str(exc)}]
+        if isinstance(exc, PeriodOutOfRange)
+        else None
+    )
     return await _answer(conn, problem(status, title, str(exc), errors))
 
 

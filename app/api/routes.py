@@ -17,7 +17,7 @@ from app.api.jsonresp import FiniteJSONResponse as JSONResponse
 from app.api.problems import STORE_RETRY
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
-from app.metrics.calendar import from_us, to_us
+from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, from_us, supported, to_us
 from app.metrics.pack import NAME_RE, Dashboard, Kpi, Pack
 from app.query.kpis import QueryError, series
 from app.query.tiles import dashboard_tiles
@@ -57,7 +57,8 @@ def query_instant(name: str, raw: str) -> int:
     """The query parameter ``name`` (an RFC 3339 instant with an offset) as UTC µs.
 
     Raises:
-        QueryError: naming ``name``; for an offset whose ``+`` became a space (what an unencoded
+        QueryError: naming ``name``: not RFC 3339, or outside the supported calendar (1900 to 9000,
+            ``app.metrics.calendar``; issue 10 item 11); for an offset whose ``+`` became a space (what an unencoded
             ``+02:00`` turns into in a query string), saying that it must be sent as ``%2B``.
     """
     if LOST_PLUS_RE.match(raw):
@@ -68,9 +69,14 @@ def query_instant(name: str, raw: str) -> int:
             f"percent-encoded as %2B ({name}={fixed})",
         )
     try:
-        return to_us(parse_ts(raw))
-    except ValueError as exc:
+        us = to_us(parse_ts(raw))
+    except (ValueError, OverflowError) as exc:
         raise QueryError(name, str(exc)) from None
+    if not supported(us):
+        raise QueryError(
+            name, f"{raw!r} is outside the supported calendar [{SUPPORTED_FIRST_YEAR}, {SUPPORTED_END_YEAR}) (UTC)"
+        )
+    return us
 
 
 def dims_filter(request: Request) -> tuple[tuple[str, str], ...]:

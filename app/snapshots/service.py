@@ -34,9 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.clock import Clock, EventClock
 from app.config import Settings
-from app.metrics.calendar import Period, to_us
+from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, Period, to_us
 from app.metrics.pack import Pack
-from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed
+from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed, PeriodOutOfRange
 from app.snapshots import cut as cuts
 from app.snapshots.reconcile import live_vs_snapshot, month_vs_days, rollups_vs_raw, snapshot_vs_current
 from app.snapshots.schedule import CutSchedule, LocalCutTrigger, parse_hhmm
@@ -113,7 +113,12 @@ class SnapshotService:
 
     def period(self, slug: str, grain: str, label: str) -> Period:
         """The period ``label`` of ``grain`` in the dashboard's zone.  Raises NoSuchPeriod (a ValueError)
-        for a bad label."""
+        for a bad label, PeriodOutOfRange (422) for a year outside the supported calendar."""
+        year = label[:4]
+        if year.isascii() and year.isdigit() and not SUPPORTED_FIRST_YEAR <= int(year) < SUPPORTED_END_YEAR:
+            raise PeriodOutOfRange(
+                f"{grain} {label} is outside the supported calendar [{SUPPORTED_FIRST_YEAR}, {SUPPORTED_END_YEAR})"
+            )
         try:
             return self.schedules[grain].period_of_label(label, self.zone(slug))
         except (KeyError, ValueError) as exc:
