@@ -154,6 +154,13 @@ class Settings(BaseSettings):
         default=1, ge=1, le=31, description="day of month of the monthly cut (clamped to month end)"
     )
     snapshot_catchup_max_periods: int = Field(default=400, gt=0)
+    snapshot_catchup_horizon_days: int = Field(
+        default=400,
+        gt=0,
+        le=36_500,
+        description="catch-up cuts periods ending in the last N days only: one very old event (or a "
+        "snapshot far behind) never starts cutting decades of empty periods (issue 10 item 10)",
+    )
     restate_interval_s: float = Field(default=60.0, gt=0)
     snapshot_stop_wait_s: float = Field(
         default=5.0,

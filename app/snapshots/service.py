@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -82,6 +83,8 @@ class SnapshotService:
             "month": CutSchedule("month", parse_hhmm(settings.snapshot_monthly_at), settings.snapshot_monthly_day),
         }
         self._scheduler: AsyncIOScheduler | None = None
+        self._late_checked: dict[str, tuple[int | None, int | None]] = {}  # slug -> (older, last) watermarks
+        self._definitions_checked: set[str] = set()  # dashboards whose snapshots' definitions were checked
         self.job_failures: dict[tuple[str, str], int] = {}
         """The metric of failed scheduled job steps: ``(dashboard, "cut" | "restate") -> count``."""
         self._failed_jobs: dict[str, dict[tuple[str, str | None, str | None], dict[str, Any]]] = {}
@@ -114,8 +117,9 @@ class SnapshotService:
     def period(self, slug: str, grain: str, label: str) -> Period:
         """The period ``label`` of ``grain`` in the dashboard's zone.  Raises NoSuchPeriod (a ValueError)
         for a bad label, PeriodOutOfRange (422) for a year outside the supported calendar."""
-        year = label[:4]
-        if year.isascii() and year.isdigit() and not SUPPORTED_FIRST_YEAR <= int(year) < SUPPORTED_END_YEAR:
+        if not re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", label, flags=re.ASCII):  # "1-01" (issue 10 item 12) too
+            raise NoSuchPeriod(f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}")
+        if not SUPPORTED_FIRST_YEAR <= int(label[:4]) < SUPPORTED_END_YEAR:
             raise PeriodOutOfRange(
                 f"{grain} {label} is outside the supported calendar [{SUPPORTED_FIRST_YEAR}, {SUPPORTED_END_YEAR})"
             )
@@ -126,7 +130,12 @@ class SnapshotService:
                 f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}"
             ) from exc
 
-    async def _first_period(self, target: cuts.Target, grain: str) -> Period | None:
+    async def _first_period(self, target: cuts.Target, grain: str, now_us: int) -> Period | None:
+        """The first period catch-up considers: the one after the last cut; with no cut yet, the
+        one of the oldest event, but never before the horizon (``snapshot_catchup_horizon_days``
+        before ``now_us``), so one 1970 event does not start cutting 50 years of empty periods
+        (issue 10 item 10).  After the last cut, catch-up goes on from there (at most
+        ``snapshot_catchup_max_periods`` a pass)."""
         zone = self.zone(target.slug)
         sched = self.schedules[grain]
         async with self._engine.connect() as conn:
@@ -143,7 +152,10 @@ class SnapshotService:
                     select(func.min(event.c.ts_us)).where(event.c.type.in_(sorted(target.pack.event_types)))
                 )
             ).scalar()
-        return sched.period_containing(int(first_ts), zone) if first_ts is not None else None
+        if first_ts is None:
+            return None
+        horizon_us = now_us - self._settings.snapshot_catchup_horizon_days * 86_400_000_000
+        return sched.period_containing(max(int(first_ts), horizon_us), zone)
 
     async def run_due(self, now_us: int | None = None) -> list[tuple[str, str, str, bool]]:
         """Cut every due, uncut period of every dashboard (catch-up included).
@@ -168,7 +180,7 @@ class SnapshotService:
             for grain in ("day", "month"):  # days first: a month's check reads its days
                 sched = self.schedules[grain]
                 try:
-                    first = await self._first_period(target, grain)
+                    first = await self._first_period(target, grain, now_us)
                     due = (
                         []
                         if first is None
@@ -196,20 +208,29 @@ class SnapshotService:
         """Store a restated version of every cut period that late events or a definition change moved.
 
         ``now_us`` (UTC µs, default ``now_us()``) is the restated versions' ``cut_at``.  Failures
-        are caught per dashboard and per period, as in ``run_due``.  Returns the new rows.
+        are caught per dashboard and per period, as in ``run_due``.  Late data is found by one
+        set-based query per dashboard (``cuts.stale_periods``), limited after the first complete
+        pass to events stored since the pass before the last; definitions are compared once per
+        process.  Returns the new rows.
         """
         now_us = self.now_us() if now_us is None else now_us
         if now_us is None:  # event-time mode before any event: nothing was cut
             return []
         rows = []
         for target in self.targets.values():
+            slug = target.slug
+            older, last = self._late_checked.get(slug, (None, None))
             try:
                 async with self._engine.connect() as conn:
-                    stale = await cuts.stale_periods(conn, target)
+                    watermark = await cuts.event_watermark(conn)
+                    stale = await cuts.stale_periods(
+                        conn, target, since_seq=older, definitions=slug not in self._definitions_checked
+                    )
             except Exception as exc:
-                self._job_failed(target.slug, "restate", None, None, exc)
+                self._job_failed(slug, "restate", None, None, exc)
                 continue
-            self._job_ok(target.slug, "restate", None, None)
+            self._job_ok(slug, "restate", None, None)
+            all_done = True
             for grain in ("day", "month"):
                 for g, label in stale:
                     if g != grain:
@@ -220,11 +241,17 @@ class SnapshotService:
                         )
                     except Exception as exc:
                         self._job_failed(target.slug, "restate", grain, label, exc)
+                        all_done = False
                         continue
                     self._job_ok(target.slug, "restate", grain, label)
                     if row is not None:
                         rows.append(row)
                         self._on_change(target.slug)
+            if all_done:
+                # Next pass: only events stored after the watermark read one pass before this one (one
+                # pass of margin for a transaction whose lower seq committed after a higher one).
+                self._late_checked[slug] = (last, watermark)
+                self._definitions_checked.add(slug)
         return rows
 
     def _job_failed(self, slug: str, job: str, grain: str | None, label: str | None, exc: Exception) -> None:
