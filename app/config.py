@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         "finite in float64, so no sum can overflow to infinity or NaN (issue 10 item 1)",
     )
     max_dims: int = Field(default=20, gt=0)
+    max_dim_values: int = Field(
+        default=1000,
+        gt=0,
+        le=1_000_000,
+        description="distinct values of each rolled-up dimension (per pack) that get rollup rows of their own; "
+        "later new values roll up as `__other__` (raw events keep them): bounds the rollup storage "
+        "(RELIABILITY.md, storage budget; issue 10 item 17)",
+    )
     ingest_rate_per_key_per_s: float = Field(default=1000.0, gt=0, description="ingest requests a second per key")
     ingest_burst_per_key: float = Field(default=2000.0, ge=1, description="ingest requests a key may make at once")
     idempotency_ttl_s: float = Field(

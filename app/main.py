@@ -158,6 +158,7 @@ async def open_runtime(
         settings.group_commit_max_events,
         settings.ingest_queue_max_events,
         max_wait_s=settings.store_wait_s,
+        max_dim_values=settings.max_dim_values,
     )
     writer.start()
     stack.push_async_callback(writer.stop)  # drains what is queued

@@ -481,3 +481,49 @@ async def test_item10_late_data_is_found_by_a_constant_number_of_queries(make_se
         ("day", "2024-06-27", 2),
         ("month", "2024-06", 2),
     ]
+
+
+# --- 17: cardinality cap per rolled-up dimension -----------------------------------------------------
+
+
+async def test_item17_values_past_the_cap_roll_up_as_other(make_settings, start_server, client_for):
+    settings = make_settings(packs_dir=PACKS_DIR, max_dim_values=3)
+    srv = await start_server(settings, clock=ManualClock(NOW))
+    day = {"grain": "day", "start": "2024-06-30T00:00:00Z", "end": "2024-07-01T00:00:00Z"}
+
+    def ev(i: int, host: str) -> dict:
+        return {**sample(i, 1.0), "dims": {"host": host}}
+
+    async with client_for(srv) as client:
+        body = [ev(i, f"h{i}") for i in range(10)] + [ev(10, "h1")]
+        assert (await client.post("/api/v1/events", json=body)).status_code == 202
+
+        async def count(host: str) -> int:
+            resp = await client.get("/api/v1/kpis/sample_count/series", params={**day, "dims.host": host})
+            assert resp.status_code == 200, resp.text
+            return resp.json()["points"][0]["value"]
+
+        assert [await count(h) for h in ("h0", "h1", "h2", "__other__")] == [1, 2, 1, 7]
+        problem = problem_of(
+            await client.get("/api/v1/kpis/sample_count/series", params={**day, "dims.host": "h7"}), 422
+        )
+        assert problem["errors"][0]["field"] == "dims.host" and "__other__" in problem["errors"][0]["message"]
+    async with srv.runtime.engine.connect() as conn:
+        keys = sorted(
+            r[0]
+            for r in await conn.execute(
+                text("SELECT DISTINCT dim_key FROM rollup_minute WHERE measure = 'generic/sample'")
+            )
+        )
+        raw_hosts = {r[0] for r in await conn.execute(text("SELECT dims FROM event"))}
+    assert keys == ["", "host=__other__", "host=h0", "host=h1", "host=h2"]
+    assert len(raw_hosts) == 10  # raw events keep their true values
+    await srv.stop()
+    again = await start_server(settings, clock=ManualClock(NOW))  # the cap's values are reloaded from the store
+    async with client_for(again) as client:
+        body = [ev(20, "h2"), ev(21, "h99")]
+        assert (await client.post("/api/v1/events", json=body)).status_code == 202
+        resp = await client.get("/api/v1/kpis/sample_count/series", params={**day, "dims.host": "h2"})
+        assert resp.json()["points"][0]["value"] == 2
+        resp = await client.get("/api/v1/kpis/sample_count/series", params={**day, "dims.host": "__other__"})
+        assert resp.json()["points"][0]["value"] == 8

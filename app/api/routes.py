@@ -102,7 +102,7 @@ async def kpi_series(
     Raises:
         HTTPException: 404 for an unknown KPI.
         QueryError: 422 for a bad ``tz``, ``start`` or ``end``, a reversed or too long range, a filter
-            a gauge cannot take.
+            a gauge cannot take, a filter on a value past the cardinality cap (rolled up as ``__other__``).
     """
     found = runtime.find_kpi(name, pack)
     if found is None:
@@ -117,6 +117,14 @@ async def kpi_series(
     start_us, end_us = query_instant("start", start), query_instant("end", end)
     if end_us <= start_us:
         raise QueryError("end", "must be after start")
+    cap = runtime.writer.dim_cap
+    for key, value in dims_filter(request):
+        if cap is not None and key in kpi_pack.dimensions and cap.folded(kpi_pack.name, key, value):
+            raise QueryError(
+                f"dims.{key}",
+                f"{value!r} is past the cardinality cap of {cap.max_values} values of {key!r} "
+                f"(PULSEBOARD_MAX_DIM_VALUES): it is rolled up with the others as dims.{key}=__other__",
+            )
     async with runtime.engine.connect() as conn:
         points = await series(
             conn, kpi_pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())

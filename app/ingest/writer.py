@@ -25,6 +25,7 @@ from app.clock import Clock
 from app.ingest import EventConflict, InvalidEvents, Overloaded
 from app.metrics.calendar import to_us
 from app.metrics.pack import Pack
+from app.metrics.rollup import DimensionCap
 from app.store import StoreUnavailable, store_down
 from app.store.writes import (
     GroupResult,
@@ -32,6 +33,7 @@ from app.store.writes import (
     NewEvent,
     NonFiniteAggregate,
     RequestOutcome,
+    load_dimension_values,
     write_group,
 )
 
@@ -77,6 +79,8 @@ class GroupCommitWriter:
         max_wait_s: the longest ``submit`` waits for its commit (``Settings.store_wait_s``); past
             it ``StoreUnavailable`` (503), so a database that hangs instead of refusing cannot
             hang the request.  ``None``: no bound.
+        max_dim_values: the cardinality cap per rolled-up dimension (``DimensionCap``); ``None``:
+            no cap.
 
     Lifecycle: ``start()`` then ``submit()`` many times, then ``stop()``.
     """
@@ -90,6 +94,7 @@ class GroupCommitWriter:
         max_group_events: int = 20_000,
         max_queued_events: int = 200_000,
         max_wait_s: float | None = None,
+        max_dim_values: int | None = None,
     ) -> None:
         self._engine = engine
         self._packs = list(packs)
@@ -98,6 +103,7 @@ class GroupCommitWriter:
         self._max_group = max_group_events
         self._max_queued = max_queued_events
         self._max_wait_s = max_wait_s
+        self.dim_cap = DimensionCap(max_dim_values) if max_dim_values is not None else None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._queued_events = 0
         self._task: asyncio.Task[None] | None = None
@@ -109,7 +115,19 @@ class GroupCommitWriter:
         if self._task is not None:
             raise RuntimeError("GroupCommitWriter.start() called twice; call stop() first")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulseboard-writer")
+        if self.dim_cap is not None:  # the writer thread's first job: the cap's values, before any group
+            self._thread.submit(self._load_cap)
         self._task = asyncio.create_task(self._run(), name="group-commit-writer")
+
+    def _load_cap(self) -> None:
+        """Load the cardinality cap's admitted values (on the writer thread; a failure is retried
+        by the first group, ``write_group``)."""
+        assert self.dim_cap is not None
+        try:
+            with self._engine.connect() as conn:
+                load_dimension_values(conn, self.dim_cap)
+        except Exception as exc:
+            log.warning("loading the dimension values of the cardinality cap failed (retried on write): %s", exc)
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the writer task, its thread and its engine."""
@@ -220,7 +238,7 @@ class GroupCommitWriter:
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 with self._engine.begin() as conn:
-                    return write_group(conn, requests, self._packs, received_us, keys)
+                    return write_group(conn, requests, self._packs, received_us, keys, self.dim_cap)
             except IntegrityError as exc:
                 if not key_race(exc):
                     raise

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from app.metrics.calendar import HOUR_US
 from app.metrics.pack import Pack
 from app.metrics.partials import Partial
-from app.metrics.rollup import EventRow, GaugeChange, PartialKey, rollup
+from app.metrics.rollup import OTHER, DimensionCap, EventRow, GaugeChange, PartialKey, rollup
 from app.store.schema import idempotency_key
 
 KEY_CHUNK = 1000
@@ -338,6 +338,21 @@ def _remembered(
     return found
 
 
+def load_dimension_values(conn: Connection, cap: DimensionCap) -> None:
+    """Fill ``cap.values`` with the dimension values that have rollup rows of their own: one
+    ``DISTINCT`` over the hour rollups' keys (``measure`` is ``pack/measure``) and the gauge items'."""
+    rows = conn.exec_driver_sql(
+        "SELECT DISTINCT measure, dim_key FROM rollup_hour WHERE dim_key <> '' "
+        "UNION SELECT DISTINCT gauge, dim_key FROM gauge_item WHERE dim_key <> ''"
+    ).all()
+    for key, dim_key in rows:
+        pack = str(key).split("/", 1)[0]
+        name, _, text = str(dim_key).partition("=")
+        if text != OTHER:
+            cap.values.setdefault((pack, name), set()).add(text)
+    cap.loaded = True
+
+
 def outcome_answer(outcome: RequestOutcome) -> tuple[int, str]:
     """HTTP status and JSON body a request's outcome is answered with (remembered for its key)."""
     if outcome.conflict is not None:
@@ -361,8 +376,12 @@ def write_group(
     packs: Iterable[Pack],
     received_us: int,
     idempotency: Sequence[IdempotencyRecord | None] | None = None,
+    cap: DimensionCap | None = None,
 ) -> GroupResult:
     """Store the events of several requests in the open transaction of ``conn``.
+
+    With ``cap``, rolled-up dimension values past its cardinality cap roll up as ``__other__``
+    (loaded from the store at the first call, ``load_dimension_values``).
 
     Each request is all-or-nothing: a request with a conflicting event stores
     nothing and gets ``conflict`` set; the others proceed.  The caller commits.
@@ -407,6 +426,8 @@ def write_group(
             outcome.duplicates = 0
         outcomes.append(outcome)
 
+    if cap is not None and not cap.loaded:
+        load_dimension_values(conn, cap)
     result = GroupResult(outcomes, inserted=len(to_insert))
     remembered = [
         {
@@ -434,7 +455,7 @@ def write_group(
     all_changes: list[GaugeChange] = []
     for pack in packs:
         before = (len(all_partials), len(all_changes))
-        rollup(pack, rows, all_partials, all_changes)  # measure and gauge keys carry the pack's name
+        rollup(pack, rows, all_partials, all_changes, cap)  # measure and gauge keys carry the pack's name
         if (len(all_partials), len(all_changes)) != before:
             result.packs_touched.add(pack.name)
     check_finite(all_partials)
