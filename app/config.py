@@ -6,6 +6,8 @@ Every setting comes from an environment variable prefixed ``PULSEBOARD_``
 
 from __future__ import annotations
 
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -79,7 +81,31 @@ class Settings(BaseSettings):
         default=None, gt=0, description="reject events older than this; unset = accept any age (backfill)"
     )
     max_string_chars: int = Field(default=1024, gt=0)
+    min_event_time: datetime = Field(
+        default=datetime(1970, 1, 1, tzinfo=UTC),
+        description="earliest event `ts` accepted (RFC 3339 with offset; 422 before it): instants far outside "
+        "the calendar the periods are computed in are refused at ingest (issue 10 item 2)",
+    )
+    max_event_time: datetime = Field(
+        default=datetime(2100, 1, 1, tzinfo=UTC),
+        description="first event `ts` no longer accepted (422 from it on); `max_future_skew_s` applies too",
+    )
+    max_abs_value: float = Field(
+        default=1e15,
+        gt=0,
+        le=sys.float_info.max,
+        description="largest |value| an event may carry (422 past it): sums of up to 1e285 such values stay "
+        "finite in float64, so no sum can overflow to infinity or NaN (issue 10 item 1)",
+    )
     max_dims: int = Field(default=20, gt=0)
+    max_dim_values: int = Field(
+        default=1000,
+        gt=0,
+        le=1_000_000,
+        description="distinct values of each rolled-up dimension (per pack) that get rollup rows of their own; "
+        "later new values roll up as `__other__` (raw events keep them): bounds the rollup storage "
+        "(RELIABILITY.md, storage budget; issue 10 item 17)",
+    )
     ingest_rate_per_key_per_s: float = Field(default=1000.0, gt=0, description="ingest requests a second per key")
     ingest_burst_per_key: float = Field(default=2000.0, ge=1, description="ingest requests a key may make at once")
     idempotency_ttl_s: float = Field(
@@ -136,6 +162,13 @@ class Settings(BaseSettings):
         default=1, ge=1, le=31, description="day of month of the monthly cut (clamped to month end)"
     )
     snapshot_catchup_max_periods: int = Field(default=400, gt=0)
+    snapshot_catchup_horizon_days: int = Field(
+        default=400,
+        gt=0,
+        le=36_500,
+        description="catch-up cuts periods ending in the last N days only: one very old event (or a "
+        "snapshot far behind) never starts cutting decades of empty periods (issue 10 item 10)",
+    )
     restate_interval_s: float = Field(default=60.0, gt=0)
     snapshot_stop_wait_s: float = Field(
         default=5.0,
@@ -176,6 +209,15 @@ class Settings(BaseSettings):
                 f"{value} characters leave {pending} waiting pairings guessable "
                 f"(p = {pending / 32**value:.1e} > 1e-6 per guess): lengthen the code"
             )
+        return value
+
+    @field_validator("min_event_time", "max_event_time")
+    @classmethod
+    def _aware_bound(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("must carry a UTC offset, e.g. 1970-01-01T00:00:00Z")
+        if not datetime(1900, 1, 1, tzinfo=UTC) <= value <= datetime(9000, 1, 1, tzinfo=UTC):
+            raise ValueError("must lie between 1900 and 9000 (periods are computed in that calendar)")
         return value
 
     @field_validator("tz")

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from app import __version__, resources
 from app.api.docs import API_DESCRIPTION
 from app.api.docs import router as docs_router
+from app.api.jsonresp import FiniteJSONResponse
 from app.api.problems import install_handlers
 from app.api.routes import router as api_router
 from app.api.security import SecurityHeaders
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         version=__version__,
         lifespan=lifespan,
         description=API_DESCRIPTION,
+        default_response_class=FiniteJSONResponse,
     )
     app.state.settings = settings
     install_handlers(app)
@@ -156,6 +158,7 @@ async def open_runtime(
         settings.group_commit_max_events,
         settings.ingest_queue_max_events,
         max_wait_s=settings.store_wait_s,
+        max_dim_values=settings.max_dim_values,
     )
     writer.start()
     stack.push_async_callback(writer.stop)  # drains what is queued
@@ -165,6 +168,7 @@ async def open_runtime(
     snapshots = SnapshotService(  # cuts follow the view clock: event time in event-time mode
         engine, packs, settings, view_clock, day_close=hub.day_close, on_change=hub.notices_changed
     )
+    hub.job_notices = snapshots.job_notices  # failed scheduled jobs show on the walls' notice strip
     if settings.snapshots_enabled:
         snapshots.start()
         stack.push_async_callback(snapshots.stop)  # a running job gets snapshot_stop_wait_s to finish

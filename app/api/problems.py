@@ -8,9 +8,11 @@ answers, here and nowhere else:
 - ``RequestValidationError``: 422, ``errors`` naming every invalid parameter or body field;
 - ``app.auth.AuthError``: 401 / 403 / 404 / 409 / 422 / 429 (``AUTH_ANSWERS``);
 - ``app.ingest.IngestError``: the status and title each of its classes carries;
-- ``app.snapshots.SnapshotError``: 404 / 409 / 422 (``SNAPSHOT_ANSWERS``);
+- ``app.snapshots.SnapshotError``: 404 / 409 / 422 (``SNAPSHOT_ANSWERS``; a period outside the supported
+  calendar is 422);
 - ``app.query.kpis.QueryError``: 422 naming the query parameter;
-- ``app.store.StoreUnavailable``, a lost database connection, a pool timeout: 503 + ``Retry-After``.
+- ``app.store.StoreUnavailable``, a lost database connection, a pool timeout: 503 + ``Retry-After``;
+- anything else: 500 problem+json without internal detail (the traceback goes to the log).
 
 The same handlers answer a WebSocket handshake (as an HTTP denial response, before the socket
 opens); an error after the socket opened closes it with 1011.
@@ -23,7 +25,6 @@ from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +34,7 @@ from starlette.types import ExceptionHandler
 from starlette.websockets import WebSocket, WebSocketState
 
 from app.api.codes import CLOSE_INTERNAL_ERROR, RETRY_AFTER, RETRY_AFTER_STORE_S, retry_after
+from app.api.jsonresp import FiniteJSONResponse as JSONResponse
 from app.auth import (
     AlreadyApproved,
     AuthError,
@@ -47,7 +49,7 @@ from app.auth import (
 )
 from app.ingest import IngestError
 from app.query.kpis import QueryError
-from app.snapshots import InvalidNote, NotCut, PeriodNotClosed, ScorecardLocked, SnapshotError
+from app.snapshots import InvalidNote, NotCut, PeriodNotClosed, PeriodOutOfRange, ScorecardLocked, SnapshotError
 from app.store import StoreUnavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -109,6 +111,7 @@ AUTH_ANSWERS: dict[type[Exception], tuple[int, str]] = {
 SNAPSHOT_ANSWERS: dict[type[Exception], tuple[int, str]] = {
     NotCut: (404, "Not found"),
     PeriodNotClosed: (409, "Period not closed"),
+    PeriodOutOfRange: (422, "Period out of range"),
     ScorecardLocked: (409, "Scorecard published"),
     InvalidNote: (422, "Invalid note"),
 }
@@ -144,7 +147,13 @@ async def _snapshot(conn: HTTPConnection, exc: SnapshotError) -> Response | None
     if found is None:
         raise exc
     status, title = found
-    errors = [{"field": "text", "message": str(exc)}] if isinstance(exc, InvalidNote) else None
+    errors = (
+        [{"field": "text", "message": str(exc)}]
+        if isinstance(exc, InvalidNote)
+        else [{"field": "period", "message": str(exc)}]
+        if isinstance(exc, PeriodOutOfRange)
+        else None
+    )
     return await _answer(conn, problem(status, title, str(exc), errors))
 
 
@@ -188,6 +197,12 @@ async def _validation(conn: HTTPConnection, exc: RequestValidationError) -> Resp
     return await _answer(conn, problem(422, "Invalid request parameters", "one or more parameters are invalid", errors))
 
 
+async def _server_error(conn: HTTPConnection, exc: Exception) -> Response:
+    # Anything no other handler answers: a 500 problem+json (never a plain-text body), with no
+    # internal detail; Starlette logs the traceback (issue 10 item 11: every 5xx is problem+json).
+    return problem(500, "Internal server error", "the server failed to answer this request; it was logged")
+
+
 HANDLERS: list[tuple[type[Exception], Handler[Any]]] = [
     (StarletteHTTPException, _http),
     (RequestValidationError, _validation),
@@ -207,6 +222,7 @@ def install_handlers(app: FastAPI) -> None:
     problem+json answer."""
     for exc_class, handler in HANDLERS:
         app.add_exception_handler(exc_class, cast(ExceptionHandler, handler))
+    app.add_exception_handler(Exception, cast(ExceptionHandler, _server_error))
 
 
 def _title(status: int) -> str:

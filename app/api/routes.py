@@ -9,14 +9,15 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 
 from app import resources
 from app.api.deps import RuntimeDep
+from app.api.jsonresp import FiniteJSONResponse as JSONResponse
 from app.api.problems import STORE_RETRY
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
-from app.metrics.calendar import from_us, to_us
+from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, from_us, supported, to_us
 from app.metrics.pack import NAME_RE, Dashboard, Kpi, Pack
 from app.query.kpis import QueryError, series
 from app.query.tiles import dashboard_tiles
@@ -56,7 +57,8 @@ def query_instant(name: str, raw: str) -> int:
     """The query parameter ``name`` (an RFC 3339 instant with an offset) as UTC µs.
 
     Raises:
-        QueryError: naming ``name``; for an offset whose ``+`` became a space (what an unencoded
+        QueryError: naming ``name``: not RFC 3339, or outside the supported calendar (1900 to 9000,
+            ``app.metrics.calendar``; issue 10 item 11); for an offset whose ``+`` became a space (what an unencoded
             ``+02:00`` turns into in a query string), saying that it must be sent as ``%2B``.
     """
     if LOST_PLUS_RE.match(raw):
@@ -67,9 +69,14 @@ def query_instant(name: str, raw: str) -> int:
             f"percent-encoded as %2B ({name}={fixed})",
         )
     try:
-        return to_us(parse_ts(raw))
-    except ValueError as exc:
+        us = to_us(parse_ts(raw))
+    except (ValueError, OverflowError) as exc:
         raise QueryError(name, str(exc)) from None
+    if not supported(us):
+        raise QueryError(
+            name, f"{raw!r} is outside the supported calendar [{SUPPORTED_FIRST_YEAR}, {SUPPORTED_END_YEAR}) (UTC)"
+        )
+    return us
 
 
 def dims_filter(request: Request) -> tuple[tuple[str, str], ...]:
@@ -95,7 +102,7 @@ async def kpi_series(
     Raises:
         HTTPException: 404 for an unknown KPI.
         QueryError: 422 for a bad ``tz``, ``start`` or ``end``, a reversed or too long range, a filter
-            a gauge cannot take.
+            a gauge cannot take, a filter on a value past the cardinality cap (rolled up as ``__other__``).
     """
     found = runtime.find_kpi(name, pack)
     if found is None:
@@ -110,6 +117,14 @@ async def kpi_series(
     start_us, end_us = query_instant("start", start), query_instant("end", end)
     if end_us <= start_us:
         raise QueryError("end", "must be after start")
+    cap = runtime.writer.dim_cap
+    for key, value in dims_filter(request):
+        if cap is not None and key in kpi_pack.dimensions and cap.folded(kpi_pack.name, key, value):
+            raise QueryError(
+                f"dims.{key}",
+                f"{value!r} is past the cardinality cap of {cap.max_values} values of {key!r} "
+                f"(PULSEBOARD_MAX_DIM_VALUES): it is rolled up with the others as dims.{key}=__other__",
+            )
     async with runtime.engine.connect() as conn:
         points = await series(
             conn, kpi_pack, kpi, grain, start_us, end_us, zone, dims_filter(request), to_us(runtime.view_clock.now())

@@ -31,13 +31,16 @@ from msgspec import Meta
 
 from app.config import Settings
 from app.ingest import BadRequest, InvalidEvents, PayloadTooLarge
-from app.metrics.calendar import to_us
+from app.metrics.calendar import from_us, to_us
 from app.store.writes import NewEvent
 
 _DEFAULTS = Settings.model_fields
 DEFAULT_MAX_DIMS: int = _DEFAULTS["max_dims"].default
 DEFAULT_MAX_STRING_CHARS: int = _DEFAULTS["max_string_chars"].default
 DEFAULT_MAX_BATCH_EVENTS: int = _DEFAULTS["max_batch_events"].default
+DEFAULT_MAX_ABS_VALUE: float = _DEFAULTS["max_abs_value"].default
+DEFAULT_MIN_TS_US: int = to_us(_DEFAULTS["min_event_time"].default)
+DEFAULT_MAX_TS_US: int = to_us(_DEFAULTS["max_event_time"].default)
 ID_MAX_CHARS = 128
 SOURCE_MAX_CHARS = 64
 DIM_NAME_MAX_CHARS = 64
@@ -57,7 +60,8 @@ Timestamp = Annotated[
     Meta(
         pattern=RFC3339_PATTERN,
         description="event time: RFC 3339 with an offset or Z; at most `PULSEBOARD_MAX_FUTURE_SKEW_S` ahead of "
-        "the server clock (and, when that is set, at most `PULSEBOARD_MAX_LATENESS_S` old)",
+        "the server clock (and, when that is set, at most `PULSEBOARD_MAX_LATENESS_S` old); within "
+        "[`PULSEBOARD_MIN_EVENT_TIME`, `PULSEBOARD_MAX_EVENT_TIME`) (default 1970 to 2100)",
         examples=["2024-05-02T09:15:20Z"],
         extra_json_schema={"format": "date-time"},
     ),
@@ -80,7 +84,14 @@ Source = Annotated[
         description="the sending system; default: the ingest key's source",
     ),
 ]
-Value = Annotated[float, Meta(description="a finite number")]
+Value = Annotated[
+    float,
+    Meta(
+        ge=-DEFAULT_MAX_ABS_VALUE,
+        le=DEFAULT_MAX_ABS_VALUE,
+        description="a finite number of magnitude at most `PULSEBOARD_MAX_ABS_VALUE`",
+    ),
+]
 DimName = Annotated[str, Meta(min_length=1, max_length=DIM_NAME_MAX_CHARS, pattern=NO_NUL_PATTERN)]
 DimText = Annotated[str, Meta(max_length=DEFAULT_MAX_STRING_CHARS, pattern=NO_NUL_PATTERN)]
 Dims = Annotated[
@@ -177,6 +188,9 @@ class Limits:
     max_dims: int
     max_batch_events: int
     default_source: str = "default"
+    max_abs_value: float = DEFAULT_MAX_ABS_VALUE
+    min_ts_us: int = DEFAULT_MIN_TS_US
+    max_ts_us: int = DEFAULT_MAX_TS_US
 
 
 def _field_of(message: str) -> str:
@@ -204,6 +218,10 @@ def parse_ts(text: str) -> datetime:
         return datetime.fromisoformat(normal)
     except ValueError as exc:
         raise ValueError(f"is not a valid instant: {exc}") from exc
+
+
+def _iso(us: int) -> str:
+    return from_us(us).isoformat().replace("+00:00", "Z")
 
 
 def _check_text(field: str, text: str, limit: int, errors: list[tuple[str, str]], escapes: bool = True) -> None:
@@ -249,6 +267,10 @@ def validate(ev: EventIn, limits: Limits, escapes: bool = True) -> tuple[NewEven
         _check_text("id", ev.id, ID_MAX_CHARS, errors, escapes)
     if ev.value is not None and not math.isfinite(ev.value):
         errors.append(("value", "must be a finite number"))
+    elif ev.value is not None and abs(ev.value) > limits.max_abs_value:
+        errors.append(
+            ("value", f"has a magnitude over the limit of {limits.max_abs_value:g} (PULSEBOARD_MAX_ABS_VALUE)")
+        )
     if ev.dims is not None:
         if len(ev.dims) > limits.max_dims:
             errors.append(("dims", f"has {len(ev.dims)} keys; at most {limits.max_dims} allowed"))
@@ -264,12 +286,20 @@ def validate(ev: EventIn, limits: Limits, escapes: bool = True) -> tuple[NewEven
     ts_us = 0
     try:
         ts_us = to_us(parse_ts(ev.ts))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         errors.append(("ts", str(exc)))
     else:
-        if ts_us > limits.now_us + limits.max_future_skew_s * 1e6:
+        if not limits.min_ts_us <= ts_us < limits.max_ts_us:
+            errors.append(
+                (
+                    "ts",
+                    f"is outside the supported range [{_iso(limits.min_ts_us)}, {_iso(limits.max_ts_us)}) "
+                    "(PULSEBOARD_MIN_EVENT_TIME, PULSEBOARD_MAX_EVENT_TIME)",
+                )
+            )
+        elif ts_us > limits.now_us + limits.max_future_skew_s * 1e6:
             errors.append(("ts", f"is more than {limits.max_future_skew_s:g} s in the future"))
-        if limits.max_lateness_s is not None and ts_us < limits.now_us - limits.max_lateness_s * 1e6:
+        elif limits.max_lateness_s is not None and ts_us < limits.now_us - limits.max_lateness_s * 1e6:
             errors.append(("ts", f"is older than the lateness limit of {limits.max_lateness_s:g} s"))
     if errors:
         return None, errors

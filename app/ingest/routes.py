@@ -97,7 +97,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         PayloadTooLarge: ``Content-Length`` or the streamed body over the limit
             (checked before and while reading), or gzip expanding past it.
         UnsupportedMedia: a ``Content-Encoding`` other than identity or gzip.
-        BadRequest: a corrupt gzip stream.
+        BadRequest: a corrupt or incomplete gzip stream, or trailing bytes (``gunzip``).
     """
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
@@ -114,14 +114,49 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         chunks.append(chunk)
     body = b"".join(chunks)
     if encoding == "gzip":
+        body = gunzip(body, max_bytes)
+    return body
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzip(data: bytes, max_bytes: int) -> bytes:
+    """Every member of a gzip body (RFC 1952 §2.2: a gzip file is a series of members), each
+    complete: its final deflate block, CRC-32 and length checked by zlib.  Nothing is decoded
+    partially, so nothing is acknowledged that was not sent whole (issue 10 item 6).
+
+    Raises:
+        BadRequest: a member is corrupt, or ends before its final block and trailer (a flushed
+            but unfinished stream, a cut trailer), or bytes that are not a gzip member follow
+            the last one.
+        PayloadTooLarge: the members together expand past ``max_bytes``.
+    """
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    member = 0
+    while True:
+        member += 1
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            body = inflater.decompress(body, max_bytes + 1)
+            piece = inflater.decompress(rest, max_bytes - total + 1)
         except zlib.error as exc:
-            raise BadRequest(f"corrupt gzip body: {exc}") from None
-        if len(body) > max_bytes or inflater.unconsumed_tail:
+            raise BadRequest(f"corrupt gzip body (member {member}): {exc}; nothing was stored") from None
+        total += len(piece)
+        if total > max_bytes or inflater.unconsumed_tail:
             raise PayloadTooLarge(f"gzip body expands past the limit of {max_bytes} bytes")
-    return body
+        if not inflater.eof:
+            raise BadRequest(
+                f"gzip body ends inside member {member} (no final block, CRC-32 or length): the stream is "
+                "incomplete; nothing was stored"
+            )
+        out.append(piece)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(out)
+        if rest[:2] != GZIP_MAGIC:
+            raise BadRequest(f"{len(rest)} bytes after gzip member {member} are not a gzip member; nothing was stored")
 
 
 _JSON_BODY_SCHEMA, _NDJSON_BODY_SCHEMA = event_schema()
@@ -224,6 +259,9 @@ async def post_events(
         max_dims=settings.max_dims,
         max_batch_events=settings.max_batch_events,
         default_source=access.key.source or "default",
+        max_abs_value=settings.max_abs_value,
+        min_ts_us=to_us(settings.min_event_time),
+        max_ts_us=to_us(settings.max_event_time),
     )
     try:
         events = parse_events(body, media_type, limits)

@@ -17,15 +17,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import psycopg
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from app.clock import Clock
-from app.ingest import EventConflict, Overloaded
+from app.ingest import EventConflict, InvalidEvents, Overloaded
 from app.metrics.calendar import to_us
 from app.metrics.pack import Pack
-from app.store import StoreUnavailable
-from app.store.writes import GroupResult, IdempotencyRecord, NewEvent, RequestOutcome, write_group
+from app.metrics.rollup import DimensionCap
+from app.store import StoreUnavailable, store_down
+from app.store.writes import (
+    GroupResult,
+    IdempotencyRecord,
+    NewEvent,
+    NonFiniteAggregate,
+    RequestOutcome,
+    load_dimension_values,
+    write_group,
+)
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 3
@@ -39,6 +49,7 @@ class WriterStats:
     requests: int = 0
     events_inserted: int = 0
     failed_groups: int = 0
+    failed_requests: int = 0  # requests that failed alone while the rest of their group was stored
 
 
 @dataclass(slots=True)
@@ -68,6 +79,8 @@ class GroupCommitWriter:
         max_wait_s: the longest ``submit`` waits for its commit (``Settings.store_wait_s``); past
             it ``StoreUnavailable`` (503), so a database that hangs instead of refusing cannot
             hang the request.  ``None``: no bound.
+        max_dim_values: the cardinality cap per rolled-up dimension (``DimensionCap``); ``None``:
+            no cap.
 
     Lifecycle: ``start()`` then ``submit()`` many times, then ``stop()``.
     """
@@ -81,6 +94,7 @@ class GroupCommitWriter:
         max_group_events: int = 20_000,
         max_queued_events: int = 200_000,
         max_wait_s: float | None = None,
+        max_dim_values: int | None = None,
     ) -> None:
         self._engine = engine
         self._packs = list(packs)
@@ -89,6 +103,7 @@ class GroupCommitWriter:
         self._max_group = max_group_events
         self._max_queued = max_queued_events
         self._max_wait_s = max_wait_s
+        self.dim_cap = DimensionCap(max_dim_values) if max_dim_values is not None else None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._queued_events = 0
         self._task: asyncio.Task[None] | None = None
@@ -100,7 +115,19 @@ class GroupCommitWriter:
         if self._task is not None:
             raise RuntimeError("GroupCommitWriter.start() called twice; call stop() first")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulseboard-writer")
+        if self.dim_cap is not None:  # the writer thread's first job: the cap's values, before any group
+            self._thread.submit(self._load_cap)
         self._task = asyncio.create_task(self._run(), name="group-commit-writer")
+
+    def _load_cap(self) -> None:
+        """Load the cardinality cap's admitted values (on the writer thread; a failure is retried
+        by the first group, ``write_group``)."""
+        assert self.dim_cap is not None
+        try:
+            with self._engine.connect() as conn:
+                load_dimension_values(conn, self.dim_cap)
+        except Exception as exc:
+            log.warning("loading the dimension values of the cardinality cap failed (retried on write): %s", exc)
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the writer task, its thread and its engine."""
@@ -178,12 +205,43 @@ class GroupCommitWriter:
     def _commit_blocking(
         self, requests: list[Sequence[NewEvent]], keys: list[IdempotencyRecord | None], received_us: int
     ) -> GroupResult:
-        """One group's transaction, on the writer thread."""
+        """One group's transaction, on the writer thread.
+
+        When the group fails for a reason that is not the store being down (a value that
+        overflows a stored sum, any refusal by the database of one request's rows, a bug on one
+        event), each request is retried in a transaction of its own: the ones that fail get
+        ``RequestOutcome.failure``, the others are stored and answered as usual.  A failing
+        request never fails the others of its group (issue 10 item 1).
+        """
+        try:
+            return self._transaction(requests, keys, received_us)
+        except Exception as exc:
+            if store_down(exc) or len(requests) == 1:
+                raise
+            log.warning("group commit of %d requests failed (%s); retrying each on its own", len(requests), exc)
+        result = GroupResult([])
+        for events, key in zip(requests, keys, strict=True):
+            try:
+                one = self._transaction([events], [key], received_us)
+            except Exception as exc:
+                result.outcomes.append(RequestOutcome(failure=exc))
+                continue
+            result.outcomes.append(one.outcomes[0])
+            result.inserted += one.inserted
+            result.packs_touched |= one.packs_touched
+        return result
+
+    def _transaction(
+        self, requests: list[Sequence[NewEvent]], keys: list[IdempotencyRecord | None], received_us: int
+    ) -> GroupResult:
+        """``write_group`` in a transaction, retried when it raced another writer on a key."""
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 with self._engine.begin() as conn:
-                    return write_group(conn, requests, self._packs, received_us, keys)
-            except IntegrityError:
+                    return write_group(conn, requests, self._packs, received_us, keys, self.dim_cap)
+            except IntegrityError as exc:
+                if not key_race(exc):
+                    raise
                 # Another instance inserted one of our keys after our check: retry,
                 # the next check sees it as a duplicate or a conflict.
                 log.info("group commit raced another writer (attempt %d); retrying", attempt + 1)
@@ -195,14 +253,10 @@ class GroupCommitWriter:
             group = self._take_group(first)
             try:
                 result = await self._commit(group)
-            except (DBAPIError, SQLAlchemyError, OSError, StoreUnavailable) as exc:
+            except Exception as exc:  # the writer task survives anything one group does
                 log.warning("group commit of %d requests failed: %s", len(group), exc)
                 self.stats.failed_groups += 1
-                error = (
-                    exc
-                    if isinstance(exc, StoreUnavailable)
-                    else StoreUnavailable(f"database unavailable: {exc.__class__.__name__}")
-                )
+                error = request_error(exc)
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(error)
@@ -211,7 +265,12 @@ class GroupCommitWriter:
                 self.stats.requests += len(group)
                 self.stats.events_inserted += result.inserted
                 for p, outcome in zip(group, result.outcomes, strict=True):
-                    if not p.future.done():
+                    if p.future.done():
+                        continue
+                    if outcome.failure is not None:
+                        self.stats.failed_requests += 1
+                        p.future.set_exception(request_error(outcome.failure))
+                    else:
                         p.future.set_result(outcome)
                 if self._on_commit is not None:
                     try:
@@ -222,3 +281,50 @@ class GroupCommitWriter:
                 for p in group:
                     self._queued_events -= len(p.events)
                     self._queue.task_done()
+
+
+RACE_CONSTRAINTS = ("uq_event_source_id", "pk_idempotency_key")
+_SQLITE_RACES = (
+    "UNIQUE constraint failed: event.source, event.event_id",
+    "UNIQUE constraint failed: idempotency_key.owner, idempotency_key.key",
+)
+
+
+def key_race(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is a unique violation on an event's ``(source, event_id)`` (or on an
+    Idempotency-Key): another writer stored the same key between our check and our insert, and a
+    retry sees it as a duplicate.  Any other integrity failure (a NOT NULL refusing a non-finite
+    sum, ...) is a refusal of the data, not a race (issue 10 item 1)."""
+    orig = exc.orig
+    if isinstance(orig, psycopg.errors.UniqueViolation):
+        return orig.diag.constraint_name in RACE_CONSTRAINTS
+    return any(text in str(orig) for text in _SQLITE_RACES)
+
+
+def _overflow(exc: BaseException) -> bool:
+    if isinstance(exc, NonFiniteAggregate):
+        return True
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        if isinstance(orig, (psycopg.errors.NumericValueOutOfRange, psycopg.errors.NotNullViolation)):
+            return True
+        return "NOT NULL constraint failed: rollup" in str(orig)
+    return False
+
+
+def request_error(exc: BaseException) -> Exception:
+    """The exception a request is answered with when its transaction failed with ``exc``:
+    ``InvalidEvents`` (422) when its values overflow a rolled-up sum, ``StoreUnavailable`` (503)
+    for any other database failure, ``exc`` itself otherwise (a 500 problem)."""
+    if _overflow(exc):
+        return InvalidEvents(
+            "the values of this request overflow a rolled-up sum (float64); nothing of it was stored",
+            errors=[
+                {"field": "value", "message": str(exc) if isinstance(exc, NonFiniteAggregate) else "overflows a sum"}
+            ],
+        )
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, (DBAPIError, SQLAlchemyError, OSError)):
+        return StoreUnavailable(f"database unavailable: {exc.__class__.__name__}")
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))

@@ -21,6 +21,10 @@ MINUTE_US = 60_000_000
 HOUR_US = 60 * MINUTE_US
 Grain = Literal["minute", "hour", "day", "month"]
 GRAINS: tuple[Grain, ...] = ("minute", "hour", "day", "month")
+SUPPORTED_FIRST_YEAR = 1900
+SUPPORTED_END_YEAR = 9000  # exclusive
+"""The calendar periods, reads and cuts are computed in: far inside ``datetime``'s years 1 to 9999,
+so that no period start, end or local time near them overflows in any zone (issue 10 item 11)."""
 
 
 def to_us(instant: datetime) -> int:
@@ -38,6 +42,15 @@ def to_us(instant: datetime) -> int:
 def from_us(us: int, zone: ZoneInfo | timezone = UTC) -> datetime:
     """UTC epoch microseconds -> aware datetime in ``zone``."""
     return (EPOCH + timedelta(microseconds=us)).astimezone(zone)
+
+
+SUPPORTED_MIN_US = to_us(datetime(SUPPORTED_FIRST_YEAR, 1, 1, tzinfo=UTC))
+SUPPORTED_MAX_US = to_us(datetime(SUPPORTED_END_YEAR, 1, 1, tzinfo=UTC))
+
+
+def supported(us: int) -> bool:
+    """Whether instant ``us`` (UTC µs) lies in the supported calendar [1900, 9000)."""
+    return SUPPORTED_MIN_US <= us < SUPPORTED_MAX_US
 
 
 def minute_floor_us(us: int) -> int:
@@ -83,7 +96,8 @@ class Period:
         if self.grain == "day":
             return self.start.date().isoformat()
         if self.grain == "month":
-            return self.start.strftime("%Y-%m")
+            start = self.start  # zero-padded: strftime writes year 1 as "1-01" (issue 10 item 12)
+            return f"{start.year:04d}-{start.month:02d}"
         return self.start.isoformat()
 
 

@@ -8,6 +8,7 @@ the nearest-rank rule.  An undefined value (no calls: no service level) is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -59,6 +60,25 @@ def _total(formula: Formula, partials: Mapping[str, Partial], components: dict[s
 
 
 def evaluate(
+    kpi: Kpi,
+    partials: Mapping[str, Partial],
+    gauge: GaugeReading | None = None,
+    now_us: int | None = None,
+    window: WindowReading | None = None,
+) -> KpiValue:
+    """``_evaluate`` with every non-finite number (NaN, ±inf: partials written by an older
+    version that let huge values overflow, issue 10 item 1) replaced by ``None``: a KPI is a
+    finite number or undefined, never NaN, so no reader, writer or RAG status sees one.
+    Same arguments, result and errors as ``_evaluate``."""
+    result = _evaluate(kpi, partials, gauge, now_us, window)
+    value = result.value
+    if value is not None and not math.isfinite(value):
+        value = None
+    comps = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.components.items()}
+    return KpiValue(value, comps)
+
+
+def _evaluate(
     kpi: Kpi,
     partials: Mapping[str, Partial],
     gauge: GaugeReading | None = None,

@@ -46,13 +46,54 @@ class GaugeChange(NamedTuple):
 PartialKey = tuple[str, str, int]  # (measure_key, dim_key, bucket_us)
 
 
-def dim_keys(pack: Pack, dims: dict[str, Any] | None) -> list[str]:
-    """``[""]`` plus ``"KEY=VALUE"`` for every rolled-up dimension on the event."""
+OTHER = "__other__"
+
+
+class DimensionCap:
+    """The cardinality cap of rolled-up dimensions (issue 10 item 17): at most ``max_values``
+    distinct values of each dimension of each pack get rows of their own; later new values roll
+    up under ``NAME=__other__`` (raw events keep their true values).
+
+    ``values`` holds the admitted values per ``(pack, dimension)``: loaded from the stored rollups
+    by the writer (``app.store.writes.load_dimension_values``), then grown as values are admitted.
+    Used by one writer thread; reads only ask ``folded``.
+    """
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self.values: dict[tuple[str, str], set[str]] = {}
+        self.folded_events = 0
+        self.loaded = False
+
+    def admit(self, pack: str, name: str, text: str) -> str:
+        """``text`` if it has (or now gets) rows of its own, else ``OTHER``."""
+        known = self.values.setdefault((pack, name), set())
+        if text in known:
+            return text
+        if len(known) < self.max_values:
+            known.add(text)
+            return text
+        self.folded_events += 1
+        return OTHER
+
+    def folded(self, pack: str, name: str, text: str) -> bool:
+        """Whether value ``text`` of ``name`` is (or would be) rolled up under ``OTHER``: the
+        dimension is at its cap and ``text`` is not one of its admitted values."""
+        known = self.values.get((pack, name), set())
+        return text != OTHER and text not in known and len(known) >= self.max_values
+
+
+def dim_keys(pack: Pack, dims: dict[str, Any] | None, cap: DimensionCap | None = None) -> list[str]:
+    """``[""]`` plus ``"KEY=VALUE"`` for every rolled-up dimension on the event (``KEY=__other__``
+    for a value past ``cap``)."""
     keys = [TOTAL]
     if dims:
         for name in pack.dimensions:
             if name in dims:
-                keys.append(f"{name}={dim_text(dims[name])}")
+                text = dim_text(dims[name])
+                if cap is not None:
+                    text = cap.admit(pack.name, name, text)
+                keys.append(f"{name}={text}")
     return keys
 
 
@@ -120,12 +161,15 @@ def rollup(
     events: Iterable[EventRow],
     partials: dict[PartialKey, Partial] | None = None,
     changes: list[GaugeChange] | None = None,
+    cap: DimensionCap | None = None,
 ) -> tuple[dict[PartialKey, Partial], list[GaugeChange]]:
     """Partials and gauge changes for ``events`` under ``pack``.
 
     Args:
         partials, changes: accumulate into these (the write path rolls every pack of a
             group into one dict, with no copy); new ones by default.
+        cap: the write path's cardinality cap (values past it roll up as ``__other__``);
+            ``None`` (recomputations from raw events): every value its own key.
 
     Returns:
         ``(partials, changes)``: partials keyed by (measure_key, dim_key,
@@ -153,7 +197,7 @@ def rollup(
         closes = gauge_close.get(ev.type)
         if not (measures or opens or closes):
             continue
-        keys = dim_keys(pack, ev.dims)
+        keys = dim_keys(pack, ev.dims, cap)
         bucket = minute_floor_us(ev.ts_us)
         for measure in measures or ():
             if not measure.matches(ev.type, ev.value, ev.dims):

@@ -12,6 +12,7 @@ Exception tree (each maps to one problem+json answer, ``app.api.problems``)::
     SnapshotError
      ├── NotCut              404  no such dashboard, or the period has no snapshot yet
      │    └── NoSuchPeriod   404  the label names no period of the grain (also a ValueError)
+     ├── PeriodOutOfRange    422  a valid date outside the supported calendar (before 1900, from 9000 on)
      ├── PeriodNotClosed     409  the period has not ended yet; it cannot be cut
      ├── ScorecardLocked     409  the scorecard is published (notes are locked)
      │                       422  ... or cannot be published yet: ``missing`` lists the red KPIs without a note
@@ -29,6 +30,11 @@ class NotCut(SnapshotError):
 
 class NoSuchPeriod(NotCut, ValueError):
     """The period label is not one of its grain (``YYYY-MM-DD`` for days, ``YYYY-MM`` for months)."""
+
+
+class PeriodOutOfRange(SnapshotError, ValueError):
+    """A well-formed period label outside the supported calendar (``app.metrics.calendar``:
+    1900 to 9000), such as year 1 or year 9999, whose instants cannot be computed in every zone."""
 
 
 class PeriodNotClosed(SnapshotError):

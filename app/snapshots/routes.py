@@ -7,10 +7,11 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
+from app.api.jsonresp import FiniteJSONResponse as JSONResponse
 from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
 from app.api.vendor import page_response

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,17 +31,17 @@ import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.clock import Clock, EventClock
 from app.config import Settings
-from app.metrics.calendar import Period, to_us
+from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, Period, to_us
 from app.metrics.pack import Pack
-from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed
+from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed, PeriodOutOfRange
 from app.snapshots import cut as cuts
 from app.snapshots.reconcile import live_vs_snapshot, month_vs_days, rollups_vs_raw, snapshot_vs_current
 from app.snapshots.schedule import CutSchedule, LocalCutTrigger, parse_hhmm
+from app.store import store_down
 from app.store.schema import event, snapshot
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,11 @@ class SnapshotService:
             "month": CutSchedule("month", parse_hhmm(settings.snapshot_monthly_at), settings.snapshot_monthly_day),
         }
         self._scheduler: AsyncIOScheduler | None = None
+        self._late_checked: dict[str, tuple[int | None, int | None]] = {}  # slug -> (older, last) watermarks
+        self._definitions_checked: set[str] = set()  # dashboards whose snapshots' definitions were checked
+        self.job_failures: dict[tuple[str, str], int] = {}
+        """The metric of failed scheduled job steps: ``(dashboard, "cut" | "restate") -> count``."""
+        self._failed_jobs: dict[str, dict[tuple[str, str | None, str | None], dict[str, Any]]] = {}
         self._passes = asyncio.Lock()  # one scheduled cut / restatement pass at a time
         self._event_clock = clock if isinstance(clock, EventClock) else None
         self._next_fire_us: int | None = None  # event time of the next scheduled cut (event-time mode)
@@ -110,7 +116,13 @@ class SnapshotService:
 
     def period(self, slug: str, grain: str, label: str) -> Period:
         """The period ``label`` of ``grain`` in the dashboard's zone.  Raises NoSuchPeriod (a ValueError)
-        for a bad label."""
+        for a bad label, PeriodOutOfRange (422) for a year outside the supported calendar."""
+        if not re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", label, flags=re.ASCII):  # "1-01" (issue 10 item 12) too
+            raise NoSuchPeriod(f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}")
+        if not SUPPORTED_FIRST_YEAR <= int(label[:4]) < SUPPORTED_END_YEAR:
+            raise PeriodOutOfRange(
+                f"{grain} {label} is outside the supported calendar [{SUPPORTED_FIRST_YEAR}, {SUPPORTED_END_YEAR})"
+            )
         try:
             return self.schedules[grain].period_of_label(label, self.zone(slug))
         except (KeyError, ValueError) as exc:
@@ -118,7 +130,12 @@ class SnapshotService:
                 f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}"
             ) from exc
 
-    async def _first_period(self, target: cuts.Target, grain: str) -> Period | None:
+    async def _first_period(self, target: cuts.Target, grain: str, now_us: int) -> Period | None:
+        """The first period catch-up considers: the one after the last cut; with no cut yet, the
+        one of the oldest event, but never before the horizon (``snapshot_catchup_horizon_days``
+        before ``now_us``), so one 1970 event does not start cutting 50 years of empty periods
+        (issue 10 item 10).  After the last cut, catch-up goes on from there (at most
+        ``snapshot_catchup_max_periods`` a pass)."""
         zone = self.zone(target.slug)
         sched = self.schedules[grain]
         async with self._engine.connect() as conn:
@@ -135,17 +152,25 @@ class SnapshotService:
                     select(func.min(event.c.ts_us)).where(event.c.type.in_(sorted(target.pack.event_types)))
                 )
             ).scalar()
-        return sched.period_containing(int(first_ts), zone) if first_ts is not None else None
+        if first_ts is None:
+            return None
+        horizon_us = now_us - self._settings.snapshot_catchup_horizon_days * 86_400_000_000
+        return sched.period_containing(max(int(first_ts), horizon_us), zone)
 
     async def run_due(self, now_us: int | None = None) -> list[tuple[str, str, str, bool]]:
         """Cut every due, uncut period of every dashboard (catch-up included).
+
+        A failure is caught per dashboard and grain (finding the periods due) and per period
+        (its cut): it is logged, counted (``job_failures``), shown on the dashboard's wall as a
+        ``job_failed`` notice until that job next succeeds, and the pass goes on with the other
+        periods and dashboards (issue 10 item 2).
 
         Args:
             now_us: the instant to cut up to (UTC µs); default ``now_us()``.
 
         Returns:
-            ``(dashboard, grain, period label, created)`` per period handled (none in
-            event-time mode before the first event).
+            ``(dashboard, grain, period label, created)`` per period cut (none in event-time mode
+            before the first event).
         """
         now_us = self.now_us() if now_us is None else now_us
         if now_us is None:
@@ -153,12 +178,27 @@ class SnapshotService:
         done = []
         for target in self.targets.values():
             for grain in ("day", "month"):  # days first: a month's check reads its days
-                first = await self._first_period(target, grain)
-                if first is None:
-                    continue
                 sched = self.schedules[grain]
-                for period in sched.periods_due(first, now_us, self._settings.snapshot_catchup_max_periods):
-                    row, created = await cuts.cut(self._engine, target, grain, period, now_us, sched.fire_us(period))
+                try:
+                    first = await self._first_period(target, grain, now_us)
+                    due = (
+                        []
+                        if first is None
+                        else list(sched.periods_due(first, now_us, self._settings.snapshot_catchup_max_periods))
+                    )
+                except Exception as exc:
+                    self._job_failed(target.slug, "cut", grain, None, exc)
+                    continue
+                self._job_ok(target.slug, "cut", grain, None)
+                for period in due:
+                    try:
+                        row, created = await cuts.cut(
+                            self._engine, target, grain, period, now_us, sched.fire_us(period)
+                        )
+                    except Exception as exc:
+                        self._job_failed(target.slug, "cut", grain, period.label, exc)
+                        continue
+                    self._job_ok(target.slug, "cut", grain, period.label)
                     done.append((target.slug, grain, period.label, created))
                     if created:
                         self._on_change(target.slug)
@@ -167,27 +207,86 @@ class SnapshotService:
     async def restate_pending(self, now_us: int | None = None) -> list[Any]:
         """Store a restated version of every cut period that late events or a definition change moved.
 
-        ``now_us`` (UTC µs, default ``now_us()``) is the restated versions' ``cut_at``.
-        Returns the new rows.
+        ``now_us`` (UTC µs, default ``now_us()``) is the restated versions' ``cut_at``.  Failures
+        are caught per dashboard and per period, as in ``run_due``.  Late data is found by one
+        set-based query per dashboard (``cuts.stale_periods``), limited after the first complete
+        pass to events stored since the pass before the last; definitions are compared once per
+        process.  Returns the new rows.
         """
         now_us = self.now_us() if now_us is None else now_us
         if now_us is None:  # event-time mode before any event: nothing was cut
             return []
         rows = []
         for target in self.targets.values():
-            async with self._engine.connect() as conn:
-                stale = await cuts.stale_periods(conn, target)
+            slug = target.slug
+            older, last = self._late_checked.get(slug, (None, None))
+            try:
+                async with self._engine.connect() as conn:
+                    watermark = await cuts.event_watermark(conn)
+                    stale = await cuts.stale_periods(
+                        conn, target, since_seq=older, definitions=slug not in self._definitions_checked
+                    )
+            except Exception as exc:
+                self._job_failed(slug, "restate", None, None, exc)
+                continue
+            self._job_ok(slug, "restate", None, None)
+            all_done = True
             for grain in ("day", "month"):
                 for g, label in stale:
                     if g != grain:
                         continue
-                    row = await cuts.restate(
-                        self._engine, target, grain, self.period(target.slug, grain, label), now_us
-                    )
+                    try:
+                        row = await cuts.restate(
+                            self._engine, target, grain, self.period(target.slug, grain, label), now_us
+                        )
+                    except Exception as exc:
+                        self._job_failed(target.slug, "restate", grain, label, exc)
+                        all_done = False
+                        continue
+                    self._job_ok(target.slug, "restate", grain, label)
                     if row is not None:
                         rows.append(row)
                         self._on_change(target.slug)
+            if all_done:
+                # Next pass: only events stored after the watermark read one pass before this one (one
+                # pass of margin for a transaction whose lower seq committed after a higher one).
+                self._late_checked[slug] = (last, watermark)
+                self._definitions_checked.add(slug)
         return rows
+
+    def _job_failed(self, slug: str, job: str, grain: str | None, label: str | None, exc: Exception) -> None:
+        """Log, count and show (on the wall's notice strip) one failed scheduled job step.
+
+        Raises:
+            exc itself when the store is down: every other step would fail (and wait) the same
+            way, so the pass ends there and the next one catches up.
+        """
+        if store_down(exc):
+            raise exc
+        where = f"{grain} {label}" if label else f"{grain}s due" if grain else "the periods to restate"
+        log.warning("scheduled %s of %s %s failed, going on with the others: %r", job, slug, where, exc)
+        self.job_failures[(slug, job)] = self.job_failures.get((slug, job), 0) + 1
+        key = (job, grain, label)
+        fresh = key not in self._failed_jobs.setdefault(slug, {})
+        self._failed_jobs[slug][key] = {
+            "kind": "job_failed",
+            "grain": grain,
+            "period": label,
+            "version": None,
+            "text": f"scheduled {job} of {where} failed ({type(exc).__name__}); retried at the next pass",
+        }
+        if fresh:
+            self._on_change(slug)
+
+    def _job_ok(self, slug: str, job: str, grain: str | None, label: str | None) -> None:
+        failed = self._failed_jobs.get(slug)
+        if failed and failed.pop((job, grain, label), None) is not None:
+            self._on_change(slug)
+
+    def job_notices(self, slug: str) -> list[dict[str, Any]]:
+        """The ``job_failed`` notices of dashboard ``slug``: one per scheduled job step (a cut or
+        restatement of one period, or finding the periods due) whose last run failed."""
+        return list(self._failed_jobs.get(slug, {}).values())
 
     async def cut_period(self, slug: str, grain: str, label: str, now_us: int | None = None) -> tuple[Any, bool]:
         """Cut one period by hand (``pulseboard snapshot cut``); re-cuts a cut period as a new
@@ -255,7 +354,7 @@ class SnapshotService:
         async with self._passes:
             try:
                 await self.run_due(now_us)
-            except SQLAlchemyError as exc:  # the next fire or restart catches up
+            except Exception as exc:  # the store is down (run_due goes on past anything else): catch up later
                 log.warning("scheduled cut failed, will catch up: %s", exc)
 
     async def _restate_tick(self) -> None:
@@ -263,7 +362,7 @@ class SnapshotService:
             try:
                 await self.run_due()  # dashboards in other zones than the trigger's get cut here
                 await self.restate_pending()
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # the store is down: the next pass retries
                 log.warning("restatement pass failed, will retry: %s", exc)
 
     def next_fire_us(self, after_us: int) -> int:

@@ -12,6 +12,12 @@ lost connections and pool timeouts)::
      └── MigrationError     the schema could not be brought up to date (at start: the process stops)
 """
 
+from __future__ import annotations
+
+import psycopg
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 
 class StoreError(Exception):
     """Base of storage errors."""
@@ -23,3 +29,14 @@ class StoreUnavailable(StoreError):
 
 class MigrationError(StoreError):
     """Migrations failed; the message says which and why."""
+
+
+def store_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store itself failed (lost connection, timeout, pool exhausted,
+    locked file, server shut down) rather than refusing one request's data: retrying the other
+    requests or dashboards one by one would fail the same way, so callers give up the pass."""
+    if isinstance(exc, (StoreUnavailable, OSError, TimeoutError, OperationalError, PoolTimeout)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc.orig, (psycopg.OperationalError, OSError))
+    return False

@@ -13,6 +13,7 @@ straight into ``event``, rollup rows through a temp table and one upsert per tab
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -26,10 +27,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from app.metrics.calendar import HOUR_US
 from app.metrics.pack import Pack
 from app.metrics.partials import Partial
-from app.metrics.rollup import EventRow, GaugeChange, PartialKey, rollup
+from app.metrics.rollup import OTHER, DimensionCap, EventRow, GaugeChange, PartialKey, rollup
 from app.store.schema import idempotency_key
 
 KEY_CHUNK = 1000
+
+
+class NonFiniteAggregate(ValueError):
+    """A rolled-up sum (or min/max) of a request's values is not finite (issue 10 item 1): the
+    values overflow float64 alone or merged with what is stored.  Nothing of the transaction is
+    kept; the group-commit writer retries the other requests of its group without this one."""
 
 
 class IdempotencyRecord(NamedTuple):
@@ -66,6 +73,7 @@ class RequestOutcome:
     conflict: tuple[int, str, str] | None = None
     max_ts_us: int | None = None
     remembered: tuple[int, str, bytes] | None = None  # (status, body, request hash) stored for its key
+    failure: Exception | None = None  # set by the writer when this request alone failed (its answer)
 
 
 @dataclass(slots=True)
@@ -125,6 +133,11 @@ class _Upsert(NamedTuple):
     merge_sqlite: tuple[str, ...]
 
 
+# A merged sum that is not finite becomes NULL, which the NOT NULL ``sum`` column refuses: the
+# transaction fails (an IntegrityError that is not a key race) instead of storing inf or NaN
+# (PostgreSQL raises on a float8 overflow itself; this also catches a row already holding inf).
+_FINITE_SUM_PG = "CASE WHEN abs(t.sum + excluded.sum) < 'Infinity'::float8 THEN t.sum + excluded.sum END"
+_FINITE_SUM_SQLITE = "CASE WHEN abs(t.sum + excluded.sum) < 9e999 THEN t.sum + excluded.sum END"
 _LEAST_SQLITE = "min(coalesce(t.{c}, excluded.{c}), coalesce(excluded.{c}, t.{c}))"
 _GREATEST_SQLITE = "max(coalesce(t.{c}, excluded.{c}), coalesce(excluded.{c}, t.{c}))"
 
@@ -132,10 +145,10 @@ _MINUTE = _Upsert(
     "rollup_minute",
     (("measure", "varchar"), ("dim_key", "varchar"), ("bucket_us", "int8")),
     (("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8")),
-    ("t.count + excluded.count", "t.sum + excluded.sum", "least(t.min, excluded.min)", "greatest(t.max, excluded.max)"),
+    ("t.count + excluded.count", _FINITE_SUM_PG, "least(t.min, excluded.min)", "greatest(t.max, excluded.max)"),
     (
         "t.count + excluded.count",
-        "t.sum + excluded.sum",
+        _FINITE_SUM_SQLITE,
         _LEAST_SQLITE.format(c="min"),
         _GREATEST_SQLITE.format(c="max"),
     ),
@@ -243,6 +256,20 @@ def insert_events(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
             _pg_copy(cur, sql, _EVENT_PG_TYPES, rows)
 
 
+def check_finite(partials: dict[PartialKey, Partial]) -> None:
+    """Refuse partials whose sum, min or max is not finite (before anything is written).
+
+    Raises:
+        NonFiniteAggregate: naming the measure and the UTC minute (µs).
+    """
+    for (measure, _dim, bucket_us), p in partials.items():
+        if not math.isfinite(p.sum) or any(v is not None and not math.isfinite(v) for v in (p.min, p.max)):
+            raise NonFiniteAggregate(
+                f"the values of measure {measure!r} in the minute starting at {bucket_us} µs sum to a non-finite "
+                "number (float64 overflow); nothing of this request was stored"
+            )
+
+
 def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> None:
     """Add ``partials`` (per UTC minute) to the stored minute AND hour partials: count and sum
     add, min/max keep the extreme, and each sketch's bins add to the sketch-bin tables (no
@@ -267,6 +294,12 @@ def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> No
                 acc[2] = mn
             if mx is not None and (acc[3] is None or mx > acc[3]):
                 acc[3] = mx
+    for (m, _d, b), (_c, total, _mn, _mx) in hours.items():
+        if not math.isfinite(total):
+            raise NonFiniteAggregate(
+                f"the values of measure {m!r} in the hour starting at {b} µs sum to a non-finite number "
+                "(float64 overflow); nothing of this request was stored"
+            )
     hour_bins: dict[tuple[str, str, int, int, int], int] = {}  # (measure, dim, hour, side, bin) -> count
     for m, d, b, side, index, count in bin_rows:
         bin_key = (m, d, b - b % HOUR_US, side, index)
@@ -305,6 +338,21 @@ def _remembered(
     return found
 
 
+def load_dimension_values(conn: Connection, cap: DimensionCap) -> None:
+    """Fill ``cap.values`` with the dimension values that have rollup rows of their own: one
+    ``DISTINCT`` over the hour rollups' keys (``measure`` is ``pack/measure``) and the gauge items'."""
+    rows = conn.exec_driver_sql(
+        "SELECT DISTINCT measure, dim_key FROM rollup_hour WHERE dim_key <> '' "
+        "UNION SELECT DISTINCT gauge, dim_key FROM gauge_item WHERE dim_key <> ''"
+    ).all()
+    for key, dim_key in rows:
+        pack = str(key).split("/", 1)[0]
+        name, _, text = str(dim_key).partition("=")
+        if text != OTHER:
+            cap.values.setdefault((pack, name), set()).add(text)
+    cap.loaded = True
+
+
 def outcome_answer(outcome: RequestOutcome) -> tuple[int, str]:
     """HTTP status and JSON body a request's outcome is answered with (remembered for its key)."""
     if outcome.conflict is not None:
@@ -328,8 +376,12 @@ def write_group(
     packs: Iterable[Pack],
     received_us: int,
     idempotency: Sequence[IdempotencyRecord | None] | None = None,
+    cap: DimensionCap | None = None,
 ) -> GroupResult:
     """Store the events of several requests in the open transaction of ``conn``.
+
+    With ``cap``, rolled-up dimension values past its cardinality cap roll up as ``__other__``
+    (loaded from the store at the first call, ``load_dimension_values``).
 
     Each request is all-or-nothing: a request with a conflicting event stores
     nothing and gets ``conflict`` set; the others proceed.  The caller commits.
@@ -374,6 +426,8 @@ def write_group(
             outcome.duplicates = 0
         outcomes.append(outcome)
 
+    if cap is not None and not cap.loaded:
+        load_dimension_values(conn, cap)
     result = GroupResult(outcomes, inserted=len(to_insert))
     remembered = [
         {
@@ -401,9 +455,10 @@ def write_group(
     all_changes: list[GaugeChange] = []
     for pack in packs:
         before = (len(all_partials), len(all_changes))
-        rollup(pack, rows, all_partials, all_changes)  # measure and gauge keys carry the pack's name
+        rollup(pack, rows, all_partials, all_changes, cap)  # measure and gauge keys carry the pack's name
         if (len(all_partials), len(all_changes)) != before:
             result.packs_touched.add(pack.name)
+    check_finite(all_partials)
     upsert_partials(conn, all_partials)
     upsert_gauge_changes(conn, all_changes)
     from app.store.lifecycles import apply_lifecycles  # it writes through this module's upserts

@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -144,6 +144,8 @@ class TileHub:
         self._replay_buffer = replay_buffer
         # slug -> local day label -> the "today" tiles last shown that day (for reconciliation)
         self.day_close: dict[str, dict[str, dict[str, Any]]] = {}
+        # The snapshot service's failed-job notices of a dashboard (set by the lifespan once it exists).
+        self.job_notices: Callable[[str], list[dict[str, Any]]] = lambda _slug: []
         self._task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -222,6 +224,7 @@ class TileHub:
                         ch.trends[tid] = deque(values[:-1], maxlen=TREND_POINTS)
                 notices = (
                     await recent_notices(conn, ch.dashboard.slug, now_us - NOTICE_WINDOW_US)
+                    + self.job_notices(ch.dashboard.slug)
                     if read_notices
                     else ch.notices
                 )

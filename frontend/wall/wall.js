@@ -357,14 +357,15 @@ function applySnapshot(msg) {
   renderAll();
 }
 
-// Restated snapshots and failed reconciliation checks of recent periods (server "notices").
+// Restated snapshots, failed reconciliation checks of recent periods and failed scheduled jobs (server "notices").
 function renderNotices(list) {
   var box = $('notices');
   while (box.firstChild) box.removeChild(box.firstChild);
   (list || []).forEach(function (n) {
-    var item = div('notice notice-' + (n.kind === 'check_failed' ? 'failed' : 'restated'), box, 'span');
+    var failed = n.kind === 'check_failed' || n.kind === 'job_failed';
+    var item = div('notice notice-' + (failed ? 'failed' : 'restated'), box, 'span');
     var tag = div('notice-tag', item, 'b');
-    tag.textContent = n.kind === 'check_failed' ? '■ CHECK FAILED' : '▲ RESTATED';
+    tag.textContent = n.kind === 'job_failed' ? '■ JOB FAILED' : n.kind === 'check_failed' ? '■ CHECK FAILED' : '▲ RESTATED';
     var txt = div('notice-text', item, 'span');
     txt.textContent = ' ' + n.text;
   });
