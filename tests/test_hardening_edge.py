@@ -202,3 +202,52 @@ async def test_pairings_are_capped_per_network(make_settings, start_server):
     assert (await ask("203.0.113.7")).status_code == 201  # another network
     async with srv.runtime.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(pairing))).scalar_one() == 9
+
+
+# --- 7: no open redirect after sign-in -------------------------------------------------------------
+
+NEXT_ATTACKS = [
+    "//evil.example/x",
+    "/\\evil.example",  # /%5Cevil.example once decoded
+    "/\tevil.example",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r\n/evil.example",
+    "\t//evil.example",
+    "/.//evil.example",  # normalises to the path //evil.example: protocol-relative if used as a path
+    "/%2F/evil.example",
+    "https://evil.example/",
+    "javascript:alert(1)",
+    "/@evil.example",
+]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_next_after_sign_in_never_leaves_the_origin(srv):
+    from tests.test_wall_browser import _launch, _playwright
+
+    async with _playwright()() as pw:
+        browser = await _launch(pw)
+        try:
+            page = await (await browser.new_context()).new_page()
+            await page.goto(f"{srv.url}/login")
+            targets = await page.evaluate(
+                "async (raws) => { const m = await import('/static/common/common.js');"
+                " return raws.map((r) => m.safeNext(r)); }",
+                NEXT_ATTACKS + ["/day/x?y=1#z"],
+            )
+            for raw, target in zip(NEXT_ATTACKS, targets, strict=False):
+                assert httpx.URL(target).host == "127.0.0.1" and target.startswith(srv.url + "/"), (raw, target)
+                assert "evil" not in httpx.URL(target).host, (raw, target)
+            assert targets[-1] == f"{srv.url}/day/x?y=1#z"  # a same-site path is kept
+            for raw in ("/%5Cevil.example", "/.//evil.example", "/%09/evil.example", "/%0A/evil.example"):
+                fresh = await (await browser.new_context()).new_page()
+                await fresh.goto(f"{srv.url}/login?next={raw}")
+                await fresh.fill("#key", srv.keys.admin)
+                await fresh.click("button[type=submit]")
+                await fresh.wait_for_url(lambda url: "/login" not in url, timeout=10_000)
+                await fresh.wait_for_load_state()
+                assert fresh.url.startswith(srv.url + "/"), (raw, fresh.url)
+        finally:
+            await browser.close()
