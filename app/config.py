@@ -165,6 +165,14 @@ class Settings(BaseSettings):
     pairing_max_pending_per_network: int = Field(
         default=50, gt=0, description="pairings waiting at once from one /24 (IPv4) or /64 (IPv6) network (429)"
     )
+    raw_scan_max_events: int = Field(
+        default=200_000,
+        gt=0,
+        description="raw events one HTTP read may scan (filters on dimensions that are not rolled up): 422 past it",
+    )
+    raw_scan_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="how long one HTTP read may scan raw events: 422 past it"
+    )
     docs_enabled: bool = Field(default=False, description="serve /docs and /redoc (the OpenAPI JSON is always served)")
     shutdown_grace_s: float = Field(
         default=5.0, gt=0, description="on SIGTERM, how long requests in flight may take to finish"

@@ -251,3 +251,69 @@ async def test_next_after_sign_in_never_leaves_the_origin(srv):
                 assert fresh.url.startswith(srv.url + "/"), (raw, fresh.url)
         finally:
             await browser.close()
+
+
+# --- 9: reads that would be refused are refused first; raw scans bounded; read keys rate limited ---
+
+
+async def test_a_series_with_too_many_periods_is_refused_before_any_query(srv, monkeypatch):
+    from app.query import kpis
+
+    computed: list[int] = []
+    real = kpis.kpi_value
+
+    async def counting(*args, **kwargs):
+        computed.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(kpis, "kpi_value", counting)
+    params = {"grain": "minute", "start": "2016-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    async with httpx.AsyncClient(base_url=srv.url, timeout=60, headers=srv.auth("read")) as c:
+        answer = await c.get("/api/v1/kpis/sample_count/series", params=params)
+        assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "end"
+        assert computed == []  # the attack computed 5,000 points (13.7 s) before this 422
+        ok = await c.get(
+            "/api/v1/kpis/sample_count/series", params={**params, "grain": "month", "end": "2016-03-01T00:00:00Z"}
+        )
+        assert ok.status_code == 200 and len(ok.json()["points"]) == 2 and len(computed) == 2
+
+
+async def test_raw_scans_are_bounded_and_answer_when_within(make_settings, start_server):
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, raw_scan_max_events=50), clock=ManualClock(NOW))
+    events = [
+        {
+            "type": "sample",
+            "ts": f"2026-11-30T10:{i // 60:02d}:{i % 60:02d}Z",
+            "value": 1,
+            "dims": {"site": f"s{i % 2}"},
+        }
+        for i in range(120)
+    ]
+    async with httpx.AsyncClient(base_url=srv.url, timeout=60, headers=srv.auth("ingest")) as ingest:
+        assert (await ingest.post("/api/v1/events", json=events)).status_code == 202
+    params = {"grain": "day", "start": "2026-11-30T00:00:00Z", "end": "2026-12-01T00:00:00Z"}
+    async with httpx.AsyncClient(base_url=srv.url, timeout=60, headers=srv.auth("read")) as c:
+        over = await c.get("/api/v1/kpis/sample_count/series", params={**params, "dims.site": "s1"})
+        assert over.status_code == 422, over.text
+        assert over.json()["errors"][0]["field"] == "dims" and "PULSEBOARD_RAW_SCAN_MAX_EVENTS" in over.json()["detail"]
+        rolled = await c.get("/api/v1/kpis/sample_count/series", params=params)  # no raw scan: answered
+        assert rolled.status_code == 200 and rolled.json()["points"][0]["value"] == 120
+    roomy = await start_server(
+        make_settings(packs_dir=PACKS_DIR, raw_scan_max_events=10_000), clock=ManualClock(NOW)
+    )  # same store, a wider budget: the same filter answers
+    async with httpx.AsyncClient(base_url=roomy.url, timeout=60, headers=roomy.auth("read")) as c:
+        within = await c.get("/api/v1/kpis/sample_count/series", params={**params, "dims.site": "s1"})
+        assert within.status_code == 200 and within.json()["points"][0]["value"] == 60
+
+
+async def test_read_keys_are_rate_limited_and_others_unaffected(make_settings, start_server):
+    srv = await start_server(
+        make_settings(packs_dir=PACKS_DIR, read_burst_per_key=3, read_rate_per_key_per_s=0.1), clock=ManualClock(NOW)
+    )
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("read")) as c:
+        answers = [(await c.get("/api/v1/dashboards/generic-wall")).status_code for _ in range(5)]
+        assert answers == [200, 200, 200, 429, 429]
+        limited = await c.get("/api/v1/dashboards/generic-wall")
+        assert int(limited.headers["retry-after"]) >= 1 and "PULSEBOARD_READ_RATE" in limited.json()["detail"]
+    async with admin(srv) as other:
+        assert (await other.get("/api/v1/dashboards/generic-wall")).status_code == 200

@@ -10,6 +10,7 @@ to authenticate gets the same 401 body and the same work (one hash and one looku
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.requests import HTTPConnection
 from app.auth import Forbidden, InvalidField, NotVisible, RateLimited, Unauthenticated
 from app.auth.keys import KeyInfo
 from app.metrics.calendar import to_us
+from app.query.kpis import SCAN_BUDGET, ScanBudget
 
 COOKIE = "pb_key"
 SCOPE_KEY = "x-pulseboard-scope"
@@ -90,6 +92,8 @@ def require(*scopes: str, dashboard_param: str | None = None) -> Callable[[Reque
         access = await authenticate(request)
         dashboard = request.path_params.get(dashboard_param) if dashboard_param else None
         check_scope(access, scopes, dashboard)
+        settings = request.app.state.runtime.settings
+        SCAN_BUDGET.set(ScanBudget(settings.raw_scan_max_events, time.monotonic() + settings.raw_scan_timeout_s))
         limiter = request.app.state.runtime.read_limiter
         if access.key.scope == "read" and limiter is not None:
             wait_s = limiter.try_acquire(access.key.id)
