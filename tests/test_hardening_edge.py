@@ -9,8 +9,11 @@ clients are unaffected; on both stores where a store is involved.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -317,3 +320,39 @@ async def test_read_keys_are_rate_limited_and_others_unaffected(make_settings, s
         assert int(limited.headers["retry-after"]) >= 1 and "PULSEBOARD_READ_RATE" in limited.json()["detail"]
     async with admin(srv) as other:
         assert (await other.get("/api/v1/dashboards/generic-wall")).status_code == 200
+
+
+# --- 13: CSV formulas after separators (semicolon locales) -----------------------------------------
+
+SEPARATOR_FORMULAS = [
+    "ok;=cmd|' /C calc'!A0",
+    "fine,+SUM(1,2)",
+    'line one\n=HYPERLINK("http://evil.example")',
+    "tab\t@cmd",
+    "pipe|-2+3",
+]
+
+
+async def test_csv_formulas_after_separators_are_neutralised_in_every_locale(make_settings, start_server):
+    from tests.conftest import keyed_client
+    from tests.test_bad_inputs import _june_with_a_note
+
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(datetime(2024, 7, 1, 1, tzinfo=UTC)))
+    async with keyed_client(srv, timeout=60) as client:
+        await _june_with_a_note(srv, client)
+        for text in SEPARATOR_FORMULAS:
+            note = await client.post(
+                "/api/v1/scorecards/generic-wall/2024-06/commentary",
+                json={"kpi": "sample_count", "text": text, "author": "x;=evil()"},
+            )
+            assert note.status_code == 201 and note.json()["text"] == text  # stored as given
+        exported = (await client.get("/api/v1/scorecards/generic-wall/2024-06/export.csv")).text
+    for delimiter in (",", ";", "\t", "|"):  # however a spreadsheet splits the line
+        for row in csv.reader(io.StringIO(exported), delimiter=delimiter):
+            for cell in row:
+                for piece in re.split(r"[\r\n]+", cell):
+                    assert not piece.startswith(("=", "+", "@", "\t")), (delimiter, cell)
+                    assert not piece.startswith("-") or re.fullmatch(r"-\d+(\.\d+)?(e-?\d+)?", piece), cell
+    rows = list(csv.reader(io.StringIO(exported)))
+    assert any("ok;'=cmd|' /C calc'!A0" in c for r in rows for c in r)  # the text is kept, neutralised
+    assert exported.startswith('"agenda_rank","kpi",')  # text cells are quoted
