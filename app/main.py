@@ -79,6 +79,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         version=__version__,
         lifespan=lifespan,
         description=API_DESCRIPTION,
+        # The interactive docs load an unpinned Swagger UI / ReDoc from a CDN, so their pages cannot
+        # have this server's CSP: off unless PULSEBOARD_DOCS_ENABLED (issue 10, item 19).  The
+        # OpenAPI JSON (/openapi.json) and /docs/contract are always served.
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     install_handlers(app)
@@ -93,7 +98,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # No response compression middleware: the one large file (the chart library) is served pre-compressed
     # by app/api/vendor.py; pages and JSON are small (BENCHMARKS.md: gzip was 6 % of single-event ingest).
     app.add_middleware(BodyLimits, settings=settings)  # inside SecurityHeaders: its 413/408 get the headers
-    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
+    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors, docs_enabled=settings.docs_enabled)
     return app
 
 

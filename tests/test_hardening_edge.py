@@ -356,3 +356,21 @@ async def test_csv_formulas_after_separators_are_neutralised_in_every_locale(mak
     rows = list(csv.reader(io.StringIO(exported)))
     assert any("ok;'=cmd|' /C calc'!A0" in c for r in rows for c in r)  # the text is kept, neutralised
     assert exported.startswith('"agenda_rank","kpi",')  # text cells are quoted
+
+
+# --- 19: /docs is off by default; every page keeps the CSP -----------------------------------------
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_interactive_docs_are_off_by_default_and_opt_in(make_settings, start_server):
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR))
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            answer = await c.get(path)
+            assert answer.status_code == 404, path
+            assert "script-src 'self'" in answer.headers["content-security-policy"]
+        assert (await c.get("/openapi.json")).status_code == 200  # the machine-readable API stays
+        assert (await c.get("/docs/contract")).status_code == 200
+    opted = await start_server(make_settings(packs_dir=PACKS_DIR, docs_enabled=True))
+    async with httpx.AsyncClient(base_url=opted.url, timeout=30) as c:
+        assert (await c.get("/docs")).status_code == 200
