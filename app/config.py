@@ -181,7 +181,7 @@ class Settings(BaseSettings):
     # Live tiles
     tile_interval_ms: int = Field(default=500, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
-    stale_after_s: float = Field(default=15.0, gt=0)
+    stale_after_s: float = Field(default=15.0, gt=0, le=86_400)
     ws_send_timeout_s: float = Field(default=10.0, gt=0)
     ws_write_buffer_bytes: int = Field(
         default=65_536,
@@ -255,11 +255,13 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
-    def origin_allowed(self, origin: str, host: str | None) -> bool:
-        """Whether a browser ``Origin`` may open a WebSocket (exact match, no wildcards).
+    def origin_allowed(self, origin: str, host: str | None, scheme: str | None = None) -> bool:
+        """Whether a browser ``Origin`` may open a WebSocket or send a cookie-authenticated change
+        (exact match, scheme included, no wildcards).
 
         Allowed: the configured ``allowed_origins``; else the ``public_url``'s origin;
-        else ``http(s)://`` + the request's own ``Host``.
+        else the request's own scheme (``scheme``: ``http``/``https``, ``ws``/``wss``) + ``://`` +
+        its ``Host`` (both schemes when ``scheme`` is not given).
         """
         origin = origin.rstrip("/").lower()
         if self.allowed_origins:
@@ -269,7 +271,12 @@ class Settings(BaseSettings):
 
             parts = urlsplit(self.public_url)
             return origin == f"{parts.scheme}://{parts.netloc}".lower()
-        return host is not None and origin in (f"http://{host}".lower(), f"https://{host}".lower())
+        if host is None:
+            return False
+        if scheme is not None:
+            web = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+            return origin == f"{web}://{host}".lower()
+        return origin in (f"http://{host}".lower(), f"https://{host}".lower())
 
     @property
     def store_wait_s(self) -> float:

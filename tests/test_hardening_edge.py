@@ -374,3 +374,63 @@ async def test_interactive_docs_are_off_by_default_and_opt_in(make_settings, sta
     opted = await start_server(make_settings(packs_dir=PACKS_DIR, docs_enabled=True))
     async with httpx.AsyncClient(base_url=opted.url, timeout=30) as c:
         assert (await c.get("/docs")).status_code == 200
+
+
+# --- 20: the smaller items -------------------------------------------------------------------------
+
+
+async def test_duplicate_json_keys_on_control_routes_are_422_and_nothing_is_stored(srv):
+    before = await key_rows(srv)
+    async with admin(srv) as c:
+        answer = await c.post(
+            "/api/v1/keys",
+            content=b'{"scope": "read", "name": "x", "scope": "admin"}',
+            headers={"content-type": "application/json"},
+        )
+        assert answer.status_code == 422 and answer.json()["errors"] == [{"field": "scope", "message": "duplicate key"}]
+        nested = await c.post(
+            "/api/v1/pairings/XXXX/approve",
+            content=b'{"dashboard": "generic-wall", "dashboard": "other"}',
+            headers={"content-type": "application/json"},
+        )
+        assert nested.status_code == 422
+    assert await key_rows(srv) == before
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_the_origin_check_compares_the_scheme(srv):
+    """A cookie-authenticated change from https://host to the http://host server (or back) is not
+    same-origin (RFC 6454): 403; from http://host it passes."""
+    host = srv.url.removeprefix("http://")
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30, cookies={"pb_key": srv.keys.admin}) as c:
+        for origin, status in ((f"https://{host}", 403), (f"http://{host}", 201)):
+            answer = await c.post("/api/v1/keys", json={"scope": "read"}, headers={"Origin": origin})
+            assert answer.status_code == status, (origin, answer.text)
+    wall = srv.keys.display["generic-wall"]
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(
+            srv.ws_url + WALL, additional_headers={"Authorization": f"Bearer {wall}"}, origin=f"https://{host}"
+        ):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_authenticated_reads_are_cache_control_private(srv):
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("read")) as c:
+        for path in ("/api/v1/dashboards/generic-wall", "/api/v1/dashboards"):
+            answer = await c.get(path)
+            assert answer.status_code == 200 and "private" in answer.headers["cache-control"], path
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as anonymous:
+        assert "cache-control" not in (await anonymous.get("/healthz")).headers
+
+
+def test_stale_after_is_bounded():
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    with pytest.raises(ValidationError, match="stale_after_s"):
+        Settings(stale_after_s=1e308)
+    wall_js = (Path(__file__).resolve().parents[1] / "frontend" / "wall" / "wall.js").read_text()
+    assert "v <= MAX_PARAM_S" in wall_js  # ?stale_after_s=1e308 on the page is ignored too

@@ -9,6 +9,8 @@
   streams in (chunked bodies): ``413`` problem+json with ``Connection: close`` as soon as it
   is crossed.  A control body is read whole here (it is small) before the route runs, so a
   route never sees more than the limit; an ingest body streams through, counted.
+- A JSON control body that names a key twice is refused (422 naming it): ``json`` would keep
+  the last one silently, and another parser in front (a proxy, a WAF) may keep the first.
 - **Minimum body rate**: after ``PULSEBOARD_BODY_GRACE_S`` a body must have arrived at
   ``PULSEBOARD_MIN_BODY_BYTES_PER_S`` on average (deadline = start + grace + received / rate),
   else ``408`` problem+json and the connection is closed: a client trickling bytes cannot hold
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,6 +80,16 @@ class BodyLimits:
             body = await self._read_all(receive, limit, started)
         except _Refused as refused:
             await self._refuse(scope, receive, send, refused.status, refused.title, refused.detail)
+            return
+        duplicate = _duplicate_key(scope, body)
+        if duplicate is not None:
+            response = problem(
+                422,
+                "Invalid request parameters",
+                f"the JSON body names {duplicate!r} twice",
+                [{"field": duplicate, "message": "duplicate key"}],
+            )
+            await response(scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -155,6 +168,34 @@ def _content_length(scope: Scope) -> int | None:
 def _chunked(scope: Scope) -> bool:
     raw = _header(scope, b"transfer-encoding")
     return raw is not None and b"chunked" in raw.lower()
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Duplicate(key)
+        seen[key] = value
+    return seen
+
+
+def _duplicate_key(scope: Scope, body: bytes) -> str | None:
+    """The first key a JSON control body names twice (``{"scope": "read", "scope": "admin"}``),
+    else ``None`` (also for bodies that are not JSON: the route answers those)."""
+    media = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    if not body or not (media == b"application/json" or media.endswith(b"+json")):
+        return None
+    try:
+        json.loads(body, object_pairs_hook=_no_duplicates)
+    except _Duplicate as dup:
+        return str(dup.args[0])
+    except (ValueError, RecursionError):
+        return None
+    return None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

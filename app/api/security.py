@@ -8,6 +8,8 @@
   they are off unless ``PULSEBOARD_DOCS_ENABLED`` is set (then only on a trusted network).
 - ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``,
   ``Cross-Origin-Opener-Policy: same-origin``.
+- ``Cache-Control: private`` on every answer to a request carrying a key (``Authorization`` or
+  the session cookie) that sets no ``Cache-Control`` of its own (issue 10, item 20).
 """
 
 from __future__ import annotations
@@ -54,10 +56,16 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         extra = self._docs_headers if scope["path"] in self._docs_paths else self._headers
+        credentialed = any(
+            k == b"authorization" or (k == b"cookie" and b"pb_key=" in v) for k, v in scope.get("headers", ())
+        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + extra
+                headers = list(message.get("headers", [])) + extra
+                if credentialed and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"private"))  # a shared cache never keeps a keyed answer
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

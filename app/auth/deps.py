@@ -102,7 +102,7 @@ def require(*scopes: str, dashboard_param: str | None = None) -> Callable[[Reque
         if access.via_cookie and request.method in UNSAFE:
             origin = request.headers.get("origin")
             settings = request.app.state.runtime.settings
-            if origin is None or not settings.origin_allowed(origin, request.headers.get("host")):
+            if origin is None or not settings.origin_allowed(origin, request.headers.get("host"), request.url.scheme):
                 raise Forbidden("a browser session may change things only from this site's own pages")
         return access
 

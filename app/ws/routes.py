@@ -172,7 +172,7 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     state = ws.app.state
     hub, broker, settings = state.hub, state.broker, state.settings
     origin = ws.headers.get("origin")
-    if origin is not None and not settings.origin_allowed(origin, ws.headers.get("host")):
+    if origin is not None and not settings.origin_allowed(origin, ws.headers.get("host"), ws.url.scheme):
         log.warning("refused WebSocket from origin %r (not in the allow-list)", origin)
         await ws.close(code=CLOSE_POLICY_VIOLATION, reason="origin not allowed")  # before accept: HTTP 403
         return
