@@ -132,6 +132,74 @@ class Settings(BaseSettings):
     ws_max_inbound_bytes: int = Field(
         default=65_536, ge=1024, description="largest frame a screen may send; bigger ones close it with 1009"
     )
+    # HTTP edge (issue 10, "Hardening round 2"): app.api.limits and app.edge
+    control_max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="body limit of every route but POST /api/v1/events (which has max_body_bytes): 413 past it",
+    )
+    max_url_bytes: int = Field(
+        default=8000, ge=256, le=8000, description="longest request target (path + query): 414 past it"
+    )
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, le=1_048_576, description="request header bytes in all: 431 past it"
+    )
+    max_header_line_bytes: int = Field(
+        default=8000, ge=256, le=8000, description="longest single header (name + value): 431 past it"
+    )
+    max_headers: int = Field(default=100, ge=8, le=120, description="most request headers: 431 past it")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="time from a connection's first byte (or its open) to the end of "
+        "a request's headers: 408 and closed past it (slow headers)",
+    )
+    body_grace_s: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds a body may take before the minimum rate applies"
+    )
+    min_body_bytes_per_s: int = Field(
+        default=8192, ge=1, description="slowest body accepted after the grace: 408 and closed below it"
+    )
+    max_connections: int = Field(
+        default=11_000,
+        ge=10,
+        description="open TCP connections and requests in flight per process (uvicorn limit_concurrency: 503 past "
+        "it); the file-descriptor limit (ulimit -n) must be above it",
+    )
+    max_connections_per_ip: int = Field(
+        default=256,
+        ge=1,
+        description="open TCP connections from one peer address (closed with 503 past it); peers in "
+        "FORWARDED_ALLOW_IPS (the reverse proxy) are not capped",
+    )
+    keep_alive_timeout_s: int = Field(default=5, ge=1, le=600, description="idle keep-alive connection closed after")
+    public_rate_per_ip_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="POST /api/v1/session, /api/v1/pairings, /api/v1/pairings/claim per client address (429)",
+    )
+    public_burst_per_ip: float = Field(default=30.0, ge=1, description="those requests a client may make at once")
+    read_rate_per_key_per_s: float = Field(default=20.0, gt=0, description="requests a second per read key (429)")
+    read_burst_per_key: float = Field(default=200.0, ge=1, description="requests a read key may make at once")
+    ws_max_inbound_frames_per_s: float = Field(
+        default=20.0, gt=0, description="frames of any kind (pings included) a screen may send a second: 1008 past it"
+    )
+    ws_max_inbound_bytes_per_s: int = Field(
+        default=65_536, ge=1024, description="bytes a screen may send a second (pings included): 1008 past it"
+    )
+    pairing_max_pending_per_network: int = Field(
+        default=50, gt=0, description="pairings waiting at once from one /24 (IPv4) or /64 (IPv6) network (429)"
+    )
+    raw_scan_max_events: int = Field(
+        default=200_000,
+        gt=0,
+        description="raw events one HTTP read may scan (filters on dimensions that are not rolled up): 422 past it",
+    )
+    raw_scan_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="how long one HTTP read may scan raw events: 422 past it"
+    )
+    docs_enabled: bool = Field(default=False, description="serve /docs and /redoc (the OpenAPI JSON is always served)")
     shutdown_grace_s: float = Field(
         default=5.0, gt=0, description="on SIGTERM, how long requests in flight may take to finish"
     )
@@ -139,7 +207,7 @@ class Settings(BaseSettings):
     # Live tiles
     tile_interval_ms: int = Field(default=500, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
-    stale_after_s: float = Field(default=15.0, gt=0)
+    stale_after_s: float = Field(default=15.0, gt=0, le=86_400)
     ws_send_timeout_s: float = Field(default=10.0, gt=0)
     ws_write_buffer_bytes: int = Field(
         default=65_536,
@@ -229,11 +297,13 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
-    def origin_allowed(self, origin: str, host: str | None) -> bool:
-        """Whether a browser ``Origin`` may open a WebSocket (exact match, no wildcards).
+    def origin_allowed(self, origin: str, host: str | None, scheme: str | None = None) -> bool:
+        """Whether a browser ``Origin`` may open a WebSocket or send a cookie-authenticated change
+        (exact match, scheme included, no wildcards).
 
         Allowed: the configured ``allowed_origins``; else the ``public_url``'s origin;
-        else ``http(s)://`` + the request's own ``Host``.
+        else the request's own scheme (``scheme``: ``http``/``https``, ``ws``/``wss``) + ``://`` +
+        its ``Host`` (both schemes when ``scheme`` is not given).
         """
         origin = origin.rstrip("/").lower()
         if self.allowed_origins:
@@ -243,7 +313,12 @@ class Settings(BaseSettings):
 
             parts = urlsplit(self.public_url)
             return origin == f"{parts.scheme}://{parts.netloc}".lower()
-        return host is not None and origin in (f"http://{host}".lower(), f"https://{host}".lower())
+        if host is None:
+            return False
+        if scheme is not None:
+            web = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+            return origin == f"{web}://{host}".lower()
+        return origin in (f"http://{host}".lower(), f"https://{host}".lower())
 
     @property
     def store_wait_s(self) -> float:

@@ -21,6 +21,7 @@ from app import __version__, resources
 from app.api.docs import API_DESCRIPTION
 from app.api.docs import router as docs_router
 from app.api.jsonresp import FiniteJSONResponse
+from app.api.limits import BodyLimits
 from app.api.problems import install_handlers
 from app.api.routes import router as api_router
 from app.api.security import SecurityHeaders
@@ -80,6 +81,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         lifespan=lifespan,
         description=API_DESCRIPTION,
         default_response_class=FiniteJSONResponse,
+        # The interactive docs load an unpinned Swagger UI / ReDoc from a CDN, so their pages cannot
+        # have this server's CSP: off unless PULSEBOARD_DOCS_ENABLED (issue 10, item 19).  The
+        # OpenAPI JSON (/openapi.json) and /docs/contract are always served.
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     install_handlers(app)
@@ -93,7 +99,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.mount("/static", StaticFiles(directory=resources.frontend_dir()), name="static")
     # No response compression middleware: the one large file (the chart library) is served pre-compressed
     # by app/api/vendor.py; pages and JSON are small (BENCHMARKS.md: gzip was 6 % of single-event ingest).
-    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
+    app.add_middleware(BodyLimits, settings=settings)  # inside SecurityHeaders: its 413/408 get the headers
+    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors, docs_enabled=settings.docs_enabled)
     return app
 
 
@@ -196,6 +203,8 @@ async def open_runtime(
         sockets=sockets,
         rate_limiter=RateLimiter(settings.ingest_rate_per_key_per_s, settings.ingest_burst_per_key),
         ready_probe=ready_probe,
+        public_limiter=RateLimiter(settings.public_rate_per_ip_per_s, settings.public_burst_per_ip),
+        read_limiter=RateLimiter(settings.read_rate_per_key_per_s, settings.read_burst_per_key),
     )
 
 
@@ -206,17 +215,41 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn settings derived from ours (bind, WebSocket implementation, limits and pings)."""
+    """uvicorn settings derived from ours (bind, HTTP and WebSocket implementations, limits,
+    timeouts and pings; see ``app.api.edge`` and README "Production")."""
+    import os
+
+    from app.api.edge import AddressCounter, edge_protocol
     from app.ws.transport import direct_protocol
 
+    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")  # uvicorn's own default and variable
+    addresses = AddressCounter(
+        settings.max_connections_per_ip, frozenset(a.strip() for a in trusted.split(",") if a.strip())
+    )
     return {
         "host": settings.host,
         "port": settings.port,
+        "http": edge_protocol(
+            max_url_bytes=settings.max_url_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            max_header_line_bytes=settings.max_header_line_bytes,
+            max_headers=settings.max_headers,
+            header_timeout_s=settings.header_timeout_s,
+            addresses=addresses,
+        ),
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
         "ws_max_size": settings.ws_max_inbound_bytes,
         "ws_ping_interval": settings.ws_ping_interval_s,
         "ws_ping_timeout": settings.ws_ping_timeout_s,
         "ws_per_message_deflate": False,
-        "ws": direct_protocol(settings.ws_write_buffer_bytes),  # websockets sans-I/O + direct frame writes
+        "ws": direct_protocol(  # websockets sans-I/O + direct frame writes + inbound limits
+            settings.ws_write_buffer_bytes,
+            inbound_frames_per_s=settings.ws_max_inbound_frames_per_s,
+            inbound_bytes_per_s=settings.ws_max_inbound_bytes_per_s,
+            max_frame_bytes=settings.ws_max_inbound_bytes,
+            addresses=addresses,
+        ),
         "log_level": "info",
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }

@@ -34,7 +34,9 @@ class Runtime:
     ``idempotency`` holds the ``Idempotency-Key`` requests in flight, ``keys`` and
     ``pairings`` are the API key and screen pairing stores, ``sockets`` the open screen
     sockets by key (for revocation), ``rate_limiter`` the per-key ingest token buckets and
-    ``ready_probe`` the ``/readyz`` store check shared by concurrent polls.
+    ``ready_probe`` the ``/readyz`` store check shared by concurrent polls; ``public_limiter``
+    the token buckets per client address of the unauthenticated POST routes and ``read_limiter``
+    those per read key (``None``: unlimited).
     """
 
     settings: Settings
@@ -52,6 +54,8 @@ class Runtime:
     sockets: SocketRegistry
     rate_limiter: RateLimiter
     ready_probe: ReadinessProbe
+    public_limiter: RateLimiter | None = None
+    read_limiter: RateLimiter | None = None
 
     @property
     def zone(self) -> ZoneInfo:

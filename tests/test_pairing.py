@@ -309,7 +309,15 @@ async def test_guessing_is_infeasible(make_settings, start_server):
     with pytest.raises(ValidationError, match="pairing_code_length"):
         Settings(pairing_code_length=5)
 
-    srv = await start_server(make_settings(packs_dir=PACKS_DIR, pairing_code_length=10, pairing_max_pending_per_ip=400))
+    srv = await start_server(
+        make_settings(
+            packs_dir=PACKS_DIR,
+            pairing_code_length=10,
+            pairing_max_pending_per_ip=400,
+            pairing_max_pending_per_network=400,
+            public_burst_per_ip=1000,
+        )
+    )
     async with httpx.AsyncClient(base_url=srv.url, timeout=30) as screen:
         made = [(await screen.post("/api/v1/pairings")).json() for _ in range(300)]
         codes = [m["code"] for m in made]
@@ -374,7 +382,7 @@ async def test_pair_and_approve_pages_in_a_browser_across_two_instances(make_set
     an admin signs in at /login on instance B, finds the code on /pairings (refreshed every 3 s)
     and clicks Approve; the screen lands on its wall with an HttpOnly display cookie scripts
     cannot read, and no URL either browser requested holds it.  A waiting screen whose address
-    is markup is shown as text (no dialog)."""
+    is markup is refused (422, nothing stored: issue 10 item 16); a valid one is shown as text."""
     from tests.test_wall_browser import _launch, _playwright
 
     async_playwright = _playwright()
@@ -382,7 +390,10 @@ async def test_pair_and_approve_pages_in_a_browser_across_two_instances(make_set
     first, second = await start_server(settings), await start_server(settings)
     xss = "<img src=x onerror=alert(1)>"
     async with httpx.AsyncClient(base_url=second.url, timeout=30, headers={"X-Forwarded-For": xss}) as odd:
-        assert (await odd.post("/api/v1/pairings")).status_code == 201
+        refused = await odd.post("/api/v1/pairings")
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "X-Forwarded-For"
+    async with httpx.AsyncClient(base_url=second.url, timeout=30, headers={"X-Forwarded-For": "2001:DB8::1"}) as v6:
+        assert (await v6.post("/api/v1/pairings")).status_code == 201
     async with async_playwright() as pw:
         browser = await _launch(pw)
         try:
@@ -405,7 +416,7 @@ async def test_pair_and_approve_pages_in_a_browser_across_two_instances(make_set
             row = admin.locator(f"tr[data-code='{code}']")
             await row.wait_for(timeout=10_000)
             assert await row.locator("select").input_value() == "generic-wall"  # what the screen asked for
-            assert await admin.locator("#rows").get_by_text(xss, exact=True).count() == 1
+            assert await admin.locator("#rows").get_by_text("2001:db8::1", exact=True).count() == 1
             await row.get_by_role("button", name="Approve").click()
             await admin.wait_for_function("() => document.getElementById('status').textContent.startsWith('Approved')")
 

@@ -91,7 +91,9 @@ class TooManyPairings(RateLimited):
         per_ip: whether this client's own limit was hit (else the total).
     """
 
-    def __init__(self, retry_after_s: int, per_ip: bool) -> None:
+    def __init__(self, retry_after_s: int, per_ip: bool, network: str | None = None) -> None:
         what = "too many pairings from this address are waiting" if per_ip else "too many screens are waiting"
+        if network is not None:
+            what = f"too many pairings from the network {network} are waiting"
         super().__init__(f"{what}; retry later", retry_after_s)
         self.per_ip = per_ip

@@ -9,6 +9,8 @@ to authenticate gets the same 401 body and the same work (one hash and one looku
 
 from __future__ import annotations
 
+import ipaddress
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +18,10 @@ from typing import Any
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from app.auth import Forbidden, NotVisible, Unauthenticated
+from app.auth import Forbidden, InvalidField, NotVisible, RateLimited, Unauthenticated
 from app.auth.keys import KeyInfo
 from app.metrics.calendar import to_us
+from app.query.kpis import SCAN_BUDGET, ScanBudget
 
 COOKIE = "pb_key"
 SCOPE_KEY = "x-pulseboard-scope"
@@ -89,14 +92,57 @@ def require(*scopes: str, dashboard_param: str | None = None) -> Callable[[Reque
         access = await authenticate(request)
         dashboard = request.path_params.get(dashboard_param) if dashboard_param else None
         check_scope(access, scopes, dashboard)
+        settings = request.app.state.runtime.settings
+        SCAN_BUDGET.set(ScanBudget(settings.raw_scan_max_events, time.monotonic() + settings.raw_scan_timeout_s))
+        limiter = request.app.state.runtime.read_limiter
+        if access.key.scope == "read" and limiter is not None:
+            wait_s = limiter.try_acquire(access.key.id)
+            if wait_s:
+                raise RateLimited("this read key is over PULSEBOARD_READ_RATE_PER_KEY_PER_S; slow down", wait_s)
         if access.via_cookie and request.method in UNSAFE:
             origin = request.headers.get("origin")
             settings = request.app.state.runtime.settings
-            if origin is None or not settings.origin_allowed(origin, request.headers.get("host")):
+            if origin is None or not settings.origin_allowed(origin, request.headers.get("host"), request.url.scheme):
                 raise Forbidden("a browser session may change things only from this site's own pages")
         return access
 
     return dependency
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """The client's address: the peer's, or the one a trusted proxy put in ``X-Forwarded-For``
+    (uvicorn's proxy headers, peers in ``FORWARDED_ALLOW_IPS``), normalised.
+
+    Raises:
+        InvalidField: the address is not an IP address (a proxy passing a spoofed header on
+            unchanged); 422 naming ``X-Forwarded-For``.
+    """
+    host = conn.client.host if conn.client else ""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise InvalidField(
+            "the client address (X-Forwarded-For from a trusted proxy) is not an IP address",
+            "X-Forwarded-For",
+            "not an IP address",
+        ) from None
+
+
+async def public_rate_limit(request: Request) -> None:
+    """Dependency of the unauthenticated POST routes (sign-in, pairing, claim): one token bucket per
+    route and client address (``PULSEBOARD_PUBLIC_RATE_PER_IP_PER_S``, ``..._BURST_PER_IP``).
+
+    Raises:
+        RateLimited: over it (429 + ``Retry-After``).
+        InvalidField: the client address is not an IP address (``client_address``).
+    """
+    address = client_address(request)
+    limiter = request.app.state.runtime.public_limiter
+    if limiter is None:
+        return
+    wait_s = limiter.try_acquire(f"{request.url.path} {address}")
+    if wait_s:
+        raise RateLimited("too many requests from this address; retry later", wait_s)
 
 
 def scoped(*scopes: str, dashboard_param: str | None = None) -> dict[str, Any]:
@@ -107,6 +153,10 @@ def scoped(*scopes: str, dashboard_param: str | None = None) -> dict[str, Any]:
     }
 
 
-def public() -> dict[str, Any]:
-    """Route keyword arguments declaring a route open to anyone (pages, health)."""
-    return {"openapi_extra": {SCOPE_KEY: ["public"]}}
+def public(rate_limited: bool = False) -> dict[str, Any]:
+    """Route keyword arguments declaring a route open to anyone (pages, health); with
+    ``rate_limited``, rate limited per client address (``public_rate_limit``)."""
+    extra: dict[str, Any] = {"openapi_extra": {SCOPE_KEY: ["public"]}}
+    if rate_limited:
+        extra["dependencies"] = [Depends(public_rate_limit)]
+    return extra

@@ -10,6 +10,7 @@ the database holds no usable key.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -73,6 +74,61 @@ def key_json(row: Any) -> dict[str, Any]:
         "revoked_at": from_us(row.revoked_us).isoformat() if row.revoked_us else None,
         "last_used_at": from_us(row.last_used_us).isoformat() if row.last_used_us else None,
     }
+
+
+MAX_KEY_LIFETIME_US = 100 * 366 * 86_400 * 1_000_000
+TYPE_RE = re.compile(r"^[a-z0-9_.-]{1,128}$")  # app.ingest.parse.TYPE_PATTERN
+
+
+def check_binding(
+    scope: str,
+    *,
+    source: str | None,
+    event_types: list[str] | None,
+    dashboard: str | None,
+    expires_us: int | None,
+    now_us: int,
+    dashboards: frozenset[str],
+    known_types: frozenset[str],
+) -> None:
+    """Refuse a key whose bindings do not fit its scope (issue 10, item 14): nothing a caller asked
+    for is silently dropped.
+
+    - ``source`` and ``event_types`` bind ingest keys only; every event type matches
+      ``[a-z0-9_.-]{1,128}``, is read by a loaded pack (``known_types``) and is listed once;
+    - ``dashboard`` binds display keys only and names a loaded dashboard (``dashboards``);
+    - ``expires_us`` (UTC epoch µs) is after ``now_us``.
+
+    Raises:
+        InvalidKey: the first misfit, naming the field (HTTP 422; the CLI prints it).
+    """
+    if scope not in SCOPES:
+        raise InvalidKey(f"scope must be one of {', '.join(SCOPES)}", "scope")
+    if source is not None and scope != "ingest":
+        raise InvalidKey(f"a {scope} key has no source (only ingest keys are bound to one)", "source", "not allowed")
+    if event_types is not None:
+        if scope != "ingest":
+            raise InvalidKey(f"a {scope} key has no event types (only ingest keys)", "event_types", "not allowed")
+        if not event_types:
+            raise InvalidKey("event_types lists at least one type (or leave it out)", "event_types", "empty")
+        for i, t in enumerate(event_types):
+            if not TYPE_RE.match(t):
+                raise InvalidKey(f"event type {t!r} is not 1-128 of [a-z0-9_.-]", f"event_types.{i}", "malformed")
+            if t not in known_types:
+                raise InvalidKey(f"no loaded pack reads event type {t!r}", f"event_types.{i}", "unknown")
+        if len(set(event_types)) != len(event_types):
+            raise InvalidKey("event_types lists a type twice", "event_types", "duplicate")
+    if dashboard is not None:
+        if scope != "display":
+            raise InvalidKey(
+                f"a {scope} key is not bound to a dashboard (only display keys are)", "dashboard", "not allowed"
+            )
+        if dashboard not in dashboards:
+            raise InvalidKey(f"no dashboard {dashboard!r}", "dashboard", "unknown")
+    if expires_us is not None and expires_us <= now_us:
+        raise InvalidKey("expires_at is not in the future", "expires_at", "in the past")
+    if expires_us is not None and expires_us - now_us > MAX_KEY_LIFETIME_US:
+        raise InvalidKey("expires_at is more than 100 years away", "expires_at", "too far")
 
 
 def new_key_row(

@@ -9,7 +9,8 @@ Lifecycle of one pairing (all instants UTC epoch µs, from the server's wall clo
    ``PULSEBOARD_PAIRING_CODE_LENGTH`` symbols of ``CODE_ALPHABET`` (5 bits each; 40 bits by
    default) to show, and a poll ``secret`` (256 bits) only it holds.  Only ``sha256(secret)``
    is stored.  At most ``PULSEBOARD_PAIRING_MAX_PENDING`` pairings wait at once, and at most
-   ``PULSEBOARD_PAIRING_MAX_PENDING_PER_IP`` from one client address (``TooManyPairings``);
+   ``PULSEBOARD_PAIRING_MAX_PENDING_PER_IP`` from one client address, and at most
+   ``PULSEBOARD_PAIRING_MAX_PENDING_PER_NETWORK`` from its /24 or /64 (``TooManyPairings``);
    the count and the insert are serialised across instances (PostgreSQL advisory transaction
    lock; SQLite's write lock), so the caps are exact.
 2. ``approve``: an admin approves the code for a dashboard; the pairing records the admin key's
@@ -28,6 +29,7 @@ The secret a screen polls with is 256 random bits.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import secrets
 from dataclasses import dataclass
@@ -53,6 +55,16 @@ CODE_TRIES = 5  # fresh codes drawn when one collides with a waiting pairing
 def hash_secret(secret: str) -> bytes:
     """SHA-256 of a poll secret (any text; 256-bit secrets need no salt or slow hash)."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def network_of(address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The /24 (IPv4) or /64 (IPv6) network holding ``address``; ``None`` for no IP address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    prefix = 24 if ip.version == 4 else 64
+    return ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
 
 
 def normalise_code(code: str) -> str:
@@ -93,6 +105,7 @@ class PairingStore:
         self.ttl_us = int(settings.pairing_ttl_s * 1_000_000)
         self.max_pending = settings.pairing_max_pending
         self.max_pending_per_ip = settings.pairing_max_pending_per_ip
+        self.max_pending_per_network = settings.pairing_max_pending_per_network
         self.code_length = settings.pairing_code_length
 
     def _new_code(self) -> str:
@@ -137,6 +150,12 @@ class PairingStore:
             ).one()
             if mine >= self.max_pending_per_ip:
                 raise TooManyPairings(self._retry_after(oldest_mine, now_us), per_ip=True)
+            net = network_of(client_ip)
+            if net is not None:  # at most max_pending rows: counted here, in the same lock
+                rows = (await conn.execute(select(pairing.c.client_ip, pairing.c.expires_us).where(waiting))).all()
+                near = [expires for ip, expires in rows if network_of(ip) == net]
+                if len(near) >= self.max_pending_per_network:
+                    raise TooManyPairings(self._retry_after(min(near), now_us), per_ip=True, network=str(net))
             made = NewPairing(self._new_code(), secrets.token_urlsafe(SECRET_BYTES), now_us + self.ttl_us)
             await conn.execute(
                 pairing.insert(),

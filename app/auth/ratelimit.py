@@ -33,18 +33,18 @@ class TokenBucket:
         self.tokens = self.burst
         self.last = now
 
-    def take(self, now: float) -> float:
-        """Take one token at ``now`` (s, monotonic).
+    def take(self, now: float, amount: float = 1.0) -> float:
+        """Take ``amount`` tokens (default one) at ``now`` (s, monotonic).
 
         Returns:
-            0.0 when a token was taken, else the seconds until one will be there (nothing taken).
+            0.0 when they were taken, else the seconds until they will be there (nothing taken).
         """
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate_per_s)
         self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= amount:
+            self.tokens -= amount
             return 0.0
-        return (1 - self.tokens) / self.rate_per_s
+        return (amount - self.tokens) / self.rate_per_s
 
 
 class RateLimiter:

@@ -14,13 +14,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.api.deps import RuntimeDep
 from app.api.routes import FRONTEND_DIR
 from app.api.text import StoredText
-from app.auth import AlreadyApproved, InvalidKey, InvalidPairing, Unauthenticated
-from app.auth.deps import COOKIE, Access, authenticate, public, require, scoped
+from app.auth import AlreadyApproved, InvalidPairing, Unauthenticated
+from app.auth.deps import COOKIE, Access, authenticate, client_address, public, require, scoped
+from app.auth.keys import check_binding
 from app.metrics.calendar import from_us, to_us
 
 router = APIRouter()
@@ -29,13 +30,19 @@ KEY_ID_PATTERN = "^[0-9a-f]{32}$"  # secrets.token_hex(16), as app.auth.keys mak
 
 
 class KeyIn(BaseModel):
-    """A key to create."""
+    """A key to create.  Unknown fields are refused (422), and so is a binding that does not fit
+    the scope (``app.auth.keys.check_binding``): nothing asked for is silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
 
     scope: Literal["ingest", "read", "display", "admin"]
     name: StoredText = Field(default="", max_length=128)
     source: StoredText | None = Field(default=None, min_length=1, max_length=64)
     event_types: list[StoredText] | None = Field(default=None, max_length=100)
     dashboard: StoredText | None = Field(default=None, min_length=1, max_length=128)
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 instant with an offset after which the key stops working"
+    )
 
 
 @router.get("/api/v1/keys", summary="Every API key (hashes are never shown)", **scoped("admin"))
@@ -45,10 +52,20 @@ async def list_keys(runtime: RuntimeDep) -> list[dict[str, Any]]:
 
 @router.post("/api/v1/keys", status_code=201, summary="Create a key (shown once)", **scoped("admin"))
 async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
-    if body.dashboard is not None and runtime.find_dashboard(body.dashboard) is None:
-        raise InvalidKey(f"no dashboard {body.dashboard!r}", "dashboard", "unknown")
+    now_us = to_us(runtime.clock.now())
+    expires_us = to_us(body.expires_at) if body.expires_at is not None else None
+    check_binding(
+        body.scope,
+        source=body.source,
+        event_types=body.event_types,
+        dashboard=body.dashboard,
+        expires_us=expires_us,
+        now_us=now_us,
+        dashboards=frozenset(d for p in runtime.packs.values() for d in p.dashboards),
+        known_types=frozenset(t for p in runtime.packs.values() for t in p.event_types),
+    )
     key, info = await runtime.keys.create(
-        body.scope, body.name, to_us(runtime.clock.now()), body.source, body.event_types, body.dashboard
+        body.scope, body.name, now_us, body.source, body.event_types, body.dashboard, expires_us
     )
     return JSONResponse({**info, "key": key}, status_code=201, headers={"Cache-Control": "no-store"})
 
@@ -81,7 +98,9 @@ def _set_cookie(response: JSONResponse, request: Request, key: str) -> None:
     )
 
 
-@router.post("/api/v1/session", summary="Sign this browser in with a key (HttpOnly cookie)", **public())
+@router.post(
+    "/api/v1/session", summary="Sign this browser in with a key (HttpOnly cookie)", **public(rate_limited=True)
+)
 async def sign_in(body: SessionIn, request: Request, runtime: RuntimeDep) -> JSONResponse:
     info = await runtime.keys.find(body.key)
     if info is None or not info.usable(to_us(runtime.clock.now())) or info.scope == "ingest":
@@ -107,7 +126,7 @@ async def sign_out() -> JSONResponse:
 
 
 def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return client_address(request)
 
 
 def _now_us(runtime: Any) -> int:
@@ -120,7 +139,7 @@ class PairingIn(BaseModel):
     dashboard: StoredText | None = Field(default=None, min_length=1, max_length=128)
 
 
-@router.post("/api/v1/pairings", status_code=201, summary="A screen asks to be paired", **public())
+@router.post("/api/v1/pairings", status_code=201, summary="A screen asks to be paired", **public(rate_limited=True))
 async def new_pairing(request: Request, runtime: RuntimeDep, body: PairingIn | None = None) -> JSONResponse:
     dashboard = body.dashboard if body is not None else None
     if dashboard is not None and runtime.find_dashboard(dashboard) is None:
@@ -155,7 +174,11 @@ class ClaimIn(BaseModel):
     secret: str = Field(min_length=10, max_length=100)
 
 
-@router.post("/api/v1/pairings/claim", summary="A screen collects its display key once approved", **public())
+@router.post(
+    "/api/v1/pairings/claim",
+    summary="A screen collects its display key once approved",
+    **public(rate_limited=True),
+)
 async def claim_pairing(body: ClaimIn, request: Request, runtime: RuntimeDep) -> JSONResponse:
     claim = await runtime.pairings.claim(body.secret, _now_us(runtime))
     if claim is None:

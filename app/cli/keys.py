@@ -49,17 +49,63 @@ def _now_us() -> int:
 @click.option("--event-type", "event_types", multiple=True, help="ingest: restrict to these event types (repeatable)")
 @click.option("--dashboard", default=None, help="display: the one dashboard this key may show")
 @click.option("--name", default="", help="a label for lists")
-def keys_create(scope: str, source: str | None, event_types: tuple[str, ...], dashboard: str | None, name: str) -> None:
-    """Create a key and print it alone on the last line (only its hash is kept)."""
+@click.option("--expires-at", default=None, help="RFC 3339 instant with an offset after which the key stops working")
+@click.option("--expires-in-days", type=click.FloatRange(min=0, min_open=True), default=None, help="or: days from now")
+def keys_create(
+    scope: str,
+    source: str | None,
+    event_types: tuple[str, ...],
+    dashboard: str | None,
+    name: str,
+    expires_at: str | None,
+    expires_in_days: float | None,
+) -> None:
+    """Create a key and print it alone on the last line (only its hash is kept).  A binding that
+    does not fit the scope, an unknown dashboard or event type, or an expiry in the past is refused."""
+    from datetime import datetime
 
-    async def action(store: KeyStore) -> tuple[str, dict[str, Any]]:
-        return await store.create(scope, name, _now_us(), source, list(event_types) or None, dashboard)
+    from app.auth.keys import check_binding
+    from app.metrics.calendar import to_us
+    from app.metrics.pack import load_packs
 
+    settings = load_settings()
+    now_us = _now_us()
+    expires_us: int | None = None
+    if expires_at is not None and expires_in_days is not None:
+        raise click.UsageError("give --expires-at or --expires-in-days, not both")
+    if expires_at is not None:
+        try:
+            expires_us = to_us(datetime.fromisoformat(expires_at))
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{expires_at!r}: {exc} (e.g. 2027-01-31T18:00:00+01:00)", param_hint="--expires-at"
+            ) from None
+    elif expires_in_days is not None:
+        expires_us = now_us + round(expires_in_days * 86_400 * 1_000_000)
+    packs = load_packs(settings.packs_dir)
     try:
-        key, info = asyncio.run(_with_keys(load_settings(), action))
+        check_binding(
+            scope,
+            source=source,
+            event_types=list(event_types) if event_types else None,
+            dashboard=dashboard,
+            expires_us=expires_us,
+            now_us=now_us,
+            dashboards=frozenset(d for p in packs.values() for d in p.dashboards),
+            known_types=frozenset(t for p in packs.values() for t in p.event_types),
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"created {info['scope']} key {info['id']} ({info['hint']}); it is shown only now:")
+
+    async def action(store: KeyStore) -> tuple[str, dict[str, Any]]:
+        return await store.create(scope, name, now_us, source, list(event_types) or None, dashboard, expires_us)
+
+    try:
+        key, info = asyncio.run(_with_keys(settings, action))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    expiry = f", expires {info['expires_at']}" if info["expires_at"] else ""
+    click.echo(f"created {info['scope']} key {info['id']} ({info['hint']}{expiry}); it is shown only now:")
     click.echo(key)
 
 

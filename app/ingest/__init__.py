@@ -7,6 +7,7 @@ answers them)::
      ├── BadRequest           400    empty body, malformed JSON / NDJSON line, bad Idempotency-Key
      ├── UnsupportedMedia     415    media type or content encoding not accepted
      ├── PayloadTooLarge      413    body, decompressed body or batch over its limit
+     ├── RequestTimeout       408    the body arrived below the minimum rate (app.api.limits; closes)
      ├── InvalidEvents        422    one or more events invalid (lists every one)
      ├── EventConflict        409    an existing (source, id) posted with another body
      ├── RequestInFlight      409    a request with this Idempotency-Key is still being processed (Retry-After)
@@ -56,6 +57,13 @@ class UnsupportedMedia(IngestError):
 
 class PayloadTooLarge(IngestError):
     status, title = 413, "Payload too large"
+
+
+class RequestTimeout(IngestError):
+    status, title = 408, "Request timeout"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
 
 
 class InvalidEvents(IngestError):

@@ -8,20 +8,76 @@ rollup code (slower, same answer).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
 from collections.abc import Iterable
+from contextlib import aclosing
+from contextvars import ContextVar
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.calendar import Grain, Period, iter_periods
 from app.metrics.evaluate import GaugeReading, KpiValue, evaluate
 from app.metrics.pack import Formula, Gauge, Kpi, Pack, dim_text
 from app.metrics.partials import Partial
-from app.metrics.rollup import TOTAL, filter_dim_key, rollup
+from app.metrics.rollup import TOTAL, EventRow, filter_dim_key, rollup
 from app.store import reads
+from app.store.schema import event
 
 MAX_SERIES_POINTS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class ScanBudget:
+    """How much a read may scan of raw events (filters on dimensions that are not rolled up):
+    at most ``max_events`` events, until ``deadline`` (``time.monotonic()`` seconds)."""
+
+    max_events: int
+    deadline: float
+
+
+SCAN_BUDGET: ContextVar[ScanBudget | None] = ContextVar("raw_scan_budget", default=None)
+"""Set by the HTTP read routes (``app.api.routes``) from ``PULSEBOARD_RAW_SCAN_MAX_EVENTS`` and
+``PULSEBOARD_RAW_SCAN_TIMEOUT_S``; unset (the scheduler, reconciliation, the CLI): unbounded."""
+
+
+class _Scan:
+    """Counts one read's raw events against the ``SCAN_BUDGET`` in force."""
+
+    def __init__(self) -> None:
+        self.budget = SCAN_BUDGET.get()
+        self.seen = 0
+
+    async def precount(self, conn: AsyncConnection, types: set[str], start_us: int, end_us: int) -> None:
+        """Refuse before scanning when the range holds more events than the budget (one count)."""
+        if self.budget is None:
+            return
+        t = event.c
+        held = (
+            await conn.execute(
+                select(func.count()).where(t.type.in_(list(types)), t.ts_us >= start_us, t.ts_us < end_us)
+            )
+        ).scalar_one()
+        self.take(int(held))
+        self.seen = 0
+
+    def take(self, n: int) -> None:
+        """Count ``n`` more events; raise ``QueryError`` (422 on ``dims``) past the budget."""
+        self.seen += n
+        budget = self.budget
+        if budget is None:
+            return
+        if self.seen > budget.max_events or time.monotonic() > budget.deadline:
+            raise QueryError(
+                "dims",
+                f"a filter on a dimension that is not rolled up scans raw events, and this one passed the "
+                f"limit ({budget.max_events} events, PULSEBOARD_RAW_SCAN_MAX_EVENTS / _TIMEOUT_S): "
+                "narrow the range or filter on a rolled-up dimension",
+            )
 
 
 class QueryError(ValueError):
@@ -59,13 +115,21 @@ async def _raw_partials(
     names = kpi.formula.referenced_measures()
     types = {pack.measures[n].event_type for n in names}
     merged: dict[str, Partial] = {}
-    async for batch in reads.raw_events(conn, types, start_us, end_us):
+    scan = _Scan()
+
+    def fold(batch: list[EventRow]) -> None:  # in a worker thread: the event loop stays free
         kept = [e for e in batch if e.dims and all(k in e.dims and dim_text(e.dims[k]) == v for k, v in dims)]
         partials, _ = rollup(pack, kept)
         for (mkey, dk, _b), part in partials.items():
             if dk == TOTAL:
                 name = mkey.split("/", 1)[1]
                 merged.setdefault(name, Partial(sketch=None)).merge(part)
+
+    await scan.precount(conn, types, start_us, end_us)
+    async with aclosing(reads.raw_events(conn, types, start_us, end_us)) as batches:
+        async for batch in batches:
+            scan.take(len(batch))
+            await asyncio.to_thread(fold, batch)
     lifecycle_names = {n for n in names if pack.measures[n].lifecycle is not None}
     if lifecycle_names:  # lifecycle measures pair events across time: app.query.alarms
         from app.query.alarms import raw_lifecycle_partials
@@ -199,13 +263,14 @@ async def series(
     Raises:
         QueryError: when the range holds more than ``MAX_SERIES_POINTS`` periods.
     """
+    periods = list(itertools.islice(iter_periods(grain, start_us, end_us, zone), MAX_SERIES_POINTS + 1))
+    if len(periods) > MAX_SERIES_POINTS:  # counted before any query (the attack: 13.7 s of work for a 422)
+        raise QueryError(
+            "end",
+            f"the range holds more than {MAX_SERIES_POINTS} {grain} periods; narrow it or use a coarser grain",
+        )
     points: list[Point] = []
-    for period in iter_periods(grain, start_us, end_us, zone):
-        if len(points) >= MAX_SERIES_POINTS:
-            raise QueryError(
-                "end",
-                f"the range holds more than {MAX_SERIES_POINTS} {grain} periods; narrow it or use a coarser grain",
-            )
+    for period in periods:
         at = min(period.end_us, now_us)
         points.append(Point(period, await kpi_value(conn, pack, kpi, dims, period.start_us, period.end_us, at)))
     return points

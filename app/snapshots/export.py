@@ -3,16 +3,23 @@
 Spreadsheet programs run a cell that starts with ``=``, ``+``, ``-``, ``@``,
 tab or carriage return as a formula (OWASP "CSV injection"); such text cells
 are prefixed with a single quote.  Numbers are written as numbers.
+
+Every text cell is quoted (``csv.QUOTE_NONNUMERIC``), so a spreadsheet whose locale splits on
+``;`` (or tab) keeps it one cell; and a formula start right after a separator or a line break
+inside the text (``ok;=cmd|' /C calc'!A0``) gets the quote too, for programs that split anyway
+(issue 10, item 13).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable
 from typing import Any
 
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+_AFTER_SEPARATOR = re.compile(r"([,;\t\r\n|])([=+\-@])")
 
 
 def safe_cell(value: Any) -> Any:
@@ -23,14 +30,15 @@ def safe_cell(value: Any) -> Any:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return value
-    text = str(value)
+    text = _AFTER_SEPARATOR.sub(r"\1'\2", str(value))
     return "'" + text if text.startswith(_DANGEROUS) else text
 
 
 def to_csv(header: list[str], rows: Iterable[list[Any]]) -> str:
-    """CSV text (RFC 4180, CRLF line ends) with every cell passed through ``safe_cell``."""
+    """CSV text (RFC 4180, CRLF line ends) with every cell passed through ``safe_cell`` and every
+    text cell quoted (numbers are not)."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC)
     writer.writerow(header)
     for row in rows:
         writer.writerow([safe_cell(c) for c in row])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -284,16 +284,20 @@ async def gauge_readings_live(
 
 async def raw_events(
     conn: AsyncConnection, types: Iterable[str], start_us: int, end_us: int, batch: int = 5000
-) -> AsyncIterator[list[EventRow]]:
-    """Stream stored events of ``types`` with ``ts`` in ``[start_us, end_us)``, in batches."""
+) -> AsyncGenerator[list[EventRow], None]:
+    """Stream stored events of ``types`` with ``ts`` in ``[start_us, end_us)``, in batches (close the
+    generator, e.g. with ``contextlib.aclosing``, when stopping early)."""
     t = event.c
     result = await conn.stream(
         select(t.type, t.ts_us, t.value, t.dims)
         .where(t.type.in_(list(types)), t.ts_us >= start_us, t.ts_us < end_us)
         .execution_options(yield_per=batch)
     )
-    async for part in result.partitions(batch):
-        yield [EventRow(ty, ts, val, _json.decode(d) if d else None) for ty, ts, val, d in part]
+    try:
+        async for part in result.partitions(batch):
+            yield [EventRow(ty, ts, val, _json.decode(d) if d else None) for ty, ts, val, d in part]
+    finally:  # a reader that stops early (a scan over its budget) closes the server-side cursor
+        await result.close()
 
 
 async def event_count(conn: AsyncConnection) -> int:

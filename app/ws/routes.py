@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import msgspec
 from fastapi import APIRouter, WebSocket
@@ -171,7 +172,7 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     state = ws.app.state
     hub, broker, settings = state.hub, state.broker, state.settings
     origin = ws.headers.get("origin")
-    if origin is not None and not settings.origin_allowed(origin, ws.headers.get("host")):
+    if origin is not None and not settings.origin_allowed(origin, ws.headers.get("host"), ws.url.scheme):
         log.warning("refused WebSocket from origin %r (not in the allow-list)", origin)
         await ws.close(code=CLOSE_POLICY_VIOLATION, reason="origin not allowed")  # before accept: HTTP 403
         return
@@ -185,17 +186,35 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
         # Expected (an unpaired wall asks for its pairing code after this): not an error.
         log.info("refused a screen on %s: %s (%s)", slug, exc, type(exc).__name__)
         raise
-    if broker.total_subscribers() >= settings.ws_max_connections:
+    sockets = state.runtime.sockets
+    if max(broker.total_subscribers(), sockets.total()) >= settings.ws_max_connections:
         log.warning("WebSocket connection cap (%d) reached; refusing a screen", settings.ws_max_connections)
         await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason="server at capacity; retry later")
         return
     per_key = settings.ws_max_connections_per_key
-    if not settings.auth_disabled and state.runtime.sockets.count(access.key.id) >= per_key:
+    if not settings.auth_disabled and sockets.count(access.key.id) >= per_key:
         log.warning("WebSocket cap per key (%d) reached for key %s; refusing a screen", per_key, access.key.id)
         raise RateLimited(
             f"this key already holds {per_key} open screens (PULSEBOARD_WS_MAX_CONNECTIONS_PER_KEY)",
             RETRY_AFTER_SCREENS_PER_KEY_S,
         )
+    # Reserve the slot now, before the first await: concurrent handshakes of one key see it at once
+    # (issue 10, item 8: checked and added apart, 1,000 of 1,000 got in under a cap of 100).
+    sockets.add(access.key.id, ws)
+    try:
+        await _serve_screen(ws, slug, settings)
+    finally:
+        sockets.discard(access.key.id, ws)
+
+
+SINCE_RE = re.compile(r"[0-9]{1,18}")
+"""``?since=``: 1-18 ASCII digits (fits a signed 64-bit sequence); anything else is ignored (a snapshot)."""
+
+
+async def _serve_screen(ws: WebSocket, slug: str, settings: Settings) -> None:
+    """The rest of the handshake and the screen's life, its slot in the socket registry held."""
+    state = ws.app.state
+    hub, broker = state.hub, state.broker
     epoch = ws.query_params.get("epoch")
     since_raw = ws.query_params.get("since")
     try:  # before accepting: a store that cannot be read refuses the handshake, leaving nothing behind
@@ -206,11 +225,10 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
     await ws.accept()
     timeout_s = settings.ws_send_timeout_s
     direct = _direct(ws)
-    state.runtime.sockets.add(access.key.id, ws)
     async with broker.subscribe(slug) as sub:
         try:
             missed = None
-            if epoch == channel.epoch and since_raw is not None and since_raw.isdigit():
+            if epoch == channel.epoch and since_raw is not None and SINCE_RE.fullmatch(since_raw):
                 missed = channel.missed_since(int(since_raw))
             last_seq = channel.seq
             if missed is None:
@@ -231,8 +249,6 @@ async def dashboard_socket(ws: WebSocket, slug: str) -> None:
                 await _serve_asgi(ws, sub, channel, slug, last_seq, timeout_s, settings)
         except (WebSocketDisconnect, OSError, TimeoutError):
             log.debug("screen on %s went away", slug)
-        finally:
-            state.runtime.sockets.discard(access.key.id, ws)
 
 
 async def _serve_direct(
@@ -295,8 +311,12 @@ class SocketRegistry:
         self._by_key.setdefault(key_id, set()).add(ws)
 
     def count(self, key_id: str) -> int:
-        """Open sockets of key ``key_id``."""
+        """Open (or reserved, mid-handshake) sockets of key ``key_id``."""
         return len(self._by_key.get(key_id, ()))
+
+    def total(self) -> int:
+        """Open (or reserved) sockets of every key."""
+        return sum(len(s) for s in self._by_key.values())
 
     def discard(self, key_id: str, ws: WebSocket) -> None:
         sockets = self._by_key.get(key_id)

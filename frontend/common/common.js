@@ -254,14 +254,17 @@ export function signInUrl(path) {
   return '/login?next=' + encodeURIComponent(path === undefined ? location.pathname + location.search : path);
 }
 
-/** A same-site path to go to after signing in: ``raw`` if it stays on this origin, else "/"
- *  ("//host", "/\host" and absolute URLs to elsewhere are refused: no open redirect). */
+/** Where to go after signing in: ``raw`` resolved against this page's origin, as an absolute URL,
+ *  if it stays on this origin, else this origin's "/" ("//host", "/\host", tab and newline
+ *  variants, "/.//host" and absolute URLs to elsewhere are refused: no open redirect).  The
+ *  answer is absolute, so a path that normalises to "//host" cannot become protocol-relative. */
 export function safeNext(raw) {
-  if (!raw || raw.charAt(0) !== '/') return '/';
+  const home = location.origin + '/';
+  if (!raw || raw.charAt(0) !== '/' || /[\u0000-\u001f\u007f\\]/.test(raw)) return home;
   let url;
-  try { url = new URL(raw, location.origin); } catch (e) { return '/'; }
-  if (url.origin !== location.origin || /^[/\\]{2}/.test(raw)) return '/';
-  return url.pathname + url.search + url.hash;
+  try { url = new URL(raw, location.origin); } catch (e) { return home; }
+  if (url.origin !== location.origin || /^[/\\]{2}/.test(raw) || /^[/\\]{2}/.test(url.pathname)) return home;
+  return url.href;
 }
 
 /** JSON request -> Promise of {status, ok, body, text, headers} (body null when not JSON); a network

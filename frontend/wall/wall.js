@@ -43,9 +43,11 @@ function serverStaleAfter(obj) {
 }
 var TREND_POINTS = 60;
 
+// A page parameter that is a number in (0, MAX_PARAM_S]; anything else (1e308 would disable STALE) is ignored.
+var MAX_PARAM_S = 86400;
 function positiveParam(name, fallback) {
   var v = parseFloat(params.get(name));
-  return isFinite(v) && v > 0 ? v : fallback;
+  return isFinite(v) && v > 0 && v <= MAX_PARAM_S ? v : fallback;
 }
 
 // ------------------------------------------------------------------- state
