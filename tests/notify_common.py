@@ -38,7 +38,7 @@ class _Keep:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_DATA(self, server, session, envelope) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.sink.lock:
             self.sink.messages.append((list(envelope.rcpt_tos), msg))
@@ -89,7 +89,7 @@ class WebhookSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's hook name)
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", "0")))
                 msg_id, ts = self.headers.get("webhook-id", ""), self.headers.get("webhook-timestamp", "")
                 want = base64.b64encode(
