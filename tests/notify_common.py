@@ -82,8 +82,9 @@ class Hook:
 class WebhookSink:
     """A threading HTTP server on a free port that verifies ``webhook-signature`` and keeps each request."""
 
-    def __init__(self, secret: str = SECRET) -> None:
+    def __init__(self, secret: str = SECRET, answers: list[int] | None = None) -> None:
         self.secret = secret.encode()
+        self.answers = list(answers or [])  # statuses to answer first, in order (then 204 / 401)
         self.hooks: list[Hook] = []
         self.lock = threading.Lock()
         sink = self
@@ -99,7 +100,8 @@ class WebhookSink:
                 ok = any(hmac.compare_digest(want, s) for s in sigs)
                 with sink.lock:
                     sink.hooks.append(Hook(dict(self.headers), json.loads(raw), ok, self.path))
-                self.send_response(204 if ok else 401)
+                    status = sink.answers.pop(0) if sink.answers else (204 if ok else 401)
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:

@@ -3,7 +3,7 @@
 Each report is an email: a summary in the body (plain text and the same table as HTML), a link
 to the page, and attachments: the CSV of the export endpoints (``app.snapshots.export``: formula
 characters neutralised), an XLSX of the same table (pandas with openpyxl; the CSV is read back so
-both hold the same cells), and a PDF of the report page printed by headless Chromium
+both hold the same cells, numbers parsed exactly), and a PDF of the report page printed by headless Chromium
 (``--print-to-pdf``) when ``PULSEBOARD_PDF_RENDERER`` exists; otherwise the PDF is left out and the
 email says so.
 """
@@ -11,6 +11,7 @@ email says so.
 from __future__ import annotations
 
 import asyncio
+import csv
 import html
 import io
 import logging
@@ -40,19 +41,34 @@ class Report:
     pdf_note: str | None = None
 
 
+def _number(text: str) -> int | float | None:
+    """``text`` as the exact number Python reads (``int`` for integers), ``None`` if it is not one."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def csv_to_xlsx(csv_text: str, sheet: str) -> bytes:
-    """An XLSX workbook (one sheet) with the cells of ``csv_text``; numbers stay numbers.
+    """An XLSX workbook (one sheet) with the cells of ``csv_text``; numbers stay numbers, exactly.
 
     Text cells keep the CSV's neutralising quote, so no cell becomes a formula.
     """
-    frame = pd.read_csv(io.StringIO(csv_text), dtype=object, keep_default_na=False)
-    for col in frame.columns:
-        converted = pd.to_numeric(frame[col], errors="coerce")
-        if converted.notna().sum() == (frame[col] != "").sum():  # a numeric column (blanks allowed)
-            frame[col] = converted
+    table = list(csv.reader(io.StringIO(csv_text)))
+    header, rows = table[0], table[1:]
+    columns: dict[str, list[Any]] = {}
+    for i, name in enumerate(header):
+        cells = [r[i] for r in rows]
+        numbers = [_number(c) for c in cells]
+        numeric = all(n is not None or c == "" for c, n in zip(cells, numbers, strict=True))
+        columns[name] = numbers if numeric else [c or None for c in cells]
     buf = io.BytesIO()
     with pd.ExcelWriter(buf, engine="openpyxl") as writer:
-        frame.to_excel(writer, sheet_name=sheet[:31], index=False)
+        pd.DataFrame(columns, columns=header).to_excel(writer, sheet_name=sheet[:31], index=False)
     return buf.getvalue()
 
 
