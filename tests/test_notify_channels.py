@@ -1,0 +1,128 @@
+"""The notify file's errors, and the webhook channel's retries, permanent failures and the
+admin's retry by hand, on the generic test pack with a real receiver on 127.0.0.1 (both stores)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from app.clock import ManualClock
+from app.config import Settings
+from app.main import create_app
+from app.notify import NotifyConfigError
+from app.notify.channels import sign, webhook_key
+from tests.helpers import PACKS_DIR, sample
+from tests.notify_common import SECRET, WebhookSink, write_yaml
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def test_a_bad_notify_file_stops_the_start_naming_every_problem(tmp_path):
+    bad = write_yaml(
+        tmp_path / "bad.yaml",
+        """
+contacts:
+  Ops manager: {email: ops@example.org}
+alerts:
+  - {id: no-such-kpi, kpi: sample_mean_typo}
+  - {id: no-contact, kpi: sample_count, when: below, threshold: 5}
+  - {id: no-threshold, kpi: sample_mean, when: above}
+  - {id: no-target, kpi: sample_sum}
+subscriptions:
+  - {id: nowhere, dashboard: no-such-wall, grain: day, to: [ops@example.org]}
+""",
+    )
+    settings = Settings(data_dir=tmp_path / "var", packs_dir=PACKS_DIR, notify_file=bad)
+    with pytest.raises(NotifyConfigError) as err:
+        create_app(settings)
+    lines = str(err.value).splitlines()
+    assert lines == [
+        f"{bad}: alerts[0].kpi: no KPI 'sample_mean_typo' in the loaded packs",
+        f"{bad}: alerts[1]: no contact for 'Team leader' (add it under contacts)",
+        f"{bad}: alerts[2].threshold: required with when: above",
+        f"{bad}: alerts[3].when: KPI 'sample_sum' has no target, so it is never red; use below/above",
+        f"{bad}: alerts[3].to: KPI 'sample_sum' has no owner; name the recipients with to",
+        f"{bad}: subscriptions[0].dashboard: no dashboard 'no-such-wall' (have ['contact-centre', 'generic-wall', "
+        "'itsm', 'noc'])",
+    ]
+    typo = write_yaml(tmp_path / "typo.yaml", "alerts:\n  - {id: x, kpi: sample_mean, for_minutes: 5}\n")
+    with pytest.raises(NotifyConfigError, match=r"typo.yaml: alerts\.0\.for_minutes: Extra inputs are not permitted"):
+        create_app(Settings(data_dir=tmp_path / "var", packs_dir=PACKS_DIR, notify_file=typo))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("notify_attempts", 0), ("notify_max_passes", 0), ("alert_interval_s", 0), ("webhook_url", "ftp://x")],
+)
+def test_notify_limits_are_validated(tmp_path, name, value):
+    with pytest.raises(ValidationError, match=name):
+        Settings(data_dir=tmp_path, **{name: value})
+
+
+def test_signature_is_the_standard_webhooks_one():
+    # The example of the Standard Webhooks specification's reference libraries.
+    key = webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    body = b'{"test": 2432232314}'
+    assert sign(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == (
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
+
+
+async def test_webhook_retries_a_5xx_gives_up_on_a_4xx_and_the_admin_retries_it(make_settings, start_server, tmp_path):
+    ops = WebhookSink(answers=[500, 503])  # two failures, then the verified 204
+    ana = WebhookSink(answers=[410])  # permanent: no second try in the pass
+    ops.start()
+    ana.start()
+    try:
+        notify = write_yaml(
+            tmp_path / "notify.yaml",
+            f"""
+contacts:
+  Ops manager: {{webhook: {ops.url}/ops}}
+  Ana: {{webhook: {ana.url}/ana}}
+alerts:
+  - {{id: mean-high, kpi: sample_mean, window: 15m, when: above, threshold: 20}}
+  - {{id: count-red, kpi: sample_count, window: 15m, when: red}}
+""",
+        )
+        settings = make_settings(
+            packs_dir=PACKS_DIR,
+            notify_file=notify,
+            webhook_secret=SECRET,
+            notify_attempts=3,
+            notify_retry_wait_s=0.01,
+            notify_enabled=False,  # no loop: the test evaluates and retries by itself (a count of 0 is red)
+        )
+        clock = ManualClock(NOW)
+        srv = await start_server(settings, clock=clock)
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+            r = await c.post("/api/v1/events", json=[sample(NOW.isoformat(), 30)], headers=srv.auth("ingest"))
+            assert r.status_code == 202, r.text
+            moves = await srv.runtime.notifier.evaluate_alerts()
+            assert sorted((m.rule.id, m.kind) for m in moves) == [("count-red", "alert"), ("mean-high", "alert")]
+            log = {
+                d["source"]: d
+                for d in (await c.get("/api/v1/notifications", headers=srv.auth("admin"))).json()["deliveries"]
+            }
+            assert (log["mean-high"]["status"], log["mean-high"]["attempts"]) == ("sent", 3)
+            assert [h.signature_ok for h in ops.received()] == [True, True, True]
+            assert len({h.headers["webhook-id"] for h in ops.received()}) == 1  # the same delivery, tried 3 times
+            assert (log["count-red"]["status"], log["count-red"]["attempts"]) == ("dead", 1)
+            assert "answered 410" in log["count-red"]["last_error"]
+            page = await c.get("/admin/notifications", headers=srv.auth("admin"))
+            assert "2 deliveries shown, 1 failed or given up" in page.text
+            again = await c.post(f"/api/v1/notifications/{log['count-red']['id']}/retry", headers=srv.auth("admin"))
+            assert again.json() == {"id": log["count-red"]["id"], "status": "sent"}
+            assert len(ana.received()) == 2
+            missing = await c.post("/api/v1/notifications/nope/retry", headers=srv.auth("admin"))
+            assert missing.status_code == 404
+            # The same instant again, and a retry pass: nothing more is sent.
+            assert await srv.runtime.notifier.evaluate_alerts() == []
+            assert await srv.runtime.notifier.retry_due() == 0
+        assert (len(ops.received()), len(ana.received())) == (3, 2)
+    finally:
+        ops.stop()
+        ana.stop()
