@@ -369,6 +369,11 @@ class Notifier:
                     }
                     ids = []
                     async with self._engine.begin() as conn:
+                        if conn.dialect.name == "postgresql":  # two instances: one logs, the other finds it
+                            await conn.execute(
+                                text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                                {"k": f"pulseboard:distribution:{sub.id}:{period}"},
+                            )
                         for to in todo:
                             key = self._dist_key(sub, period, to)
                             row_id = await self._log(conn, key, "distribution", sub.id, to, report.subject, payload)
