@@ -6,11 +6,12 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from app.api.deps import RuntimeDep
-from app.auth.deps import scoped
+from app.auth import Unauthenticated
+from app.auth.deps import SCOPE_KEY, authenticate, check_scope, presented_key, scoped
 
 router = APIRouter()
 
@@ -47,8 +48,16 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
-@router.get("/admin/notifications", include_in_schema=False, **scoped("admin"))
-async def admin_page(runtime: RuntimeDep) -> HTMLResponse:
+@router.get("/admin/notifications", include_in_schema=False, openapi_extra={SCOPE_KEY: ["admin"]})
+async def admin_page(request: Request, runtime: RuntimeDep) -> Response:
+    """The admin page; a browser that presents no key at all is sent to sign in first (401 otherwise)."""
+    try:
+        check_scope(await authenticate(request), ("admin",))
+    except Unauthenticated:
+        key, _ = presented_key(request)
+        if key is None and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/login?next=%2Fadmin%2Fnotifications", status_code=303)
+        raise
     notifier = runtime.notifier
     rows = await notifier.log_rows(runtime.settings.admin_log_rows)
     states = await notifier.rule_states()
@@ -88,8 +97,11 @@ async def admin_page(runtime: RuntimeDep) -> HTMLResponse:
         + "</tr>"
         for s in states
     )
+    # The site sends Referrer-Policy: no-referrer, under which a form post carries "Origin: null" and
+    # the CSRF check refuses it; same-origin (this page only) lets the retry form post say where it is from.
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Notifications · Pulseboard</title>
+<meta name="referrer" content="same-origin">
 <style>
 body {{ font-family: sans-serif; margin: 24px; }} table {{ border-collapse: collapse; margin-bottom: 24px; }}
 th, td {{ border: 1px solid #999; padding: 3px 6px; text-align: left; font-size: 13px; }}
