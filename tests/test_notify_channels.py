@@ -3,6 +3,8 @@ admin's retry by hand, on the generic test pack with a real receiver on 127.0.0.
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 
 import httpx
@@ -15,7 +17,7 @@ from app.main import create_app
 from app.notify import NotifyConfigError
 from app.notify.channels import sign, webhook_key
 from tests.helpers import PACKS_DIR, sample
-from tests.notify_common import SECRET, WebhookSink, write_yaml
+from tests.notify_common import SECRET, SmtpSink, WebhookSink, write_yaml
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -126,3 +128,50 @@ alerts:
     finally:
         ops.stop()
         ana.stop()
+
+
+async def test_catch_up_sends_the_newest_periods_once_and_says_when_there_is_no_pdf(
+    make_settings, start_server, tmp_path
+):
+    smtp = SmtpSink().start()
+    try:
+        notify = write_yaml(
+            tmp_path / "notify.yaml",
+            "subscriptions:\n  - {id: daily, dashboard: generic-wall, grain: day, to: [lead@example.org]}\n",
+        )
+        settings = make_settings(
+            packs_dir=PACKS_DIR,
+            notify_file=notify,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp.port,
+            notify_enabled=False,
+            distribution_catchup_max_periods=2,
+            pdf_renderer=tmp_path / "no-chromium-here",
+            admin_log_rows=1,
+        )
+        clock = ManualClock(datetime(2026, 3, 5, 1, 0, tzinfo=UTC))
+        srv = await start_server(settings, clock=clock)
+        days = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("admin")) as c:
+            events = [sample(f"{d}T12:00:00Z", 1 + i, id=f"e{i}-{j}") for i, d in enumerate(days) for j in range(i + 1)]
+            r = await c.post("/api/v1/events", json=events, headers=srv.auth("ingest"))
+            assert r.status_code == 202, r.text
+            for d in days:
+                r = await c.post("/api/v1/snapshots/generic-wall/cut", json={"grain": "day", "period": d})
+                assert r.status_code == 201, r.text
+            sent = await srv.runtime.notifier.distribute()
+            assert sent == [("daily", "2026-03-03", "lead@example.org"), ("daily", "2026-03-04", "lead@example.org")]
+            assert await srv.runtime.notifier.distribute() == []  # each period once
+            page = await c.get("/admin/notifications")
+            assert "1 deliveries shown, 0 failed" in page.text  # PULSEBOARD_ADMIN_LOG_ROWS
+        mails = {m["Subject"]: m for _, m in smtp.messages}
+        assert sorted(mails) == [f"[Pulseboard] generic-wall: end of day {d}" for d in days[2:]]
+        mail = mails["[Pulseboard] generic-wall: end of day 2026-03-04"]
+        body = mail.get_body(("plain",)).get_content()
+        assert f"PDF omitted: no renderer (PULSEBOARD_PDF_RENDERER={tmp_path / 'no-chromium-here'})" in body
+        names = sorted(p.get_filename() for p in mail.iter_attachments())
+        assert names == ["generic-wall-day-2026-03-04-v1.csv", "generic-wall-day-2026-03-04-v1.xlsx"]
+        rows = list(csv.DictReader(io.StringIO(next(mail.iter_attachments()).get_content())))
+        assert {r["kpi"]: r["value"] for r in rows}["sample_count"] == "4"
+    finally:
+        smtp.stop()
