@@ -175,3 +175,12 @@ async def test_catch_up_sends_the_newest_periods_once_and_says_when_there_is_no_
         assert {r["kpi"]: r["value"] for r in rows}["sample_count"] == "4"
     finally:
         smtp.stop()
+
+
+def test_long_dedup_keys_fit_the_log_and_stay_distinct():
+    from app.notify.service import log_key
+
+    short = "alert:r:1:webhook:https://hooks.example/a"
+    assert log_key(short) == short
+    a, b = log_key("alert:r:1:webhook:https://h/" + "a" * 2000), log_key("alert:r:1:webhook:https://h/" + "a" * 1999)
+    assert len(a) == len(b) == 400 and a != b

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,13 @@ from app.store.schema import alert_state, notification, snapshot
 log = logging.getLogger(__name__)
 _json = msgspec.json
 SECOND_US = 1_000_000
+
+
+def log_key(raw: str) -> str:
+    """The delivery log's ``dedup_key`` of ``raw``: itself up to 400 characters, else a prefix and its SHA-256."""
+    if len(raw) <= 400:
+        return raw
+    return raw[:335] + "#" + hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -119,6 +127,7 @@ class Notifier:
         payload: dict[str, Any],
     ) -> str | None:
         """Store one message unless its ``dedup_key`` is logged already; the new row's id, or ``None``."""
+        dedup_key = log_key(dedup_key)
         found = (await conn.execute(select(notification.c.id).where(notification.c.dedup_key == dedup_key))).first()
         if found is not None:
             return None
@@ -128,7 +137,7 @@ class Notifier:
             notification.insert(),
             {
                 "id": row_id,
-                "dedup_key": dedup_key[:400],
+                "dedup_key": dedup_key,
                 "kind": kind,
                 "source": source,
                 "channel": to.channel,
@@ -188,7 +197,12 @@ class Notifier:
             ):
                 with attempt:
                     tries += 1
-                    await self._send(row)
+                    try:
+                        await self._send(row)
+                    except DeliveryError:
+                        raise
+                    except Exception as exc:  # a message the channel cannot take (bad header, payload): final
+                        raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=True) from exc
         except DeliveryError as exc:
             error = exc
         now = self._now_us()
@@ -385,7 +399,7 @@ class Notifier:
 
     @staticmethod
     def _dist_key(sub: Subscription, period: str, to: Recipient) -> str:
-        return f"distribution:{sub.id}:{sub.spec.grain}:{period}:{to.address}"
+        return log_key(f"distribution:{sub.id}:{sub.spec.grain}:{period}:{to.address}")
 
     def cut_made(self, _slug: str) -> None:
         """Snapshot hook: a cut or restatement happened; wake the distribution loop."""
@@ -454,6 +468,8 @@ class Notifier:
                 await job()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("%s failed, will try again in %g s: %s", name, interval_s, exc)
+            except Exception:  # a loop must outlive any one pass
+                log.exception("%s failed unexpectedly, will try again in %g s", name, interval_s)
             await asyncio.sleep(interval_s)
 
     async def _distribution_loop(self) -> None:
@@ -462,6 +478,8 @@ class Notifier:
                 await self.distribute()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("distribution failed, will try again: %s", exc)
+            except Exception:  # a loop must outlive any one pass
+                log.exception("distribution failed unexpectedly, will try again")
             try:
                 await asyncio.wait_for(self._wake_distribution.wait(), self._settings.notify_retry_pass_s)
             except TimeoutError:
