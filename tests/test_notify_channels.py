@@ -16,7 +16,7 @@ from app.config import Settings
 from app.main import create_app
 from app.notify import NotifyConfigError
 from app.notify.channels import sign, webhook_key
-from tests.helpers import PACKS_DIR, sample
+from tests.helpers import PACKS_DIR, sample, wait_until
 from tests.notify_common import SECRET, SmtpSink, WebhookSink, write_yaml
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -184,3 +184,36 @@ def test_long_dedup_keys_fit_the_log_and_stay_distinct():
     assert log_key(short) == short
     a, b = log_key("alert:r:1:webhook:https://h/" + "a" * 2000), log_key("alert:r:1:webhook:https://h/" + "a" * 1999)
     assert len(a) == len(b) == 400 and a != b
+
+
+async def test_the_alert_loop_evaluates_by_itself_on_the_view_clock(make_settings, start_server, tmp_path):
+    hook = WebhookSink().start()
+    try:
+        notify = write_yaml(
+            tmp_path / "notify.yaml",
+            f"""
+contacts:
+  Ops manager: {{webhook: {hook.url}/ops}}
+alerts:
+  - {{id: mean-high, kpi: sample_mean, window: 15m, when: above, threshold: 20, for_min: 2}}
+""",
+        )
+        settings = make_settings(packs_dir=PACKS_DIR, notify_file=notify, webhook_secret=SECRET, alert_interval_s=0.05)
+        clock = ManualClock(NOW)
+        srv = await start_server(settings, clock=clock)
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+            r = await c.post("/api/v1/events", json=[sample(NOW.isoformat(), 30)], headers=srv.auth("ingest"))
+            assert r.status_code == 202, r.text
+
+            async def pending() -> bool:
+                [state] = await srv.runtime.notifier.rule_states()
+                return state["rule"] == "mean-high" and state["state"] == "pending"
+
+            await wait_until(pending, 10, what="the rule pending")
+            assert hook.received() == []  # held for 0 of the 2 minutes asked
+            clock.advance(120)
+            await wait_until(lambda: hook.received(), 10, what="the alert from the loop")
+        [got] = hook.received()
+        assert got.signature_ok and got.body["type"] == "alert.fired" and got.body["value"] == 30
+    finally:
+        hook.stop()
