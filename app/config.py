@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -266,6 +266,48 @@ class Settings(BaseSettings):
         default=10, gt=0, description="pairings waiting at once from one client address (429 past it)"
     )
     pairing_code_length: int = Field(default=8, ge=6, le=16, description="characters of a pairing code")
+
+    # Notifications (app.notify): alert rules and subscriptions in a YAML file, channels here
+    notify_file: Path | None = Field(
+        default=None, description="YAML of contacts, alert rules and subscriptions (README: Alerts and distribution)"
+    )
+    notify_enabled: bool = Field(default=True, description="evaluate alert rules, distribute cuts, retry deliveries")
+    alert_interval_s: float = Field(default=60.0, gt=0, le=3600, description="how often alert rules are evaluated")
+    smtp_host: str | None = Field(default=None, description="SMTP server of the email channel; unset = no email")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = Field(default="pulseboard@localhost", min_length=3, description="From: of every email")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = Field(default=False, description="upgrade the SMTP connection with STARTTLS")
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="default webhook of the owners (a contact may set its own)"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of webhook signatures (Standard Webhooks; whsec_ = base64)"
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    notify_attempts: int = Field(default=3, ge=1, le=20, description="tries per delivery pass (tenacity)")
+    notify_retry_wait_s: float = Field(default=1.0, gt=0, le=600, description="first wait between two tries")
+    notify_retry_max_wait_s: float = Field(default=30.0, gt=0, le=3600, description="longest wait between tries")
+    notify_retry_pass_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="how often failed deliveries get another pass"
+    )
+    notify_max_passes: int = Field(
+        default=12, ge=1, le=1000, description="delivery passes before a message is given up (status dead)"
+    )
+    notify_lease_s: float = Field(
+        default=120.0, gt=0, le=3600, description="a delivery being sent is not taken by another pass for this long"
+    )
+    distribution_catchup_max_periods: int = Field(
+        default=31, ge=1, le=400, description="newest cut periods a subscription is sent after downtime"
+    )
+    pdf_renderer: Path | None = Field(
+        default=Path("/usr/bin/chromium"),
+        description="headless Chromium for the PDF attachment (--print-to-pdf); missing = no PDF, said in the email",
+    )
+    pdf_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    admin_log_rows: int = Field(default=200, ge=1, le=10_000, description="deliveries listed on /admin/notifications")
 
     @field_validator("pairing_code_length")
     @classmethod

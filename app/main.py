@@ -37,6 +37,9 @@ from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.routes import router as ingest_router
 from app.ingest.writer import GroupCommitWriter
 from app.metrics.pack import Pack, load_packs
+from app.notify import config as notify_config
+from app.notify.routes import router as notify_router
+from app.notify.service import Notifier
 from app.runtime import Runtime
 from app.snapshots.routes import router as snapshot_router
 from app.snapshots.service import SnapshotService
@@ -62,12 +65,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     settings = settings or Settings()
     wall_clock = clock or SystemClock()
     packs = load_packs(settings.packs_dir)
+    notify = notify_config.load(settings.notify_file, packs, settings.webhook_url)  # NotifyConfigError: bad file
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_key_redaction()  # after uvicorn's logging setup: no key in any log line
         async with AsyncExitStack() as stack:
-            runtime = await open_runtime(stack, settings, packs, wall_clock)
+            runtime = await open_runtime(stack, settings, packs, wall_clock, notify)
             if settings.auth_disabled:
                 log.warning("PULSEBOARD_AUTH_DISABLED is set: every route is open to anyone who can reach it")
             app.state.runtime = runtime
@@ -96,6 +100,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(vendor_router)
     app.include_router(auth_router)
     app.include_router(docs_router)
+    app.include_router(notify_router)
     app.mount("/static", StaticFiles(directory=resources.frontend_dir()), name="static")
     # No response compression middleware: the one large file (the chart library) is served pre-compressed
     # by app/api/vendor.py; pages and JSON are small (BENCHMARKS.md: gzip was 6 % of single-event ingest).
@@ -105,7 +110,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
 
 async def open_runtime(
-    stack: AsyncExitStack, settings: Settings, packs: Mapping[str, Pack], wall_clock: Clock
+    stack: AsyncExitStack,
+    settings: Settings,
+    packs: Mapping[str, Pack],
+    wall_clock: Clock,
+    notify: notify_config.NotifyConfig | None = None,
 ) -> Runtime:
     """Open every long-lived part of one process and push its closer on ``stack`` at once.
 
@@ -172,8 +181,16 @@ async def open_runtime(
     hub.start()
     stack.push_async_callback(hub.stop)
 
+    notifier = Notifier(engine, packs, settings, notify or notify_config.NotifyConfig({}), wall_clock, view_clock)
+    notifier.start()
+    stack.push_async_callback(notifier.stop)
+
+    def cut_changed(slug: str) -> None:
+        hub.notices_changed(slug)
+        notifier.cut_made(slug)  # subscribers get the new cut (app.notify)
+
     snapshots = SnapshotService(  # cuts follow the view clock: event time in event-time mode
-        engine, packs, settings, view_clock, day_close=hub.day_close, on_change=hub.notices_changed
+        engine, packs, settings, view_clock, day_close=hub.day_close, on_change=cut_changed
     )
     hub.job_notices = snapshots.job_notices  # failed scheduled jobs show on the walls' notice strip
     if settings.snapshots_enabled:
@@ -205,6 +222,7 @@ async def open_runtime(
         ready_probe=ready_probe,
         public_limiter=RateLimiter(settings.public_rate_per_ip_per_s, settings.public_burst_per_ip),
         read_limiter=RateLimiter(settings.read_rate_per_key_per_s, settings.read_burst_per_key),
+        notifier=notifier,
     )
 
 

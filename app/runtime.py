@@ -15,6 +15,7 @@ from app.config import Settings
 from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.writer import GroupCommitWriter
 from app.metrics.pack import Dashboard, Kpi, Pack
+from app.notify.service import Notifier
 from app.snapshots.service import SnapshotService
 from app.store.ready import ReadinessProbe
 from app.ws.broker import Broker
@@ -54,6 +55,7 @@ class Runtime:
     sockets: SocketRegistry
     rate_limiter: RateLimiter
     ready_probe: ReadinessProbe
+    notifier: Notifier  # alerts, distribution and the delivery log (app.notify)
     public_limiter: RateLimiter | None = None
     read_limiter: RateLimiter | None = None
 

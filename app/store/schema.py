@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     Index,
@@ -232,4 +233,42 @@ alarm_state = Table(
     PrimaryKeyConstraint("lifecycle", "alarm", name="pk_alarm_state"),
     Index("ix_alarm_state_raised", "lifecycle", "raised_us"),
     Index("ix_alarm_state_closed", "lifecycle", "closed_us_eff"),
+)
+
+# Notifications (migration 0015): the delivery log, one row per message to one recipient on one
+# channel, unique by ``dedup_key``; and where each alert rule stands (app.notify).
+notification = Table(
+    "notification",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dedup_key", String(400), nullable=False),
+    Column("kind", String(16), nullable=False),  # alert | recovery | distribution
+    Column("source", String(200), nullable=False),  # rule id or subscription id
+    Column("channel", String(16), nullable=False),  # email | webhook
+    Column("recipient", String(500), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # JSON: what the channel sends
+    Column("status", String(16), nullable=False),  # pending | sent | failed | dead
+    Column("attempts", Integer, nullable=False),
+    Column("passes", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("sent_us", BigInteger, nullable=True),
+    UniqueConstraint("dedup_key", name="uq_notification_dedup"),
+    Index("ix_notification_due", "status", "next_attempt_us"),
+    Index("ix_notification_created", "created_us"),
+)
+
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("rule", String(128), primary_key=True),
+    Column("state", String(16), nullable=False),  # ok | pending | firing
+    Column("since_us", BigInteger, nullable=True),  # when the condition began to hold
+    Column("fired_us", BigInteger, nullable=True),
+    Column("notified", Boolean, nullable=False),  # the firing episode's alert was sent (not cooled down)
+    Column("last_alert_us", BigInteger, nullable=True),
+    Column("last_value", Double, nullable=True),
+    Column("evaluated_us", BigInteger, nullable=False),
 )
