@@ -36,6 +36,7 @@ from app.ingest.routes import router as ingest_router
 from app.ingest.writer import GroupCommitWriter
 from app.metrics.pack import Pack, load_packs
 from app.runtime import Runtime
+from app.snapshots.breaches import BreachLog
 from app.snapshots.routes import router as snapshot_router
 from app.snapshots.service import SnapshotService
 from app.store.db import connect_at_start, create_engine_for, create_writer_engine, migrate_async
@@ -136,6 +137,7 @@ async def open_runtime(
         interval_s=settings.tile_interval_ms / 1000,
         replay_buffer=settings.ws_replay_buffer_updates,
         heartbeat_s=settings.heartbeat_interval_s,
+        breaches=BreachLog(engine),
     )
 
     async def on_commit(result: GroupResult) -> None:

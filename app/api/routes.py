@@ -44,7 +44,7 @@ def kpi_json(kpi: Kpi, pack_name: str) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/kpis", summary="Every KPI of the loaded packs", **scoped("read", "admin"))
+@router.get("/api/v1/kpis", summary="Every KPI of the loaded packs", **scoped("read", "admin", "comment"))
 async def list_kpis(runtime: RuntimeDep) -> list[dict[str, Any]]:
     return [kpi_json(k, p.name) for p in runtime.packs.values() for k in p.kpis.values()]
 
@@ -77,7 +77,7 @@ def dims_filter(request: Request) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k[5:], v) for k, v in request.query_params.items() if k.startswith("dims.") and len(k) > 5))
 
 
-@router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period", **scoped("read", "admin"))
+@router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period", **scoped("read", "admin", "comment"))
 async def kpi_series(
     name: str,
     request: Request,

@@ -31,8 +31,9 @@ KEY_ID_PATTERN = "^[0-9a-f]{32}$"  # secrets.token_hex(16), as app.auth.keys mak
 class KeyIn(BaseModel):
     """A key to create."""
 
-    scope: Literal["ingest", "read", "display", "admin"]
+    scope: Literal["ingest", "read", "display", "admin", "comment"]
     name: StoredText = Field(default="", max_length=128)
+    holder: StoredText | None = Field(default=None, min_length=1, max_length=128)
     source: StoredText | None = Field(default=None, min_length=1, max_length=64)
     event_types: list[StoredText] | None = Field(default=None, max_length=100)
     dashboard: StoredText | None = Field(default=None, min_length=1, max_length=128)
@@ -48,7 +49,13 @@ async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
     if body.dashboard is not None and runtime.find_dashboard(body.dashboard) is None:
         raise InvalidKey(f"no dashboard {body.dashboard!r}", "dashboard", "unknown")
     key, info = await runtime.keys.create(
-        body.scope, body.name, to_us(runtime.clock.now()), body.source, body.event_types, body.dashboard
+        body.scope,
+        body.name,
+        to_us(runtime.clock.now()),
+        body.source,
+        body.event_types,
+        body.dashboard,
+        holder=body.holder,
     )
     return JSONResponse({**info, "key": key}, status_code=201, headers={"Cache-Control": "no-store"})
 
@@ -96,7 +103,14 @@ async def sign_in(body: SessionIn, request: Request, runtime: RuntimeDep) -> JSO
 @router.get("/api/v1/session", summary="Who this browser is signed in as", **public())
 async def whoami(request: Request) -> JSONResponse:
     access = await authenticate(request)
-    return JSONResponse({"scope": access.key.scope, "name": access.key.name, "dashboard": access.key.dashboard})
+    return JSONResponse(
+        {
+            "scope": access.key.scope,
+            "name": access.key.name,
+            "holder": access.key.holder,
+            "dashboard": access.key.dashboard,
+        }
+    )
 
 
 @router.delete("/api/v1/session", summary="Sign this browser out", **public())

@@ -44,16 +44,19 @@ def _now_us() -> int:
 
 
 @keys.command("create")
-@click.option("--scope", type=click.Choice(["ingest", "read", "display", "admin"]), required=True)
+@click.option("--scope", type=click.Choice(["ingest", "read", "display", "admin", "comment"]), required=True)
 @click.option("--source", default=None, help="ingest: the one source this key may post")
 @click.option("--event-type", "event_types", multiple=True, help="ingest: restrict to these event types (repeatable)")
 @click.option("--dashboard", default=None, help="display: the one dashboard this key may show")
 @click.option("--name", default="", help="a label for lists")
-def keys_create(scope: str, source: str | None, event_types: tuple[str, ...], dashboard: str | None, name: str) -> None:
+@click.option("--holder", default=None, help="the person the key belongs to (the author of its notes)")
+def keys_create(
+    scope: str, source: str | None, event_types: tuple[str, ...], dashboard: str | None, name: str, holder: str | None
+) -> None:
     """Create a key and print it alone on the last line (only its hash is kept)."""
 
     async def action(store: KeyStore) -> tuple[str, dict[str, Any]]:
-        return await store.create(scope, name, _now_us(), source, list(event_types) or None, dashboard)
+        return await store.create(scope, name, _now_us(), source, list(event_types) or None, dashboard, holder=holder)
 
     try:
         key, info = asyncio.run(_with_keys(load_settings(), action))

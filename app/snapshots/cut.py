@@ -130,7 +130,9 @@ async def latest(conn: AsyncConnection, dashboard: str, grain: str, label: str) 
     return rows[-1] if rows else None
 
 
-async def _lock_period(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> None:
+async def lock_period(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> None:
+    """Serialise work on one period of a dashboard: a transaction-scoped advisory lock on
+    PostgreSQL; nothing on SQLite (a single writer)."""
     if conn.dialect.name == "postgresql":
         await conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"snapshot:{dashboard}:{grain}:{label}"}
@@ -201,7 +203,7 @@ async def cut(
         raise PeriodNotClosed(f"{grain} {period.label} ends at {period.end.isoformat()}; it cannot be cut before")
     try:
         async with engine.begin() as conn:
-            await _lock_period(conn, target.slug, grain, period.label)
+            await lock_period(conn, target.slug, grain, period.label)
             existing = await latest(conn, target.slug, grain, period.label)
             if existing is not None:
                 return existing, False
@@ -246,7 +248,7 @@ async def restate(
         The new row, or ``None`` when the period is not cut yet or nothing changed.
     """
     async with engine.begin() as conn:
-        await _lock_period(conn, target.slug, grain, period.label)
+        await lock_period(conn, target.slug, grain, period.label)
         rows = await versions(conn, target.slug, grain, period.label)
         if not rows:
             return None

@@ -38,6 +38,7 @@ from app.config import Settings
 from app.metrics.calendar import Period, to_us
 from app.metrics.pack import Pack
 from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed
+from app.snapshots import breaches as breach_log
 from app.snapshots import cut as cuts
 from app.snapshots.reconcile import live_vs_snapshot, month_vs_days, rollups_vs_raw, snapshot_vs_current
 from app.snapshots.schedule import CutSchedule, LocalCutTrigger, parse_hhmm
@@ -161,6 +162,7 @@ class SnapshotService:
                     row, created = await cuts.cut(self._engine, target, grain, period, now_us, sched.fire_us(period))
                     done.append((target.slug, grain, period.label, created))
                     if created:
+                        await self._log_breaches(target.slug, row)
                         self._on_change(target.slug)
         return done
 
@@ -186,6 +188,7 @@ class SnapshotService:
                     )
                     if row is not None:
                         rows.append(row)
+                        await self._log_breaches(target.slug, row)
                         self._on_change(target.slug)
         return rows
 
@@ -207,12 +210,26 @@ class SnapshotService:
             self._engine, target, grain, period, now_us, self.schedules[grain].fire_us(period)
         )
         if created:
+            await self._log_breaches(slug, row)
             self._on_change(slug)
             return row, True
         again = await cuts.restate(self._engine, target, grain, period, now_us, reason="re-cut by hand")
         if again is not None:
+            await self._log_breaches(slug, again)
             self._on_change(slug)
         return (again, True) if again is not None else (row, False)
+
+    async def _log_breaches(self, slug: str, row: Any) -> None:
+        """The red KPIs of a cut or restated day go to the breach log (``app.snapshots.breaches``)."""
+        await breach_log.record_snapshot(
+            self._engine,
+            slug,
+            row.grain,
+            row.period,
+            row.period_start_us,
+            row.period_end_us,
+            msgspec.json.decode(row.kpis),
+        )
 
     async def reconcile(self, slug: str, grain: str, label: str) -> dict[str, Any]:
         """On-demand reconciliation of a period (CONTRACT §7)."""

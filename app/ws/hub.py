@@ -29,6 +29,7 @@ from app.clock import Clock, EventClock
 from app.metrics.calendar import MINUTE_US, from_us, period_containing, to_us
 from app.metrics.pack import Dashboard, Pack
 from app.query.tiles import dashboard_tiles, tile_trends
+from app.snapshots.breaches import BreachLog
 from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
 from app.ws.transport import text_frame
@@ -112,6 +113,7 @@ class TileHub:
         time_refresh_s: recompute at least this often while watched (sliding windows, gauges).
         heartbeat_s: a screen written nothing for this long gets a ``heartbeat`` frame
             (screens on the direct write path; checked every quarter of it).
+        breaches: the breach log each computation's tile statuses go to (``app.snapshots.breaches``).
     """
 
     def __init__(
@@ -125,8 +127,10 @@ class TileHub:
         replay_buffer: int = 256,
         time_refresh_s: float = 1.0,
         heartbeat_s: float = 5.0,
+        breaches: BreachLog | None = None,
     ) -> None:
         self._engine = engine
+        self._breaches = breaches
         self._broker = broker
         self._clock = clock
         self._event_time = isinstance(clock, EventClock)
@@ -248,6 +252,8 @@ class TileHub:
                 else:
                     trend[-1] = tile["value"]
             ch.tiles = tiles
+            if self._breaches is not None:
+                await self._breaches.observe(ch.dashboard.slug, tiles, now_us, ch.zone)
             if first or not (changed or notices_changed):
                 ch.last_done_wall = loop.time()
                 return None
