@@ -253,6 +253,10 @@ async def build(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, 
         "dashboard": dashboard,
         "month": month,
         "tz": current.tz,
+        "period": {
+            "start": from_us(current.period_start_us, zone).isoformat(),
+            "end": from_us(current.period_end_us, zone).isoformat(),
+        },
         "snapshot": {
             "version": current.version,
             "status": current.status,
