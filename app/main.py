@@ -138,6 +138,9 @@ async def open_runtime(
         replay_buffer=settings.ws_replay_buffer_updates,
         heartbeat_s=settings.heartbeat_interval_s,
         breaches=BreachLog(engine),
+        late_after_s=settings.late_event_after_s,
+        stale_after_s=settings.wall_data_age_after_s,
+        freshness_interval_s=settings.freshness_interval_s,
     )
 
     async def on_commit(result: GroupResult) -> None:

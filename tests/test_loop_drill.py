@@ -71,6 +71,11 @@ async def test_abandoned_events_of_a_day_are_the_files_abandoned_calls(srv):
         assert [(e["ts"], e["seq"]) for e in events] == sorted((e["ts"], e["seq"]) for e in events)
         assert len({e["seq"] for e in events}) == count  # no event twice across pages
         assert all(START <= e["ts"] < END for e in events)
+        # The cell's freshness: the newest of those events, and how many there are.
+        cell = snap["kpis"]["abandoned"]["freshness"]
+        newest = max(datetime.fromisoformat(e["ts"]) for e in events)
+        assert cell["events"] == count and cell["watermark_us"] == int(newest.timestamp() * 1_000_000)
+        assert cell["lag_at_end_s"] == (datetime(1999, 8, 4, tzinfo=ZONE) - newest).total_seconds()
 
         # CSV: the same events, one row each; each next page in a Link header.
         rows, url, params = (

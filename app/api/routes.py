@@ -21,7 +21,7 @@ from app.metrics.calendar import from_us, to_us
 from app.metrics.pack import NAME_RE, Dashboard, Kpi, Pack
 from app.query import drill
 from app.query.kpis import QueryError, series
-from app.query.tiles import dashboard_tiles
+from app.query.tiles import Freshness, dashboard_tiles
 from app.runtime import Runtime
 from app.snapshots.export import to_csv
 
@@ -264,7 +264,9 @@ async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     zone = runtime.dashboard_zone(dash)
     now_us = to_us(runtime.view_clock.now())
     async with runtime.engine.connect() as conn:
-        tiles = await dashboard_tiles(conn, pack, dash, now_us, zone)
+        settings = runtime.settings
+        fresh = Freshness(settings.late_event_after_s, settings.wall_data_age_after_s)
+        tiles = await dashboard_tiles(conn, pack, dash, now_us, zone, fresh)
     return JSONResponse(
         {
             "slug": slug,

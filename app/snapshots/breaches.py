@@ -17,6 +17,7 @@ an instance adopts the open spells of a dashboard from the store on its first ev
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Mapping
@@ -54,6 +55,51 @@ class BreachLog:
         self._engine = engine
         # slug -> tile id -> open spell {id, worst_value, written_us, direction}; a slug is absent until loaded
         self._open: dict[str, dict[str, dict[str, Any]]] = {}
+        self._queue: asyncio.Queue[tuple[str, list[tuple[str, dict[str, Any]]]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every transition observed so far is written (or its write failed), at most
+        ``timeout_s`` seconds; returns whether it got there."""
+        if self._task is None:
+            return True
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued (for at most ``timeout_s``), then stop the writer task."""
+        if not await self.flush(timeout_s):
+            log.warning("breach log: %d write(s) dropped at shutdown", self._queue.qsize())
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _writer(self) -> None:
+        while True:
+            slug, writes = await self._queue.get()
+            try:
+                await self._write(writes)
+            except Exception as exc:  # any store failure: the writer goes on with the next batch
+                self._open.pop(slug, None)  # reload from the store next time
+                log.warning("breach log of %s not written: %s", slug, exc)
+            finally:
+                self._queue.task_done()
+
+    async def _write(self, writes: list[tuple[str, dict[str, Any]]]) -> None:
+        async with self._engine.begin() as conn:
+            for kind, values in writes:
+                if kind == "insert":
+                    await conn.execute(kpi_breach.insert(), values)
+                else:
+                    bid = values.pop("id")
+                    await conn.execute(update(kpi_breach).where(kpi_breach.c.id == bid).values(**values))
 
     async def _load(self, slug: str) -> dict[str, dict[str, Any]]:
         t = kpi_breach.c
@@ -72,8 +118,9 @@ class BreachLog:
         """Note the statuses of ``tiles`` (tile id -> tile JSON, CONTRACT §4) at ``now_us`` (UTC µs).
 
         Opens a spell for a tile that turned red, updates the worst value of an ongoing one, closes
-        the spell of a tile no longer red.  Store errors are logged, not raised (the wall goes on;
-        the next evaluation retries).
+        the spell of a tile no longer red.  The writes go to a background task (the wall never
+        waits for them; ``flush`` does); store errors are logged, not raised, and the open spells
+        are re-read from the store at the next evaluation.
         """
         try:
             await self._observe(slug, tiles, now_us, zone)
@@ -126,13 +173,9 @@ class BreachLog:
                 del spells[tid]
         if not writes:
             return
-        async with self._engine.begin() as conn:
-            for kind, values in writes:
-                if kind == "insert":
-                    await conn.execute(kpi_breach.insert(), values)
-                else:
-                    bid = values.pop("id")
-                    await conn.execute(update(kpi_breach).where(kpi_breach.c.id == bid).values(**values))
+        if self._task is None:
+            self._task = asyncio.create_task(self._writer(), name="breach-log")
+        self._queue.put_nowait((slug, writes))
 
 
 async def record_snapshot(

@@ -155,6 +155,7 @@ async def _card(runtime: Runtime, dashboard: str, month: str) -> dict[str, Any]:
     **scoped("read", "admin", "comment"),
 )
 async def get_scorecard(dashboard: str, month: str, runtime: RuntimeDep) -> JSONResponse:
+    await runtime.hub.flush_breaches()
     return JSONResponse(await _card(runtime, dashboard, month))
 
 
@@ -311,6 +312,7 @@ def _day_target(runtime: Runtime, dashboard: str, day: str) -> cuts.Target:
 )
 async def get_day(dashboard: str, day: str, runtime: RuntimeDep) -> JSONResponse:
     target = _day_target(runtime, dashboard, day)
+    await runtime.hub.flush_breaches()
     async with runtime.engine.connect() as conn:
         view = await endofday.build_day(conn, dashboard, day, target.pack, runtime.snapshots.zone(dashboard))
     return JSONResponse(view)
@@ -388,6 +390,7 @@ async def list_breaches(
         )
     target = runtime.snapshots.targets[dashboard]
     zone = runtime.snapshots.zone(dashboard)
+    await runtime.hub.flush_breaches()  # this instance's own transitions are read back
     async with runtime.engine.connect() as conn:
         found = await breach_log.breaches(conn, dashboard, zone, endofday.owners_of(target.pack), day=day, month=month)
     return JSONResponse({"dashboard": dashboard, "day": day, "month": month, "tz": str(zone), "breaches": found})

@@ -147,6 +147,18 @@ def _kpi_in(month_kpis: Mapping[str, Any] | None, name: str) -> Any | None:
     return month_kpis.get(name) if month_kpis else None
 
 
+def _cell_freshness(stored: Mapping[str, Any] | None, zone: ZoneInfo) -> dict[str, Any] | None:
+    """A scorecard cell's freshness (``app.snapshots.cut.compute_kpis``) with its watermark as a local instant."""
+    if not stored:
+        return None
+    mark = stored.get("watermark_us")
+    return {
+        "watermark": from_us(mark, zone).isoformat() if mark is not None else None,
+        "events": stored.get("events"),
+        "lag_at_end_s": stored.get("lag_at_end_s"),
+    }
+
+
 def _why(row: dict[str, Any]) -> dict[str, Any]:
     miss = abs(row["variance_to_target_ratio"] or 0)
     weighted = row["weight"] * miss
@@ -231,6 +243,7 @@ async def build(conn: AsyncConnection, dashboard: str, month: str) -> dict[str, 
                 "breaches_unexplained": sum(1 for b in mine if not b["explained"]),
                 "restated_after_publication": restated["changes"].get(name) if restated else None,
                 "notes_allowed": not pubs or name in moved,
+                "freshness": _cell_freshness(k.get("freshness"), zone),
             }
         )
     rows.sort(
