@@ -246,6 +246,31 @@ class Settings(BaseSettings):
         "cancelled (its transaction rolls back; the next start catches up), and then to end once cancelled",
     )
 
+    # The managers' loop (issue 14): drill-down pages, freshness of tiles
+    drill_page_default_events: int = Field(
+        default=100, gt=0, description="events per drill-down page when the request gives no limit"
+    )
+    drill_page_max_events: int = Field(
+        default=5000, gt=0, description="most events one drill-down page may ask for (422 past it)"
+    )
+    late_event_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="an event is late when it reaches the store more than this after its own time "
+        "(tiles give the share of late events in their window)",
+    )
+    freshness_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how often a dashboard's freshness counts (late events, events in window) are re-read; "
+        "the watermark and lag follow every computation",
+    )
+    wall_data_age_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a wall tile shows its data age once its lag (now - newest event) passes this",
+    )
+
     clock: Literal["wall", "event"] = Field(
         default="wall",
         description="'wall': windows end at real now; 'event': windows end at the newest event time seen (replays)",

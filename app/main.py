@@ -41,6 +41,7 @@ from app.notify import config as notify_config
 from app.notify.routes import router as notify_router
 from app.notify.service import Notifier
 from app.runtime import Runtime
+from app.snapshots.breaches import BreachLog
 from app.snapshots.routes import router as snapshot_router
 from app.snapshots.service import SnapshotService
 from app.store.db import connect_at_start, create_engine_for, create_writer_engine, migrate_async
@@ -154,6 +155,10 @@ async def open_runtime(
         interval_s=settings.tile_interval_ms / 1000,
         replay_buffer=settings.ws_replay_buffer_updates,
         heartbeat_s=settings.heartbeat_interval_s,
+        breaches=BreachLog(engine),
+        late_after_s=settings.late_event_after_s,
+        stale_after_s=settings.wall_data_age_after_s,
+        freshness_interval_s=settings.freshness_interval_s,
     )
 
     async def on_commit(result: GroupResult) -> None:

@@ -56,31 +56,52 @@ def test_every_route_declares_its_scope(make_settings):
 # (method, path, body, allowed scopes); display means the display key of generic-wall.
 MATRIX = [
     ("POST", "/api/v1/events", {"type": "sample", "ts": "2024-01-01T00:00:00Z"}, {"ingest"}),
-    ("GET", "/api/v1/kpis", None, {"read", "admin"}),
+    ("GET", "/api/v1/kpis", None, {"read", "admin", "comment"}),
     (
         "GET",
         "/api/v1/kpis/sample_count/series?grain=day&start=2024-01-01T00:00:00Z&end=2024-01-02T00:00:00Z",
         None,
-        {"read", "admin"},
+        {"read", "admin", "comment"},
     ),
     ("GET", "/api/v1/dashboards", None, {"read", "admin"}),
     ("GET", "/api/v1/dashboards/generic-wall", None, {"read", "admin", "display"}),
     ("GET", "/api/v1/dashboards/contact-centre", None, {"read", "admin"}),
-    ("GET", "/api/v1/snapshots/generic-wall/day/2024-01-01", None, {"read", "admin"}),
-    ("GET", "/api/v1/snapshots/generic-wall/day/2024-01-01/versions", None, {"read", "admin"}),
-    ("GET", "/api/v1/snapshots/generic-wall/day/2024-01-01/export.csv", None, {"read", "admin"}),
-    ("GET", "/api/v1/reconciliation/generic-wall/day/2024-01-01", None, {"read", "admin"}),
-    ("GET", "/api/v1/scorecards/generic-wall/2024-01", None, {"read", "admin"}),
-    ("GET", "/api/v1/scorecards/generic-wall/2024-01/export.csv", None, {"read", "admin"}),
+    ("GET", "/api/v1/snapshots/generic-wall/day/2024-01-01", None, {"read", "admin", "comment"}),
+    ("GET", "/api/v1/snapshots/generic-wall/day/2024-01-01/versions", None, {"read", "admin", "comment"}),
+    ("GET", "/api/v1/snapshots/generic-wall/day/2024-01-01/export.csv", None, {"read", "admin", "comment"}),
+    ("GET", "/api/v1/reconciliation/generic-wall/day/2024-01-01", None, {"read", "admin", "comment"}),
+    ("GET", "/api/v1/scorecards/generic-wall/2024-01", None, {"read", "admin", "comment"}),
+    ("GET", "/api/v1/scorecards/generic-wall/2024-01/export.csv", None, {"read", "admin", "comment"}),
     ("POST", "/api/v1/snapshots/generic-wall/cut", {"grain": "day", "period": "2024-01-01"}, {"admin"}),
-    ("POST", "/api/v1/scorecards/generic-wall/2024-01/commentary", {"kpi": "sample_count", "text": "x"}, {"admin"}),
+    (
+        "POST",
+        "/api/v1/scorecards/generic-wall/2024-01/commentary",
+        {"kpi": "sample_count", "text": "x"},
+        {"admin", "comment"},
+    ),
     ("POST", "/api/v1/scorecards/generic-wall/2024-01/publish", {"by": "x"}, {"admin"}),
     ("GET", "/api/v1/keys", None, {"admin"}),
     ("POST", "/api/v1/keys", {"scope": "read"}, {"admin"}),
     ("POST", "/api/v1/pairings/NOPE/approve", {"dashboard": "generic-wall"}, {"admin"}),
     ("GET", "/api/v1/pairings", None, {"admin"}),
+    (
+        "GET",
+        "/api/v1/kpis/sample_count/events?start=2024-01-01T00:00:00Z&end=2024-01-02T00:00:00Z",
+        None,
+        {"read", "admin", "comment"},
+    ),
+    ("GET", "/api/v1/days/generic-wall/2024-01-01", None, {"read", "admin", "comment"}),
+    (
+        "POST",
+        "/api/v1/days/generic-wall/2024-01-01/commentary",
+        {"kpi": "sample_count", "text": "x"},
+        {"admin", "comment"},
+    ),
+    ("POST", "/api/v1/days/generic-wall/2024-01-01/signoff", None, {"admin"}),
+    ("GET", "/api/v1/breaches/generic-wall?day=2024-01-01", None, {"read", "admin", "comment"}),
+    ("GET", "/api/v1/scorecards/generic-wall/2024-01/publications", None, {"read", "admin", "comment"}),
 ]
-KINDS = ["none", "malformed", "unknown", "revoked", "ingest", "read", "display", "admin"]
+KINDS = ["none", "malformed", "unknown", "revoked", "ingest", "read", "display", "admin", "comment"]
 
 
 async def _key_of(srv, kind: str) -> str | None:
@@ -95,6 +116,8 @@ async def _key_of(srv, kind: str) -> str | None:
         key, info = await srv.runtime.keys.create("read", "to revoke", 0)
         await srv.runtime.keys.revoke(info["id"], 1)
         return key
+    if kind == "comment":
+        return (await srv.runtime.keys.create("comment", "a commenter", 0, holder="Cora"))[0]
     return {
         "ingest": keys.ingest["default"],
         "read": keys.read,

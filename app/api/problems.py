@@ -141,7 +141,10 @@ async def _ingest(conn: HTTPConnection, exc: IngestError) -> Response | None:
 
 async def _snapshot(conn: HTTPConnection, exc: SnapshotError) -> Response | None:
     if isinstance(exc, ScorecardLocked) and exc.missing:
-        missing = [{"field": "commentary", "kpi": k, "message": f"{k} is red and has no note"} for k in exc.missing]
+        missing = [
+            {"field": "commentary", "kpi": k, "message": exc.reasons.get(k, f"{k} is red and has no note")}
+            for k in exc.missing
+        ]
         return await _answer(conn, problem(422, "Notes required", str(exc), missing))
     found = _find(SNAPSHOT_ANSWERS, exc)
     if found is None:

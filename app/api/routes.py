@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 
@@ -19,9 +20,11 @@ from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
 from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, from_us, supported, to_us
 from app.metrics.pack import NAME_RE, Dashboard, Kpi, Pack
+from app.query import drill
 from app.query.kpis import QueryError, series
-from app.query.tiles import dashboard_tiles
+from app.query.tiles import Freshness, dashboard_tiles
 from app.runtime import Runtime
+from app.snapshots.export import to_csv
 
 router = APIRouter()
 FRONTEND_DIR = resources.frontend_dir()
@@ -45,7 +48,7 @@ def kpi_json(kpi: Kpi, pack_name: str) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/kpis", summary="Every KPI of the loaded packs", **scoped("read", "admin"))
+@router.get("/api/v1/kpis", summary="Every KPI of the loaded packs", **scoped("read", "admin", "comment"))
 async def list_kpis(runtime: RuntimeDep) -> list[dict[str, Any]]:
     return [kpi_json(k, p.name) for p in runtime.packs.values() for k in p.kpis.values()]
 
@@ -84,7 +87,7 @@ def dims_filter(request: Request) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k[5:], v) for k, v in request.query_params.items() if k.startswith("dims.") and len(k) > 5))
 
 
-@router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period", **scoped("read", "admin"))
+@router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period", **scoped("read", "admin", "comment"))
 async def kpi_series(
     name: str,
     request: Request,
@@ -150,6 +153,110 @@ async def kpi_series(
     )
 
 
+DRILL_RESERVED = {"start", "end", "limit", "after", "format", "pack"}
+
+
+@router.get(
+    "/api/v1/kpis/{name}/events",
+    summary="The raw events behind a KPI over [start, end) (drill-down; paginated; JSON or CSV)",
+    **scoped("read", "admin", "comment"),
+)
+async def kpi_events(
+    name: str,
+    request: Request,
+    runtime: RuntimeDep,
+    start: str = Query(..., description="RFC 3339 instant with offset"),
+    end: str = Query(..., description="RFC 3339 instant with offset (exclusive)"),
+    limit: int | None = Query(None, ge=1, description="events per page (default and maximum: configurable)"),
+    after: str | None = Query(None, description="the 'next' cursor of the previous page"),
+    format: Literal["json", "csv"] = Query("json", description="json, or csv (also by Accept: text/csv)"),
+    pack: str | None = Query(None, description="the pack whose KPI this is, when several define it"),
+) -> Response:
+    """The events the KPI's measures count (``app.query.drill``), filtered by ``dims.KEY=VALUE``
+    parameters (or bare ``KEY=VALUE`` for a dimension of the pack), in event-time order.
+
+    JSON: ``{kpi, pack, start, end, dims, events: [{seq, source, id, type, ts, value, dims,
+    received_at, measures}], count, next, next_url}``; CSV: one row per event, the next page's URL
+    in a ``Link: <...>; rel="next"`` header.
+
+    Raises:
+        HTTPException: 404 for an unknown KPI.
+        QueryError: 422 for a bad ``start``/``end``/``after``, a reversed range, ``limit`` past the maximum.
+    """
+    found = runtime.find_kpi(name, pack)
+    if found is None:
+        raise HTTPException(404, f"no KPI named {name!r}" + (f" in pack {pack!r}" if pack else ""))
+    kpi_pack, kpi = found
+    start_us, end_us = query_instant("start", start), query_instant("end", end)
+    if end_us <= start_us:
+        raise QueryError("end", "must be after start")
+    settings = runtime.settings
+    if limit is not None and limit > settings.drill_page_max_events:
+        raise QueryError("limit", f"at most {settings.drill_page_max_events} events per page")
+    size = limit or settings.drill_page_default_events
+    dims = dict(dims_filter(request))
+    for key, value in request.query_params.items():  # bare KEY=VALUE for the pack's dimensions
+        if key not in DRILL_RESERVED and key in kpi_pack.dimensions and key not in dims:
+            dims[key] = value
+    wanted = tuple(sorted(dims.items()))
+    async with runtime.engine.connect() as conn:
+        events, cursor = await drill.kpi_events(
+            conn, kpi_pack, kpi, start_us, end_us, wanted, drill.parse_cursor(after), size
+        )
+    zone = runtime.zone
+    items = [
+        {
+            "seq": e["seq"],
+            "source": e["source"],
+            "id": e["id"],
+            "type": e["type"],
+            "ts": from_us(e["ts_us"], zone).isoformat(),
+            "value": e["value"],
+            "dims": e["dims"],
+            "received_at": from_us(e["received_us"], zone).isoformat(),
+            "measures": e["measures"],
+        }
+        for e in events
+    ]
+    next_cursor = f"{cursor[0]}.{cursor[1]}" if cursor else None
+    next_url = str(request.url.include_query_params(after=next_cursor)) if next_cursor else None
+    as_csv = format == "csv" or "text/csv" in request.headers.get("accept", "")
+    if as_csv:
+        header = ["seq", "ts", "type", "source", "id", "value", "measures", "dims", "received_at"]
+        rows: list[list[Any]] = []
+        for e in items:
+            rows.append(
+                [
+                    e["seq"],
+                    e["ts"],
+                    e["type"],
+                    e["source"],
+                    e["id"],
+                    e["value"],
+                    " ".join(e["measures"]),
+                    msgspec.json.encode(e["dims"]).decode(),
+                    e["received_at"],
+                ]
+            )
+        headers = {"Content-Disposition": f'attachment; filename="{name}-events.csv"'}
+        if next_url:
+            headers["Link"] = f'<{next_url}>; rel="next"'
+        return Response(to_csv(header, rows), media_type="text/csv; charset=utf-8", headers=headers)
+    return JSONResponse(
+        {
+            "kpi": name,
+            "pack": kpi_pack.name,
+            "start": from_us(start_us, zone).isoformat(),
+            "end": from_us(end_us, zone).isoformat(),
+            "dims": dict(wanted),
+            "events": items,
+            "count": len(items),
+            "next": next_cursor,
+            "next_url": next_url,
+        }
+    )
+
+
 @router.get("/api/v1/dashboards", summary="Every dashboard", **scoped("read", "admin"))
 async def list_dashboards(runtime: RuntimeDep) -> list[dict[str, Any]]:
     return [
@@ -172,7 +279,9 @@ async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
     zone = runtime.dashboard_zone(dash)
     now_us = to_us(runtime.view_clock.now())
     async with runtime.engine.connect() as conn:
-        tiles = await dashboard_tiles(conn, pack, dash, now_us, zone)
+        settings = runtime.settings
+        fresh = Freshness(settings.late_event_after_s, settings.wall_data_age_after_s)
+        tiles = await dashboard_tiles(conn, pack, dash, now_us, zone, fresh)
     return JSONResponse(
         {
             "slug": slug,

@@ -1,8 +1,9 @@
 """Creating, finding, listing and revoking API keys.
 
 A key is ``<prefix><token>``: the prefix names the scope (``pbi_`` ingest, ``pbr_`` read,
-``pbd_`` display, ``pba_`` admin) so a leaked key is recognisable, and the token is 240
-random bits (``secrets.token_urlsafe(30)``).  Only ``sha256(key)`` is stored: a key is
+``pbd_`` display, ``pba_`` admin, ``pbc_`` comment: read, plus writing commentary) so a
+leaked key is recognisable, and the token is 240 random bits (``secrets.token_urlsafe(30)``).
+Only ``sha256(key)`` is stored: a key is
 found by its hash, so the lookup costs the same whatever key is presented, and a dump of
 the database holds no usable key.
 """
@@ -24,9 +25,9 @@ from app.clock import Clock
 from app.metrics.calendar import from_us, to_us
 from app.store.schema import api_key
 
-Scope = Literal["ingest", "read", "display", "admin"]
-SCOPES: tuple[Scope, ...] = ("ingest", "read", "display", "admin")
-PREFIX: dict[str, str] = {"ingest": "pbi_", "read": "pbr_", "display": "pbd_", "admin": "pba_"}
+Scope = Literal["ingest", "read", "display", "admin", "comment"]
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "display", "admin", "comment")
+PREFIX: dict[str, str] = {"ingest": "pbi_", "read": "pbr_", "display": "pbd_", "admin": "pba_", "comment": "pbc_"}
 TOKEN_BYTES = 30  # 240 bits
 CACHE_TTL_S = 2.0  # a key revoked elsewhere stops working here within this (plus a socket check interval)
 
@@ -48,6 +49,12 @@ class KeyInfo:
     dashboard: str | None
     expires_us: int | None
     revoked_us: int | None
+    holder: str | None = None  # the person the key belongs to: the author of its notes
+
+    @property
+    def person(self) -> str:
+        """Who writes with this key: its holder, else its name (a label)."""
+        return self.holder or self.name
 
     def usable(self, now_us: int) -> bool:
         """Not revoked and not expired at ``now_us``."""
@@ -56,7 +63,9 @@ class KeyInfo:
 
 def _info(row: Any) -> KeyInfo:
     types = tuple(msgspec.json.decode(row.event_types)) if row.event_types else None
-    return KeyInfo(row.id, row.scope, row.name, row.source, types, row.dashboard, row.expires_us, row.revoked_us)
+    return KeyInfo(
+        row.id, row.scope, row.name, row.source, types, row.dashboard, row.expires_us, row.revoked_us, row.holder
+    )
 
 
 def key_json(row: Any) -> dict[str, Any]:
@@ -65,6 +74,7 @@ def key_json(row: Any) -> dict[str, Any]:
         "id": row.id,
         "scope": row.scope,
         "name": row.name,
+        "holder": row.holder,
         "hint": f"{row.prefix}…{row.last4}",
         "source": row.source,
         "event_types": msgspec.json.decode(row.event_types) if row.event_types else None,
@@ -140,11 +150,13 @@ def new_key_row(
     dashboard: str | None = None,
     expires_us: int | None = None,
     key_id: str | None = None,
+    holder: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A new random key and the ``api_key`` row that stores it (its hash), not yet inserted.
 
     Lets a caller insert the key in its own transaction (a screen's pairing claim).
-    ``key_id``: the row's id (default: 128 random bits as hex).
+    ``key_id``: the row's id (default: 128 random bits as hex).  ``holder``: the person the key
+    belongs to (recorded as the author of the notes it writes).
 
     Raises:
         InvalidKey: unknown scope, an ingest key without a source, a display key without a dashboard
@@ -171,6 +183,7 @@ def new_key_row(
         "expires_us": expires_us,
         "revoked_us": None,
         "last_used_us": None,
+        "holder": holder or None,
     }
     return key, row
 
@@ -202,14 +215,16 @@ class KeyStore:
         event_types: list[str] | None = None,
         dashboard: str | None = None,
         expires_us: int | None = None,
+        holder: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Create a key; return ``(the key, its listing)``.  The key is not kept: show it once.
+        ``holder``: the person it belongs to (the author of its notes).
 
         Raises:
             InvalidKey: unknown scope, an ingest key without a source, a display key without a dashboard
                 (a ``ValueError``).
         """
-        key, row = new_key_row(scope, name, now_us, source, event_types, dashboard, expires_us)
+        key, row = new_key_row(scope, name, now_us, source, event_types, dashboard, expires_us, holder=holder)
         async with self._engine.begin() as conn:
             await conn.execute(api_key.insert(), row)
             stored = (await conn.execute(select(api_key).where(api_key.c.id == row["id"]))).one()

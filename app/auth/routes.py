@@ -35,8 +35,9 @@ class KeyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scope: Literal["ingest", "read", "display", "admin"]
+    scope: Literal["ingest", "read", "display", "admin", "comment"]
     name: StoredText = Field(default="", max_length=128)
+    holder: StoredText | None = Field(default=None, min_length=1, max_length=128)
     source: StoredText | None = Field(default=None, min_length=1, max_length=64)
     event_types: list[StoredText] | None = Field(default=None, max_length=100)
     dashboard: StoredText | None = Field(default=None, min_length=1, max_length=128)
@@ -65,7 +66,14 @@ async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
         known_types=frozenset(t for p in runtime.packs.values() for t in p.event_types),
     )
     key, info = await runtime.keys.create(
-        body.scope, body.name, now_us, body.source, body.event_types, body.dashboard, expires_us
+        body.scope,
+        body.name,
+        now_us,
+        body.source,
+        body.event_types,
+        body.dashboard,
+        expires_us,
+        holder=body.holder,
     )
     return JSONResponse({**info, "key": key}, status_code=201, headers={"Cache-Control": "no-store"})
 
@@ -115,7 +123,14 @@ async def sign_in(body: SessionIn, request: Request, runtime: RuntimeDep) -> JSO
 @router.get("/api/v1/session", summary="Who this browser is signed in as", **public())
 async def whoami(request: Request) -> JSONResponse:
     access = await authenticate(request)
-    return JSONResponse({"scope": access.key.scope, "name": access.key.name, "dashboard": access.key.dashboard})
+    return JSONResponse(
+        {
+            "scope": access.key.scope,
+            "name": access.key.name,
+            "holder": access.key.holder,
+            "dashboard": access.key.dashboard,
+        }
+    )
 
 
 @router.delete("/api/v1/session", summary="Sign this browser out", **public())

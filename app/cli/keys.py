@@ -44,13 +44,14 @@ def _now_us() -> int:
 
 
 @keys.command("create")
-@click.option("--scope", type=click.Choice(["ingest", "read", "display", "admin"]), required=True)
+@click.option("--scope", type=click.Choice(["ingest", "read", "display", "admin", "comment"]), required=True)
 @click.option("--source", default=None, help="ingest: the one source this key may post")
 @click.option("--event-type", "event_types", multiple=True, help="ingest: restrict to these event types (repeatable)")
 @click.option("--dashboard", default=None, help="display: the one dashboard this key may show")
 @click.option("--name", default="", help="a label for lists")
 @click.option("--expires-at", default=None, help="RFC 3339 instant with an offset after which the key stops working")
 @click.option("--expires-in-days", type=click.FloatRange(min=0, min_open=True), default=None, help="or: days from now")
+@click.option("--holder", default=None, help="the person the key belongs to (the author of its notes)")
 def keys_create(
     scope: str,
     source: str | None,
@@ -59,6 +60,7 @@ def keys_create(
     name: str,
     expires_at: str | None,
     expires_in_days: float | None,
+    holder: str | None,
 ) -> None:
     """Create a key and print it alone on the last line (only its hash is kept).  A binding that
     does not fit the scope, an unknown dashboard or event type, or an expiry in the past is refused."""
@@ -98,7 +100,9 @@ def keys_create(
         raise click.ClickException(str(exc)) from None
 
     async def action(store: KeyStore) -> tuple[str, dict[str, Any]]:
-        return await store.create(scope, name, now_us, source, list(event_types) or None, dashboard, expires_us)
+        return await store.create(
+            scope, name, now_us, source, list(event_types) or None, dashboard, expires_us, holder=holder
+        )
 
     try:
         key, info = asyncio.run(_with_keys(settings, action))

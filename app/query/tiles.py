@@ -9,18 +9,22 @@ window and rolled-up filter, one live reading per gauge); used by the WebSocket 
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.metrics.calendar import from_us
+from app.metrics.calendar import from_us, period_containing
 from app.metrics.evaluate import GaugeReading, KpiValue, evaluate, rag_status
 from app.metrics.pack import Dashboard, Kpi, Pack, Tile
 from app.metrics.partials import Partial
 from app.metrics.rollup import filter_dim_key
 from app.metrics.windows import window_bounds
 from app.query.alarms import alarm_list_tile
+from app.query.freshness import dashboard_freshness, freshness_json, tile_bounds
 from app.query.kpis import QueryError, gauge_of, pack_partials, sketch_measures
 from app.query.timeweighted import window_reading
 from app.store import reads
@@ -28,15 +32,32 @@ from app.store import reads
 Dims = tuple[tuple[str, str], ...]  # a tile's dimension filter, sorted by key
 
 
+WINDOW_GRAIN = {"today": "day", "month": "month"}  # calendar windows take the target of their grain
+
+
+def tile_target(kpi: Kpi, window: str) -> tuple[float | None, str]:
+    """``(target, which)`` of a tile: a ``today`` tile takes the KPI's day target and a ``month``
+    tile its month target when the pack sets one (``which`` = the grain), else the base target
+    (``which`` = ``"base"``)."""
+    grain = WINDOW_GRAIN.get(window)
+    per_grain = dict(kpi.targets)
+    if grain is not None and grain in per_grain:
+        return per_grain[grain], grain
+    return kpi.target, "base"
+
+
 def tile_json(tile: Tile, kpi: Kpi, value: KpiValue, now_us: int, zone: ZoneInfo) -> dict[str, Any]:
     """The wire form of a tile (CONTRACT §4), plus title, dims and decimals for display."""
+    target, which = tile_target(kpi, tile.window)
     return {
         "kpi": kpi.name,
         "window": tile.window,
         "value": value.value,
         "unit": kpi.unit,
-        "status": rag_status(kpi, value.value),
-        "target": kpi.target,
+        "status": rag_status(kpi, value.value, target),
+        "target": target,
+        "target_grain": which,
+        "owner": {"role": kpi.owner.role, "person": kpi.owner.person} if kpi.owner else None,
         "direction": kpi.direction,
         "as_of": from_us(now_us, zone).isoformat(),
         "title": tile.title or kpi.title,
@@ -46,9 +67,17 @@ def tile_json(tile: Tile, kpi: Kpi, value: KpiValue, now_us: int, zone: ZoneInfo
 
 
 async def dashboard_tiles(
-    conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo
+    conn: AsyncConnection,
+    pack: Pack,
+    dashboard: Dashboard,
+    now_us: int,
+    zone: ZoneInfo,
+    freshness: Freshness | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every tile of ``dashboard`` evaluated at ``now_us`` (tile id -> tile JSON).
+
+    ``freshness``: how to give each KPI tile its ``freshness`` and ``links`` (the drill-down of its
+    window, the scorecard and day page of its KPI); without it tiles carry neither.
 
     Reads once for the whole dashboard: one conditional aggregate per partial table over every
     (window, rolled-up filter) the tiles show, and one live reading per gauge over all its
@@ -71,7 +100,60 @@ async def dashboard_tiles(
         else:
             value = evaluate(kpi, partials[(tile.window, tile.dims)])
         out[tile.id] = tile_json(tile, kpi, value, now_us, zone)
+    if freshness is not None:
+        counts = await freshness.counts(conn, pack, dashboard, now_us, zone)
+        for tile in dashboard.tiles:
+            if tile.id in out and tile.kind == "kpi":
+                out[tile.id]["freshness"] = freshness_json(
+                    counts.get(tile.id), now_us, zone, freshness.late_after_s, freshness.stale_after_s
+                )
+                out[tile.id]["links"] = tile_links(pack, dashboard, tile, now_us, zone)
     return out
+
+
+@dataclass
+class Freshness:
+    """Freshness settings of a caller, with its cache: the counts (``app.query.freshness``) are
+    re-read at most every ``interval_s`` seconds of loop time (0: every time); between reads the
+    lag still follows ``now``.
+
+    Args:
+        late_after_s: an event later than this after its own time is late.
+        stale_after_s: the wall shows a tile's data age past this lag.
+        interval_s: how long read counts are reused.
+    """
+
+    late_after_s: float
+    stale_after_s: float
+    interval_s: float = 0.0
+    _cached: dict[str, dict[str, Any]] | None = None
+    _read_at: float = float("-inf")
+
+    async def counts(
+        self, conn: AsyncConnection, pack: Pack, dashboard: Dashboard, now_us: int, zone: ZoneInfo
+    ) -> dict[str, dict[str, Any]]:
+        """Tile id -> counts, read now or reused (see the class docstring)."""
+        clock = time.monotonic()
+        if self._cached is None or clock - self._read_at >= self.interval_s:
+            self._cached = await dashboard_freshness(conn, pack, dashboard, now_us, zone, self.late_after_s)
+            self._read_at = clock
+        return self._cached
+
+
+def tile_links(pack: Pack, dashboard: Dashboard, tile: Tile, now_us: int, zone: ZoneInfo) -> dict[str, str]:
+    """Where a tile leads: ``events`` (the drill-down of its window and filter), ``scorecard``
+    (its KPI's row on this month's scorecard) and ``day`` (today's end-of-day page, its breaches)."""
+    assert tile.kpi is not None
+    start, end = tile_bounds(pack, tile.kpi, tile.window, now_us, zone)
+    query = {"start": from_us(start, zone).isoformat(), "end": from_us(end, zone).isoformat()}
+    query.update({f"dims.{k}": v for k, v in tile.dims})
+    query["pack"] = pack.name
+    day = period_containing("day", now_us, zone).label
+    return {
+        "events": f"/api/v1/kpis/{quote(tile.kpi)}/events?{urlencode(query)}",
+        "scorecard": f"/scorecard/{quote(dashboard.slug)}/{day[:7]}#kpi-{quote(tile.kpi)}",
+        "day": f"/day/{quote(dashboard.slug)}/{day}#breaches",
+    }
 
 
 def _rolled_up(pack: Pack, dims: Dims) -> str | None:

@@ -44,9 +44,10 @@ class PeriodNotClosed(SnapshotError):
 class ScorecardLocked(SnapshotError):
     """A published scorecard cannot change; or publishing is refused (``missing`` lists why)."""
 
-    def __init__(self, message: str, missing: list[str] | None = None) -> None:
+    def __init__(self, message: str, missing: list[str] | None = None, reasons: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.missing = missing or []
+        self.reasons = reasons or {}  # KPI -> why it blocks (default: "is red and has no note")
 
 
 class InvalidNote(SnapshotError, ValueError):

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.metrics.calendar import Period, from_us
 from app.metrics.evaluate import evaluate, rag_status
 from app.metrics.pack import Dashboard, Pack
+from app.query.drill import behind
 from app.query.kpis import gauge_of, kpi_value, pack_partials
 from app.snapshots import PeriodNotClosed
 from app.snapshots.reconcile import reconcile_cut
@@ -55,9 +56,13 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
     """Every KPI of ``pack`` over ``period`` from the rollups; gauges read at the period's end.
 
     Returns:
-        KPI name -> ``{value, components, target, status, owner, definition_hash, unit, direction, title}``.
+        KPI name -> ``{value, components, target, status, owner, definition_hash, unit, direction, title,
+        freshness}``; ``freshness`` (issue 14) is ``{watermark_us, events, lag_at_end_s}``: the event
+        time of the newest event behind the KPI in the period (``app.query.drill.behind``), how many
+        there are, and the period's end minus that newest event time.
     """
     partials = await pack_partials(conn, pack, (), period.start_us, period.end_us)
+    newest = await _newest_by_type(conn, pack, period)
     out: dict[str, dict[str, Any]] = {}
     for kpi in pack.kpis.values():
         if kpi.is_gauge:
@@ -81,8 +86,30 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
             "owner": {"role": kpi.owner.role, "person": kpi.owner.person} if kpi.owner else None,
             "weight": kpi.weight,
             "definition_hash": kpi.definition_hash(),
+            "freshness": _cell_freshness(newest, behind(pack, kpi).types, period),
         }
     return out
+
+
+async def _newest_by_type(conn: AsyncConnection, pack: Pack, period: Period) -> dict[str, tuple[int, int]]:
+    """Event type -> (newest ts_us, events) of the pack's events in ``period``."""
+    t = event.c
+    rows = await conn.execute(
+        select(t.type, func.max(t.ts_us), func.count())
+        .where(t.type.in_(sorted(pack.event_types)), t.ts_us >= period.start_us, t.ts_us < period.end_us)
+        .group_by(t.type)
+    )
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def _cell_freshness(newest: dict[str, tuple[int, int]], types: list[str], period: Period) -> dict[str, Any]:
+    seen = [newest[t] for t in types if t in newest]
+    last = max((s[0] for s in seen), default=None)
+    return {
+        "watermark_us": last,
+        "events": sum(s[1] for s in seen),
+        "lag_at_end_s": (period.end_us - last) / 1_000_000 if last is not None else None,
+    }
 
 
 def snapshot_json(row: Any) -> dict[str, Any]:
@@ -130,7 +157,9 @@ async def latest(conn: AsyncConnection, dashboard: str, grain: str, label: str) 
     return rows[-1] if rows else None
 
 
-async def _lock_period(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> None:
+async def lock_period(conn: AsyncConnection, dashboard: str, grain: str, label: str) -> None:
+    """Serialise work on one period of a dashboard: a transaction-scoped advisory lock on
+    PostgreSQL; nothing on SQLite (a single writer)."""
     if conn.dialect.name == "postgresql":
         await conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"snapshot:{dashboard}:{grain}:{label}"}
@@ -201,7 +230,7 @@ async def cut(
         raise PeriodNotClosed(f"{grain} {period.label} ends at {period.end.isoformat()}; it cannot be cut before")
     try:
         async with engine.begin() as conn:
-            await _lock_period(conn, target.slug, grain, period.label)
+            await lock_period(conn, target.slug, grain, period.label)
             existing = await latest(conn, target.slug, grain, period.label)
             if existing is not None:
                 return existing, False
@@ -246,7 +275,7 @@ async def restate(
         The new row, or ``None`` when the period is not cut yet or nothing changed.
     """
     async with engine.begin() as conn:
-        await _lock_period(conn, target.slug, grain, period.label)
+        await lock_period(conn, target.slug, grain, period.label)
         rows = await versions(conn, target.slug, grain, period.label)
         if not rows:
             return None

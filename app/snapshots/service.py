@@ -38,6 +38,7 @@ from app.config import Settings
 from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, Period, to_us
 from app.metrics.pack import Pack
 from app.snapshots import NoSuchPeriod, NotCut, PeriodNotClosed, PeriodOutOfRange
+from app.snapshots import breaches as breach_log
 from app.snapshots import cut as cuts
 from app.snapshots.reconcile import live_vs_snapshot, month_vs_days, rollups_vs_raw, snapshot_vs_current
 from app.snapshots.schedule import CutSchedule, LocalCutTrigger, parse_hhmm
@@ -201,6 +202,7 @@ class SnapshotService:
                     self._job_ok(target.slug, "cut", grain, period.label)
                     done.append((target.slug, grain, period.label, created))
                     if created:
+                        await self._log_breaches(target.slug, row)
                         self._on_change(target.slug)
         return done
 
@@ -246,6 +248,7 @@ class SnapshotService:
                     self._job_ok(target.slug, "restate", grain, label)
                     if row is not None:
                         rows.append(row)
+                        await self._log_breaches(target.slug, row)
                         self._on_change(target.slug)
             if all_done:
                 # Next pass: only events stored after the watermark read one pass before this one (one
@@ -306,12 +309,26 @@ class SnapshotService:
             self._engine, target, grain, period, now_us, self.schedules[grain].fire_us(period)
         )
         if created:
+            await self._log_breaches(slug, row)
             self._on_change(slug)
             return row, True
         again = await cuts.restate(self._engine, target, grain, period, now_us, reason="re-cut by hand")
         if again is not None:
+            await self._log_breaches(slug, again)
             self._on_change(slug)
         return (again, True) if again is not None else (row, False)
+
+    async def _log_breaches(self, slug: str, row: Any) -> None:
+        """The red KPIs of a cut or restated day go to the breach log (``app.snapshots.breaches``)."""
+        await breach_log.record_snapshot(
+            self._engine,
+            slug,
+            row.grain,
+            row.period,
+            row.period_start_us,
+            row.period_end_us,
+            msgspec.json.decode(row.kpis),
+        )
 
     async def reconcile(self, slug: str, grain: str, label: str) -> dict[str, Any]:
         """On-demand reconciliation of a period (CONTRACT §7)."""

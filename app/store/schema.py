@@ -136,10 +136,13 @@ commentary = Table(
     Column("author", String(128), nullable=False),
     Column("text", Text, nullable=False),
     Column("created_us", BigInteger, nullable=False),
+    Column("day", String(10), nullable=True),  # a note on one day (migration 0014); NULL: the month
+    Column("author_key_id", String(32), nullable=True),  # the key that wrote it (0014)
+    Column("snapshot_version", Integer, nullable=True),  # the version it was written against (0014)
     Index("ix_commentary_month", "dashboard", "month"),
 )
 
-# Publishing locks a month's scorecard.
+# Publishing locked a month's scorecard before migration 0014 (now: ``publication``); kept, not written.
 scorecard_publication = Table(
     "scorecard_publication",
     metadata,
@@ -184,6 +187,7 @@ api_key = Table(
     Column("expires_us", BigInteger, nullable=True),
     Column("revoked_us", BigInteger, nullable=True),
     Column("last_used_us", BigInteger, nullable=True),
+    Column("holder", String(128), nullable=True),  # the person the key belongs to (migration 0014)
 )
 
 # Wall-screen pairings (migration 0008), shared by every instance on the store.  A screen asks
@@ -271,4 +275,49 @@ alert_state = Table(
     Column("last_alert_us", BigInteger, nullable=True),
     Column("last_value", Double, nullable=True),
     Column("evaluated_us", BigInteger, nullable=False),
+)
+
+# Publications (migration 0014): every publication of a month's scorecard (grain ``month``) and
+# every sign-off of an end-of-day dashboard (grain ``day``), numbered 1, 2, ... per period.  Each
+# pins the snapshot version it shows; a re-publication after a restatement adds the next number.
+publication = Table(
+    "publication",
+    metadata,
+    Column("dashboard", String(128), nullable=False),
+    Column("grain", String(8), nullable=False),
+    Column("period", String(10), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("snapshot_version", Integer, nullable=False),
+    Column("published_us", BigInteger, nullable=False),
+    Column("published_by", String(128), nullable=False),
+    Column("key_id", String(32), nullable=True),
+    PrimaryKeyConstraint("dashboard", "grain", "period", "number", name="pk_publication"),
+)
+
+# The breach log (migration 0014): one row per red spell of a KPI, on a live tile's window
+# (``source`` live, ``tile`` the tile id) or in a snapshot (``source`` snapshot, ``tile``
+# ``snapshot:<grain>``).  ``ended_us`` is ``NULL`` while the spell lasts; ``worst_value`` is the
+# value furthest on the wrong side of ``target`` seen during it (at ``worst_us``).  ``day`` is the
+# local day the spell started on (the end-of-day page lists a day's breaches).
+kpi_breach = Table(
+    "kpi_breach",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dashboard", String(128), nullable=False),
+    Column("kpi", String(128), nullable=False),
+    Column("tile", String(128), nullable=False),
+    Column("window", String(16), nullable=False),
+    Column("dims", Text, nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("started_us", BigInteger, nullable=False),
+    Column("last_seen_us", BigInteger, nullable=False),
+    Column("ended_us", BigInteger, nullable=True),
+    Column("worst_value", Double, nullable=True),
+    Column("worst_us", BigInteger, nullable=True),
+    Column("target", Double, nullable=True),
+    Column("direction", String(8), nullable=True),
+    UniqueConstraint("dashboard", "kpi", "tile", "started_us", name="uq_kpi_breach_start"),
+    Index("ix_kpi_breach_day", "dashboard", "day"),
+    Index("ix_kpi_breach_open", "dashboard", "tile", "ended_us"),
 )

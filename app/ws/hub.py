@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.clock import Clock, EventClock
 from app.metrics.calendar import MINUTE_US, from_us, period_containing, to_us
 from app.metrics.pack import Dashboard, Pack
-from app.query.tiles import dashboard_tiles, tile_trends
+from app.query.tiles import Freshness, dashboard_tiles, tile_trends
+from app.snapshots.breaches import BreachLog
 from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
 from app.ws.transport import text_frame
@@ -60,6 +61,7 @@ class Channel:
     last_done_wall: float = float("-inf")  # loop time the last refresh (and its fan-out) ended
     dirty_notices: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    freshness: Freshness | None = None  # the tiles' freshness counts, cached (app.query.tiles.Freshness)
 
     def heartbeat_frame(self, seq: int) -> bytes:
         """The ``heartbeat`` frame for a screen that has everything up to ``seq``."""
@@ -112,6 +114,10 @@ class TileHub:
         time_refresh_s: recompute at least this often while watched (sliding windows, gauges).
         heartbeat_s: a screen written nothing for this long gets a ``heartbeat`` frame
             (screens on the direct write path; checked every quarter of it).
+        breaches: the breach log each computation's tile statuses go to (``app.snapshots.breaches``).
+        late_after_s, stale_after_s, freshness_interval_s: the tiles' freshness
+            (``app.query.freshness``): lateness, the wall's data-age threshold, how often the
+            counts are re-read.
     """
 
     def __init__(
@@ -125,8 +131,13 @@ class TileHub:
         replay_buffer: int = 256,
         time_refresh_s: float = 1.0,
         heartbeat_s: float = 5.0,
+        breaches: BreachLog | None = None,
+        late_after_s: float = 300.0,
+        stale_after_s: float = 300.0,
+        freshness_interval_s: float = 5.0,
     ) -> None:
         self._engine = engine
+        self._breaches = breaches
         self._broker = broker
         self._clock = clock
         self._event_time = isinstance(clock, EventClock)
@@ -139,7 +150,12 @@ class TileHub:
             for dash in pack.dashboards.values():
                 zone = ZoneInfo(dash.tz) if dash.tz else default_zone
                 self.channels[dash.slug] = Channel(
-                    dash, pack, zone, self.epoch, history=deque(maxlen=max(replay_buffer, 0) or None)
+                    dash,
+                    pack,
+                    zone,
+                    self.epoch,
+                    history=deque(maxlen=max(replay_buffer, 0) or None),
+                    freshness=Freshness(late_after_s, stale_after_s, freshness_interval_s),
                 )
         self._replay_buffer = replay_buffer
         # slug -> local day label -> the "today" tiles last shown that day (for reconciliation)
@@ -167,6 +183,13 @@ class TileHub:
                 except asyncio.CancelledError:
                     pass
         self._task = self._heartbeat_task = None
+        if self._breaches is not None:
+            await self._breaches.close()
+
+    async def flush_breaches(self) -> None:
+        """Wait until the breach log has written every transition seen so far."""
+        if self._breaches is not None:
+            await self._breaches.flush()
 
     def notices_changed(self, slug: str) -> None:
         """A snapshot of ``slug`` was cut or restated: re-read its notices at the next refresh."""
@@ -217,7 +240,7 @@ class TileHub:
             # run sets it again for the next refresh instead of being cleared by this one.
             read_notices, ch.dirty_notices = minute_moved or ch.dirty_notices, False
             async with self._engine.connect() as conn:
-                tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone)
+                tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone, ch.freshness)
                 if first:  # sparklines from the stored minutes, not only from now on
                     seeded = await tile_trends(conn, ch.pack, ch.dashboard, now_us, ch.zone, TREND_POINTS)
                     for tid, values in seeded.items():
@@ -251,6 +274,8 @@ class TileHub:
                 else:
                     trend[-1] = tile["value"]
             ch.tiles = tiles
+            if self._breaches is not None:
+                await self._breaches.observe(ch.dashboard.slug, tiles, now_us, ch.zone)
             if first or not (changed or notices_changed):
                 ch.last_done_wall = loop.time()
                 return None

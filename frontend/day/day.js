@@ -4,7 +4,12 @@
  * the on-demand reconciliation, and hourly / per-queue series of the KPIs
  * (GET /api/v1/kpis/{name}/series) for the charts (Plotly) and the breakdown.
  *
- * Test hooks: body[data-state] = loading | ready | not-cut | error;
+ * The end-of-day view (GET /api/v1/days/{slug}/{date}) gives the sign-off, the breaches with their
+ * owners and explanations (POST .../commentary writes one), and once signed off the pinned version,
+ * which is shown unless ?version= asks for another; POST .../signoff signs the day off.
+ *
+ * Test hooks: body[data-state] = loading | ready | not-cut | error; body[data-breaches] = ready;
+ * breach rows tr.breach[data-kpi][data-explained]; forms form.explain-form; KPI rows a.drill;
  * body[data-charts|data-breakdown|data-recon] = ready | none | error once each part is done;
  * KPI rows tr[data-kpi] with .value-cell[data-raw]; breakdown rows tr[data-dim-value].
  */
@@ -31,6 +36,7 @@ var slug = parts[1] || '', day = parts[2] || '';
 var params = new URLSearchParams(location.search);
 var wantVersion = /^\d+$/.test(params.get('version') || '') ? Number(params.get('version')) : null;
 var api = '/api/v1/snapshots/' + PB.enc(slug) + '/day/' + PB.enc(day);
+var dayApi = '/api/v1/days/' + PB.enc(slug) + '/' + PB.enc(day);
 
 function setState(name, value) { document.body.setAttribute('data-' + name, value); }
 
@@ -136,7 +142,8 @@ function renderKpis(snap, meta) {
     var row = el('tr', { 'data-kpi': name, 'data-status': key, class: 's-row-' + key },
       el('th', { scope: 'row' }, el('span', { class: 'kpi-title' }, k.title || name),
         changed ? el('span', { class: 'restated-tag', title: 'changed in this version' }, '⟲ restated') : null,
-        el('span', { class: 'kpi-name' }, name)),
+        el('span', { class: 'kpi-name' }, name),
+        el('a', { class: 'drill no-print', href: drillUrl(name, snap), title: 'The raw events behind this number (CSV)' }, 'events')),
       el('td', { class: 'num value-cell', 'data-raw': PB.isNum(k.value) ? k.value : '' },
         el('span', { class: 'v' }, f.num), f.unit && f.num !== '—' ? el('span', { class: 'unit' }, f.unit) : null),
       el('td', { class: 'num target' }, PB.targetText(k.target, k.unit, k.direction) || el('span', { class: 'muted' }, '—')),
@@ -147,6 +154,101 @@ function renderKpis(snap, meta) {
     tbody.appendChild(row);
   });
   $('status-summary').textContent = counts.red + ' alert · ' + counts.amber + ' watch · ' + counts.green + ' ok';
+}
+
+function drillUrl(name, snap) {
+  return '/api/v1/kpis/' + PB.enc(name) + '/events?start=' + PB.enc(snap.period.start) + '&end=' +
+    PB.enc(snap.period.end) + '&format=csv&limit=5000';
+}
+
+// ---------------------------------------------------------- breaches
+function timeOf(iso, tz) { return iso ? PB.dateTimeText(iso, tz) : 'ongoing'; }
+
+function explainForm(kpi, reload) {
+  var form = el('form', { class: 'explain-form no-print', 'data-kpi': kpi, novalidate: true });
+  var text = el('textarea', { name: 'text', rows: 2, maxlength: 4000, required: true, 'aria-label': 'Explanation of ' + kpi,
+                              placeholder: 'What happened, and what is being done?' });
+  var save = el('button', { type: 'submit', class: 'btn primary' }, 'Save explanation');
+  var err = el('span', { class: 'form-error', role: 'alert' });
+  PB.append(form, [text, el('div', { class: 'form-actions' }, save, err)]);
+  form.addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    var t = text.value.trim();
+    if (!t) { err.textContent = 'Write the explanation first.'; return; }
+    save.disabled = true;
+    PB.postJSON(dayApi + '/commentary', { kpi: kpi, text: t }).then(function (resp) {
+      save.disabled = false;
+      if (resp.status === 201) { reload(); return; }
+      err.textContent = 'Not saved: ' + PB.problemText(resp);
+    });
+  });
+  return form;
+}
+
+function renderBreaches(view, reload) {
+  var tbody = PB.clear(document.querySelector('#breach-table tbody'));
+  var tz = view.tz;
+  var allowed = {};
+  (view.notes_allowed || []).forEach(function (k) { allowed[k] = true; });
+  var shownForm = {};
+  view.breaches.forEach(function (b) {
+    var notes = b.explanation || [];
+    var cell = el('td', { class: 'explanation' });
+    if (notes.length) {
+      var ul = el('ul', { class: 'notes' });
+      notes.forEach(function (n) {
+        ul.appendChild(el('li', { class: 'note' }, el('span', { class: 'note-text' }, n.text),
+          el('span', { class: 'note-meta' }, '— ' + n.author + ', ' + PB.dateTimeText(n.created_at, tz))));
+      });
+      cell.appendChild(ul);
+    } else {
+      cell.appendChild(el('div', { class: 'needs-note' }, el('span', { 'aria-hidden': 'true' }, '■ '), 'EXPLANATION REQUIRED'));
+      if (allowed[b.kpi] && !shownForm[b.kpi]) { cell.appendChild(explainForm(b.kpi, reload)); shownForm[b.kpi] = true; }
+    }
+    var where = b.source === 'live' ? 'live tile ' + b.tile + ' (' + b.window + ')' : 'day snapshot';
+    tbody.appendChild(el('tr', { class: 'breach', 'data-kpi': b.kpi, 'data-explained': b.explained ? 'true' : 'false',
+                                 id: 'breach-' + b.id },
+      el('th', { scope: 'row' }, b.kpi),
+      el('td', {}, PB.ownerNodes(b.owner)),
+      el('td', {}, where),
+      el('td', {}, timeOf(b.started_at, tz) + ' – ' + timeOf(b.ended_at, tz)),
+      el('td', { class: 'num' }, PB.valueText(b.worst_value, (view.snapshot && view.snapshot.kpis[b.kpi] || {}).unit)),
+      el('td', { class: 'num' }, PB.isNum(b.target) ? String(b.target) : '—'),
+      cell));
+  });
+  if (!view.breaches.length) {
+    tbody.appendChild(el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'No breach recorded this day.')));
+  }
+  var signed = view.signed_off;
+  $('signed-off').hidden = !signed;
+  if (signed) {
+    $('signed-off-text').textContent = 'Signed off by ' + signed.by + ' on ' + PB.dateTimeText(signed.at, tz) +
+      ' (snapshot version ' + signed.snapshot_version + ', sign-off ' + signed.number + '). These numbers stay as signed off.';
+  }
+  var after = view.restated_after_publication;
+  $('restated-after').hidden = !after;
+  if (after) {
+    $('restated-after-text').textContent = 'Restated after sign-off as version ' + after.version + ': ' +
+      (after.cause || 'recomputed') + '. What changed: ' + after.moved.map(function (k) {
+        var c = after.changes[k], unit = (view.snapshot && view.snapshot.kpis[k] || {}).unit;
+        return k + ' ' + PB.valueText(c.from, unit) + ' → ' + PB.valueText(c.to, unit);
+      }).join('; ') + '. Owners may explain what moved; signing off again pins version ' + after.version + '.';
+  }
+  $('signoff-btn').hidden = !!signed && !after;
+  setState('breaches', 'ready');
+}
+
+function wireSignoff(reload) {
+  $('signoff-btn').addEventListener('click', function () {
+    $('signoff-error').hidden = true;
+    PB.postJSON(dayApi + '/signoff', {}).then(function (resp) {
+      if (resp.ok) { location.reload(); return; }
+      $('signoff-error').hidden = false;
+      var errs = (resp.body && resp.body.errors) || [];
+      $('signoff-error').textContent = 'Not signed off: ' + PB.problemText(resp) +
+        (errs.length ? ' — ' + errs.map(function (e) { return e.message; }).join('; ') : '');
+    });
+  });
 }
 
 // ---------------------------------------------------- reconciliation
@@ -450,11 +552,26 @@ function fail(message) {
 
 var dashTitle = null;
 
+function loadBreaches() {
+  return PB.getJSON(dayApi).then(function (resp) {
+    if (resp.ok && resp.body) renderBreaches(resp.body, loadBreaches);
+    return resp.ok ? resp.body : null;
+  });
+}
+
 function main() {
   renderNav();
   PB.plotlyPrintResize();
+  wireSignoff();
+  loadBreaches().then(function (view) {
+    if (wantVersion === null && view && view.signed_off) wantVersion = view.signed_off.snapshot_version;  // the pinned numbers
+    return showDay();
+  });
+}
+
+function showDay() {
   var snapUrl = api + (wantVersion !== null ? '?version=' + wantVersion : '');
-  Promise.all([PB.getJSON(snapUrl), PB.getJSON('/api/v1/dashboards'), PB.getJSON('/api/v1/kpis')]).then(function (r) {
+  return Promise.all([PB.getJSON(snapUrl), PB.getJSON('/api/v1/dashboards'), PB.getJSON('/api/v1/kpis')]).then(function (r) {
     var snapResp = r[0], dashes = r[1].ok ? r[1].body : [], kpis = r[2].ok ? r[2].body : [];
     var dash = (dashes || []).filter(function (d) { return d.slug === slug; })[0];
     dashTitle = dash ? dash.title : null;

@@ -5,6 +5,11 @@
  * POST .../publish {by} (422 lists red KPIs without a note; 409 when already published).
  * Trend sparklines are small static Plotly charts (one per row), like the day page's charts.
  *
+ * A published card shows the numbers it was published with; a later restatement shows beside them
+ * (#restated-after) and reopens notes on the KPIs that moved (k.notes_allowed) and publishing.
+ * Each KPI's breaches this month (c.breaches) show with the owner's explanation (li.explanation).
+ * Notes are written as the signed-in key's holder (GET /api/v1/session).
+ *
  * Test hooks: body[data-state] = loading | ready | not-cut | error; body[data-published] = true|false;
  * body[data-sparklines] = ready once every sparkline is drawn; rows tr[data-kpi][data-rank][data-status];
  * notes li.note; flags .needs-note; forms form.note-form; #publish-errors lists li[data-kpi].
@@ -20,6 +25,7 @@ var AUTHOR_KEY = 'pulseboard.author';
 var card = null;
 var dashTitle = null;
 var renderSeq = 0;
+var holder = null;   // the signed-in key's holder: the author of notes
 
 function setState(name, value) { document.body.setAttribute('data-' + name, value); }
 
@@ -94,17 +100,31 @@ function renderBanners(c) {
     });
   }
   var pub = c.published;
+  var after = c.restated_after_publication;
   $('published').hidden = !pub;
   if (pub) {
-    var stale = pub.snapshot_version !== c.snapshot.version;
     $('published-text').textContent = 'Published by ' + pub.by + ' on ' + PB.dateTimeText(pub.at, c.tz) +
-      ' (snapshot version ' + pub.snapshot_version + '). Commentary is locked.' +
-      (stale ? ' Note: the month was restated after publication; the figures shown are version ' + c.snapshot.version + '.' : '');
+      ' (snapshot version ' + pub.snapshot_version + (pub.number > 1 ? ', publication ' + pub.number : '') +
+      '). The figures shown are the published ones; commentary is locked' + (after ? ' except on what moved since.' : '.');
     $('publish-errors').hidden = true;
+  }
+  $('restated-after').hidden = !after;
+  if (after) {
+    $('restated-after-text').textContent = 'Version ' + after.version + ' was cut ' + PB.dateTimeText(after.cut_at, c.tz) +
+      ' after publication: ' + (after.cause || 'recomputed') + '. The owners may add notes on what moved; ' +
+      'publishing again pins version ' + after.version + '.';
+    var list = PB.clear($('restated-after-changes'));
+    var units = {};
+    c.kpis.forEach(function (k) { units[k.kpi] = k.unit; });
+    after.moved.forEach(function (name) {
+      var ch = after.changes[name];
+      list.appendChild(el('li', { 'data-kpi': name }, name + ': ' + PB.valueText(ch.from, units[name]) + ' → ' +
+        PB.valueText(ch.to, units[name]) + (ch.status_from !== ch.status_to ? ' (' + (ch.status_from || 'none') + ' → ' + (ch.status_to || 'none') + ')' : '')));
+    });
   }
   document.body.classList.toggle('published', !!pub);
   setState('published', pub ? 'true' : 'false');
-  $('publish-box').hidden = !!pub;
+  $('publish-box').hidden = !!pub && !after;
 }
 
 // --------------------------------------------------------------- rows
@@ -137,7 +157,8 @@ function noteForm(k) {
   var form = el('form', { class: 'note-form', 'data-kpi': k.kpi, hidden: true, novalidate: true });
   var author = el('input', { type: 'text', name: 'author', maxlength: 128, placeholder: 'Your name', 'aria-label': 'Author',
                              autocomplete: 'name', required: true });
-  author.value = rememberedAuthor();
+  author.value = holder || rememberedAuthor();
+  if (holder) { author.readOnly = true; author.title = 'Notes are written as the signed-in key\'s holder'; }
   var text = el('textarea', { name: 'text', rows: 3, maxlength: 4000, required: true, 'aria-label': 'Note on ' + (k.title || k.kpi),
                               placeholder: k.status === 'red' ? 'Why is it red, and what is being done?' : 'Note for the review' });
   var save = el('button', { type: 'submit', class: 'btn primary' }, 'Save note');
@@ -152,7 +173,7 @@ function noteForm(k) {
     save.disabled = true;
     err.textContent = '';
     remember(a);
-    PB.postJSON(api + '/commentary', { kpi: k.kpi, text: t, author: a }).then(function (resp) {
+    PB.postJSON(api + '/commentary', holder ? { kpi: k.kpi, text: t } : { kpi: k.kpi, text: t, author: a }).then(function (resp) {
       save.disabled = false;
       if (resp.status === 201) { load(); return; }
       if (resp.status === 409) { err.textContent = 'The scorecard was published meanwhile; notes are locked.'; load(); return; }
@@ -162,7 +183,30 @@ function noteForm(k) {
   return form;
 }
 
-function commentaryCell(k, locked, tz) {
+function explanations(k, c) {
+  var mine = (c.breaches || []).filter(function (b) { return b.kpi === k.kpi; });
+  if (!mine.length) return null;
+  var ul = el('ul', { class: 'explanations' });
+  mine.forEach(function (b) {
+    var when = PB.dateTimeText(b.started_at, c.tz) + (b.ended_at ? ' – ' + PB.dateTimeText(b.ended_at, c.tz) : ' (ongoing)');
+    var li = el('li', { class: 'explanation', 'data-explained': b.explained ? 'true' : 'false', 'data-day': b.day },
+      el('a', { href: '/day/' + PB.enc(slug) + '/' + b.day + '#breach-' + b.id, class: 'breach-when' },
+        '■ red ' + when + (b.source === 'live' ? ' · ' + b.window : ' · day')),
+      el('span', { class: 'muted' }, ', worst ' + PB.valueText(b.worst_value, k.unit)));
+    if (b.explained) {
+      b.explanation.forEach(function (n) {
+        li.appendChild(el('div', { class: 'owner-note' }, el('span', { class: 'note-text' }, n.text),
+          el('span', { class: 'note-meta' }, ' — ' + n.author)));
+      });
+    } else {
+      li.appendChild(el('div', { class: 'needs-note' }, 'NOT EXPLAINED'));
+    }
+    ul.appendChild(li);
+  });
+  return ul;
+}
+
+function commentaryCell(k, locked, tz, c) {
   var td = el('td', { class: 'commentary' });
   if (k.needs_note) {
     td.appendChild(el('div', { class: 'needs-note', title: 'A red KPI needs a note before the scorecard can be published' },
@@ -175,6 +219,8 @@ function commentaryCell(k, locked, tz) {
   } else if (!k.needs_note && locked) {
     td.appendChild(el('span', { class: 'muted no-notes' }, '—'));
   }
+  var ex = explanations(k, c);
+  if (ex) td.appendChild(ex);
   if (!locked) {
     var open = el('button', { type: 'button', class: 'btn add-note' + (k.needs_note ? ' primary' : ''), 'data-kpi': k.kpi }, '+ Add note');
     var form = noteForm(k);
@@ -200,7 +246,6 @@ function streakCell(k) {
 
 function renderRows(c) {
   var tbody = PB.clear(document.querySelector('#scorecard tbody'));
-  var locked = !!c.published;
   var sparks = [];
   var history = c.kpis.map(function (k) { return k.trend.filter(function (t) { return PB.isNum(t.value); }).length; });
   var sameHistory = history.every(function (n) { return n === history[0]; });
@@ -224,9 +269,13 @@ function renderRows(c) {
     var known = k.trend.filter(function (t) { return PB.isNum(t.value); }).length;
     var row = el('tr', { id: 'kpi-' + k.kpi, 'data-kpi': k.kpi, 'data-rank': k.agenda_rank, 'data-status': key,
                          class: 's-row-' + key + (k.needs_note ? ' row-needs-note' : '') },
-      el('td', { class: 'num rank' }, String(k.agenda_rank)),
+      el('td', { class: 'num rank', title: k.agenda_why ? k.agenda_why.text : '' }, String(k.agenda_rank)),
       el('th', { scope: 'row' }, el('span', { class: 'kpi-title' }, k.title || k.kpi),
-        el('span', { class: 'kpi-name' }, k.kpi + (k.weight && k.weight !== 1 ? ' · weight ' + k.weight : ''))),
+        el('span', { class: 'kpi-name' }, k.kpi + (k.weight && k.weight !== 1 ? ' · weight ' + k.weight : '')),
+        k.agenda_why ? el('span', { class: 'agenda-why' }, k.agenda_why.text) : null,
+        c.period ? el('a', { class: 'drill no-print', title: 'The raw events behind this number (CSV)',
+          href: '/api/v1/kpis/' + PB.enc(k.kpi) + '/events?start=' + PB.enc(c.period.start) + '&end=' +
+            PB.enc(c.period.end) + '&format=csv&limit=5000' }, 'events') : null),
       el('td', {}, PB.ownerNodes(k.owner)),
       el('td', { class: 'num value-cell', 'data-raw': PB.isNum(k.value) ? k.value : '' },
         el('span', { class: 'v' }, f.num), f.unit && f.num !== '—' ? el('span', { class: 'unit' }, f.unit) : null),
@@ -237,7 +286,7 @@ function renderRows(c) {
       el('td', { class: 'trend' }, spark,
         known < 12 && !sameHistory ? el('span', { class: 'trend-note' }, known + (known === 1 ? ' month' : ' months') + ' of data') : null),
       streakCell(k),
-      commentaryCell(k, locked, c.tz));
+      commentaryCell(k, !k.notes_allowed, c.tz, c));
     tbody.appendChild(row);
   });
   return sparks;
@@ -338,7 +387,7 @@ function wirePublish() {
     remember(name);
     err.textContent = '';
     $('publish-confirm').disabled = true;
-    PB.postJSON(api + '/publish', { by: name }).then(function (resp) {
+    PB.postJSON(api + '/publish', holder ? {} : { by: name }).then(function (resp) {
       $('publish-confirm').disabled = false;
       if (resp.ok && resp.body) {
         form.hidden = true; open.hidden = false;
@@ -415,7 +464,10 @@ function main() {
     dashTitle = dash ? dash.title : slug;
     $('title').textContent = dashTitle;
   });
-  load().catch(function (err) { fail(String(err && err.message || err)); });
+  PB.getJSON('/api/v1/session').then(function (r) {
+    holder = r.ok && r.body ? r.body.holder || null : null;
+    if (holder) { $('publish-by').value = holder; $('publish-by').readOnly = true; }
+  }).then(load).catch(function (err) { fail(String(err && err.message || err)); });
 }
 
 setState('state', 'loading');

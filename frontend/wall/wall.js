@@ -182,6 +182,11 @@ function tileEl(id) {
   var meta = div('t-meta', body);
   var target = div('target', meta, 'span');
   var dims = div('dims', meta, 'span');
+  var age = div('age', meta, 'span');   // data age, shown once the tile's lag passes its threshold
+  age.hidden = true;
+  var why = div('why', meta, 'a');      // a red tile leads to its owner's explanation on the scorecard
+  why.hidden = true;
+  why.textContent = 'Why? →';
   var sparkBox = div('spark', body);
   var spark = svg('svg', { viewBox: '0 0 100 40', preserveAspectRatio: 'none', 'aria-hidden': 'true' });
   var area = svg('path', { class: 'area' });
@@ -192,7 +197,7 @@ function tileEl(id) {
   spark.appendChild(line);
   sparkBox.appendChild(spark);
   els[id] = { root: root, title: title, badge: badge, shape: shape, word: word, value: value, num: num,
-              unit: unit, target: target, dims: dims, area: area, tline: tline, line: line, rendered: null };
+              unit: unit, target: target, dims: dims, age: age, why: why, area: area, tline: tline, line: line, rendered: null };
   return els[id];
 }
 
@@ -213,10 +218,26 @@ function renderTile(id) {
   e.unit.textContent = v.unit;
   e.target.textContent = formatTarget(tile);
   e.dims.textContent = dimsText(tile.dims, tile.title);
+  var age = dataAge(tile);
+  e.age.hidden = age === null;
+  e.age.textContent = age === null ? '' : 'data ' + ago(age * 1000) + ' old';
+  e.root.toggleAttribute('data-old', age !== null);
+  var explain = st === 'red' && tile.links && tile.links.scorecard;
+  e.why.hidden = !explain;
+  if (explain) e.why.setAttribute('href', tile.links.scorecard); else e.why.removeAttribute('href');
   e.root.setAttribute('aria-label', (tile.title || tile.kpi) + ': ' + v.num + ' ' + v.unit +
     (badge.word ? ', ' + badge.word : ''));
   renderSpark(e, state.trends[id] || [], tile);
   fitValue(e, false);
+}
+
+/** Seconds since the tile's newest event (at the wall's as-of), or null while under its threshold. */
+function dataAge(tile) {
+  var f = tile.freshness;
+  if (!f || !f.watermark || !isNum(f.stale_after_s)) return null;
+  var now = Date.parse(state.asOf || tile.as_of || '');
+  var age = (now - Date.parse(f.watermark)) / 1000;
+  return isFinite(age) && age > f.stale_after_s ? age : null;
 }
 
 /** Shrink a value that would overflow its tile (long numbers, narrow tiles); CSS sizes the rest. */

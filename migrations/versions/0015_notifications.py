@@ -6,7 +6,7 @@ a message is logged (and sent) once however often its cause is seen, across rest
 repeats an alert nor forgets a recovery owed.
 
 Revision ID: 0015
-Revises: 0009
+Revises: 0014
 Create Date: 2026-12-01
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0009"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
