@@ -55,7 +55,8 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
     """Every KPI of ``pack`` over ``period`` from the rollups; gauges read at the period's end.
 
     Returns:
-        KPI name -> ``{value, components, target, status, owner, definition_hash, unit, direction, title}``.
+        KPI name -> ``{value, components, target, status, owner, definition_hash, definitions, unit,
+        direction, title}`` (``definitions``: the definition hash of every measure and gauge read).
     """
     partials = await pack_partials(conn, pack, (), period.start_us, period.end_us)
     out: dict[str, dict[str, Any]] = {}
@@ -81,6 +82,7 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
             "owner": {"role": kpi.owner.role, "person": kpi.owner.person} if kpi.owner else None,
             "weight": kpi.weight,
             "definition_hash": kpi.definition_hash(),
+            "definitions": dict(kpi.inputs),  # qualified measure/gauge -> its hash, for the restatement's cause
         }
     return out
 

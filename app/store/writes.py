@@ -243,10 +243,10 @@ def insert_events(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
             _pg_copy(cur, sql, _EVENT_PG_TYPES, rows)
 
 
-def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> None:
+def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> int:
     """Add ``partials`` (per UTC minute) to the stored minute AND hour partials: count and sum
     add, min/max keep the extreme, and each sketch's bins add to the sketch-bin tables (no
-    read-modify-write anywhere)."""
+    read-modify-write anywhere).  Returns the number of rows upserted."""
     minute_rows = [(m, d, b, p.count, p.sum, p.min, p.max) for (m, d, b), p in partials.items()]
     bin_rows = [
         (m, d, b, side, index, count)
@@ -275,6 +275,7 @@ def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> No
     _upsert(conn, _SKETCH_BIN, bin_rows)
     _upsert(conn, _HOUR, [(*k, *v) for k, v in hours.items()])
     _upsert(conn, _HOUR_SKETCH_BIN, [(*k, c) for k, c in hour_bins.items()])
+    return len(minute_rows) + len(bin_rows) + len(hours) + len(hour_bins)
 
 
 def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> None:
