@@ -188,6 +188,35 @@ def diff_kpis(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) ->
     return changes
 
 
+def definition_causes(
+    old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], changes: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Causes of a restatement by changed definitions: ``definition changed: <pack/measure>: <old>
+    → <new>`` for every measure or gauge whose hash moved between the versions (each once), from
+    the hashes each snapshot records; ``definition change: <kpis>`` for KPIs whose own formula
+    changed (or older snapshots that recorded no measure hashes)."""
+    moved: dict[str, tuple[str, str]] = {}
+    bare: list[str] = []
+    for name, change in changes.items():
+        if not change.get("definition_changed"):
+            continue
+        before = (old.get(name) or {}).get("definitions")
+        after = new[name].get("definitions") or {}
+        found = False
+        if before is not None:
+            for key, hash_now in after.items():
+                was = before.get(key)
+                if was != hash_now:
+                    moved[key] = (was or "none", hash_now)
+                    found = True
+        if not found:
+            bare.append(name)
+    out = [f"definition changed: {key}: {was} → {now}" for key, (was, now) in sorted(moved.items())]
+    if bare:
+        out.append(f"definition change: {', '.join(sorted(bare))}")
+    return out
+
+
 async def cut(
     engine: AsyncEngine, target: Target, grain: str, period: Period, now_us: int, scheduled_for_us: int | None = None
 ) -> tuple[Any, bool]:
@@ -263,9 +292,7 @@ async def restate(
         causes = []
         if late_since_prev:
             causes.append(f"late events: {late_since_prev} arrived after version {prev.version} was cut")  # n >= 1
-        redefined = sorted(k for k, c in changes.items() if c.get("definition_changed"))
-        if redefined:
-            causes.append(f"definition change: {', '.join(redefined)}")
+        causes += definition_causes(_json.decode(prev.kpis), kpis, changes)
         if reason:
             causes.append(reason)
         recon = await reconcile_cut(conn, target.pack, target.slug, grain, period, kpis)
