@@ -62,7 +62,7 @@ def _events(tag: str, n: int, seed: int) -> list[dict]:
     return out
 
 
-class _sql_engine:  # noqa: N801 - used as ``with _sql_engine(settings).connect() as conn``
+class _sql_engine:
     """A plain engine on the test's store, disposed of when its connection closes."""
 
     def __init__(self, settings: Settings) -> None:
