@@ -104,7 +104,7 @@ async def apply_definitions(
     ``SnapshotService`` over the same packs) when a measure changed."""
     report = await asyncio.to_thread(rebuild_changed, engine, settings, packs, now_us)
     if report.changed:
-        rows = await snapshots.restate_pending(now_us)
+        rows = await snapshots.restate_pending(now_us, reloading=True)
         report.restated = [(r.dashboard, r.grain, r.period, r.version) for r in rows]
     for line in report.lines():
         log.info("%s", line)
