@@ -710,7 +710,7 @@ def load_packs(extra_dir: FilePath | None = None) -> dict[str, Pack]:
         slugs |= set(pack.dashboards)
         packs[pack.name] = pack
     for name, owners in shared_kpi_names(packs).items():
-        log.warning(
+        log.info(
             "KPI %r is defined by %s: read it by its qualified name (%s); the bare name is refused",
             name,
             " and ".join(p.origin for p in owners),
