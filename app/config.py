@@ -165,7 +165,7 @@ class Settings(BaseSettings):
         default=10, gt=0, description="pairings waiting at once from one client address (429 past it)"
     )
     pairing_code_length: int = Field(default=8, ge=6, le=16, description="characters of a pairing code")
-    # The rollup engine (issue 11): rebuilds, definition changes, distinct counts.
+    # The rollup engine (issue 11): rebuilds and definition changes.
     raw_retention_days: float | None = Field(
         default=None,
         gt=0,
@@ -182,12 +182,6 @@ class Settings(BaseSettings):
     rebuild_on_start: bool = Field(
         default=True,
         description="at start (and on SIGHUP), rebuild the measures whose definition changed and restate snapshots",
-    )
-    distinct_exact_max: int = Field(
-        default=10_000,
-        ge=0,
-        le=1_000_000,
-        description="distinct counts up to this many values are exact (past it: HyperLogLog, ~0.8 % error)",
     )
 
     @field_validator("pairing_code_length")

@@ -236,7 +236,7 @@ class MeasureSpec(_Spec):
     distinct: Text | None = Field(
         default=None,
         description="count the distinct values of this dimension (HyperLogLog; `count: MEASURE` reads the distinct "
-        "count, exact below PULSEBOARD_DISTINCT_EXACT_MAX); events without the dimension are not counted",
+        "count, exact up to 10,000 values: app.metrics.hll); events without the dimension are not counted",
     )
 
     @model_validator(mode="wrap")

@@ -102,8 +102,14 @@ async def _window_partials(
         names = list(pack.measures)
         wanted = sketch_measures(shown)
         sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
+        distinct_keys = [pack.measure_key(n) for n in names if pack.measures[n].distinct is not None]
         grid = await reads.aggregate_grid(
-            conn, [pack.measure_key(n) for n in names], list(rolled), [bounds[w] for w in windows], sketch_keys
+            conn,
+            [pack.measure_key(n) for n in names],
+            list(rolled),
+            [bounds[w] for w in windows],
+            sketch_keys,
+            distinct_keys=distinct_keys,
         )
         for dim_key, dims in rolled.items():
             for w, parts in zip(windows, grid[dim_key], strict=True):
