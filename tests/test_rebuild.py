@@ -160,10 +160,13 @@ async def test_rebuild_recomputes_from_raw_events_and_is_idempotent(srv) -> None
     _corrupt(settings)
     assert _stored(settings) != minutes
     runs = []
-    for _ in range(2):
+    for quiet in (False, True):
+        args = _rebuild_args() if quiet else [a for a in _rebuild_args() if a != "--quiet"]
         done = await asyncio.to_thread(
-            subprocess.run, _rebuild_args(), env=_env(settings), capture_output=True, text=True, timeout=300
+            subprocess.run, args, env=_env(settings), capture_output=True, text=True, timeout=300
         )
+        if not quiet:
+            assert "rebuild: 100%" in done.stderr and "36/36" in done.stderr, done.stderr  # the progress bar
         assert done.returncode == 0, done.stderr
         runs.append(done.stdout)
         assert _stored(settings) == minutes
