@@ -4,13 +4,22 @@ name two packs define is refused naming both files."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from app.metrics.pack import AmbiguousName, load_packs, parse_pack, resolve_kpi
 from tests.conftest import keyed_client
+from tests.crash_client import ServerProcess, free_port
+from tests.helpers import wait_until
+
+EXE = Path(sys.executable).parent / "pulseboard"
 
 PACK = {
     "pack": "cc",
@@ -129,3 +138,72 @@ async def test_the_api_takes_qualified_names_and_refuses_ambiguous_bare_ones(
         assert other.status_code == 200 and other.json()["points"][0]["value"] == 0
         listed = (await client.get("/api/v1/kpis")).json()
         assert {"alpha/hits_total", "beta/hits_total"} <= {k["qualified_name"] for k in listed}
+
+
+async def test_packs_reload_pid_sighups_a_running_pulseboard_serve(tmp_path: Path) -> None:
+    """A real ``pulseboard serve`` (SQLite): events counted under ``le: 20``; the pack file is
+    changed to ``le: 30`` and ``pulseboard packs reload --pid`` sends SIGHUP; the server rebuilds
+    the measure while it serves, and new events are rolled up with the new filter too."""
+    folder = tmp_path / "packs"
+    folder.mkdir()
+
+    def write(threshold: float) -> None:
+        doc = {
+            "pack": "hup",
+            "measures": {"fast": {"event": "hup.wait", "where": {"value": {"le": threshold}}}},
+            "kpis": {"fast_count": {"formula": {"count": "fast"}}},
+        }
+        (folder / "hup.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+    write(20)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEBOARD_") and k != "DATABASE_URL"}
+    env |= {
+        "PULSEBOARD_DATA_DIR": str(tmp_path / "var"),
+        "PULSEBOARD_PACKS_DIR": str(folder),
+        "PULSEBOARD_AUTH_DISABLED": "true",
+        "PULSEBOARD_SNAPSHOTS_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    server = ServerProcess(free_port(), env, tmp_path / "server.log")
+    server.start()
+    try:
+        await server.wait_ready(60)
+        waits = [5, 15, 25, 25, 40]
+        events = [
+            {"type": "hup.wait", "ts": f"2024-06-01T10:0{i}:00Z", "value": w, "id": f"w{i}"}
+            for i, w in enumerate(waits)
+        ]
+        params = {"grain": "day", "start": "2024-06-01T00:00:00Z", "end": "2024-06-02T00:00:00Z"}
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            assert (await client.post("/api/v1/events", json=events[:4])).status_code == 202
+
+            async def fast() -> object:
+                r = await client.get("/api/v1/kpis/hup/fast_count/series", params=params)
+                return r.json()["points"][0]["value"]
+
+            assert await fast() == 2
+            write(30)
+            sent = await asyncio.to_thread(
+                subprocess.run,
+                [str(EXE), "packs", "reload", "--pid", str(server.proc.pid)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert sent.returncode == 0 and f"sent SIGHUP to {server.proc.pid}" in sent.stdout, sent.stderr
+            assert await wait_until(lambda: _is(fast, 4), 60, what="the rebuild after SIGHUP")
+            assert (await client.post("/api/v1/events", json=events[4:])).status_code == 202
+            assert await fast() == 4  # 40 s is over 30 s: the server rolls up with the new filter
+            events[4]["value"] = 30
+            events[4]["id"] = "w5"
+            assert (await client.post("/api/v1/events", json=events[4:])).status_code == 202
+            assert await fast() == 5
+        assert server.proc.poll() is None  # SIGHUP did not stop it
+        assert "packs reloaded (SIGHUP): definition changed: hup/fast" in server.log_tail(2000)
+    finally:
+        server.stop()
+
+
+async def _is(read, want: object) -> bool:
+    return await read() == want
