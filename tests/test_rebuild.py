@@ -238,3 +238,57 @@ async def test_rebuild_before_the_retention_horizon_is_refused_naming_it(srv) ->
         subprocess.run, _rebuild_args("--measure", "nope"), env=_env(srv.settings), capture_output=True, text=True
     )
     assert unknown.returncode != 0 and "unknown measure 'nope' in pack 'generic'" in unknown.stderr
+
+
+async def test_rebuild_recomputes_paired_gauges_whole(srv) -> None:
+    """Calls in queue (contact-centre gauge ``queue``): items folded from opens and closes of any
+    time are recomputed from the raw events, all of them, in one transaction."""
+    settings = srv.settings
+    rng = random.Random(7)
+    events = []
+    for i in range(300):
+        t0 = START.timestamp() + rng.randrange(HOURS * 3600)
+        call = {"call": f"c{i}", "queue": rng.choice(["PS", "TT"]), "priority": "1"}
+        ts = lambda s: datetime.fromtimestamp(s, UTC).isoformat().replace("+00:00", "Z")  # noqa: E731
+        events.append({"type": "call.queued", "ts": ts(t0), "dims": call, "id": f"q{i}"})
+        if i % 4:  # a quarter stay in queue
+            kind = "call.answered" if i % 3 else "call.abandoned"
+            events.append({"type": kind, "ts": ts(t0 + rng.randrange(1, 600)), "value": 5, "dims": call, "id": f"x{i}"})
+    async with keyed_client(srv, timeout=60) as client:
+        await _post(client, events)
+
+    def items() -> dict[tuple[str, str, str], tuple[int | None, int | None]]:
+        with _sql_engine(settings).connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT gauge, dim_key, item_key, opened_us, closed_us FROM gauge_item WHERE gauge = 'contact-centre/queue'"
+                )
+            ).all()
+        return {(g, d, i): (o, c) for g, d, i, o, c in rows}
+
+    with _sql_engine(settings).connect() as conn:
+        rows = conn.execute(text("SELECT type, ts_us, value, dims FROM event")).all()
+    pack = load_packs(PACKS_DIR)["contact-centre"]
+    _, changes = rollup(pack, [EventRow(t, ts, v, msgspec.json.decode(d) if d else None) for t, ts, v, d in rows])
+    want: dict[tuple[str, str, str], list[int | None]] = {}
+    for ch in changes:
+        slot = want.setdefault((ch.gauge_key, ch.dim_key, ch.item_key), [None, None])
+        k = 0 if ch.kind == "open" else 1
+        slot[k] = ch.ts_us if slot[k] is None else min(slot[k], ch.ts_us)
+    expected = {k: (o, c) for k, (o, c) in want.items()}
+    assert items() == expected and len(expected) == 300 * 3
+    with _sql_engine(settings).begin() as conn:
+        conn.execute(text("DELETE FROM gauge_item WHERE dim_key = 'queue=PS'"))
+        conn.execute(text("UPDATE gauge_item SET closed_us = NULL WHERE dim_key = ''"))
+    assert items() != expected
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(EXE), "rollups", "rebuild", "--pack", "contact-centre", "--quiet"],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "and 1 gauge(s) (900 items)" in done.stdout, done.stdout
+    assert items() == expected

@@ -29,6 +29,7 @@ from app.metrics.pack import Pack
 from app.store.rebuild import (
     RebuildRefused,
     Summary,
+    changed_gauges,
     changed_measures,
     rebuild,
     record_definitions,
@@ -80,12 +81,14 @@ def rebuild_changed(engine: Engine, settings: Settings, packs: Mapping[str, Pack
         report.baseline = True
     else:
         changes = changed_measures(packs.values(), stored)
+        gauges = changed_gauges(packs.values(), stored)
         report.changed = [(p.measure_key(m), old, new) for p, m, old, new in changes]
-        if changes:
+        report.changed += [(p.gauge_key(g), old, new) for p, g, old, new in gauges]
+        if changes or gauges:
             try:
                 report.rebuilt = rebuild(
                     engine,
-                    target_of(changes),
+                    target_of(changes, gauges),
                     now_us=now_us,
                     retention_days=settings.raw_retention_days,
                     chunk_s=settings.rebuild_chunk_s,

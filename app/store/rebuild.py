@@ -43,9 +43,9 @@ from sqlalchemy.engine import Connection, Engine
 from app.metrics.calendar import HOUR_US
 from app.metrics.pack import Pack
 from app.metrics.partials import Partial
-from app.metrics.rollup import EventRow, PartialKey, rollup
+from app.metrics.rollup import EventRow, GaugeChange, PartialKey, rollup
 from app.store.schema import definition_state, rebuild_job
-from app.store.writes import upsert_partials
+from app.store.writes import upsert_gauge_changes, upsert_partials
 
 log = logging.getLogger(__name__)
 DAY_US = 86_400_000_000
@@ -67,9 +67,26 @@ class RebuildRefused(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The measures one rebuild recomputes: ``(pack, measure names)`` pairs."""
+    """What one rebuild recomputes: ``(pack, measure names)`` pairs, and ``(pack, gauge names)``
+    pairs of paired (open/close) gauges."""
 
     parts: tuple[tuple[Pack, tuple[str, ...]], ...]
+    gauges: tuple[tuple[Pack, tuple[str, ...]], ...] = ()
+
+    @property
+    def gauge_keys(self) -> list[str]:
+        """Storage keys (``pack/gauge``) of every gauge, sorted."""
+        return sorted(pack.gauge_key(g) for pack, names in self.gauges for g in names)
+
+    @property
+    def gauge_event_types(self) -> list[str]:
+        """Event types the gauges read (opens and closes), sorted."""
+        types: set[str] = set()
+        for pack, names in self.gauges:
+            for g in names:
+                types.add(pack.gauges[g].open_type)
+                types.update(pack.gauges[g].close_types)
+        return sorted(types)
 
     @property
     def keys(self) -> list[str]:
@@ -82,15 +99,16 @@ class Target:
         return sorted({pack.measures[m].event_type for pack, names in self.parts for m in names})
 
     def fingerprint(self) -> str:
-        """The measures with their definition hashes (a job resumes only under the same)."""
-        return json.dumps(
-            sorted((pack.measure_key(m), pack.measure_hash(m)) for pack, names in self.parts for m in names)
-        )
+        """The measures and gauges with their definition hashes (a job resumes only under the same)."""
+        measures = sorted((pack.measure_key(m), pack.measure_hash(m)) for pack, names in self.parts for m in names)
+        gauges = sorted((pack.gauge_key(g), pack.gauge_hash(g)) for pack, names in self.gauges for g in names)
+        return json.dumps([measures, gauges] if gauges else measures)
 
 
 def select_measures(packs: dict[str, Pack], pack: str | None = None, measure: str | None = None) -> Target:
-    """The measures of ``pack`` (default: every pack), or the one ``measure`` (``name`` or
-    ``pack/name``), that a rebuild recomputes (lifecycle measures are left out).
+    """The measures and paired gauges of ``pack`` (default: every pack), or the one ``measure``
+    (``name`` or ``pack/name``), that a rebuild recomputes (lifecycle measures and gauges are
+    left out).
 
     Raises:
         RebuildRefused: an unknown pack or measure, or a measure two packs define without a pack.
@@ -108,6 +126,12 @@ def select_measures(packs: dict[str, Pack], pack: str | None = None, measure: st
         names = tuple(n for n, m in p.measures.items() if m.lifecycle is None and (measure is None or n == measure))
         if names:
             parts.append((p, names))
+    gauges: list[tuple[Pack, tuple[str, ...]]] = []
+    if measure is None:
+        for p in chosen:
+            names = tuple(n for n, g in p.gauges.items() if g.lifecycle is None)
+            if names:
+                gauges.append((p, names))
     if measure is not None:
         if not parts:
             raise RebuildRefused(f"unknown measure {measure!r}" + (f" in pack {pack!r}" if pack else ""))
@@ -116,7 +140,7 @@ def select_measures(packs: dict[str, Pack], pack: str | None = None, measure: st
                 f"measure {measure!r} is defined by {' and '.join(p.origin for p, _ in parts)}: "
                 f"name it {' or '.join(f'{p.name}/{measure}' for p, _ in parts)}"
             )
-    return Target(tuple(parts))
+    return Target(tuple(parts), tuple(gauges))
 
 
 @dataclass(slots=True)
@@ -128,6 +152,8 @@ class Summary:
     since_us: int
     until_us: int
     measures: int
+    gauges: int = 0
+    gauge_items: int = 0
     chunks: int = 0
     events: int = 0
     rows_deleted: int = 0
@@ -137,8 +163,12 @@ class Summary:
 
     def lines(self) -> list[str]:
         """The summary a person reads, one fact a line."""
+        gauges = f"{self.gauges} gauge(s) ({self.gauge_items} items)"
         out = [
-            f"rebuilt {self.measures} measure(s) over {_iso(self.since_us)} .. {_iso(self.until_us)}",
+            f"rebuilt {self.measures} measure(s) over {_iso(self.since_us)} .. {_iso(self.until_us)}"
+            + (f" and {gauges}" if self.gauges else "")
+            if self.measures
+            else f"rebuilt {gauges}",
             f"chunks: {self.chunks}, events read: {self.events}, rows deleted: {self.rows_deleted}, "
             f"rows written: {self.rows_written}",
         ]
@@ -258,6 +288,34 @@ def rebuild_chunk(conn: Connection, target: Target, lo_us: int, hi_us: int) -> t
     return len(events), deleted, written
 
 
+def rebuild_gauges(conn: Connection, target: Target, horizon: int | None) -> int:
+    """Recompute the paired gauges of ``target`` whole (every item, from every retained raw
+    event of their types) inside the open transaction of ``conn``, under ``gauge_item``'s write
+    lock: an item's row folds events of any time (earliest open, earliest close), so it is
+    rebuilt in one transaction, not per chunk.  Returns the rows written."""
+    keys = target.gauge_keys
+    if not keys:
+        return 0
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE gauge_item IN SHARE ROW EXCLUSIVE MODE")
+    conn.exec_driver_sql(
+        _sql(conn, f"DELETE FROM gauge_item WHERE gauge IN ({', '.join('?' * len(keys))})"), tuple(keys)
+    )
+    types = target.gauge_event_types
+    sql = f"SELECT type, ts_us, value, dims FROM event WHERE type IN ({', '.join('?' * len(types))})"
+    params: tuple[Any, ...] = tuple(types)
+    if horizon is not None:
+        sql += " AND ts_us >= ?"
+        params += (horizon,)
+    rows = conn.exec_driver_sql(_sql(conn, sql), params).all()
+    events = [EventRow(t, ts, v, _dims.decode(d) if d else None) for t, ts, v, d in rows]
+    changes: list[GaugeChange] = []
+    for pack, names in target.gauges:
+        only = replace(pack, measures={}, gauges={n: pack.gauges[n] for n in names}, lifecycles={})
+        rollup(only, events, None, changes)
+    return upsert_gauge_changes(conn, changes)
+
+
 def _open_job(conn: Connection, spec: str, since_us: int, until_us: int, now_us: int) -> tuple[str, int, bool]:
     """The unfinished job of ``spec`` (resumed at its cursor) or a new one: ``(id, cursor, resumed)``."""
     t = rebuild_job.c
@@ -314,6 +372,13 @@ def rebuild(
         RebuildRefused: see ``plan_range``.
     """
     started = clock_s()
+    if not target.parts:  # paired gauges only: rebuilt whole, no chunks
+        summary = Summary("", 0, 0, 0)
+        with engine.begin() as conn:
+            summary.gauge_items = rebuild_gauges(conn, target, horizon_us(retention_days, now_us))
+        summary.gauges = len(target.gauge_keys)
+        summary.seconds = clock_s() - started
+        return summary
     with engine.begin() as conn:
         since_us, until_us = plan_range(conn, target, since_us, until_us, retention_days, now_us)
         spec = json.dumps({"measures": target.fingerprint(), "since_us": since_us, "until_us": until_us})
@@ -348,6 +413,10 @@ def rebuild(
             progress(cursor_us - since_us, until_us - since_us)
         if pause_s > 0 and cursor_us < until_us:
             time.sleep(pause_s)
+    if target.gauges:
+        with engine.begin() as conn:
+            summary.gauge_items = rebuild_gauges(conn, target, horizon_us(retention_days, now_us))
+        summary.gauges = len(target.gauge_keys)
     summary.seconds = clock_s() - started
     log.info("rebuild %s: %s", job_id, "; ".join(summary.lines()))
     return summary
@@ -385,9 +454,25 @@ def changed_measures(packs: Iterable[Pack], stored: dict[str, str]) -> list[tupl
     return out
 
 
-def target_of(changes: Sequence[tuple[Pack, str, str | None, str]]) -> Target:
-    """The ``Target`` of the measures in ``changes``."""
-    by_pack: dict[str, tuple[Pack, list[str]]] = {}
-    for pack, name, _, _ in changes:
-        by_pack.setdefault(pack.name, (pack, []))[1].append(name)
-    return Target(tuple((p, tuple(names)) for p, names in by_pack.values()))
+def changed_gauges(packs: Iterable[Pack], stored: dict[str, str]) -> list[tuple[Pack, str, str | None, str]]:
+    """Paired gauges whose definition differs from the stored one: ``(pack, gauge, old, new)``."""
+    out = []
+    for pack in packs:
+        for name, g in pack.gauges.items():
+            if g.lifecycle is None and stored.get(f"gauge:{pack.gauge_key(name)}") != pack.gauge_hash(name):
+                out.append((pack, name, stored.get(f"gauge:{pack.gauge_key(name)}"), pack.gauge_hash(name)))
+    return out
+
+
+def target_of(
+    changes: Sequence[tuple[Pack, str, str | None, str]], gauges: Sequence[tuple[Pack, str, str | None, str]] = ()
+) -> Target:
+    """The ``Target`` of the measures in ``changes`` and the gauges in ``gauges``."""
+
+    def grouped(items: Sequence[tuple[Pack, str, str | None, str]]) -> tuple[tuple[Pack, tuple[str, ...]], ...]:
+        by_pack: dict[str, tuple[Pack, list[str]]] = {}
+        for pack, name, _, _ in items:
+            by_pack.setdefault(pack.name, (pack, []))[1].append(name)
+        return tuple((p, tuple(names)) for p, names in by_pack.values())
+
+    return Target(grouped(changes), grouped(gauges))

@@ -303,9 +303,10 @@ def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> in
     return written
 
 
-def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> None:
+def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> int:
     """Record opens and closes of gauge items: the earliest open and the earliest close per
-    item (an incident resolved and later closed stops counting at its resolution)."""
+    item (an incident resolved and later closed stops counting at its resolution).  Returns the
+    number of item rows upserted."""
     merged: dict[tuple[str, str, str], list[int | None]] = {}
     for ch in changes:
         slot = merged.setdefault((ch.gauge_key, ch.dim_key, ch.item_key), [None, None])
@@ -314,6 +315,7 @@ def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> No
         if current is None or ch.ts_us < current:
             slot[idx] = ch.ts_us
     _upsert(conn, _GAUGE, [(g, d, i, o, c) for (g, d, i), (o, c) in merged.items()])
+    return len(merged)
 
 
 def _remembered(
