@@ -291,6 +291,24 @@ class Settings(BaseSettings):
         default=10, gt=0, description="pairings waiting at once from one client address (429 past it)"
     )
     pairing_code_length: int = Field(default=8, ge=6, le=16, description="characters of a pairing code")
+    # The rollup engine (issue 11): rebuilds and definition changes.
+    raw_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="days raw events are kept (unset: forever); rebuilds of periods before the horizon are refused",
+    )
+    rebuild_chunk_s: int = Field(
+        default=3600,
+        ge=3600,
+        le=31 * 86_400,
+        multiple_of=3600,
+        description="seconds of events a rebuild recomputes per transaction (whole UTC hours; ingest of rollups "
+        "waits for the chunk being committed)",
+    )
+    rebuild_on_start: bool = Field(
+        default=True,
+        description="at start (and on SIGHUP), rebuild the measures whose definition changed and restate snapshots",
+    )
 
     # Notifications (app.notify): alert rules and subscriptions in a YAML file, channels here
     notify_file: Path | None = Field(

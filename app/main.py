@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -36,6 +37,7 @@ from app.config import Settings
 from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.routes import router as ingest_router
 from app.ingest.writer import GroupCommitWriter
+from app.metrics.calendar import to_us
 from app.metrics.pack import Pack, load_packs
 from app.notify import config as notify_config
 from app.notify.routes import router as notify_router
@@ -45,6 +47,7 @@ from app.snapshots.breaches import BreachLog
 from app.snapshots.routes import router as snapshot_router
 from app.snapshots.service import SnapshotService
 from app.store.db import connect_at_start, create_engine_for, create_writer_engine, migrate_async
+from app.store.definitions import DefinitionReport, apply_definitions
 from app.store.ready import ReadinessProbe
 from app.store.schema import event
 from app.store.writes import GroupResult
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         install_key_redaction()  # after uvicorn's logging setup: no key in any log line
         async with AsyncExitStack() as stack:
             runtime = await open_runtime(stack, settings, packs, wall_clock, notify)
+            install_sighup(stack, runtime)
             if settings.auth_disabled:
                 log.warning("PULSEBOARD_AUTH_DISABLED is set: every route is open to anyone who can reach it")
             app.state.runtime = runtime
@@ -198,6 +202,8 @@ async def open_runtime(
         engine, packs, settings, view_clock, day_close=hub.day_close, on_change=cut_changed
     )
     hub.job_notices = snapshots.job_notices  # failed scheduled jobs show on the walls' notice strip
+    if settings.rebuild_on_start:  # before any restatement pass: changed measures are rebuilt first
+        await apply_definitions(writer_engine, settings, packs, snapshots, _now_us(snapshots, wall_clock))
     if settings.snapshots_enabled:
         snapshots.start()
         stack.push_async_callback(snapshots.stop)  # a running job gets snapshot_stop_wait_s to finish
@@ -229,6 +235,68 @@ async def open_runtime(
         read_limiter=RateLimiter(settings.read_rate_per_key_per_s, settings.read_burst_per_key),
         notifier=notifier,
     )
+
+
+def _now_us(snapshots: SnapshotService, wall_clock: Clock) -> int:
+    """The snapshots' present (the view clock), or wall time before any event in event-time mode."""
+    now = snapshots.now_us()
+    return now if now is not None else to_us(wall_clock.now())
+
+
+async def reload_packs(runtime: Runtime) -> DefinitionReport:
+    """Re-read the packs (SIGHUP) and apply them: the loaded packs' measures, gauges, KPIs and
+    lifecycles are replaced in place (the writer, the tiles and the snapshots read the same
+    ``Pack`` objects), then the measures whose definition changed are rebuilt and the snapshots
+    they moved restated (``app.store.definitions``), with the scheduled restatement pass held
+    off meanwhile.  Packs added or removed, and dashboards, take effect at the next start.
+
+    Raises:
+        PackError: a pack on disk is malformed (nothing is changed then).
+    """
+    fresh = load_packs(runtime.settings.packs_dir)
+    for name, pack in runtime.packs.items():
+        new = fresh.get(name)
+        if new is None:
+            continue
+        pack.measures, pack.gauges, pack.kpis, pack.lifecycles = new.measures, new.gauges, new.kpis, new.lifecycles
+        pack.dimensions, pack.title, pack.origin = new.dimensions, new.title, new.origin
+    writer_engine = create_writer_engine(runtime.settings)
+    try:
+        async with runtime.snapshots.holding_restatements():
+            return await apply_definitions(
+                writer_engine,
+                runtime.settings,
+                runtime.packs,
+                runtime.snapshots,
+                _now_us(runtime.snapshots, runtime.clock),
+            )
+    finally:
+        writer_engine.dispose()
+
+
+def _on_sighup(runtime: Runtime, tasks: set[asyncio.Task[Any]]) -> None:
+    async def run() -> None:
+        try:
+            report = await reload_packs(runtime)
+            log.info("packs reloaded (SIGHUP): %s", "; ".join(report.lines()))
+        except Exception:  # a bad pack or a store error must not kill the server: logged, packs unchanged
+            log.exception("packs reload (SIGHUP) failed")
+
+    task = asyncio.get_running_loop().create_task(run(), name="packs-reload")
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+def install_sighup(stack: AsyncExitStack, runtime: Runtime) -> None:
+    """Reload the packs on SIGHUP (``reload_packs``) while the server runs; where signals cannot
+    be handled (not the main thread, not POSIX) nothing is installed."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[Any]] = set()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, runtime, tasks)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        return
+    stack.callback(loop.remove_signal_handler, signal.SIGHUP)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -14,7 +14,7 @@ from app.clock import Clock, EventClock
 from app.config import Settings
 from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.writer import GroupCommitWriter
-from app.metrics.pack import Dashboard, Kpi, Pack
+from app.metrics.pack import Dashboard, Kpi, Pack, resolve_kpi
 from app.notify.service import Notifier
 from app.snapshots.service import SnapshotService
 from app.store.ready import ReadinessProbe
@@ -65,12 +65,13 @@ class Runtime:
         return self.settings.zone
 
     def find_kpi(self, name: str, pack_name: str | None = None) -> tuple[Pack, Kpi] | None:
-        """The pack and KPI named ``name`` (in pack ``pack_name`` if given; else the first pack
-        that defines it), or ``None``."""
-        for pack in self.packs.values():
-            if name in pack.kpis and (pack_name is None or pack.name == pack_name):
-                return pack, pack.kpis[name]
-        return None
+        """The pack and KPI named ``name``: qualified (``pack/kpi``), or bare in pack
+        ``pack_name``, or bare when one pack defines it (``app.metrics.pack.resolve_kpi``).
+
+        Raises:
+            AmbiguousName: a bare name several packs define, without ``pack_name``.
+        """
+        return resolve_kpi(self.packs, name, pack_name)
 
     def find_dashboard(self, slug: str) -> tuple[Pack, Dashboard] | None:
         """The pack and dashboard of ``slug``, or ``None``."""

@@ -19,7 +19,7 @@ from app.api.problems import STORE_RETRY
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
 from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, from_us, supported, to_us
-from app.metrics.pack import NAME_RE, Dashboard, Kpi, Pack
+from app.metrics.pack import NAME_RE, AmbiguousName, Dashboard, Kpi, Pack
 from app.query import drill
 from app.query.kpis import QueryError, series
 from app.query.tiles import Freshness, dashboard_tiles
@@ -43,6 +43,7 @@ def kpi_json(kpi: Kpi, pack_name: str) -> dict[str, Any]:
         "owner": {"role": kpi.owner.role, "person": kpi.owner.person} if kpi.owner else None,
         "weight": kpi.weight,
         "pack": pack_name,
+        "qualified_name": f"{pack_name}/{kpi.name}",
         "gauge": kpi.is_gauge,
         "definition_hash": kpi.definition_hash(),
     }
@@ -87,7 +88,7 @@ def dims_filter(request: Request) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k[5:], v) for k, v in request.query_params.items() if k.startswith("dims.") and len(k) > 5))
 
 
-@router.get("/api/v1/kpis/{name}/series", summary="A KPI per local period", **scoped("read", "admin", "comment"))
+@router.get("/api/v1/kpis/{name:path}/series", summary="A KPI per local period", **scoped("read", "admin", "comment"))
 async def kpi_series(
     name: str,
     request: Request,
@@ -107,7 +108,10 @@ async def kpi_series(
         QueryError: 422 for a bad ``tz``, ``start`` or ``end``, a reversed or too long range, a filter
             a gauge cannot take, a filter on a value past the cardinality cap (rolled up as ``__other__``).
     """
-    found = runtime.find_kpi(name, pack)
+    try:
+        found = runtime.find_kpi(name, pack)
+    except AmbiguousName as exc:
+        raise QueryError("name", str(exc)) from None
     if found is None:
         raise HTTPException(404, f"no KPI named {name!r}" + (f" in pack {pack!r}" if pack else ""))
     kpi_pack, kpi = found

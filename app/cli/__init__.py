@@ -15,6 +15,7 @@ import click
 from app.cli.demo import demo
 from app.cli.keys import keys
 from app.cli.replay import replay
+from app.cli.rollups import packs, rollups
 from app.cli.serve import migrate, serve
 from app.cli.snapshot import snapshot
 
@@ -44,7 +45,7 @@ def main(ctx: click.Context, verbose: int) -> None:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-for command in (serve, migrate, snapshot, keys, replay, demo):
+for command in (serve, migrate, snapshot, keys, replay, demo, rollups, packs):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -51,8 +51,9 @@ def _total(formula: Formula, partials: Mapping[str, Partial], components: dict[s
     for name in formula.measures:
         part = partials.get(name, _EMPTY)
         if formula.kind == "count":
-            components[f"{name}_count"] = part.count
-            total += part.count
+            counted = part.count if part.distinct is None else part.distinct.estimate()  # distinct-count measures
+            components[f"{name}_count"] = counted
+            total += counted
         else:
             components[f"{name}_sum"] = part.sum
             total += part.sum

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path as FilePath
@@ -63,6 +64,7 @@ from app.metrics.pack_format import (
     report,
 )
 
+log = logging.getLogger(__name__)
 NAME_RE = re.compile(NAME_PATTERN)
 Direction = Literal["higher", "lower"]
 
@@ -86,6 +88,7 @@ class Measure:
         value_filter: ``(op, threshold)`` pairs, all must hold (events without value never match).
         dims_filter: ``dims`` that must equal these texts.
         sketch: keep a quantile sketch of the values.
+        distinct: the dimension whose distinct values are counted (``app.metrics.hll``), or ``None``.
     """
 
     name: str
@@ -96,6 +99,7 @@ class Measure:
     dims_exclude: tuple[tuple[str, tuple[str, ...]], ...] = ()
     lifecycle: str | None = None
     stage: str | None = None
+    distinct: str | None = None  # count distinct values of dims[distinct] (HyperLogLog, app.metrics.hll)
 
     def matches(self, event_type: str, value: float | None, dims: dict[str, Any] | None) -> bool:
         """True when an event of ``event_type`` with ``value`` and ``dims`` counts here.
@@ -238,6 +242,7 @@ class Kpi:
     weight: float = 1.0
     decimals: int = 0
     targets: tuple[tuple[str, float], ...] = ()
+    inputs: tuple[tuple[str, str], ...] = ()  # (qualified measure/gauge name, its definition hash)
 
     def target_for(self, grain: str | None) -> float | None:
         """The target for ``grain`` (``day``/``month``) when the pack sets one, else ``target``."""
@@ -258,12 +263,68 @@ class Kpi:
         return self.formula.kind in WINDOW_KINDS
 
     def definition_hash(self) -> str:
-        """Stable hash of what determines this KPI's value (for snapshots)."""
-        body = json.dumps(_plain(self.formula), sort_keys=True)
-        return hashlib.sha256(body.encode()).hexdigest()[:16]
+        """Stable hash of everything that determines this KPI's numbers (recorded in snapshots):
+        its formula and the definition hashes of the measures and gauges it reads (``inputs``,
+        see ``measure_hash`` / ``gauge_hash``).  Targets, owner, titles and weights are kept
+        apart: changing them moves no number."""
+        return _digest({"formula": _plain(self.formula), "inputs": [list(i) for i in self.inputs]})
 
 
 WINDOW_KINDS = frozenset({"time_weighted", "rate", "peak"})
+
+
+def _digest(body: object) -> str:
+    """First 16 hex digits of the SHA-256 of ``body`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _lifecycle_plain(lc: Lifecycle | None) -> object:
+    if lc is None:
+        return None
+    return {
+        "pair_on": lc.pair_on,
+        "types": [lc.open_type, lc.ack_type, lc.close_type, lc.update_type],
+        "max_open_s": lc.max_open_s,
+        "max_updates": lc.max_updates,
+        "not_affecting": [[k, list(v)] for k, v in lc.not_affecting],
+    }
+
+
+def measure_hash(measure: Measure, dimensions: tuple[str, ...], lifecycle: Lifecycle | None = None) -> str:
+    """Definition hash of a measure: everything that changes its stored partials (event type,
+    value and dims filters, the pack's rolled-up ``dimensions``, sketch settings, distinct-count
+    settings, and for a lifecycle measure the lifecycle's pairing and limits).  16 hex digits."""
+    from app.metrics.sketch import DEFAULT_RELATIVE_ACCURACY
+
+    return _digest(
+        {
+            "event": measure.event_type,
+            "value": [list(f) for f in measure.value_filter],
+            "dims": [list(f) for f in measure.dims_filter],
+            "dims_not": [[k, list(v)] for k, v in measure.dims_exclude],
+            "rolled_up": list(dimensions),
+            "sketch": DEFAULT_RELATIVE_ACCURACY if measure.sketch else None,
+            "distinct": measure.distinct,
+            "stage": measure.stage,
+            "lifecycle": _lifecycle_plain(lifecycle),
+        }
+    )
+
+
+def gauge_hash(gauge: Gauge, dimensions: tuple[str, ...], lifecycle: Lifecycle | None = None) -> str:
+    """Definition hash of a gauge: its open/close event types, pairing, ``max_open_s``, the
+    pack's rolled-up ``dimensions`` and (lifecycle gauges) the lifecycle.  16 hex digits."""
+    return _digest(
+        {
+            "open": gauge.open_type,
+            "close": list(gauge.close_types),
+            "pair_on": gauge.pair_on,
+            "max_open_s": gauge.max_open_s,
+            "rolled_up": list(dimensions),
+            "affecting": gauge.affecting,
+            "lifecycle": _lifecycle_plain(lifecycle),
+        }
+    )
 
 
 def _plain(obj: Any) -> Any:
@@ -312,6 +373,25 @@ class Pack:
     kpis: dict[str, Kpi]
     dashboards: dict[str, Dashboard] = field(default_factory=dict)
     lifecycles: dict[str, Lifecycle] = field(default_factory=dict)
+    origin: str = "<pack>"  # the file it was read from (named in errors)
+
+    def measure_hash(self, measure: str) -> str:
+        """Definition hash of one of the pack's measures (``app.metrics.pack.measure_hash``)."""
+        m = self.measures[measure]
+        return measure_hash(m, self.dimensions, self.lifecycles.get(m.lifecycle) if m.lifecycle else None)
+
+    def gauge_hash(self, gauge: str) -> str:
+        """Definition hash of one of the pack's gauges (``app.metrics.pack.gauge_hash``)."""
+        g = self.gauges[gauge]
+        return gauge_hash(g, self.dimensions, self.lifecycles.get(g.lifecycle) if g.lifecycle else None)
+
+    def definitions(self) -> dict[str, str]:
+        """Definition hash of every measure, gauge and KPI, keyed ``KIND:pack/name`` (KIND =
+        measure, gauge or kpi: a measure and a KPI may share a name)."""
+        out = {f"measure:{self.measure_key(n)}": self.measure_hash(n) for n in self.measures}
+        out |= {f"gauge:{self.gauge_key(n)}": self.gauge_hash(n) for n in self.gauges}
+        out |= {f"kpi:{self.name}/{n}": k.definition_hash() for n, k in self.kpis.items()}
+        return out
 
     def measure_key(self, measure: str) -> str:
         """Storage key of a measure: ``pack/measure``."""
@@ -388,6 +468,7 @@ class _Builder:
                 else (),
                 m.lifecycle,
                 m.stage,
+                m.distinct,
             )
         self.gauges: dict[str, Gauge] = {}
         for name, g in spec.gauges.items():
@@ -402,6 +483,9 @@ class _Builder:
             self.gauges[name] = Gauge(
                 name, lc.open_type, (lc.close_type,), lc.pair_on, lc.max_open_s, lc.name, g.affecting
             )
+
+    def _lifecycle_of(self, measure: Measure) -> Lifecycle | None:
+        return self.lifecycles.get(measure.lifecycle) if measure.lifecycle else None
 
     def _unknown_lifecycle(self, name: str) -> str:
         return f"unknown lifecycle {name!r} (the pack's lifecycles: {', '.join(self.lifecycles) or 'none'})"
@@ -547,6 +631,17 @@ class _Builder:
     def build(self) -> Pack:
         """The pack; ``self.problems`` lists what is wrong with it (then the pack is incomplete)."""
         kpis = {name: k for name, spec in self.spec.kpis.items() if (k := self.kpi(name, spec)) is not None}
+        dims = tuple(self.spec.dimensions)
+        for name, k in kpis.items():  # after every KPI: a percentile turns its measure's sketch on
+            inputs = [
+                (f"{self.spec.pack}/{m}", measure_hash(self.measures[m], dims, self._lifecycle_of(self.measures[m])))
+                for m in k.formula.referenced_measures()
+            ]
+            if k.formula.gauge is not None:
+                g = self.gauges[k.formula.gauge]
+                lc = self.lifecycles.get(g.lifecycle) if g.lifecycle else None
+                inputs.append((f"{self.spec.pack}/{g.name}", gauge_hash(g, dims, lc)))
+            kpis[name] = replace(k, inputs=tuple(inputs))
         dashboards = {slug: self.dashboard(slug, d, kpis) for slug, d in self.spec.dashboards.items()}
         spec = self.spec
         title = spec.title if spec.title is not None else spec.pack
@@ -576,6 +671,7 @@ def parse_pack(raw: object, origin: str = "<pack>") -> Pack:
     pack = builder.build()
     if builder.problems:
         raise PackError(report(origin, builder.problems))
+    pack.origin = origin
     return pack
 
 
@@ -613,4 +709,52 @@ def load_packs(extra_dir: FilePath | None = None) -> dict[str, Pack]:
             raise PackError(f"{path}: dashboard slug(s) {sorted(dup)} already defined by another pack")
         slugs |= set(pack.dashboards)
         packs[pack.name] = pack
+    for name, owners in shared_kpi_names(packs).items():
+        log.info(
+            "KPI %r is defined by %s: read it by its qualified name (%s); the bare name is refused",
+            name,
+            " and ".join(p.origin for p in owners),
+            ", ".join(f"{p.name}/{name}" for p in owners),
+        )
     return packs
+
+
+def shared_kpi_names(packs: dict[str, Pack]) -> dict[str, list[Pack]]:
+    """KPI names that more than one pack defines -> those packs (in load order)."""
+    owners: dict[str, list[Pack]] = {}
+    for pack in packs.values():
+        for name in pack.kpis:
+            owners.setdefault(name, []).append(pack)
+    return {name: found for name, found in owners.items() if len(found) > 1}
+
+
+class AmbiguousName(LookupError):
+    """A bare KPI name that several packs define (``str(exc)`` names their files)."""
+
+
+def resolve_kpi(packs: dict[str, Pack], name: str, pack_name: str | None = None) -> tuple[Pack, Kpi] | None:
+    """The pack and KPI a name refers to: qualified ``pack/kpi`` (``contact-centre/answered``),
+    or a bare name with ``pack_name``, or a bare name only one pack defines.
+
+    Returns:
+        ``(pack, kpi)``, or ``None`` when no pack (or not the named one) defines it.
+
+    Raises:
+        AmbiguousName: a bare name without ``pack_name`` that two or more packs define; the
+            message names every defining file and the qualified names to use instead.
+    """
+    if "/" in name:
+        qualifier, _, name = name.partition("/")
+        if pack_name is not None and pack_name != qualifier:
+            return None
+        pack_name = qualifier
+    if pack_name is not None:
+        pack = packs.get(pack_name)
+        return (pack, pack.kpis[name]) if pack is not None and name in pack.kpis else None
+    owners = [p for p in packs.values() if name in p.kpis]
+    if len(owners) > 1:
+        raise AmbiguousName(
+            f"KPI {name!r} is defined by {len(owners)} packs ({' and '.join(p.origin for p in owners)}): "
+            f"use a qualified name ({', '.join(f'{p.name}/{name}' for p in owners)})"
+        )
+    return (owners[0], owners[0].kpis[name]) if owners else None

@@ -233,6 +233,11 @@ class MeasureSpec(_Spec):
     )
     where: Where | None = None
     sketch: bool = Field(default=False, description="keep a quantile sketch of the values (percentile KPIs)")
+    distinct: Text | None = Field(
+        default=None,
+        description="count the distinct values of this dimension (HyperLogLog; `count: MEASURE` reads the distinct "
+        "count, exact up to 10,000 values: app.metrics.hll); events without the dimension are not counted",
+    )
 
     @model_validator(mode="wrap")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.metrics.hll import HyperLogLog
 from app.metrics.sketch import Sketch
 
 
@@ -23,6 +24,8 @@ class Partial:
         sum: sum of their values (events without a value add 0).
         min, max: extreme values, ``None`` when no event had a value.
         sketch: quantile sketch of the values when the measure keeps one.
+        distinct: HyperLogLog registers of a distinct-count measure's dimension values
+            (``app.metrics.hll``); ``count:`` formulas read its estimate instead of ``count``.
     """
 
     count: int = 0
@@ -30,6 +33,7 @@ class Partial:
     min: float | None = None
     max: float | None = None
     sketch: Sketch | None = field(default=None)
+    distinct: HyperLogLog | None = field(default=None)
 
     def add(self, value: float | None) -> None:
         """Count one event with ``value`` (may be ``None``)."""
@@ -55,6 +59,11 @@ class Partial:
                 self.sketch = other.sketch.copy()
             else:
                 self.sketch.merge(other.sketch)
+        if other.distinct is not None:
+            if self.distinct is None:
+                self.distinct = other.distinct.copy()
+            else:
+                self.distinct.merge(other.distinct)
         return self
 
     @property

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from app.metrics.calendar import minute_floor_us
+from app.metrics.hll import HyperLogLog, hash64
 from app.metrics.pack import Gauge, Measure, Pack, dim_text
 from app.metrics.partials import Partial
 from app.metrics.sketch import Sketch
@@ -203,11 +204,19 @@ def rollup(
             if not measure.matches(ev.type, ev.value, ev.dims):
                 continue
             mkey = measure_keys[measure.name]
+            seen = None
+            if measure.distinct is not None and ev.dims and measure.distinct in ev.dims:
+                seen = hash64(dim_text(ev.dims[measure.distinct]))  # once per event, for every dim key
             for dk in keys:
                 part = partials.get((mkey, dk, bucket))
                 if part is None:
-                    part = partials[(mkey, dk, bucket)] = Partial(sketch=Sketch() if measure.sketch else None)
+                    part = partials[(mkey, dk, bucket)] = Partial(
+                        sketch=Sketch() if measure.sketch else None,
+                        distinct=HyperLogLog() if measure.distinct is not None else None,
+                    )
                 part.add(ev.value)
+                if seen is not None and part.distinct is not None:
+                    part.distinct.add_hash(seen)
         for gauges, kind in ((opens, "open"), (closes, "close")):
             for gauge in gauges or ():
                 if not ev.dims or gauge.pair_on not in ev.dims:
@@ -224,6 +233,13 @@ def merge_into(target: dict[PartialKey, Partial], source: dict[PartialKey, Parti
     for key, part in source.items():
         existing = target.get(key)
         if existing is None:
-            target[key] = Partial(part.count, part.sum, part.min, part.max, part.sketch.copy() if part.sketch else None)
+            target[key] = Partial(
+                part.count,
+                part.sum,
+                part.min,
+                part.max,
+                part.sketch.copy() if part.sketch else None,
+                part.distinct.copy() if part.distinct else None,
+            )
         else:
             existing.merge(part)

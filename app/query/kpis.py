@@ -184,7 +184,8 @@ async def kpi_partials(
     if dim_key is not None and (not dims or dims[0][0] in pack.dimensions):
         keys = [pack.measure_key(n) for n in names]
         sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
-        got = await reads.aggregate(conn, keys, dim_key, start_us, end_us, sketch_keys)
+        distinct_keys = [pack.measure_key(n) for n in names if pack.measures[n].distinct is not None]
+        got = await reads.aggregate(conn, keys, dim_key, start_us, end_us, sketch_keys, distinct_keys)
         return {k.split("/", 1)[1]: v for k, v in got.items()}
     return await _raw_partials(conn, pack, kpi, dims, start_us, end_us)
 

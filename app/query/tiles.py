@@ -184,8 +184,14 @@ async def _window_partials(
         names = list(pack.measures)
         wanted = sketch_measures(shown)
         sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
+        distinct_keys = [pack.measure_key(n) for n in names if pack.measures[n].distinct is not None]
         grid = await reads.aggregate_grid(
-            conn, [pack.measure_key(n) for n in names], list(rolled), [bounds[w] for w in windows], sketch_keys
+            conn,
+            [pack.measure_key(n) for n in names],
+            list(rolled),
+            [bounds[w] for w in windows],
+            sketch_keys,
+            distinct_keys=distinct_keys,
         )
         for dim_key, dims in rolled.items():
             for w, parts in zip(windows, grid[dim_key], strict=True):
@@ -227,7 +233,8 @@ async def tile_trends(
     first, the last one at ``now_us``), so a wall has its sparklines at once.
 
     One range read of minute partials (plus one aggregate per calendar window start) serves
-    every tile; gauges and tiles filtered by a dimension that is not rolled up are left out.
+    every tile; gauges, distinct counts and tiles filtered by a dimension that is not rolled up
+    are left out.
     """
     from app.metrics.calendar import MINUTE_US, minute_floor_us
 
@@ -247,6 +254,9 @@ async def tile_trends(
         dim_key = filter_dim_key(tile.dims)
         if kpi.is_gauge or dim_key is None or (tile.dims and tile.dims[0][0] not in pack.dimensions):
             continue
+        if any(pack.measures[m].distinct is not None for m in kpi.formula.referenced_measures()):
+            continue  # distinct counts merge registers, not minute counts: no sparkline
+
         key = (tile.window, tile.dims)
         if key not in cache:
             rows = await reads.minute_rows(conn, keys, dim_key, floor, last + MINUTE_US, sketch_keys)

@@ -56,6 +56,7 @@ class CallRow:
     ser_exit: str
     ser_time: int
     server: str
+    customer: str = "0"  # customer_id; "0" = not identified
 
 
 def _tod(text: str, line: int, column: str) -> time:
@@ -103,6 +104,7 @@ def read_rows(path: Path) -> Iterator[CallRow]:
                     ser_exit=rec["ser_exit"].strip(),
                     ser_time=int(rec["ser_time"]),
                     server=rec["server"].strip(),
+                    customer=rec["customer_id"].strip(),
                 )
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 raise RowError(f"line {line}: cannot read row: {exc}") from exc
@@ -114,6 +116,8 @@ def row_events(row: CallRow) -> list[dict[str, Any]]:
         return []
     queued = row.q_start != NEVER
     base = {"queue": row.queue, "priority": row.priority, "call": row.key}
+    if row.customer not in ("", "0"):  # identified callers only (unique_callers counts them)
+        base["customer"] = row.customer
     out: list[dict[str, Any]] = []
 
     def add(kind: str, column: str, text: str, value: float | None, dims: dict[str, Any]) -> None:

@@ -56,8 +56,9 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
     """Every KPI of ``pack`` over ``period`` from the rollups; gauges read at the period's end.
 
     Returns:
-        KPI name -> ``{value, components, target, status, owner, definition_hash, unit, direction, title,
-        freshness}``; ``freshness`` (issue 14) is ``{watermark_us, events, lag_at_end_s}``: the event
+        KPI name -> ``{value, components, target, status, owner, definition_hash, definitions, unit,
+        direction, title, freshness}`` (``definitions``: the definition hash of every measure and gauge
+        read); ``freshness`` (issue 14) is ``{watermark_us, events, lag_at_end_s}``: the event
         time of the newest event behind the KPI in the period (``app.query.drill.behind``), how many
         there are, and the period's end minus that newest event time.
     """
@@ -87,6 +88,7 @@ async def compute_kpis(conn: AsyncConnection, pack: Pack, grain: str, period: Pe
             "weight": kpi.weight,
             "definition_hash": kpi.definition_hash(),
             "freshness": _cell_freshness(newest, behind(pack, kpi).types, period),
+            "definitions": dict(kpi.inputs),  # qualified measure/gauge -> its hash, for the restatement's cause
         }
     return out
 
@@ -215,6 +217,35 @@ def diff_kpis(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) ->
     return changes
 
 
+def definition_causes(
+    old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], changes: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Causes of a restatement by changed definitions: ``definition changed: <pack/measure>: <old>
+    → <new>`` for every measure or gauge whose hash moved between the versions (each once), from
+    the hashes each snapshot records; ``definition change: <kpis>`` for KPIs whose own formula
+    changed (or older snapshots that recorded no measure hashes)."""
+    moved: dict[str, tuple[str, str]] = {}
+    bare: list[str] = []
+    for name, change in changes.items():
+        if not change.get("definition_changed"):
+            continue
+        before = (old.get(name) or {}).get("definitions")
+        after = new[name].get("definitions") or {}
+        found = False
+        if before is not None:
+            for key, hash_now in after.items():
+                was = before.get(key)
+                if was != hash_now:
+                    moved[key] = (was or "none", hash_now)
+                    found = True
+        if not found:
+            bare.append(name)
+    out = [f"definition changed: {key}: {was} → {now}" for key, (was, now) in sorted(moved.items())]
+    if bare:
+        out.append(f"definition change: {', '.join(sorted(bare))}")
+    return out
+
+
 async def cut(
     engine: AsyncEngine, target: Target, grain: str, period: Period, now_us: int, scheduled_for_us: int | None = None
 ) -> tuple[Any, bool]:
@@ -290,9 +321,7 @@ async def restate(
         causes = []
         if late_since_prev:
             causes.append(f"late events: {late_since_prev} arrived after version {prev.version} was cut")  # n >= 1
-        redefined = sorted(k for k, c in changes.items() if c.get("definition_changed"))
-        if redefined:
-            causes.append(f"definition change: {', '.join(redefined)}")
+        causes += definition_causes(_json.decode(prev.kpis), kpis, changes)
         if reason:
             causes.append(reason)
         recon = await reconcile_cut(conn, target.pack, target.slug, grain, period, kpis)

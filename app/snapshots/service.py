@@ -21,9 +21,10 @@ last event, as version 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -93,6 +94,7 @@ class SnapshotService:
         self._event_clock = clock if isinstance(clock, EventClock) else None
         self._next_fire_us: int | None = None  # event time of the next scheduled cut (event-time mode)
         self._event_pass_queued = False
+        self._held = 0  # pack reloads in progress (``holding_restatements``)
         if self._event_clock is not None:
             self._event_clock.on_advance(self._event_time_moved)
 
@@ -206,7 +208,17 @@ class SnapshotService:
                         self._on_change(target.slug)
         return done
 
-    async def restate_pending(self, now_us: int | None = None) -> list[Any]:
+    @contextlib.asynccontextmanager
+    async def holding_restatements(self) -> AsyncIterator[None]:
+        """Within: the scheduled restatement pass does nothing (a pack reload is rebuilding the
+        measures it changed; it runs its own pass with ``reloading=True`` once they are rebuilt)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+
+    async def restate_pending(self, now_us: int | None = None, reloading: bool = False) -> list[Any]:
         """Store a restated version of every cut period that late events or a definition change moved.
 
         ``now_us`` (UTC µs, default ``now_us()``) is the restated versions' ``cut_at``.  Failures
@@ -217,6 +229,8 @@ class SnapshotService:
         """
         now_us = self.now_us() if now_us is None else now_us
         if now_us is None:  # event-time mode before any event: nothing was cut
+            return []
+        if self._held and not reloading:  # a definition change is being rebuilt: its own pass follows
             return []
         rows = []
         for target in self.targets.values():

@@ -11,10 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.calendar import HOUR_US
 from app.metrics.evaluate import GaugeReading
+from app.metrics.hll import HyperLogLog
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow
 from app.metrics.sketch import Sketch
-from app.store.schema import event, rollup_hour, rollup_hour_sketch_bin, rollup_minute, rollup_sketch_bin
+from app.store.schema import (
+    event,
+    rollup_distinct_hour,
+    rollup_distinct_minute,
+    rollup_hour,
+    rollup_hour_sketch_bin,
+    rollup_minute,
+    rollup_sketch_bin,
+)
 
 _json = msgspec.json.Decoder()
 
@@ -37,15 +46,19 @@ async def aggregate(
     start_us: int,
     end_us: int,
     sketch_keys: Iterable[str] = (),
+    distinct_keys: Iterable[str] = (),
 ) -> dict[str, Partial]:
     """Merge the stored partials of ``measure_keys`` over ``[start_us, end_us)``: whole hours
     from the hour partials, the edges from the minute partials.
 
     Returns:
         measure_key -> merged ``Partial`` (measures with no rows are absent).
-        Sketches are merged only for ``sketch_keys``, by summing their bins in SQL.
+        Sketches are merged only for ``sketch_keys``, by summing their bins in SQL; the
+        distinct-count registers of ``distinct_keys``, by their maximum in SQL.
     """
-    return (await aggregate_windows(conn, measure_keys, dim_key, [(start_us, end_us)], sketch_keys))[0]
+    return (
+        await aggregate_windows(conn, measure_keys, dim_key, [(start_us, end_us)], sketch_keys, False, distinct_keys)
+    )[0]
 
 
 async def aggregate_windows(
@@ -55,6 +68,7 @@ async def aggregate_windows(
     windows: Sequence[tuple[int, int]],
     sketch_keys: Iterable[str] = (),
     minutes_only: bool = False,
+    distinct_keys: Iterable[str] = (),
 ) -> list[dict[str, Partial]]:
     """``aggregate`` over several windows ``[start_us, end_us)`` at once: one conditional
     aggregate (a column group per window) over the hour partials and one over the minute
@@ -64,7 +78,7 @@ async def aggregate_windows(
     Returns:
         one ``measure_key -> Partial`` dict per window, in order.
     """
-    grid = await aggregate_grid(conn, measure_keys, [dim_key], windows, sketch_keys, minutes_only)
+    grid = await aggregate_grid(conn, measure_keys, [dim_key], windows, sketch_keys, minutes_only, distinct_keys)
     return grid[dim_key]
 
 
@@ -75,6 +89,7 @@ async def aggregate_grid(
     windows: Sequence[tuple[int, int]],
     sketch_keys: Iterable[str] = (),
     minutes_only: bool = False,
+    distinct_keys: Iterable[str] = (),
 ) -> dict[str, list[dict[str, Partial]]]:
     """``aggregate_windows`` for several dimension keys at once (still one query per table):
     what a dashboard with per-queue tiles reads on every refresh.
@@ -96,6 +111,16 @@ async def aggregate_grid(
     if wanted:
         for table, ranges in ((rollup_hour_sketch_bin, sources[0][1]), (rollup_sketch_bin, sources[1][1])):
             await _add_sketch_bins(conn, table, wanted, list(dim_keys), ranges, out)
+    distinct = [k for k in distinct_keys if any(k in got for per_dim in out.values() for got in per_dim)]
+    if distinct:
+        for per_dim in out.values():  # a distinct-count measure always reads its registers (none: 0)
+            for got in per_dim:
+                for k in distinct:
+                    if k in got and got[k].distinct is None:
+                        got[k].distinct = HyperLogLog()
+        tables = ((rollup_distinct_hour, sources[0][1]), (rollup_distinct_minute, sources[1][1]))
+        for table, ranges in tables:
+            await _add_registers(conn, table, distinct, list(dim_keys), ranges, out)
     return out
 
 
@@ -168,6 +193,34 @@ async def _add_partials(
                 per_window[i][measure].merge(part)
             else:
                 per_window[i][measure] = part
+
+
+async def _add_registers(
+    conn: AsyncConnection,
+    table: Table,
+    keys: list[str],
+    dim_keys: list[str],
+    ranges: list[list[tuple[int, int]]],
+    out: dict[str, list[dict[str, Partial]]],
+) -> None:
+    """Merge ``table``'s distinct-count registers in ``ranges[i]`` into ``out[dim_key][i]``
+    (the maximum rank per register, in SQL): one query."""
+    every = [r for rs in ranges for r in rs]
+    if not every:
+        return
+    params: list[int | str] = []
+    columns = [f"MAX(CASE WHEN {_range_sql(rs, params)} THEN rank END)" for rs in ranges]
+    where = _where(keys, dim_keys, every, params)
+    rows = await _driver_rows(
+        conn,
+        f"SELECT measure, dim_key, reg, {', '.join(columns)} FROM {table.name} {where} GROUP BY measure, dim_key, reg",
+        params,
+    )
+    for measure, dim_key, index, *ranks in rows:
+        for i, rank in enumerate(ranks):
+            part = out[dim_key][i].get(measure)
+            if rank and part is not None and part.distinct is not None:
+                part.distinct.add_register(int(index), int(rank))
 
 
 async def _add_sketch_bins(

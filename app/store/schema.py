@@ -321,3 +321,48 @@ kpi_breach = Table(
     Index("ix_kpi_breach_day", "dashboard", "day"),
     Index("ix_kpi_breach_open", "dashboard", "tile", "ended_us"),
 )
+
+# The rollup engine's bookkeeping (migration 0012): rebuild runs with their committed cursor
+# (``app.store.rebuild``), the definition hash the stored rollups of each measure follow
+# (``KIND:pack/name`` -> hash), and sparse HyperLogLog registers of distinct-count measures per
+# (measure, dimension key, UTC minute / hour), merged by max (``app.metrics.hll``).
+rebuild_job = Table(
+    "rebuild_job",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("since_us", BigInteger, nullable=False),
+    Column("until_us", BigInteger, nullable=False),
+    Column("cursor_us", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("chunks", BigInteger, nullable=False),
+    Column("started_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("finished_us", BigInteger, nullable=True),
+    Index("ix_rebuild_job_status", "status", "spec"),
+)
+definition_state = Table(
+    "definition_state",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("hash", String(32), nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+
+def _distinct_table(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("measure", String(200), nullable=False),
+        Column("dim_key", String(300), nullable=False),
+        Column("bucket_us", BigInteger, nullable=False),
+        Column("reg", BigInteger, nullable=False),
+        Column("rank", SmallInteger, nullable=False),
+        PrimaryKeyConstraint("measure", "dim_key", "bucket_us", "reg", name=f"pk_{name}"),
+    )
+
+
+rollup_distinct_minute = _distinct_table("rollup_distinct_minute")
+rollup_distinct_hour = _distinct_table("rollup_distinct_hour")

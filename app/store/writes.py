@@ -160,6 +160,14 @@ _SKETCH_BIN = _Upsert(
     ("t.count + excluded.count",),
     ("t.count + excluded.count",),
 )
+_DISTINCT = _Upsert(
+    "rollup_distinct_minute",
+    (("measure", "varchar"), ("dim_key", "varchar"), ("bucket_us", "int8"), ("reg", "int8")),
+    (("rank", "int2"),),
+    ("greatest(t.rank, excluded.rank)",),
+    ("max(t.rank, excluded.rank)",),
+)
+_HOUR_DISTINCT = _DISTINCT._replace(table="rollup_distinct_hour")
 _HOUR = _MINUTE._replace(table="rollup_hour")
 _HOUR_SKETCH_BIN = _SKETCH_BIN._replace(table="rollup_hour_sketch_bin")
 _GAUGE = _Upsert(
@@ -270,10 +278,11 @@ def check_finite(partials: dict[PartialKey, Partial]) -> None:
             )
 
 
-def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> None:
+def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> int:
     """Add ``partials`` (per UTC minute) to the stored minute AND hour partials: count and sum
     add, min/max keep the extreme, and each sketch's bins add to the sketch-bin tables (no
-    read-modify-write anywhere)."""
+    read-modify-write anywhere); distinct-count registers go to the register tables, merged by
+    max.  Returns the number of rows upserted."""
     minute_rows = [(m, d, b, p.count, p.sum, p.min, p.max) for (m, d, b), p in partials.items()]
     bin_rows = [
         (m, d, b, side, index, count)
@@ -308,11 +317,29 @@ def upsert_partials(conn: Connection, partials: dict[PartialKey, Partial]) -> No
     _upsert(conn, _SKETCH_BIN, bin_rows)
     _upsert(conn, _HOUR, [(*k, *v) for k, v in hours.items()])
     _upsert(conn, _HOUR_SKETCH_BIN, [(*k, c) for k, c in hour_bins.items()])
+    written = len(minute_rows) + len(bin_rows) + len(hours) + len(hour_bins)
+    if any(p.distinct is not None for p in partials.values()):  # distinct-count registers, merged by max
+        registers = [
+            (m, d, b, index, rank)
+            for (m, d, b), p in partials.items()
+            if p.distinct is not None
+            for index, rank in p.distinct.items()
+        ]
+        hour_regs: dict[tuple[str, str, int, int], int] = {}
+        for m, d, b, index, rank in registers:
+            reg_key = (m, d, b - b % HOUR_US, index)
+            if hour_regs.get(reg_key, 0) < rank:
+                hour_regs[reg_key] = rank
+        _upsert(conn, _DISTINCT, registers)
+        _upsert(conn, _HOUR_DISTINCT, [(*k, r) for k, r in hour_regs.items()])
+        written += len(registers) + len(hour_regs)
+    return written
 
 
-def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> None:
+def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> int:
     """Record opens and closes of gauge items: the earliest open and the earliest close per
-    item (an incident resolved and later closed stops counting at its resolution)."""
+    item (an incident resolved and later closed stops counting at its resolution).  Returns the
+    number of item rows upserted."""
     merged: dict[tuple[str, str, str], list[int | None]] = {}
     for ch in changes:
         slot = merged.setdefault((ch.gauge_key, ch.dim_key, ch.item_key), [None, None])
@@ -321,6 +348,7 @@ def upsert_gauge_changes(conn: Connection, changes: Iterable[GaugeChange]) -> No
         if current is None or ch.ts_us < current:
             slot[idx] = ch.ts_us
     _upsert(conn, _GAUGE, [(g, d, i, o, c) for (g, d, i), (o, c) in merged.items()])
+    return len(merged)
 
 
 def _remembered(

@@ -307,8 +307,11 @@ function renderRecon(snap) {
 }
 
 // ------------------------------------------------------------ charts
+var seriesPack = null;  // the dashboard's pack: a KPI name two packs define is refused without it
+
 function seriesUrl(name, grain, start, end, dims, tz) {
   var q = '?grain=' + grain + '&start=' + PB.enc(start) + '&end=' + PB.enc(end);
+  if (seriesPack) q += '&pack=' + PB.enc(seriesPack);
   if (tz) q += '&tz=' + PB.enc(tz);   // periods in the dashboard's zone, whatever the server's
   Object.keys(dims || {}).forEach(function (k) { q += '&dims.' + PB.enc(k) + '=' + PB.enc(dims[k]); });
   return '/api/v1/kpis/' + PB.enc(name) + '/series' + q;
@@ -580,6 +583,7 @@ function showDay() {
     if (!snapResp.ok || !snapResp.body) { fail(PB.problemText(snapResp)); return; }
     var snap = snapResp.body;
     var pack = dash ? dash.pack : null;
+    seriesPack = pack;
     var meta = {};
     (kpis || []).forEach(function (k) { if (!pack || k.pack === pack) meta[k.name] = k; });
 

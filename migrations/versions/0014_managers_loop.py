@@ -11,7 +11,7 @@ authenticated author, the breach log, and key holders.
 - ``api_key.holder``: the person a key belongs to (the author of what it writes).
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0012
 Create Date: 2026-12-01
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0009"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
