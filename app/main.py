@@ -18,8 +18,11 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
 from app import __version__, resources
+from app import observability as obs
 from app.api.docs import API_DESCRIPTION
 from app.api.docs import router as docs_router
+from app.api.metrics_route import RequestCounter
+from app.api.metrics_route import router as metrics_router
 from app.api.problems import install_handlers
 from app.api.routes import router as api_router
 from app.api.security import SecurityHeaders
@@ -30,10 +33,12 @@ from app.auth.ratelimit import RateLimiter
 from app.auth.redact import install_key_redaction
 from app.auth.routes import router as auth_router
 from app.clock import Clock, EventClock, SystemClock
+from app.cluster.link import ClusterLink, redis_client
 from app.config import Settings
 from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.routes import router as ingest_router
 from app.ingest.writer import GroupCommitWriter
+from app.metrics.calendar import to_us
 from app.metrics.pack import Pack, load_packs
 from app.runtime import Runtime
 from app.snapshots.routes import router as snapshot_router
@@ -88,10 +93,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(vendor_router)
     app.include_router(auth_router)
     app.include_router(docs_router)
+    app.include_router(metrics_router)
     app.mount("/static", StaticFiles(directory=resources.frontend_dir()), name="static")
     # No response compression middleware: the one large file (the chart library) is served pre-compressed
     # by app/api/vendor.py; pages and JSON are small (BENCHMARKS.md: gzip was 6 % of single-event ingest).
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
+    app.add_middleware(RequestCounter)
     return app
 
 
@@ -127,6 +134,7 @@ async def open_runtime(
             event_clock.observe(int(newest))
 
     broker = InMemoryBroker()
+    cluster: ClusterLink | None = None
     hub = TileHub(
         engine,
         packs,
@@ -159,15 +167,37 @@ async def open_runtime(
     )
     writer.start()
     stack.push_async_callback(writer.stop)  # drains what is queued
-    hub.start()
-    stack.push_async_callback(hub.stop)
-
     snapshots = SnapshotService(  # cuts follow the view clock: event time in event-time mode
         engine, packs, settings, view_clock, day_close=hub.day_close, on_change=hub.notices_changed
     )
+    if settings.redis_url:
+        cluster = ClusterLink(
+            redis_client(settings.redis_url, settings.redis_timeout_s),
+            settings.redis_prefix,
+            settings.leader_lease_s,
+            settings.cluster_stream_max_updates,
+        )
+        cluster.attach(hub, broker)
+        hub.cluster = cluster
+    hub.start()
+    stack.push_async_callback(hub.stop)
+
     if settings.snapshots_enabled:
-        snapshots.start()
+        if cluster is None:
+            snapshots.start()
+        else:  # only the leader cuts; a new leader catches up what a dead one left (cuts are idempotent)
+
+            async def lead_cuts() -> None:
+                snapshots.start()
+
+            cluster.on_gain.append(lead_cuts)
+            cluster.on_lose.append(snapshots.stop)
         stack.push_async_callback(snapshots.stop)  # a running job gets snapshot_stop_wait_s to finish
+    if cluster is not None:
+        cluster.start()
+        stack.push_async_callback(cluster.stop)  # releases the lease first: another process leads at once
+    sampler = asyncio.create_task(sample_gauges(hub, broker, writer), name="metrics-sampler")
+    stack.push_async_callback(_cancel, sampler)
 
     ready_probe = ReadinessProbe(engine)
     stack.push_async_callback(ready_probe.aclose)
@@ -192,7 +222,25 @@ async def open_runtime(
         sockets=sockets,
         rate_limiter=RateLimiter(settings.ingest_rate_per_key_per_s, settings.ingest_burst_per_key),
         ready_probe=ready_probe,
+        cluster=cluster,
     )
+
+
+async def sample_gauges(hub: TileHub, broker: InMemoryBroker, writer: GroupCommitWriter, period_s: float = 1.0) -> None:
+    """Forever: set this process's gauges (queue depth, screens per dashboard, derived-state lag)."""
+    while True:
+        obs.QUEUE_EVENTS.set(writer.queued_events)
+        for slug in hub.channels:
+            obs.SCREENS.labels(slug).set(broker.subscriber_count(slug))
+        if hub.leading:
+            now_us = to_us(hub.view_now())
+            lags = [
+                (now_us - ch.computed_at_us) / 1e6
+                for slug, ch in hub.channels.items()
+                if ch.computed_at_us is not None and hub.watched(slug)
+            ]
+            obs.DERIVED_LAG.set(max(lags, default=0.0))
+        await asyncio.sleep(period_s)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -11,6 +11,7 @@ from app.auth.keys import KeyStore
 from app.auth.pairing import PairingStore
 from app.auth.ratelimit import RateLimiter
 from app.clock import Clock, EventClock
+from app.cluster.link import ClusterLink
 from app.config import Settings
 from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.writer import GroupCommitWriter
@@ -34,7 +35,8 @@ class Runtime:
     ``idempotency`` holds the ``Idempotency-Key`` requests in flight, ``keys`` and
     ``pairings`` are the API key and screen pairing stores, ``sockets`` the open screen
     sockets by key (for revocation), ``rate_limiter`` the per-key ingest token buckets and
-    ``ready_probe`` the ``/readyz`` store check shared by concurrent polls.
+    ``ready_probe`` the ``/readyz`` store check shared by concurrent polls; ``cluster`` the Redis
+    link of a scaled-out deployment (``app.cluster``), ``None`` for one process.
     """
 
     settings: Settings
@@ -52,6 +54,7 @@ class Runtime:
     sockets: SocketRegistry
     rate_limiter: RateLimiter
     ready_probe: ReadinessProbe
+    cluster: ClusterLink | None = None  # with PULSEBOARD_REDIS_URL: Redis fan-out and the leader lease
 
     @property
     def zone(self) -> ZoneInfo:

@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import observability as obs
 from app.clock import Clock, EventClock
 from app.config import Settings
 from app.metrics.calendar import Period, to_us
@@ -159,6 +160,7 @@ class SnapshotService:
                 sched = self.schedules[grain]
                 for period in sched.periods_due(first, now_us, self._settings.snapshot_catchup_max_periods):
                     row, created = await cuts.cut(self._engine, target, grain, period, now_us, sched.fire_us(period))
+                    obs.cut_succeeded(grain)
                     done.append((target.slug, grain, period.label, created))
                     if created:
                         self._on_change(target.slug)
@@ -256,6 +258,7 @@ class SnapshotService:
             try:
                 await self.run_due(now_us)
             except SQLAlchemyError as exc:  # the next fire or restart catches up
+                obs.STORE_ERRORS.labels("cut").inc()
                 log.warning("scheduled cut failed, will catch up: %s", exc)
 
     async def _restate_tick(self) -> None:
