@@ -187,6 +187,7 @@ class SnapshotService:
                         self._engine, target, grain, self.period(target.slug, grain, label), now_us
                     )
                     if row is not None:
+                        obs.cut_succeeded(grain)
                         rows.append(row)
                         self._on_change(target.slug)
         return rows
