@@ -176,28 +176,34 @@ class Screen:
             try:
                 async with connect(url, open_timeout=10) as ws:
                     async for raw in ws:
-                        self._frame(json.loads(raw))
+                        if not self._frame(json.loads(raw)):
+                            self.closes.append(-1)  # a new epoch under us: reconnect for a snapshot
+                            break
                         self.connected.set()
+                    else:
+                        self.closes.append(ws.close_code or 1006)
+                    await asyncio.sleep(0.2)
+                    continue
             except ConnectionClosed as exc:
                 self.closes.append(exc.rcvd.code if exc.rcvd else 1006)
             except (OSError, InvalidStatus, TimeoutError):
                 self.closes.append(0)
-            else:
-                self.closes.append(1000)
             await asyncio.sleep(0.2)
 
-    def _frame(self, msg: dict) -> None:
+    def _frame(self, msg: dict) -> bool:
+        """Record ``msg``; ``False`` when it belongs to another epoch (start over, as the wall does)."""
         kind = msg.get("type")
         if kind not in ("snapshot", "update", "heartbeat"):
-            return
+            return True
         if kind != "snapshot" and msg["epoch"] != self.epoch:
-            self.epoch = None  # what the wall does: start over with a fresh snapshot
-            return
+            self.epoch = self.seq = None
+            return False
         tile = (msg.get("tiles") or {}).get("count_today")
         if tile is not None:
             self.count_today = tile["value"]
         self.epoch, self.seq = msg["epoch"], msg["seq"]
         self.frames.append(Frame(time.monotonic(), kind, msg["epoch"], msg["seq"], self.count_today))
+        return True
 
     def updates(self) -> list[Frame]:
         return [f for f in self.frames if f.type == "update"]

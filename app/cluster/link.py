@@ -97,6 +97,7 @@ class ClusterLink:
         self.watched: set[str] = set()  # dashboards watched on some process (as last read)
         self.last_seen_s: dict[str, float] = {}  # slug -> monotonic time of the last computation heard
         self.subscribed = False
+        self._diverged = False  # this leader's screens got updates Redis does not have
         self._hub: TileHub | None = None
         self._broker: InMemoryBroker | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -153,7 +154,11 @@ class ClusterLink:
                 except (RedisError, OSError):
                     state = None
                 if state is not None and (state["epoch"] != ch.epoch or state["seq"] >= ch.seq):
-                    _adopt(ch, state)
+                    _adopt(ch, state)  # continue the dead leader's epoch and seq: screens see no gap
+                elif state is None and ch.computed_at_us is not None:
+                    # Redis lost the state (restarted empty): what the screens hold cannot be checked
+                    # against it, so start a new epoch; screens get a fresh snapshot
+                    self._new_epoch(ch)
                 ch.dirty = True
             hub.wake()
         for hook in self.on_gain:
@@ -161,6 +166,13 @@ class ClusterLink:
 
     async def _lost(self) -> None:
         obs.LEADER.set(0)
+        if self._diverged and self._hub is not None:
+            # Updates this leader showed its own screens never reached Redis: the next leader's seq
+            # would overlap them.  Forget the epoch; the screens start over from the leader's state.
+            self._diverged = False
+            for ch in self._hub.channels.values():
+                if ch.computed_at_us is not None:
+                    self._new_epoch(ch)
         for hook in self.on_lose:
             await hook()
 
@@ -218,6 +230,8 @@ class ClusterLink:
             except (RedisError, OSError) as exc:
                 obs.REDIS_ERRORS.labels("publish").inc()
                 log.warning("could not publish %s seq %d to Redis: %s", slug, ch.seq, exc)
+            if not ok and update is not None:
+                self._diverged = True
             if not ok and self.lease.token == token:
                 try:  # the token no longer matches: someone else leads
                     if await self.redis.get(self.lease.key) not in (None, token.encode()):
@@ -456,6 +470,14 @@ class ClusterLink:
         if state is not None:
             log.warning("%s: updates %d..%d no longer in the stream; screens restart", slug, ch.seq + 1, upto_seq)
             self._restart_screens(ch, state)
+
+    def _new_epoch(self, ch: Channel) -> None:
+        """Give ``ch`` a new epoch and close this process's screens of it with 1012."""
+        ch.epoch = secrets.token_hex(8)
+        ch.history.clear()
+        if self._broker is not None:
+            for sub in self._broker.subscriptions(ch.dashboard.slug):
+                sub.restart(CLOSE_RESYNC, "dashboard state restarted; reconnect for a fresh snapshot")
 
     def _restart_screens(self, ch: Channel, state: dict[str, Any]) -> None:
         """Adopt ``state`` and close this process's screens of ``ch`` with 1012: they reconnect
