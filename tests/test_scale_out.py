@@ -233,3 +233,47 @@ async def test_kill9_leader_while_screens_watch(cluster: Cluster) -> None:
         stop.set()
         for s in screens:
             await s.stop()
+
+
+async def test_serve_workers_two_processes_one_port() -> None:
+    """``pulseboard serve --workers 2`` (what compose.yaml runs): two uvicorn workers on one port,
+    one leader among them, /metrics merged over both (multiprocess mode)."""
+    import psutil
+    import redis
+
+    if not _redis_up():
+        if IN_CI:
+            pytest.fail("Redis is required in CI but does not answer at 127.0.0.1:6379")
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    schema, prefix = unique("pb_workers_"), unique("pbtest-workers-")
+    log_dir = Path(tempfile.mkdtemp(prefix="pb-workers-"))
+    env = cluster_env(PG_URL, schema, "redis://127.0.0.1:6379/0", prefix, log_dir)
+    node = Node(env, log_dir, "w", "--workers", "2")
+    screen: Screen | None = None
+    try:
+        node.start().wait_ready()
+        assert node.proc is not None
+        workers = await wait_until(lambda: len(psutil.Process(node.proc.pid).children()) >= 2 or None, 30)
+        assert workers
+        await wait_until(lambda: node.metric("pulseboard_leader") == 1, 3 * LEASE_S + 5, what="one leader")
+        screen = Screen(node).start()
+        await asyncio.wait_for(screen.connected.wait(), 15)
+        before = screen.count_today or 0
+        async with httpx.AsyncClient() as client:
+            for i in range(4):  # connections spread over the workers
+                assert await post(client, node.url, events(2, unique(f"w{i}-"))) == 202
+        await wait_until(lambda: screen.count_today == before + 8, 15, what="8 events on the wall")
+        text = node.metrics()
+        assert node.metric("pulseboard_tile_computations_total", 'dashboard="generic-wall"') > 0
+        assert 'pulseboard_screens_connected{dashboard="generic-wall"} 1.0' in text
+        assert screen.gaps() == []
+        assert node.tracebacks() == 0, node.log_tail()
+    finally:
+        if screen is not None:
+            await screen.stop()
+        node.stop()
+        r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = list(r.scan_iter(match=prefix + ":*", count=1000))
+        if keys:
+            r.delete(*keys)
+        _drop_pg_schema(schema)
