@@ -4,13 +4,17 @@ and ``pulseboard serve --workers N`` refused where it cannot work (SQLite, no Re
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
 
 from app.cli import main as cli
 from tests.cluster_helpers import events
+
+GRAFANA = Path(__file__).resolve().parent.parent / "docs" / "grafana-pulseboard.json"
 
 
 def _sample(text: str, name: str, labels: str) -> float:
@@ -58,3 +62,16 @@ def test_workers_refused_without_postgres_or_redis(tmp_path) -> None:
     assert no_redis.exit_code == 2 and "needs Redis" in no_redis.output
     bad = runner.invoke(cli, ["serve", "--workers", "0"], env=env)
     assert bad.exit_code == 2 and "--workers" in bad.output
+
+
+async def test_grafana_dashboard_queries_served_metrics(make_settings, start_server) -> None:
+    """Every metric docs/grafana-pulseboard.json plots is one /metrics serves."""
+    srv = await start_server(make_settings(metrics_public=True))
+    async with httpx.AsyncClient(timeout=30) as c:
+        text = (await c.get(srv.url + "/metrics")).text
+    served = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    dash = json.loads(GRAFANA.read_text())
+    used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"pulseboard_\w+", t["expr"])}
+    assert len(used) >= 12
+    missing = {m for m in used if m.removesuffix("_bucket").removesuffix("_total") not in served and m not in served}
+    assert missing == set()

@@ -32,6 +32,8 @@ from tests.helpers import wait_until
 
 LEASE_S = 2.0
 INTERVAL_S = 0.1
+COMPOSE = Path(__file__).resolve().parent.parent / "compose.yaml"
+SERVE_ARGS = ["--workers", "2"]  # what compose.yaml's instances run after `pulseboard serve`
 
 pytestmark = pytest.mark.skipif(not IN_CI and not pg_available(), reason=f"no PostgreSQL at {PG_URL}")
 
@@ -248,7 +250,7 @@ async def test_serve_workers_two_processes_one_port() -> None:
     schema, prefix = unique("pb_workers_"), unique("pbtest-workers-")
     log_dir = Path(tempfile.mkdtemp(prefix="pb-workers-"))
     env = cluster_env(PG_URL, schema, "redis://127.0.0.1:6379/0", prefix, log_dir)
-    node = Node(env, log_dir, "w", "--workers", "2")
+    node = Node(env, log_dir, "w", *SERVE_ARGS)
     screen: Screen | None = None
     try:
         node.start().wait_ready()
@@ -277,3 +279,36 @@ async def test_serve_workers_two_processes_one_port() -> None:
         if keys:
             r.delete(*keys)
         _drop_pg_schema(schema)
+
+
+def test_compose_commands_are_what_the_tests_run() -> None:
+    """compose.yaml's instances run ``pulseboard serve`` with the arguments the workers test runs,
+    on PostgreSQL and Redis, with settings that exist; nginx passes WebSockets and X-Forwarded-For."""
+    import yaml
+
+    from app.config import Settings
+
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    instances = [s for s in services.values() if s.get("image") == "pulseboard:local"]
+    assert len(instances) == 2
+    fields = {name.upper() for name in Settings.model_fields}
+    for svc in instances:
+        assert svc["command"] == ["pulseboard", "serve", *SERVE_ARGS]
+        env = svc["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql://") and env["PULSEBOARD_REDIS_URL"].startswith("redis://")
+        unknown = [k for k in env if k.startswith("PULSEBOARD_") and k.removeprefix("PULSEBOARD_") not in fields]
+        assert unknown == []
+        assert "readyz" in " ".join(svc["healthcheck"]["test"])
+    Settings(
+        **{
+            k.removeprefix("PULSEBOARD_").lower(): v
+            for k, v in instances[0]["environment"].items()
+            if k.startswith("PULSEBOARD_")
+        }
+    )
+    nginx = (COMPOSE.parent / "docs" / "deploy" / "nginx.conf").read_text()
+    for line in ("proxy_set_header Upgrade $http_upgrade", "X-Forwarded-For $proxy_add_x_forwarded_for"):
+        assert line in nginx
+    for name in ("postgres", "redis", "lb"):
+        assert "healthcheck" in services[name]

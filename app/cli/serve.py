@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import tempfile
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -66,8 +67,13 @@ def workers_refusal(database_url: str | None, redis_url: str | None) -> str | No
 
 def _serve_workers(settings: Settings) -> None:
     """uvicorn with ``settings.workers`` processes importing ``app.main:create_app`` each."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # before any worker imports prometheus_client
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not metrics_dir:  # before any worker imports prometheus_client
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pulseboard-metrics-")
+    else:  # prometheus_client: the directory must exist and be wiped between runs
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+        for stale in Path(metrics_dir).glob("*.db"):
+            stale.unlink()
     os.environ["PULSEBOARD_WORKERS"] = "1"  # each worker is one process of the cluster
     import uvicorn
 
