@@ -146,13 +146,18 @@ async def open_runtime(
         heartbeat_s=settings.heartbeat_interval_s,
     )
 
+    def events_in(packs: set[str], max_ts_us: int | None) -> None:
+        """Events were committed (here, or on a follower when this process leads)."""
+        if isinstance(view_clock, EventClock) and max_ts_us is not None:
+            view_clock.observe(max_ts_us)
+        if packs:
+            hub.mark_dirty(packs)
+
     async def on_commit(result: GroupResult) -> None:
-        if isinstance(view_clock, EventClock):
-            for outcome in result.outcomes:
-                if outcome.max_ts_us is not None:
-                    view_clock.observe(outcome.max_ts_us)
-        if result.packs_touched:
-            hub.mark_dirty(result.packs_touched)
+        newest = max((o.max_ts_us for o in result.outcomes if o.max_ts_us is not None), default=None)
+        events_in(result.packs_touched, newest)
+        if cluster is not None:
+            cluster.events_committed(result.packs_touched, newest)
 
     writer_engine = create_writer_engine(settings)
     stack.callback(writer_engine.dispose)  # the writer disposes of it too; a second dispose is a no-op
@@ -178,6 +183,7 @@ async def open_runtime(
             settings.cluster_stream_max_updates,
         )
         cluster.attach(hub, broker)
+        cluster.on_events.append(events_in)
         hub.cluster = cluster
     hub.start()
     stack.push_async_callback(hub.stop)

@@ -101,6 +101,8 @@ class ClusterLink:
         self._hub: TileHub | None = None
         self._broker: InMemoryBroker | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._notices: set[asyncio.Task[None]] = set()
+        self.on_events: list[Any] = []  # called with (packs, max_ts_us) on the leader for events committed elsewhere
         self.on_gain: list[Any] = []  # async callables run on becoming the leader
         self.on_lose: list[Any] = []  # async callables run on stepping down
 
@@ -243,6 +245,24 @@ class ClusterLink:
             await self._broker.publish(slug, update)
             obs.FANOUT_SECONDS.observe(max(0.0, time.time() - wall_ms / 1000))
         return ok
+
+    def events_committed(self, packs: set[str], max_ts_us: int | None) -> None:
+        """This process committed events touching ``packs`` (newest event time ``max_ts_us``): a
+        follower tells the leader at once (``P:wake``), so its tiles do not wait for the next
+        time refresh and its event clock (event-time mode) follows events ingested anywhere."""
+        if self.leading or not packs:
+            return
+        body = _encoder.encode({"packs": sorted(packs), "max_ts_us": max_ts_us})
+        task = asyncio.get_running_loop().create_task(self._notify(body))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    async def _notify(self, body: bytes) -> None:
+        try:
+            await self.redis.publish(self._wake_channel, body)
+        except (RedisError, OSError) as exc:
+            obs.REDIS_ERRORS.labels("notify").inc()
+            log.debug("could not tell the leader about new events: %s", exc)
 
     def is_watched(self, slug: str) -> bool:
         """Whether some process of the cluster has a screen on ``slug`` (as last read)."""
@@ -412,9 +432,14 @@ class ClusterLink:
     async def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel.decode() == self._wake_channel:
             if self.leading and self._hub is not None:
-                slug = data.decode()
-                self.watched.add(slug)
-                self._hub.mark_slug_dirty(slug)
+                if data.startswith(b"{"):  # events committed on a follower
+                    note = msgspec.json.decode(data)
+                    for hook in self.on_events:
+                        hook(set(note["packs"]), note["max_ts_us"])
+                else:  # a follower's first screen on a dashboard
+                    slug = data.decode()
+                    self.watched.add(slug)
+                    self._hub.mark_slug_dirty(slug)
             return
         head, _, frame = data.partition(b"\n")
         header = msgspec.json.decode(head)
