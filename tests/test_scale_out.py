@@ -35,7 +35,10 @@ INTERVAL_S = 0.1
 COMPOSE = Path(__file__).resolve().parent.parent / "compose.yaml"
 SERVE_ARGS = ["--workers", "2"]  # what compose.yaml's instances run after `pulseboard serve`
 
-pytestmark = pytest.mark.skipif(not IN_CI and not pg_available(), reason=f"no PostgreSQL at {PG_URL}")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not IN_CI and not pg_available(), reason=f"no PostgreSQL at {PG_URL}"),
+]
 
 
 def _redis_up() -> bool:

@@ -32,6 +32,8 @@ from tests.crash_client import free_port
 from tests.helpers import wait_until
 from tests.pgcluster import PrivatePostgres, private_pg_unusable
 
+pytestmark = pytest.mark.slow
+
 REDIS_DOWN_S = 10.0
 PG_DOWN_S = 4.0
 LEASE_S = 2.0
