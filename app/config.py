@@ -352,6 +352,33 @@ class Settings(BaseSettings):
     pdf_timeout_s: float = Field(default=60.0, gt=0, le=600)
     admin_log_rows: int = Field(default=200, ge=1, le=10_000, description="deliveries listed on /admin/notifications")
 
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db: share tile updates between processes and elect one leader "
+        "(app/cluster); unset = one process, in-memory broker",
+    )
+    redis_prefix: str = Field(
+        default="pulseboard",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="prefix of every Redis key and channel (several deployments may share one Redis)",
+    )
+    leader_lease_s: float = Field(
+        default=3.0, gt=0.2, le=600, description="leader lease; a dead leader is replaced within about this"
+    )
+    redis_timeout_s: float = Field(
+        default=1.0, gt=0, le=60, description="one Redis command's timeout (connect and socket)"
+    )
+    cluster_stream_max_updates: int = Field(
+        default=256, ge=1, le=100_000, description="recent updates kept per dashboard in Redis for resume"
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="pulseboard serve: worker processes (uvicorn)")
+    metrics_enabled: bool = Field(default=True, description="serve /metrics (Prometheus text format)")
+    metrics_public: bool = Field(
+        default=False,
+        description="/metrics without a key (for a scraper on a private network); else a key with the "
+        "'metrics' or 'admin' scope",
+    )
+
     @field_validator("pairing_code_length")
     @classmethod
     def _unguessable_code(cls, value: int, info: ValidationInfo) -> int:

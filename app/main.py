@@ -19,10 +19,13 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
 from app import __version__, resources
+from app import observability as obs
 from app.api.docs import API_DESCRIPTION
 from app.api.docs import router as docs_router
 from app.api.jsonresp import FiniteJSONResponse
 from app.api.limits import BodyLimits
+from app.api.metrics_route import RequestCounter
+from app.api.metrics_route import router as metrics_router
 from app.api.problems import install_handlers
 from app.api.routes import router as api_router
 from app.api.security import SecurityHeaders
@@ -33,6 +36,7 @@ from app.auth.ratelimit import RateLimiter
 from app.auth.redact import install_key_redaction
 from app.auth.routes import router as auth_router
 from app.clock import Clock, EventClock, SystemClock
+from app.cluster.link import ClusterLink, redis_client
 from app.config import Settings
 from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.routes import router as ingest_router
@@ -110,7 +114,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # No response compression middleware: the one large file (the chart library) is served pre-compressed
     # by app/api/vendor.py; pages and JSON are small (BENCHMARKS.md: gzip was 6 % of single-event ingest).
     app.add_middleware(BodyLimits, settings=settings)  # inside SecurityHeaders: its 413/408 get the headers
+    app.include_router(metrics_router)
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors, docs_enabled=settings.docs_enabled)
+    app.add_middleware(RequestCounter)
     return app
 
 
@@ -150,6 +156,7 @@ async def open_runtime(
             event_clock.observe(int(newest))
 
     broker = InMemoryBroker()
+    cluster: ClusterLink | None = None
     hub = TileHub(
         engine,
         packs,
@@ -165,13 +172,18 @@ async def open_runtime(
         freshness_interval_s=settings.freshness_interval_s,
     )
 
+    def events_in(packs: set[str], max_ts_us: int | None) -> None:
+        """Events were committed (here, or on a follower when this process leads)."""
+        if isinstance(view_clock, EventClock) and max_ts_us is not None:
+            view_clock.observe(max_ts_us)
+        if packs:
+            hub.mark_dirty(packs)
+
     async def on_commit(result: GroupResult) -> None:
-        if isinstance(view_clock, EventClock):
-            for outcome in result.outcomes:
-                if outcome.max_ts_us is not None:
-                    view_clock.observe(outcome.max_ts_us)
-        if result.packs_touched:
-            hub.mark_dirty(result.packs_touched)
+        newest = max((o.max_ts_us for o in result.outcomes if o.max_ts_us is not None), default=None)
+        events_in(result.packs_touched, newest)
+        if cluster is not None:
+            cluster.events_committed(result.packs_touched, newest)
 
     writer_engine = create_writer_engine(settings)
     stack.callback(writer_engine.dispose)  # the writer disposes of it too; a second dispose is a no-op
@@ -187,9 +199,6 @@ async def open_runtime(
     )
     writer.start()
     stack.push_async_callback(writer.stop)  # drains what is queued
-    hub.start()
-    stack.push_async_callback(hub.stop)
-
     notifier = Notifier(engine, packs, settings, notify or notify_config.NotifyConfig({}), wall_clock, view_clock)
     notifier.start()
     stack.push_async_callback(notifier.stop)
@@ -204,9 +213,35 @@ async def open_runtime(
     hub.job_notices = snapshots.job_notices  # failed scheduled jobs show on the walls' notice strip
     if settings.rebuild_on_start:  # before any restatement pass: changed measures are rebuilt first
         await apply_definitions(writer_engine, settings, packs, snapshots, _now_us(snapshots, wall_clock))
+    if settings.redis_url:
+        cluster = ClusterLink(
+            redis_client(settings.redis_url, settings.redis_timeout_s),
+            settings.redis_prefix,
+            settings.leader_lease_s,
+            settings.cluster_stream_max_updates,
+        )
+        cluster.attach(hub, broker)
+        cluster.on_events.append(events_in)
+        hub.cluster = cluster
+    hub.start()
+    stack.push_async_callback(hub.stop)
+
     if settings.snapshots_enabled:
-        snapshots.start()
+        if cluster is None:
+            snapshots.start()
+        else:  # only the leader cuts; a new leader catches up what a dead one left (cuts are idempotent)
+
+            async def lead_cuts() -> None:
+                snapshots.start()
+
+            cluster.on_gain.append(lead_cuts)
+            cluster.on_lose.append(snapshots.stop)
         stack.push_async_callback(snapshots.stop)  # a running job gets snapshot_stop_wait_s to finish
+    if cluster is not None:
+        cluster.start()
+        stack.push_async_callback(cluster.stop)  # releases the lease first: another process leads at once
+    sampler = asyncio.create_task(sample_gauges(hub, broker, writer), name="metrics-sampler")
+    stack.push_async_callback(_cancel, sampler)
 
     ready_probe = ReadinessProbe(engine)
     stack.push_async_callback(ready_probe.aclose)
@@ -234,6 +269,7 @@ async def open_runtime(
         public_limiter=RateLimiter(settings.public_rate_per_ip_per_s, settings.public_burst_per_ip),
         read_limiter=RateLimiter(settings.read_rate_per_key_per_s, settings.read_burst_per_key),
         notifier=notifier,
+        cluster=cluster,
     )
 
 
@@ -297,6 +333,23 @@ def install_sighup(stack: AsyncExitStack, runtime: Runtime) -> None:
     except (NotImplementedError, RuntimeError, ValueError, AttributeError):
         return
     stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+
+
+async def sample_gauges(hub: TileHub, broker: InMemoryBroker, writer: GroupCommitWriter, period_s: float = 1.0) -> None:
+    """Forever: set this process's gauges (queue depth, screens per dashboard, derived-state lag)."""
+    while True:
+        obs.QUEUE_EVENTS.set(writer.queued_events)
+        for slug in hub.channels:
+            obs.SCREENS.labels(slug).set(broker.subscriber_count(slug))
+        if hub.leading:
+            now_us = to_us(hub.view_now())
+            lags = [
+                (now_us - ch.computed_at_us) / 1e6
+                for slug, ch in hub.channels.items()
+                if ch.computed_at_us is not None and hub.watched(slug)
+            ]
+            obs.DERIVED_LAG.set(max(lags, default=0.0))
+        await asyncio.sleep(period_s)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -11,6 +11,7 @@ from app.auth.keys import KeyStore
 from app.auth.pairing import PairingStore
 from app.auth.ratelimit import RateLimiter
 from app.clock import Clock, EventClock
+from app.cluster.link import ClusterLink
 from app.config import Settings
 from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.writer import GroupCommitWriter
@@ -37,7 +38,8 @@ class Runtime:
     sockets by key (for revocation), ``rate_limiter`` the per-key ingest token buckets and
     ``ready_probe`` the ``/readyz`` store check shared by concurrent polls; ``public_limiter``
     the token buckets per client address of the unauthenticated POST routes and ``read_limiter``
-    those per read key (``None``: unlimited).
+    those per read key (``None``: unlimited); ``cluster`` the Redis
+    link of a scaled-out deployment (``app.cluster``), ``None`` for one process.
     """
 
     settings: Settings
@@ -56,6 +58,7 @@ class Runtime:
     rate_limiter: RateLimiter
     ready_probe: ReadinessProbe
     notifier: Notifier  # alerts, distribution and the delivery log (app.notify)
+    cluster: ClusterLink | None = None  # with PULSEBOARD_REDIS_URL: Redis fan-out and the leader lease
     public_limiter: RateLimiter | None = None
     read_limiter: RateLimiter | None = None
 

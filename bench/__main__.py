@@ -26,7 +26,7 @@ from bench.context import RunContext
 from bench.paths import REPO, RESULTS_DIR
 from bench.report import Figure, text_table, update_benchmarks, write_results
 
-MODULES = ("ingest_batch", "ingest_single", "fanout", "snapshot_cut", "tile_refresh", "ingest_scale")
+MODULES = ("ingest_batch", "ingest_single", "fanout", "snapshot_cut", "tile_refresh", "ingest_scale", "scale_out")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

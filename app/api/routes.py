@@ -348,13 +348,19 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness: the store answers", **public())
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """200 ``{"ready": true}`` when the store answers ``SELECT 1``; else 503 with ``Retry-After`` and the
+    """200 ``{"ready": true}`` when the store answers ``SELECT 1`` (and, scaled out, Redis answers and the
+    tile subscription is up: then ``"leader"`` tells whether this process leads); else 503 with ``Retry-After`` and the
     reason, at the latest after ``Settings.store_wait_s`` (a database that hangs instead of refusing).
     Concurrent polls share one check; a check that outlives its deadline finishes in the background."""
     failure = await runtime.ready_probe.check(runtime.settings.store_wait_s)
+    if failure is None and runtime.cluster is not None:  # scaled out: Redis carries the live tiles
+        failure = await runtime.cluster.ping()
     if failure is not None:  # any failure means not ready; say which
         return JSONResponse({"ready": False, "reason": failure}, status_code=503, headers=STORE_RETRY)
-    return JSONResponse({"ready": True, "server_time": datetime.now().astimezone().isoformat()})
+    body: dict[str, Any] = {"ready": True, "server_time": datetime.now().astimezone().isoformat()}
+    if runtime.cluster is not None:
+        body["leader"] = runtime.cluster.leading
+    return JSONResponse(body)
 
 
 @router.get("/favicon.ico", include_in_schema=False, **public())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import psycopg
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
+from app import observability as obs
 from app.clock import Clock
 from app.ingest import EventConflict, InvalidEvents, Overloaded
 from app.metrics.calendar import to_us
@@ -109,6 +111,11 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self.stats = WriterStats()
+
+    @property
+    def queued_events(self) -> int:
+        """Events submitted and not yet committed (or failed)."""
+        return self._queued_events
 
     def start(self) -> None:
         """Start the writer task (inside a running loop)."""
@@ -251,16 +258,23 @@ class GroupCommitWriter:
         while True:
             first = await self._queue.get()
             group = self._take_group(first)
+            started_s = time.perf_counter()
             try:
                 result = await self._commit(group)
             except Exception as exc:  # the writer task survives anything one group does
                 log.warning("group commit of %d requests failed: %s", len(group), exc)
                 self.stats.failed_groups += 1
+                obs.STORE_ERRORS.labels("ingest").inc()
+                obs.INGEST_EVENTS.labels("failed").inc(sum(len(p.events) for p in group))
                 error = request_error(exc)
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(error)
             else:
+                obs.GROUP_COMMIT_SECONDS.observe(time.perf_counter() - started_s)
+                obs.GROUP_COMMIT_EVENTS.observe(sum(len(p.events) for p in group))
+                obs.INGEST_EVENTS.labels("accepted").inc(sum(o.accepted for o in result.outcomes))
+                obs.INGEST_EVENTS.labels("duplicate").inc(sum(o.duplicates for o in result.outcomes))
                 self.stats.groups += 1
                 self.stats.requests += len(group)
                 self.stats.events_inserted += result.inserted

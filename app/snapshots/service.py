@@ -34,6 +34,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import observability as obs
 from app.clock import Clock, EventClock
 from app.config import Settings
 from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, Period, to_us
@@ -202,6 +203,7 @@ class SnapshotService:
                         self._job_failed(target.slug, "cut", grain, period.label, exc)
                         continue
                     self._job_ok(target.slug, "cut", grain, period.label)
+                    obs.cut_succeeded(grain)
                     done.append((target.slug, grain, period.label, created))
                     if created:
                         await self._log_breaches(target.slug, row)
@@ -261,6 +263,7 @@ class SnapshotService:
                         continue
                     self._job_ok(target.slug, "restate", grain, label)
                     if row is not None:
+                        obs.cut_succeeded(grain)
                         rows.append(row)
                         await self._log_breaches(target.slug, row)
                         self._on_change(target.slug)
@@ -386,6 +389,7 @@ class SnapshotService:
             try:
                 await self.run_due(now_us)
             except Exception as exc:  # the store is down (run_due goes on past anything else): catch up later
+                obs.STORE_ERRORS.labels("cut").inc()
                 log.warning("scheduled cut failed, will catch up: %s", exc)
 
     async def _restate_tick(self) -> None:

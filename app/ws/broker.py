@@ -26,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
 
+from app import observability as obs
 from app.ws.transport import text_frame
 
 _encoder = msgspec.json.Encoder()
@@ -126,19 +127,21 @@ class Subscription:
     last_sent_s: float = 0.0
     started: bool = False
     sink: FrameSink | None = None
+    closer: Callable[[int, str], None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def deliver(self, update: TileUpdate, now_s: float | None = None) -> None:
+    def deliver(self, update: TileUpdate, now_s: float | None = None) -> bool:
         """Write ``update`` to the sink, or keep it pending merged into any pending one
-        (latest value per tile wins).  ``now_s``: ``time.monotonic()`` if the caller has it."""
+        (latest value per tile wins).  ``now_s``: ``time.monotonic()`` if the caller has it.
+        ``True`` when the frame was written at once."""
         if self.state != SubscriptionState.OPEN or (self.started and update.seq <= self.last_seq):
-            return
+            return False
         sink = self.sink
         if sink is not None and self.pending is None and self.started:
             if sink.write_wire(update.wire_frame()):
                 self.last_seq = update.seq
                 self.last_sent_s = time.monotonic() if now_s is None else now_s
-                return
+                return True
         if self.pending is None:
             self.pending = update
         else:
@@ -151,6 +154,15 @@ class Subscription:
                 sink.blocked()
         else:
             self._ready.set()
+        return False
+
+    def restart(self, code: int, reason: str) -> None:
+        """Close the subscription and ask its screen (``closer``, set by the endpoint) to close
+        with ``code``: the screen reconnects and starts over from a fresh snapshot."""
+        closer = self.closer
+        self.close()
+        if closer is not None:
+            closer(code, reason)
 
     def start(self, last_seq: int, sink: FrameSink | None = None) -> None:
         """The screen has everything up to ``last_seq``: from now on deliver to ``sink``
@@ -247,8 +259,12 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 def _deliver(subs: list[Subscription], update: TileUpdate) -> None:
     now_s = time.monotonic()
+    written = 0
     for sub in subs:
-        sub.deliver(update, now_s)
+        written += sub.deliver(update, now_s)
+    obs.FRAMES_SENT.inc(written)
+    if written < len(subs):
+        obs.FRAMES_MERGED.inc(len(subs) - written)
 
 
 class InMemoryBroker:

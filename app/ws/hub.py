@@ -18,13 +18,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import observability as obs
 from app.clock import Clock, EventClock
 from app.metrics.calendar import MINUTE_US, from_us, period_containing, to_us
 from app.metrics.pack import Dashboard, Pack
@@ -33,6 +34,9 @@ from app.snapshots.breaches import BreachLog
 from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
 from app.ws.transport import text_frame
+
+if TYPE_CHECKING:
+    from app.cluster.link import ClusterLink
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -162,6 +166,7 @@ class TileHub:
         self.day_close: dict[str, dict[str, dict[str, Any]]] = {}
         # The snapshot service's failed-job notices of a dashboard (set by the lifespan once it exists).
         self.job_notices: Callable[[str], list[dict[str, Any]]] = lambda _slug: []
+        self.cluster: ClusterLink | None = None  # set by app.main with PULSEBOARD_REDIS_URL
         self._task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -199,6 +204,30 @@ class TileHub:
             ch.dirty = True
             self._wake.set()
 
+    def view_now(self) -> Any:
+        """The view clock's now (an aware ``datetime``)."""
+        return self._clock.now()
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process computes tiles: always alone; in a cluster, only the leader."""
+        return self.cluster is None or self.cluster.leading
+
+    def watched(self, slug: str) -> bool:
+        """Whether a screen anywhere (this process, or another one of the cluster) watches ``slug``."""
+        return self._broker.subscriber_count(slug) > 0 or (self.cluster is not None and self.cluster.is_watched(slug))
+
+    def wake(self) -> None:
+        """Re-plan the refresh loop now (leadership gained, a dashboard asked for)."""
+        self._wake.set()
+
+    def mark_slug_dirty(self, slug: str) -> None:
+        """Recompute dashboard ``slug`` at the next tick (a follower's first screen asked for it)."""
+        ch = self.channels.get(slug)
+        if ch is not None:
+            ch.dirty = True
+            self._wake.set()
+
     def mark_dirty(self, pack_names: set[str]) -> None:
         """New events touched ``pack_names``: their dashboards recompute at the next tick."""
         for ch in self.channels.values():
@@ -210,12 +239,17 @@ class TileHub:
         """The channel of ``slug`` with tiles no older than the refresh loop would keep them.
 
         Recomputes when never computed, dirty, unwatched until now, or older than
-        ``time_refresh_s``, so a first screen never gets a stale snapshot.
+        ``time_refresh_s``, so a first screen never gets a stale snapshot.  A follower of a
+        cluster computes nothing: it takes the leader's latest state (``ClusterLink.follow``).
 
         Raises:
             KeyError: unknown dashboard.
+            NoLeader: a follower found no state computed by any leader.
         """
         ch = self.channels[slug]
+        if not self.leading:
+            assert self.cluster is not None
+            return await self.cluster.follow(ch, max(1.0, 3 * self._time_refresh_s))
         loop = asyncio.get_running_loop()
         if (
             ch.computed_at_us is None
@@ -239,6 +273,7 @@ class TileHub:
             # Taken (and reset) before the queries: a cut or restatement announced while they
             # run sets it again for the next refresh instead of being cleared by this one.
             read_notices, ch.dirty_notices = minute_moved or ch.dirty_notices, False
+            obs.TILE_COMPUTATIONS.labels(ch.dashboard.slug).inc()
             async with self._engine.connect() as conn:
                 tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone, ch.freshness)
                 if first:  # sparklines from the stored minutes, not only from now on
@@ -277,6 +312,8 @@ class TileHub:
             if self._breaches is not None:
                 await self._breaches.observe(ch.dashboard.slug, tiles, now_us, ch.zone)
             if first or not (changed or notices_changed):
+                if self.cluster is not None:  # followers learn the computation time (heartbeats, snapshots)
+                    await self.cluster.publish(ch, None, self._trend_lists(ch))
                 ch.last_done_wall = loop.time()
                 return None
             ch.seq += 1
@@ -289,9 +326,16 @@ class TileHub:
             )
             if self._replay_buffer:
                 ch.history.append(update)
-        await self._broker.publish(ch.dashboard.slug, update)
+            if self.cluster is not None:  # inside the lock: the stored state and seq go out in order
+                await self.cluster.publish(ch, update, self._trend_lists(ch))
+        if self.cluster is None:
+            await self._broker.publish(ch.dashboard.slug, update)
         ch.last_done_wall = loop.time()
         return update
+
+    @staticmethod
+    def _trend_lists(ch: Channel) -> dict[str, list[float | None]]:
+        return {tid: list(values) for tid, values in ch.trends.items()}
 
     def _close_day(self, ch: Channel, label: str, tiles: Mapping[str, Mapping[str, Any]]) -> None:
         """Keep ``tiles``' "today" tiles as the close of day ``label`` (the one that just ended)."""
@@ -319,14 +363,22 @@ class TileHub:
         while True:
             self._wake.clear()
             next_due: float | None = None
+            if not self.leading:  # a follower: the leader computes, Redis brings the updates
+                try:
+                    async with asyncio.timeout(min(self._time_refresh_s, 0.5)):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                continue
             for ch in self.channels.values():
-                if self._broker.subscriber_count(ch.dashboard.slug) == 0:
+                if not self.watched(ch.dashboard.slug):
                     continue
                 due_at = self._due_at(ch)
                 if due_at <= loop.time():
                     try:
                         await self.refresh(ch)
                     except (SQLAlchemyError, OSError) as exc:
+                        obs.STORE_ERRORS.labels("tiles").inc()
                         log.warning("tile refresh of %s failed: %s", ch.dashboard.slug, exc)
                         ch.last_done_wall = loop.time()
                         ch.dirty = ch.dirty_notices = True  # retried in full after the interval
@@ -350,6 +402,8 @@ class TileHub:
             now_s = time.monotonic()
             idle_since_s = now_s - self._heartbeat_s
             for slug, ch in self.channels.items():
+                if self.cluster is not None and not self.cluster.fresh(slug):
+                    continue  # no leader computation heard lately: let the walls go STALE
                 frames: dict[int, bytes] = {}
                 for sub in self._broker.subscriptions(slug):
                     if sub.sink is None or sub.last_sent_s > idle_since_s or sub.pending is not None:

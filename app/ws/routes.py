@@ -38,6 +38,7 @@ from app.auth.deps import authenticate, check_scope
 from app.auth.keys import KeyStore
 from app.auth.ratelimit import TokenBucket
 from app.clock import Clock
+from app.cluster.link import NoLeader
 from app.config import Settings
 from app.metrics.calendar import to_us
 from app.store import StoreUnavailable
@@ -222,6 +223,9 @@ async def _serve_screen(ws: WebSocket, slug: str, settings: Settings) -> None:
     except (SQLAlchemyError, OSError) as exc:
         log.warning("refused a screen on %s: its tiles cannot be read (%s)", slug, exc)
         raise StoreUnavailable("the store is unavailable; retry later") from exc
+    except NoLeader as exc:  # a cluster follower with no leader's state to show
+        log.warning("refused a screen on %s: %s", slug, exc)
+        raise StoreUnavailable(f"no tile state available ({exc}); retry later") from exc
     await ws.accept()
     timeout_s = settings.ws_send_timeout_s
     direct = _direct(ws)
@@ -230,6 +234,8 @@ async def _serve_screen(ws: WebSocket, slug: str, settings: Settings) -> None:
             missed = None
             if epoch == channel.epoch and since_raw is not None and SINCE_RE.fullmatch(since_raw):
                 missed = channel.missed_since(int(since_raw))
+                if missed is None and hub.cluster is not None:  # another process's screen: the Redis stream
+                    missed = await hub.cluster.missed(channel, epoch, int(since_raw))
             last_seq = channel.seq
             if missed is None:
                 extras = {
@@ -262,6 +268,7 @@ async def _serve_direct(
 ) -> None:
     """Direct path: the broker writes updates; this coroutine only reads until the screen goes."""
     screen = DirectScreen(direct, sub, timeout_s, slug)
+    sub.closer = lambda code, reason: direct.close_now(code, reason, abort_after_s=CLOSE_GRACE_S)
     sub.start(last_seq, screen)
     try:
         await _receiver(ws, timeout_s, settings.ws_max_inbound_per_s)
@@ -280,6 +287,7 @@ async def _serve_asgi(
 ) -> None:
     """ASGI path: a sender and a receiver task; the first to end ends the screen."""
     sub.start(last_seq)
+    sub.closer = lambda code, reason: _close_later(ws, code, reason)
     tasks = {
         asyncio.create_task(_sender(ws, sub, channel, settings.heartbeat_interval_s, timeout_s)),
         asyncio.create_task(_receiver(ws, timeout_s, settings.ws_max_inbound_per_s)),
@@ -299,6 +307,16 @@ async def _serve_asgi(
                 await ws.close(code=CLOSE_SLOW_CONSUMER, reason=SLOW_REASON)
         elif exc is not None and not isinstance(exc, (WebSocketDisconnect, OSError, RuntimeError)):
             raise exc
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_later(ws: WebSocket, code: int, reason: str) -> None:
+    """Close ``ws`` with ``code`` from synchronous code (ASGI path)."""
+    task = asyncio.get_running_loop().create_task(_close(ws, code, reason))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 class SocketRegistry:
