@@ -169,6 +169,7 @@ _STATE_WRITE = (
 )  # the order of ``_state_row``
 _GAUGE_KEY = (("gauge", "text"), ("dim_key", "text"), ("item_key", "text"))
 _GAUGE_ROW = (*_GAUGE_KEY, ("opened_us", "int8"), ("closed_us", "int8"))
+_GAUGE_STAGE = "pb_stage_lifecycle_gauge_item"  # a session temp table of its own (not writes' gauge stage)
 _GAUGE_REPLACE = (
     "ON CONFLICT (gauge, dim_key, item_key) DO UPDATE SET opened_us = excluded.opened_us, "
     "closed_us = excluded.closed_us"
@@ -217,10 +218,11 @@ def _write_pg(
     deletes: list[tuple[str, str, str]],
     upserts: list[tuple[Any, ...]],
 ) -> None:
-    """The group's lifecycle rows in at most four statements: new states by binary ``COPY`` (a
-    state created meanwhile by another writer is a unique violation: ``IntegrityError``, retried),
-    changed states, removed and changed gauge rows each as one statement over ``unnest`` arrays
-    (rows in key order: one lock order for concurrent writers)."""
+    """The group's lifecycle rows in a fixed number of statements: new states by binary ``COPY``
+    (a state created meanwhile by another writer is a unique violation: ``IntegrityError``,
+    retried), changed states and removed gauge rows each as one statement over ``unnest`` arrays,
+    new and changed gauge rows by binary ``COPY`` into a session temp table and one upsert from
+    it (rows in key order: one lock order for concurrent writers)."""
     names = ", ".join(c for c, _ in _STATE_WRITE)
     with _pg_errors("alarm lifecycle writes"), _pg_driver(conn).cursor() as cur:
         if inserts:
@@ -240,12 +242,22 @@ def _write_pg(
                 "WHERE t.gauge = u.gauge AND t.dim_key = u.dim_key AND t.item_key = u.item_key",
                 _columns(deletes, len(_GAUGE_KEY)),
             )
-        if upserts:
+        if upserts:  # the bulk of the rows (one per item, gauge and dim key): binary COPY, not arrays
             names_g = ", ".join(c for c, _ in _GAUGE_ROW)
             cur.execute(
-                f"INSERT INTO gauge_item ({names_g}) SELECT {names_g} FROM {_unnest(_GAUGE_ROW)} "
-                f"ORDER BY gauge, dim_key, item_key {_GAUGE_REPLACE}",
-                _columns(upserts, len(_GAUGE_ROW)),
+                f"CREATE TEMP TABLE IF NOT EXISTS {_GAUGE_STAGE} "
+                f"({', '.join(f'{c} {ty}' for c, ty in _GAUGE_ROW)}) ON COMMIT DELETE ROWS"
+            )
+            cur.execute(f"DELETE FROM {_GAUGE_STAGE}")  # empty already, unless a caller wrote twice
+            _pg_copy(
+                cur,
+                f"COPY {_GAUGE_STAGE} ({names_g}) FROM STDIN (FORMAT BINARY)",
+                [ty for _, ty in _GAUGE_ROW],
+                upserts,
+            )
+            cur.execute(
+                f"INSERT INTO gauge_item ({names_g}) SELECT {names_g} FROM {_GAUGE_STAGE} "
+                f"ORDER BY gauge, dim_key, item_key {_GAUGE_REPLACE}"
             )
 
 
