@@ -155,3 +155,33 @@ async def test_out_of_order_alarms_equal_a_rebuild_and_read_right(make_settings,
             "mttr_s", "day", "2021-06-01T00:00:00+02:00", "2021-06-03T00:00:00+02:00", severity="minor", device="r2"
         )
         assert both[1]["value"] == 9000  # two filters: recomputed from raw events, same answer
+
+
+async def test_a_group_of_calls_and_alarms_counts_each_once(make_settings, start_server) -> None:
+    """One request with a call and an alarm: the call's rollups and the alarm's lifecycle deltas
+    are written in one upsert per table (a second upsert of a table in one PostgreSQL transaction
+    re-read the rows staged by the first: the call counted twice)."""
+    srv = await start_server(make_settings(tz="Europe/Paris"))
+    at = "2021-01-01T10:00:30+00:00"
+    events = [
+        {"id": "c1", "source": "default", "type": "call.answered", "ts": at, "value": 12.5, "dims": {"queue": "PS"}},
+        {"id": "a1", "source": "default", "type": "alarm.raised", "ts": at, "dims": {"alarm": "x", "device": "d"}},
+    ]
+    async with keyed_client(srv, timeout=60) as client:
+        r = await client.post("/api/v1/events", json=events)
+        assert r.json() == {"accepted": 2, "duplicates": 0}
+    async with srv.runtime.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT measure, dim_key, count, sum FROM rollup_minute "
+                    "WHERE measure IN ('contact-centre/answered', 'noc/raised') ORDER BY measure, dim_key"
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("contact-centre/answered", "", 1, 12.5),
+        ("contact-centre/answered", "queue=PS", 1, 12.5),
+        ("noc/raised", "", 1, 0.0),
+        ("noc/raised", "device=d", 1, 0.0),
+    ]

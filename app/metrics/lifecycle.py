@@ -208,15 +208,18 @@ def derive(pack: Pack, lc: Lifecycle, alarm: str, state: AlarmState) -> Derived:
         out.contributions.append(Contribution("acknowledge", acked, (acked - raised) / 1e6, dims_at(acked)))
     if cleared is not None and cleared <= cap:
         out.contributions.append(Contribution("close", cleared, (cleared - raised) / 1e6, out.dims))
-    for gauge in pack.gauges.values():
-        if gauge.lifecycle != lc.name:
-            continue
+    gauges = [g for g in pack.gauges.values() if g.lifecycle == lc.name]
+    if not gauges:
+        return out
+    # Per stretch, once for every gauge: its dimension keys and whether it is service-affecting.
+    keyed = [(lo, hi, dim_keys(pack, dims), lc.affecting(dims)) for lo, hi, dims in stretches]
+    for gauge in gauges:
         gkey = pack.gauge_key(gauge.name)
         per_key: dict[str, list[tuple[int, int | None]]] = {}
-        for lo, hi, dims in stretches:
-            if gauge.affecting and not lc.affecting(dims):
+        for lo, hi, keys, affecting in keyed:
+            if gauge.affecting and not affecting:
                 continue
-            for dk in dim_keys(pack, dims):
+            for dk in keys:
                 per_key.setdefault(dk, []).append((lo, hi))
         for dk, spans in per_key.items():
             kept = [(lo, hi) for lo, hi in _intervals(spans) if hi is None or hi > lo]  # zero-length: never open
@@ -230,15 +233,23 @@ def add_contributions(
 ) -> None:
     """Add (``sign=1``) or subtract (``-1``) ``derived``'s contributions to the partials of the
     pack's measures of ``lc`` (count, sum and sketch bins; lifecycle measures keep no min/max)."""
+    contributions = derived.contributions
+    if not contributions:
+        return
+    keys_of: list[list[str] | None] = [None] * len(contributions)  # each contribution's dim keys, once
+    buckets = [minute_floor_us(c.ts_us) for c in contributions]
     for measure in pack.measures.values():
         if measure.lifecycle != lc.name:
             continue
         mkey = pack.measure_key(measure.name)
-        for c in derived.contributions:
+        for i, c in enumerate(contributions):
             if c.stage != measure.stage or not measure.matches(measure.event_type, c.value_s, c.dims):
                 continue
-            bucket = minute_floor_us(c.ts_us)
-            for dk in dim_keys(pack, c.dims):
+            keys = keys_of[i]
+            if keys is None:
+                keys = keys_of[i] = dim_keys(pack, c.dims)
+            bucket = buckets[i]
+            for dk in keys:
                 part = partials.get((mkey, dk, bucket))
                 if part is None:
                     part = partials[(mkey, dk, bucket)] = Partial(sketch=Sketch() if measure.sketch else None)

@@ -24,6 +24,7 @@ from app.metrics.pack import Lifecycle, Pack
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow, PartialKey
 from app.metrics.timeweighted import Interval
+from app.store.writes import _pg_copy, _pg_driver, _pg_errors, upsert_partials
 
 KEY_CHUNK = 500
 _STATE_COLUMNS = "raised_us, raise_dims, acked_us, cleared_us, updates"
@@ -35,16 +36,28 @@ def _sql(conn: Connection | AsyncConnection, sql: str) -> str:
 
 
 def _load_states(conn: Connection, key: str, alarms: Sequence[str]) -> dict[str, AlarmState]:
+    """The stored states of ``alarms`` of lifecycle ``key``: one query (PostgreSQL: the keys as one
+    array, rows locked ``FOR UPDATE`` in key order), chunks of ``KEY_CHUNK`` keys on SQLite."""
     found: dict[str, AlarmState] = {}
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    for i in range(0, len(alarms), KEY_CHUNK):
-        chunk = list(alarms[i : i + KEY_CHUNK])
+    if conn.dialect.name == "postgresql":
         sql = (
-            f"SELECT alarm, {_STATE_COLUMNS} FROM alarm_state WHERE lifecycle = ? "
-            f"AND alarm IN ({', '.join('?' * len(chunk))}) ORDER BY alarm{lock}"
+            f"SELECT alarm, {_STATE_COLUMNS} FROM alarm_state WHERE lifecycle = %s AND alarm = ANY(%s::text[]) "
+            "ORDER BY alarm FOR UPDATE"
         )
-        for r in conn.exec_driver_sql(_sql(conn, sql), (key, *chunk)).all():
-            found[str(r[0])] = AlarmState.from_row(r[1], r[2], r[3], r[4], r[5])
+        with _pg_errors(sql), _pg_driver(conn).cursor() as cur:
+            cur.execute(sql, (key, list(alarms)))
+            rows = cur.fetchall()
+    else:
+        rows = []
+        for i in range(0, len(alarms), KEY_CHUNK):
+            chunk = list(alarms[i : i + KEY_CHUNK])
+            sql = (
+                f"SELECT alarm, {_STATE_COLUMNS} FROM alarm_state WHERE lifecycle = ? "
+                f"AND alarm IN ({', '.join('?' * len(chunk))}) ORDER BY alarm"
+            )
+            rows += conn.exec_driver_sql(sql, (key, *chunk)).all()
+    for r in rows:
+        found[str(r[0])] = AlarmState.from_row(r[1], r[2], r[3], r[4], r[5])
     return found
 
 
@@ -64,9 +77,23 @@ def _state_row(key: str, alarm: str, state: AlarmState, derived: Derived) -> tup
     )
 
 
-def apply_lifecycles(conn: Connection, packs: Iterable[Pack], events: Sequence[EventRow]) -> set[str]:
+def apply_lifecycles(
+    conn: Connection,
+    packs: Iterable[Pack],
+    events: Sequence[EventRow],
+    partials: dict[PartialKey, Partial] | None = None,
+) -> set[str]:
     """Fold ``events`` (newly stored, not duplicates) into the lifecycles of ``packs`` in the open
     transaction of ``conn``: states, partial deltas and gauge rows (see the module docstring).
+
+    Set-based: per lifecycle one read of the touched items' states, then one statement per kind of
+    write for the whole group (PostgreSQL: the rows as arrays through ``unnest``, new states by
+    binary ``COPY``; SQLite: one ``executemany`` each), never a round trip per item.
+
+    Args:
+        partials: when given, the partial deltas are added to it (the write path upserts the
+            group's rollups and these deltas together: one upsert per table and transaction);
+            otherwise they are upserted here.
 
     Returns:
         the names of the packs whose lifecycles changed (their dashboards need a refresh).
@@ -74,8 +101,6 @@ def apply_lifecycles(conn: Connection, packs: Iterable[Pack], events: Sequence[E
     Raises:
         sqlalchemy.exc.IntegrityError: another writer created one of the items meanwhile (retry).
     """
-    from app.store.writes import upsert_partials  # writes calls this module: import here, not at the top
-
     touched: set[str] = set()
     deltas: dict[PartialKey, Partial] = {}
     gauge_delete: set[tuple[str, str, str]] = set()
@@ -109,41 +134,131 @@ def apply_lifecycles(conn: Connection, packs: Iterable[Pack], events: Sequence[E
                 (updates if old is not None else inserts).append(_state_row(key, alarm, state, after))
     if not touched:
         return touched
+    inserts.sort(key=lambda r: (r[-2], r[-1]))
+    updates.sort(key=lambda r: (r[-2], r[-1]))
+    deletes = sorted(gauge_delete)
+    upserts = sorted((*k, *v) for k, v in gauge_upsert.items())
+    if conn.dialect.name == "postgresql":
+        _write_pg(conn, inserts, updates, deletes, upserts)
+    else:
+        _write_sqlite(conn, inserts, updates, deletes, upserts)
+    changed = {k: p for k, p in deltas.items() if p.count or p.sum or (p.sketch is not None and p.sketch.bins())}
+    if partials is None:
+        upsert_partials(conn, changed)
+    else:
+        for k, p in changed.items():  # lifecycle measures have keys of their own: a merge is a precaution
+            mine = partials.get(k)
+            if mine is None:
+                partials[k] = p
+            else:
+                mine.merge(p)
+    return touched
+
+
+_STATE_WRITE = (
+    ("raised_us", "int8"),
+    ("raise_dims", "text"),
+    ("acked_us", "int8"),
+    ("cleared_us", "int8"),
+    ("updates", "text"),
+    ("acked_us_eff", "int8"),
+    ("closed_us_eff", "int8"),
+    ("dims", "text"),
+    ("lifecycle", "text"),
+    ("alarm", "text"),
+)  # the order of ``_state_row``
+_GAUGE_KEY = (("gauge", "text"), ("dim_key", "text"), ("item_key", "text"))
+_GAUGE_ROW = (*_GAUGE_KEY, ("opened_us", "int8"), ("closed_us", "int8"))
+_GAUGE_STAGE = "pb_stage_lifecycle_gauge_item"  # a session temp table of its own (not writes' gauge stage)
+_GAUGE_REPLACE = (
+    "ON CONFLICT (gauge, dim_key, item_key) DO UPDATE SET opened_us = excluded.opened_us, "
+    "closed_us = excluded.closed_us"
+)
+
+
+def _write_sqlite(
+    conn: Connection,
+    inserts: list[tuple[Any, ...]],
+    updates: list[tuple[Any, ...]],
+    deletes: list[tuple[str, str, str]],
+    upserts: list[tuple[Any, ...]],
+) -> None:
+    """The group's lifecycle rows: one ``executemany`` per kind of write."""
+    names = ", ".join(c for c, _ in _STATE_WRITE)
     if inserts:
         conn.exec_driver_sql(
-            _sql(
-                conn,
-                f"INSERT INTO alarm_state ({_STATE_COLUMNS}, acked_us_eff, closed_us_eff, dims, lifecycle, alarm) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ),
-            inserts,
+            f"INSERT INTO alarm_state ({names}) VALUES ({', '.join('?' * len(_STATE_WRITE))})", inserts
         )
     if updates:
+        sets = ", ".join(f"{c} = ?" for c, _ in _STATE_WRITE[:-2])
+        conn.exec_driver_sql(f"UPDATE alarm_state SET {sets} WHERE lifecycle = ? AND alarm = ?", updates)
+    if deletes:
+        conn.exec_driver_sql("DELETE FROM gauge_item WHERE gauge = ? AND dim_key = ? AND item_key = ?", deletes)
+    if upserts:
         conn.exec_driver_sql(
-            _sql(
-                conn,
-                "UPDATE alarm_state SET raised_us = ?, raise_dims = ?, acked_us = ?, cleared_us = ?, updates = ?, "
-                "acked_us_eff = ?, closed_us_eff = ?, dims = ? WHERE lifecycle = ? AND alarm = ?",
-            ),
-            sorted(updates, key=lambda r: (r[-2], r[-1])),
+            f"INSERT INTO gauge_item ({', '.join(c for c, _ in _GAUGE_ROW)}) VALUES (?, ?, ?, ?, ?) {_GAUGE_REPLACE}",
+            upserts,
         )
-    changed = {k: p for k, p in deltas.items() if p.count or p.sum or (p.sketch is not None and p.sketch.bins())}
-    upsert_partials(conn, changed)
-    if gauge_delete:
-        conn.exec_driver_sql(
-            _sql(conn, "DELETE FROM gauge_item WHERE gauge = ? AND dim_key = ? AND item_key = ?"), sorted(gauge_delete)
-        )
-    if gauge_upsert:
-        conn.exec_driver_sql(
-            _sql(
-                conn,
-                "INSERT INTO gauge_item (gauge, dim_key, item_key, opened_us, closed_us) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (gauge, dim_key, item_key) DO UPDATE SET opened_us = excluded.opened_us, "
-                "closed_us = excluded.closed_us",
-            ),
-            sorted((*k, *v) for k, v in gauge_upsert.items()),
-        )
-    return touched
+
+
+def _unnest(columns: Sequence[tuple[str, str]]) -> str:
+    """``unnest(%s::T[], ...) AS u(c, ...)``: the rows of one array parameter per column."""
+    arrays = ", ".join(f"%s::{ty}[]" for _, ty in columns)
+    return f"unnest({arrays}) AS u({', '.join(c for c, _ in columns)})"
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+def _write_pg(
+    conn: Connection,
+    inserts: list[tuple[Any, ...]],
+    updates: list[tuple[Any, ...]],
+    deletes: list[tuple[str, str, str]],
+    upserts: list[tuple[Any, ...]],
+) -> None:
+    """The group's lifecycle rows in a fixed number of statements: new states by binary ``COPY``
+    (a state created meanwhile by another writer is a unique violation: ``IntegrityError``,
+    retried), changed states and removed gauge rows each as one statement over ``unnest`` arrays,
+    new and changed gauge rows by binary ``COPY`` into a session temp table and one upsert from
+    it (rows in key order: one lock order for concurrent writers)."""
+    names = ", ".join(c for c, _ in _STATE_WRITE)
+    with _pg_errors("alarm lifecycle writes"), _pg_driver(conn).cursor() as cur:
+        if inserts:
+            _pg_copy(
+                cur, f"COPY alarm_state ({names}) FROM STDIN (FORMAT BINARY)", [ty for _, ty in _STATE_WRITE], inserts
+            )
+        if updates:
+            sets = ", ".join(f"{c} = u.{c}" for c, _ in _STATE_WRITE[:-2])
+            cur.execute(
+                f"UPDATE alarm_state AS t SET {sets} FROM {_unnest(_STATE_WRITE)} "
+                "WHERE t.lifecycle = u.lifecycle AND t.alarm = u.alarm",
+                _columns(updates, len(_STATE_WRITE)),
+            )
+        if deletes:
+            cur.execute(
+                f"DELETE FROM gauge_item AS t USING {_unnest(_GAUGE_KEY)} "
+                "WHERE t.gauge = u.gauge AND t.dim_key = u.dim_key AND t.item_key = u.item_key",
+                _columns(deletes, len(_GAUGE_KEY)),
+            )
+        if upserts:  # the bulk of the rows (one per item, gauge and dim key): binary COPY, not arrays
+            names_g = ", ".join(c for c, _ in _GAUGE_ROW)
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {_GAUGE_STAGE} "
+                f"({', '.join(f'{c} {ty}' for c, ty in _GAUGE_ROW)}) ON COMMIT DELETE ROWS"
+            )
+            cur.execute(f"DELETE FROM {_GAUGE_STAGE}")  # empty already, unless a caller wrote twice
+            _pg_copy(
+                cur,
+                f"COPY {_GAUGE_STAGE} ({names_g}) FROM STDIN (FORMAT BINARY)",
+                [ty for _, ty in _GAUGE_ROW],
+                upserts,
+            )
+            cur.execute(
+                f"INSERT INTO gauge_item ({names_g}) SELECT {names_g} FROM {_GAUGE_STAGE} "
+                f"ORDER BY gauge, dim_key, item_key {_GAUGE_REPLACE}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

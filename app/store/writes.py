@@ -486,10 +486,12 @@ def write_group(
         rollup(pack, rows, all_partials, all_changes, cap)  # measure and gauge keys carry the pack's name
         if (len(all_partials), len(all_changes)) != before:
             result.packs_touched.add(pack.name)
+    from app.store.lifecycles import apply_lifecycles  # it writes through this module's upserts
+
+    # The lifecycle deltas join the group's partials: one upsert per rollup table and transaction
+    # (on PostgreSQL a second upsert of a table in one transaction would re-read its staged rows).
+    result.packs_touched |= apply_lifecycles(conn, packs, rows, all_partials)
     check_finite(all_partials)
     upsert_partials(conn, all_partials)
     upsert_gauge_changes(conn, all_changes)
-    from app.store.lifecycles import apply_lifecycles  # it writes through this module's upserts
-
-    result.packs_touched |= apply_lifecycles(conn, packs, rows)
     return result
