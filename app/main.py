@@ -34,6 +34,7 @@ from app.config import Settings
 from app.ingest.idempotency import IdempotencyKeys
 from app.ingest.routes import router as ingest_router
 from app.ingest.writer import GroupCommitWriter
+from app.metrics.calendar import to_us
 from app.metrics.pack import Pack, load_packs
 from app.runtime import Runtime
 from app.snapshots.routes import router as snapshot_router
@@ -43,9 +44,11 @@ from app.store.ready import ReadinessProbe
 from app.store.schema import event
 from app.store.writes import GroupResult
 from app.ws.broker import InMemoryBroker
+from app.ws.feeds import FeedTracker
 from app.ws.hub import TileHub
 from app.ws.routes import SocketRegistry, watch_revocations
 from app.ws.routes import router as ws_router
+from app.ws.screens import router as screens_router
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(ingest_router)
     app.include_router(api_router)
     app.include_router(ws_router)
+    app.include_router(screens_router)
     app.include_router(snapshot_router)
     app.include_router(vendor_router)
     app.include_router(auth_router)
@@ -127,6 +131,7 @@ async def open_runtime(
             event_clock.observe(int(newest))
 
     broker = InMemoryBroker()
+    feeds = FeedTracker(to_us(wall_clock.now()), to_us(view_clock.now()))
     hub = TileHub(
         engine,
         packs,
@@ -136,6 +141,8 @@ async def open_runtime(
         interval_s=settings.tile_interval_ms / 1000,
         replay_buffer=settings.ws_replay_buffer_updates,
         heartbeat_s=settings.heartbeat_interval_s,
+        feeds=feeds,
+        wall_clock=wall_clock,
     )
 
     async def on_commit(result: GroupResult) -> None:

@@ -43,7 +43,11 @@ def test_migrations():
 
 
 def test_packs():
-    assert sorted(p.name for p in resources.packs_dir().glob("*.yaml")) == ["contact-centre.yaml", "itsm.yaml", "noc.yaml"]
+    assert sorted(p.name for p in resources.packs_dir().glob("*.yaml")) == [
+        "contact-centre.yaml",
+        "itsm.yaml",
+        "noc.yaml",
+    ]
 
 
 def test_demo_data():
