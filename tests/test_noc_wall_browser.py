@@ -30,6 +30,7 @@ import pytest
 from app.clock import ManualClock
 from app.replay.pcic import map_file
 from tests.conftest import keyed_client
+from tests.helpers import wait_until
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,7 +39,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 REPLAY_FROM = datetime(2021, 5, 11, 12, 0, tzinfo=UTC)
 REPLAY_TO = datetime(2021, 5, 11, 15, 0, tzinfo=UTC)
 SLICE = timedelta(minutes=3)
-PAUSE_S = 0.12
+PAUSE_S = 0.05
+STEPS = 8  # the wall is checked against the server after each step
 FEED_EVERY_S = 300  # the noc dashboard's feeds: [{every_s: 300}]
 
 pytestmark = pytest.mark.browser
@@ -100,7 +102,7 @@ FITS_JS = """() => {
         const v = t.querySelector('.value'), r = t.getBoundingClientRect(), b = v.getBoundingClientRect();
         return v.scrollWidth > v.clientWidth + 1 || b.right > r.right + 1 || b.bottom > r.bottom + 1;
     }).map(t => t.dataset.tileId);
-    const rows = [...document.querySelectorAll('[data-tile-id="alarm_list"] .alarm')].filter(a => {
+    const rows = [...document.querySelectorAll('[data-tile-id="alarm_list"] .alarm:not([hidden])')].filter(a => {
         const r = a.getBoundingClientRect(), t = a.closest('.tile').getBoundingClientRect();
         return r.bottom > t.bottom + 1 || r.height < 12;
     }).length;
@@ -152,44 +154,62 @@ async def test_noc_wall_alarm_list_ages_and_feed_silence(make_settings, start_se
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(f"{srv.url}/wall/noc")
             await page.wait_for_function("() => document.body.dataset.epoch", timeout=15_000)
-            first_half, second_half = batches[: len(batches) // 2], batches[len(batches) // 2 :]
-            replay = asyncio.create_task(_post(srv, first_half))
-
-            # The list fills, then changes (alarms raise and clear while we watch).
-            await page.wait_for_function(
-                "() => document.querySelectorAll('[data-tile-id=\"alarm_list\"] .alarm').length >= 3", timeout=20_000
-            )
-            seen = await page.evaluate(ROWS_JS)
-            first_keys = [r["alarm"] for r in seen]
-            await page.wait_for_function(
-                "keys => { const now = [...document.querySelectorAll('[data-tile-id=\"alarm_list\"] .alarm')]"
-                ".map(a => a.dataset.alarm); return now.join() !== keys.join(); }",
-                arg=first_keys,
-                timeout=20_000,
-            )
+            # The afternoon in STEPS posts; after each, the wall shows that instant's open alarms
+            # exactly as the server lists them (REST, same instant): the list follows raises and clears.
+            shown: list[list[str]] = []
+            posted = 0
+            per_step = -(-len(batches) // STEPS)
+            for i in range(0, len(batches), per_step):
+                step = batches[i : i + per_step]
+                posted += await _post(srv, step)
+                at = max(datetime.fromisoformat(e["ts"]) for b in step for e in b)
+                await page.wait_for_function(
+                    "want => Date.parse(window.pulseboardWall.state.asOf) >= Date.parse(want)",
+                    arg=at.isoformat(),
+                    timeout=60_000,
+                )
+                async with keyed_client(srv) as client:
+                    want = (await client.get("/api/v1/dashboards/noc")).json()["tiles"]["alarm_list"]
+                keys = [a["alarm"] for a in want["alarms"]]
+                await page.wait_for_function(
+                    "keys => [...document.querySelectorAll('[data-tile-id=\"alarm_list\"] .alarm')]"
+                    ".map(a => a.dataset.alarm).join() === keys.join()",
+                    arg=keys,
+                    timeout=60_000,
+                )
+                shown.append(keys)
+            assert posted == sum(map(len, batches))
+            assert len({tuple(k) for k in shown if k}) >= 3, f"the alarm list should change over the afternoon: {shown}"
             # Rows name the device, the type, a severity shape + word (none in this data), the ack state.
             rows = await page.evaluate(ROWS_JS)
-            assert all(r["what"] and r["sev"] == "·NO SEVERITY" and r["ack"] == "✖ NOT ACK" for r in rows), rows
+            assert rows and all(r["what"] and r["sev"] == "·NO SEVERITY" and r["ack"] == "✖ NOT ACK" for r in rows)
 
-            # An alarm's age ticks: the same alarm, an older age, as the (event) clock moves.
-            posted = await asyncio.wait_for(replay, 60)
-            replay = asyncio.create_task(_post(srv, second_half))
+            # An alarm's age ticks with the clock: one more event 10 minutes later (event time)
+            # makes every listed alarm that is still open exactly 600 s older.
+            last_event = max(datetime.fromisoformat(e["ts"]) for b in batches for e in b)
             await page.wait_for_function(
-                "() => document.querySelectorAll('[data-tile-id=\"alarm_list\"] .alarm').length >= 1", timeout=20_000
+                "want => document.body.dataset.seq && window.pulseboardWall.state.asOf"
+                " && Date.parse(window.pulseboardWall.state.asOf) === Date.parse(want)",
+                arg=last_event.isoformat(),
+                timeout=15_000,
             )
+            await page.wait_for_timeout(1200)  # the page's 1 s age tick has run at this clock
             before = {r["alarm"]: _age_s(r["age"]) for r in await page.evaluate(ROWS_JS)}
+            assert before, "no open alarm listed at the end of the afternoon"
+            last_event += timedelta(minutes=10)
+            tick = {"id": "wall-test:raised", "source": "pcic2021", "type": "alarm.raised", "ts": last_event.isoformat(),
+                    "dims": {"alarm": "wall-test", "device": "wall-test", "type": "tick"}}  # fmt: skip
+            async with keyed_client(srv) as client:
+                resp = await client.post("/api/v1/events", json=[tick])
+                assert resp.status_code == 202, resp.text
 
-            async def grew() -> bool:
+            async def aged() -> dict[str, float] | None:
                 now = {r["alarm"]: _age_s(r["age"]) for r in await page.evaluate(ROWS_JS)}
-                return any(k in before and now[k] > before[k] for k in now)
+                grown = {k: now[k] - before[k] for k in now if k in before}
+                return grown if grown and all(d == 600 for d in grown.values()) else None
 
-            for _ in range(200):
-                if await grew():
-                    break
-                await asyncio.sleep(0.1)
-            assert await grew(), "no alarm's age grew while the replay moved the clock"
-            posted += await asyncio.wait_for(replay, 60)
-            assert posted == sum(map(len, batches))
+            grown = await wait_until(aged, 15, what="the listed alarms' ages to grow by 600 s")
+            assert len(grown) >= 1
 
             # The wall agrees with the REST read of the same dashboard once the feed is done.
             async with keyed_client(srv) as client:
@@ -217,7 +237,6 @@ async def test_noc_wall_alarm_list_ages_and_feed_silence(make_settings, start_se
             await page.set_viewport_size({"width": 1920, "height": 1080})
 
             # Feed silence: no events for 299 s of wall time -> still fine; 301 s -> STALE, loudly.
-            last_event = max(datetime.fromisoformat(e["ts"]) for b in batches for e in b)
             wall_clock.set(wall_clock.now() + timedelta(seconds=FEED_EVERY_S - 1))
             await asyncio.sleep(2.5)  # a few refreshes (time_refresh 1 s) and heartbeats
             assert await page.locator('[data-feed="silent"]').count() == 0

@@ -154,8 +154,10 @@ function layout(force) {
   take(large, heroRows, 'hero');
   take(normal, normalRows, 'normal');
   // Hero rows get more height than normal rows.
+  // Hero rows get more height than normal rows; one holding an alarm list more still (its rows).
   grid.style.setProperty('grid-template-rows', rows.map(function (r) {
-    return r.cls === 'hero' ? (normalRows.length ? '1.62fr' : '1fr') : '1fr';
+    var list = r.ids.some(function (id) { return isList(state.tiles[id]); });
+    return r.cls === 'hero' ? (normalRows.length ? (list ? '2.3fr' : '1.62fr') : '1fr') : '1fr';
   }).join(' ') || '1fr');
   while (grid.firstChild) grid.removeChild(grid.firstChild);
   rows.forEach(function (r) {
@@ -271,7 +273,7 @@ function renderList(e, tile) {
     r.root.className = 'alarm sev-' + (severityOf(a.severity) !== severityOf(null) ? a.severity : 'none');
     r.shape.textContent = sev.shape;
     r.word.textContent = sev.word;
-    r.what.textContent = a.device || a.service || a.alarm;
+    r.what.textContent = a.device ? 'device ' + a.device : (a.service || a.alarm);
     r.type.textContent = a.type ? 'type ' + a.type : '';
     r.raisedMs = Date.parse(a.raised_at);
     r.ack.textContent = a.acknowledged ? '✔ ACK' : '✖ NOT ACK';
@@ -283,9 +285,27 @@ function renderList(e, tile) {
   Object.keys(e.rows).forEach(function (k) {
     if (!keep[k]) { if (e.rows[k].root.parentNode) box.removeChild(e.rows[k].root); delete e.rows[k]; }
   });
-  var more = (tile.value || 0) - rows.length;
-  e.dims.textContent = more > 0 ? '+ ' + more + ' more open' : (rows.length ? '' : 'no open alarm');
+  e.listTotal = tile.value || 0;
+  fitList(e);
   tickAges();
+}
+
+/** Show the rows that fit the tile at the wall's type size (readable across a room), hide the
+ *  rest, and say how many are open and how many are not shown. */
+function fitList(e) {
+  var box = e.list, rows = Array.prototype.slice.call(box.children);
+  // One layout pass: un-hide, read every row's bottom, then hide the ones past the tile's edge.
+  rows.forEach(function (row) { row.hidden = false; });
+  var limit = box.getBoundingClientRect().bottom;
+  var bottoms = rows.map(function (row) { return row.getBoundingClientRect().bottom; });
+  var shown = 0;
+  rows.forEach(function (row, i) {
+    row.hidden = bottoms[i] > limit + 1;
+    if (!row.hidden) shown += 1;
+  });
+  var total = e.listTotal || 0, more = total - shown;
+  e.target.textContent = total ? total + (total === 1 ? ' open alarm' : ' open alarms') : 'no open alarm';
+  e.dims.textContent = more > 0 ? '+ ' + more + ' more not shown' : '';
 }
 
 /** Now as the wall shows it: the event clock in event-time mode (replays), else the browser's. */
@@ -337,7 +357,7 @@ function renderTile(id) {
   e.num.textContent = v.num;
   e.unit.textContent = v.unit;
   e.target.textContent = formatTarget(tile);
-  e.dims.textContent = dimsText(tile.dims, tile.title);
+  e.dims.textContent = sevBadge ? '' : dimsText(tile.dims, tile.title);
   e.root.setAttribute('aria-label', (tile.title || tile.kpi) + ': ' + v.num + ' ' + v.unit +
     (badge.word ? ', ' + badge.word : '') + (tile.feed ? ', ' + feedText(tile.feed) : ''));
   e.list.hidden = !isList(tile);
@@ -836,7 +856,10 @@ function start() {
     window.clearTimeout(resizeTimer);
     resizeTimer = window.setTimeout(function () {
       layout(false);
-      Object.keys(els).forEach(function (id) { fitValue(els[id], true); });
+      Object.keys(els).forEach(function (id) {
+        fitValue(els[id], true);
+        if (isList(state.tiles[id])) fitList(els[id]);
+      });
     }, 150);
   });
   if (PLAYLIST) { startPlaylist(); return; }
