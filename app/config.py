@@ -216,6 +216,12 @@ class Settings(BaseSettings):
         "frame (its updates merge, latest value wins)",
     )
     ws_replay_buffer_updates: int = Field(default=256, ge=0)
+    max_dashboard_views: int = Field(
+        default=64, ge=0, description="narrowed dashboard views (/wall/SLUG?KEY=VALUE) kept live per process"
+    )
+    ws_max_views_per_socket: int = Field(
+        default=16, gt=0, description="dashboards one multiplexed socket (/ws/screens) may subscribe to at once"
+    )
     ws_ping_interval_s: float = Field(default=10.0, gt=0)
     ws_ping_timeout_s: float = Field(default=10.0, gt=0)
     # Snapshots

@@ -56,9 +56,11 @@ from app.store.ready import ReadinessProbe
 from app.store.schema import event
 from app.store.writes import GroupResult
 from app.ws.broker import InMemoryBroker
+from app.ws.feeds import FeedTracker
 from app.ws.hub import TileHub
 from app.ws.routes import SocketRegistry, watch_revocations
 from app.ws.routes import router as ws_router
+from app.ws.screens import router as screens_router
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(ingest_router)
     app.include_router(api_router)
     app.include_router(ws_router)
+    app.include_router(screens_router)
     app.include_router(snapshot_router)
     app.include_router(vendor_router)
     app.include_router(auth_router)
@@ -157,6 +160,7 @@ async def open_runtime(
 
     broker = InMemoryBroker()
     cluster: ClusterLink | None = None
+    feeds = FeedTracker(to_us(wall_clock.now()), to_us(view_clock.now()))
     hub = TileHub(
         engine,
         packs,
@@ -170,6 +174,8 @@ async def open_runtime(
         late_after_s=settings.late_event_after_s,
         stale_after_s=settings.wall_data_age_after_s,
         freshness_interval_s=settings.freshness_interval_s,
+        feeds=feeds,
+        wall_clock=wall_clock,
     )
 
     def events_in(packs: set[str], max_ts_us: int | None) -> None:

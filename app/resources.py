@@ -88,6 +88,23 @@ def demo_dir() -> Path:
     return _find("demo", top_level=False, fix=_REINSTALL)
 
 
+def noc_data_dir() -> Path:
+    """The real NOC data sets of a checkout (``data/noc-alarms/``), for ``pulseboard demo --pack noc``.
+
+    Raises:
+        ResourceMissing: not a checkout (a wheel does not carry ``data/``): give ``--noc-data DIR``.
+    """
+    checkout = _checkout_dir()
+    folder = checkout / "data" / "noc-alarms" if checkout is not None else None
+    if folder is None or not folder.is_dir():
+        raise ResourceMissing(
+            "the NOC data sets are in a checkout's data/noc-alarms/ (an installed wheel has no data/): "
+            "pass --noc-data DIR holding pcic2021-wireless-alarms.csv.gz, github-incidents.csv and "
+            "github-component-status.csv"
+        )
+    return folder
+
+
 @functools.cache
 def vendor_dir() -> Path:
     """Third-party browser assets copied from npm at build time (``manifest.json`` names them)."""

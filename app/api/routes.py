@@ -19,12 +19,13 @@ from app.api.problems import STORE_RETRY
 from app.auth.deps import public, scoped
 from app.ingest.parse import parse_ts
 from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, from_us, supported, to_us
-from app.metrics.pack import NAME_RE, AmbiguousName, Dashboard, Kpi, Pack
+from app.metrics.pack import NAME_RE, AmbiguousName, Dashboard, Kpi, Pack, Playlist
 from app.query import drill
 from app.query.kpis import QueryError, series
 from app.query.tiles import Freshness, dashboard_tiles
 from app.runtime import Runtime
 from app.snapshots.export import to_csv
+from app.ws.hub import view_key
 
 router = APIRouter()
 FRONTEND_DIR = resources.frontend_dir()
@@ -275,20 +276,30 @@ async def list_dashboards(runtime: RuntimeDep) -> list[dict[str, Any]]:
     summary="A dashboard, its tiles and their current values",
     **scoped("read", "admin", "display", dashboard_param="slug"),
 )
-async def get_dashboard(slug: str, runtime: RuntimeDep) -> JSONResponse:
+async def get_dashboard(slug: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """The dashboard, narrowed by its declared ``params`` given as query parameters
+    (``?site=X``: every tile filtered by ``dims.site = X``; ``view`` is then ``noc?site=X``)."""
     found = runtime.find_dashboard(slug)
     if found is None:
         raise HTTPException(404, f"no dashboard {slug!r}")
     pack, dash = found
+    params = dict(request.query_params)
+    try:
+        dash = runtime.hub.view(slug, params, runtime.settings.max_dashboard_views).dashboard
+    except ValueError as exc:
+        raise QueryError(next(iter(params), "params"), str(exc)) from None
     zone = runtime.dashboard_zone(dash)
     now_us = to_us(runtime.view_clock.now())
     async with runtime.engine.connect() as conn:
         settings = runtime.settings
         fresh = Freshness(settings.late_event_after_s, settings.wall_data_age_after_s)
         tiles = await dashboard_tiles(conn, pack, dash, now_us, zone, fresh)
+    runtime.hub.add_feed_states(dash, tiles, zone)
     return JSONResponse(
         {
             "slug": slug,
+            "view": dash.slug,
+            "params": params,
             "title": dash.title,
             "pack": pack.name,
             "tz": str(zone),
@@ -382,6 +393,44 @@ async def pair_page() -> FileResponse:
 @router.get("/login", include_in_schema=False, **public())
 async def login_page() -> FileResponse:
     return FileResponse(FRONTEND_DIR / "login" / "index.html", media_type="text/html")
+
+
+def find_playlist(runtime: Runtime, name: str) -> Playlist | None:
+    """The playlist ``name`` of any loaded pack, or ``None``."""
+    for pack in runtime.packs.values():
+        if name in pack.playlists:
+            return pack.playlists[name]
+    return None
+
+
+@router.get(
+    "/api/v1/playlists/{name}",
+    summary="A wall rotation: its dashboards (with parameters) and the interval",
+    **scoped("read", "admin", "display"),
+)
+async def get_playlist(name: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """``{"name", "title", "interval_s", "dashboards": [{"dashboard", "params", "view", "title"}]}``;
+    ``view`` is the key frames of that entry carry on ``/ws/screens`` (CONTRACT §4)."""
+    playlist = find_playlist(runtime, name)
+    if playlist is None:
+        raise HTTPException(404, f"no playlist {name!r}")
+    entries = []
+    for slug, params in playlist.entries:
+        found = runtime.find_dashboard(slug)
+        title = found[1].title if found else slug
+        if params:
+            title += " · " + " · ".join(f"{k} {v}" for k, v in params)
+        entries.append(
+            {"dashboard": slug, "params": dict(params), "view": view_key(slug, dict(params)), "title": title}
+        )
+    return {"name": name, "title": playlist.title, "interval_s": playlist.interval_s, "dashboards": entries}
+
+
+@router.get("/wall/playlist/{name}", summary="A rotating wall", include_in_schema=False, **public())
+async def playlist_page(name: str, runtime: RuntimeDep) -> FileResponse:
+    if not NAME_RE.match(name) or find_playlist(runtime, name) is None:
+        raise HTTPException(404, f"no playlist {name!r}")
+    return FileResponse(FRONTEND_DIR / "wall" / "index.html", media_type="text/html")
 
 
 @router.get("/wall/{slug}", summary="The wall page of a dashboard", include_in_schema=False, **public())

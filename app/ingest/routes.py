@@ -273,6 +273,10 @@ async def post_events(
             )
         check_binding(access, events)
         outcome = await runtime.writer.submit(events, record)
+        if runtime.hub.feeds is not None and outcome.conflict is None:  # feed silence: these sources are alive
+            runtime.hub.feeds.arrived(
+                {e.source for e in events}, to_us(runtime.clock.now()), to_us(runtime.view_clock.now())
+            )
     finally:
         if record is not None:
             runtime.idempotency.in_flight.discard((record.owner, record.key))

@@ -351,14 +351,43 @@ class Tile:
 
 
 @dataclass(frozen=True, slots=True)
+class Feed:
+    """A feed a dashboard expects events from (``source`` ``None``: any source), at least one
+    every ``every_s`` seconds of wall time; ``tiles``: the tile ids it feeds (``None``: all)."""
+
+    source: str | None
+    every_s: float
+    tiles: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Dashboard:
-    """A named set of tiles over one pack's KPIs, in the pack's (or given) time zone."""
+    """A named set of tiles over one pack's KPIs, in the pack's (or given) time zone.
+
+    ``feeds``: the feeds it expects events from (feed silence); ``params``: the dimensions a
+    screen may narrow it to (``/wall/SLUG?KEY=VALUE``); ``base``: for a narrowed view, the slug
+    of the dashboard it narrows (its ``slug`` is then ``BASE?KEY=VALUE``).
+    """
 
     slug: str
     title: str
     pack: str
     tiles: tuple[Tile, ...]
     tz: str | None = None
+    feeds: tuple[Feed, ...] = ()
+    params: tuple[str, ...] = ()
+    base: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Playlist:
+    """A rotation of dashboard views shown ``interval_s`` seconds each: ``entries`` are
+    ``(slug, ((param, value), ...))`` (checked against every loaded pack by ``load_packs``)."""
+
+    name: str
+    title: str
+    interval_s: float
+    entries: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
 
 @dataclass(slots=True)
@@ -374,6 +403,7 @@ class Pack:
     dashboards: dict[str, Dashboard] = field(default_factory=dict)
     lifecycles: dict[str, Lifecycle] = field(default_factory=dict)
     origin: str = "<pack>"  # the file it was read from (named in errors)
+    playlists: dict[str, Playlist] = field(default_factory=dict)
 
     def measure_hash(self, measure: str) -> str:
         """Definition hash of one of the pack's measures (``app.metrics.pack.measure_hash``)."""
@@ -626,7 +656,24 @@ class _Builder:
             seen.add(tile_id)
             dims = tuple((k, dim_text(v)) for k, v in tile.dims.items())
             tiles.append(Tile(tile_id, tile.kpi, tile.window, tile.title, dims, tile.size))
-        return Dashboard(slug, spec.title if spec.title is not None else slug, self.spec.pack, tuple(tiles), spec.tz)
+        feeds: list[Feed] = []
+        for i, feed in enumerate(spec.feeds):
+            unknown = [t for t in feed.tiles or () if t not in seen]
+            if unknown:
+                self.fail(
+                    ("dashboards", slug, "feeds", i, "tiles"), f"unknown tile id(s) {unknown} (tiles: {sorted(seen)})"
+                )
+                continue
+            feeds.append(Feed(feed.source, float(feed.every_s), tuple(feed.tiles) if feed.tiles is not None else None))
+        for i, param in enumerate(spec.params):
+            if param not in self.spec.dimensions:
+                self.fail(
+                    ("dashboards", slug, "params", i),
+                    f"a parameter narrows tiles by a rolled-up dimension: one of {list(self.spec.dimensions)}",
+                )
+        params = tuple(p for p in spec.params if p in self.spec.dimensions)
+        title = spec.title if spec.title is not None else slug
+        return Dashboard(slug, title, self.spec.pack, tuple(tiles), spec.tz, tuple(feeds), params)
 
     def build(self) -> Pack:
         """The pack; ``self.problems`` lists what is wrong with it (then the pack is incomplete)."""
@@ -645,8 +692,30 @@ class _Builder:
         dashboards = {slug: self.dashboard(slug, d, kpis) for slug, d in self.spec.dashboards.items()}
         spec = self.spec
         title = spec.title if spec.title is not None else spec.pack
+        playlists = {
+            name: Playlist(
+                name,
+                p.title if p.title is not None else name,
+                float(p.interval_s),
+                tuple(
+                    (e, ())
+                    if isinstance(e, str)
+                    else (e.dashboard, tuple(sorted((k, dim_text(v)) for k, v in e.params.items())))
+                    for e in p.dashboards
+                ),
+            )
+            for name, p in spec.playlists.items()
+        }
         return Pack(
-            spec.pack, title, tuple(spec.dimensions), self.measures, self.gauges, kpis, dashboards, self.lifecycles
+            spec.pack,
+            title,
+            tuple(spec.dimensions),
+            self.measures,
+            self.gauges,
+            kpis,
+            dashboards,
+            self.lifecycles,
+            playlists=playlists,
         )
 
 
@@ -709,6 +778,7 @@ def load_packs(extra_dir: FilePath | None = None) -> dict[str, Pack]:
             raise PackError(f"{path}: dashboard slug(s) {sorted(dup)} already defined by another pack")
         slugs |= set(pack.dashboards)
         packs[pack.name] = pack
+    _check_playlists(packs)
     for name, owners in shared_kpi_names(packs).items():
         log.info(
             "KPI %r is defined by %s: read it by its qualified name (%s); the bare name is refused",
@@ -758,3 +828,31 @@ def resolve_kpi(packs: dict[str, Pack], name: str, pack_name: str | None = None)
             f"use a qualified name ({', '.join(f'{p.name}/{name}' for p in owners)})"
         )
     return (owners[0], owners[0].kpis[name]) if owners else None
+
+
+def _check_playlists(packs: dict[str, Pack]) -> None:
+    """Every playlist names loaded dashboards with parameters they declare, and no two packs
+    define the same playlist name.
+
+    Raises:
+        PackError: naming the pack, the playlist and what is wrong.
+    """
+    dashboards = {slug: d for p in packs.values() for slug, d in p.dashboards.items()}
+    names: set[str] = set()
+    for pack in packs.values():
+        for name, playlist in pack.playlists.items():
+            if name in names:
+                raise PackError(f"pack {pack.name!r}: playlist {name!r} is defined by another pack too")
+            names.add(name)
+            for i, (slug, params) in enumerate(playlist.entries):
+                where = f"pack {pack.name!r}: playlists.{name}.dashboards[{i}]"
+                dash = dashboards.get(slug)
+                if dash is None:
+                    raise PackError(
+                        f"{where}: unknown dashboard {slug!r} (dashboards: {', '.join(sorted(dashboards))})"
+                    )
+                bad = [k for k, _ in params if k not in dash.params]
+                if bad:
+                    raise PackError(
+                        f"{where}: dashboard {slug!r} declares no parameter(s) {bad} (its params: {list(dash.params)})"
+                    )

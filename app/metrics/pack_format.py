@@ -446,12 +446,52 @@ class TileSpec(_Spec):
         return self
 
 
+class FeedSpec(_Spec):
+    """A feed the dashboard expects events from: when none of ``source`` (any source of the pack's
+    events when left out) arrives for ``every_s`` seconds of wall time, the ``tiles`` it feeds
+    (every tile when left out) say STALE, "no events from SOURCE since hh:mm"."""
+
+    source: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="the events' `source`; default: any source"
+    )
+    every_s: float = Field(gt=0, le=31_536_000, description="seconds of wall time within which an event is expected")
+    tiles: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, description="ids of the tiles this feed feeds (default: every tile)"
+    )
+
+
 class DashboardSpec(_Spec):
     """A named set of tiles over the pack's KPIs."""
 
     title: str | None = Field(default=None, description="default: the slug")
     tz: Zone | None = Field(default=None, description="the dashboard's own time zone (default: PULSEBOARD_TZ)")
     tiles: list[TileSpec] = Field(default_factory=list)
+    feeds: list[FeedSpec] = Field(
+        default_factory=list, description="feeds the dashboard expects events from (feed silence: STALE tiles)"
+    )
+    params: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        description="dimensions a screen may narrow every tile to (`/wall/SLUG?KEY=VALUE`); rolled-up dimensions",
+    )
+
+
+class PlaylistEntrySpec(_Spec):
+    """One dashboard of a playlist, optionally narrowed by its declared ``params``."""
+
+    dashboard: Name = Field(description="a dashboard slug (of any loaded pack)")
+    params: dict[Annotated[str, Field(min_length=1, max_length=64)], Scalar] = Field(
+        default_factory=dict, description="the dashboard's parameters (`site: X`), as on `/wall/SLUG?site=X`"
+    )
+
+
+class PlaylistSpec(_Spec):
+    """A rotation of dashboards for a wall (``/wall/playlist/NAME``), one every ``interval_s``."""
+
+    title: str | None = Field(default=None, description="default: the playlist's name")
+    interval_s: float = Field(default=30, ge=5, le=86_400, description="seconds each dashboard is shown")
+    dashboards: list[Name | PlaylistEntrySpec] = Field(
+        min_length=1, description="slugs, or {dashboard, params}; shown in this order, then again"
+    )
 
 
 class PackSpec(_Spec):
@@ -471,6 +511,10 @@ class PackSpec(_Spec):
     gauges: dict[Name, GaugeSpec] = Field(default_factory=dict)
     kpis: dict[Name, KpiSpec] = Field(default_factory=dict)
     dashboards: dict[Name, DashboardSpec] = Field(default_factory=dict, description="by slug")
+    playlists: dict[Name, PlaylistSpec] = Field(
+        default_factory=dict,
+        description="wall rotations by name (`/wall/playlist/NAME`); may name any pack's dashboards",
+    )
 
 
 class _PackJsonSchema(GenerateJsonSchema):

@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.calendar import from_us, period_containing
 from app.metrics.evaluate import GaugeReading, KpiValue, evaluate, rag_status
-from app.metrics.pack import Dashboard, Kpi, Pack, Tile
+from app.metrics.pack import Dashboard, Gauge, Kpi, Pack, Tile
 from app.metrics.partials import Partial
 from app.metrics.rollup import filter_dim_key
 from app.metrics.windows import window_bounds
-from app.query.alarms import alarm_list_tile
+from app.query.alarms import alarm_list_tile, open_alarms
 from app.query.freshness import dashboard_freshness, freshness_json, tile_bounds
 from app.query.kpis import QueryError, gauge_of, pack_partials, sketch_measures
 from app.query.timeweighted import window_reading
@@ -204,26 +204,47 @@ async def _gauge_readings(
 ) -> dict[tuple[str, Dims], GaugeReading]:
     """The live reading of each gauge the dashboard shows, per filter: ``(gauge, dims) -> reading``.
 
+    A lifecycle gauge (alarms) filtered by several dimensions (a narrowed view of a dashboard,
+    ``/wall/noc?site=X`` on a by-severity tile) is read from the open items themselves
+    (``app.query.alarms.open_alarms``): the same items, counted and aged at ``now_us``.
+
     Raises:
-        QueryError: for a gauge filtered by a dimension that is not rolled up.
+        QueryError: for a gauge filtered by a dimension that is not rolled up (and not a
+            lifecycle gauge).
     """
     wanted: dict[str, dict[str, Dims]] = {}
+    out: dict[tuple[str, Dims], GaugeReading] = {}
     for tile in dashboard.tiles:
         if tile.kind != "kpi":
             continue
         kpi = pack.kpis[tile.kpi]
         if kpi.is_gauge:
+            gauge = gauge_of(pack, kpi)
             dim_key = _rolled_up(pack, tile.dims)
+            if dim_key is None and gauge.lifecycle is not None and all(k in pack.dimensions for k, _ in tile.dims):
+                if (gauge.name, tile.dims) not in out:
+                    out[(gauge.name, tile.dims)] = await _items_reading(conn, pack, gauge, tile.dims, now_us)
+                continue
             if dim_key is None:
                 raise QueryError("dims", f"gauges can be filtered by one of {list(pack.dimensions)} only")
-            wanted.setdefault(gauge_of(pack, kpi).name, {})[dim_key] = tile.dims
-    out: dict[tuple[str, Dims], GaugeReading] = {}
+            wanted.setdefault(gauge.name, {})[dim_key] = tile.dims
     for name, by_key in wanted.items():
         gauge = pack.gauges[name]
         got = await reads.gauge_readings_live(conn, pack.gauge_key(name), list(by_key), now_us, gauge.max_open_s)
         for dim_key, dims in by_key.items():
             out[(name, dims)] = got[dim_key]
     return out
+
+
+async def _items_reading(conn: AsyncConnection, pack: Pack, gauge: Gauge, dims: Dims, now_us: int) -> GaugeReading:
+    """A lifecycle gauge's reading at ``now_us`` for a filter of several dims, from the open items
+    (only the service-affecting ones for an ``affecting`` gauge)."""
+    assert gauge.lifecycle is not None
+    lc = pack.lifecycles[gauge.lifecycle]
+    _, items = await open_alarms(conn, pack, gauge.lifecycle, now_us, dims)
+    if gauge.affecting:
+        items = [item for item in items if lc.affecting(item.dims)]
+    return GaugeReading(len(items), min((item.raised_us for item in items), default=None))
 
 
 async def tile_trends(

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +33,7 @@ from app.query.tiles import Freshness, dashboard_tiles, tile_trends
 from app.snapshots.breaches import BreachLog
 from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
+from app.ws.feeds import FeedTracker, feed_states
 from app.ws.transport import text_frame
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ _encoder = msgspec.json.Encoder()
 TREND_POINTS = 60
 NOTICE_WINDOW_US = 3 * 86_400_000_000  # flag cuts of periods that ended in the last 3 days
 DAY_CLOSE_KEPT = 62
-_COMPARED = ("value", "status", "target", "alarms")  # "alarms": alarm_list tiles (app.query.alarms)
+# "alarms": alarm_list tiles (app.query.alarms); "feed": feed silence (app.ws.feeds)
+_COMPARED = ("value", "status", "target", "alarms", "feed")
 
 
 @dataclass(eq=False)
@@ -101,6 +103,14 @@ class Channel:
         return [u for u in self.history if u.seq > since]
 
 
+def view_key(slug: str, params: Mapping[str, str]) -> str:
+    """The key of a dashboard view: ``slug``, then for a narrowed one ``?`` and its parameters
+    sorted by name as ``KEY=VALUE`` joined by ``&`` (not URL-encoded): ``noc?service=API&site=X``."""
+    if not params:
+        return slug
+    return slug + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
 class TileHub:
     """Computes and publishes live tiles for every dashboard of the loaded packs.
 
@@ -122,6 +132,10 @@ class TileHub:
         late_after_s, stale_after_s, freshness_interval_s: the tiles' freshness
             (``app.query.freshness``): lateness, the wall's data-age threshold, how often the
             counts are re-read.
+        feeds: last arrival per event source (feed silence, ``app.ws.feeds``); ``None``: no
+            tile ever shows a silent feed.
+        wall_clock: the clock feed silence is measured on (default ``clock``; in event-time
+            mode the server passes wall time).
     """
 
     def __init__(
@@ -139,9 +153,13 @@ class TileHub:
         late_after_s: float = 300.0,
         stale_after_s: float = 300.0,
         freshness_interval_s: float = 5.0,
+        feeds: FeedTracker | None = None,
+        wall_clock: Clock | None = None,
     ) -> None:
         self._engine = engine
         self._breaches = breaches
+        self.feeds = feeds
+        self._wall_clock = wall_clock or clock
         self._broker = broker
         self._clock = clock
         self._event_time = isinstance(clock, EventClock)
@@ -228,6 +246,61 @@ class TileHub:
             ch.dirty = True
             self._wake.set()
 
+    def view(self, slug: str, params: Mapping[str, str], max_views: int) -> Channel:
+        """The channel of dashboard ``slug`` narrowed by ``params`` (dimension -> value, each
+        one of the dashboard's declared ``params``): every tile gets the filters added (a filter of
+        the same dimension is replaced).  Its key (``channel.dashboard.slug``, also the broker
+        channel) is ``view_key(slug, params)``; without params, the dashboard's own channel.
+        Narrowed channels are made on first use, at most ``max_views`` of them.
+
+        Raises:
+            KeyError: unknown dashboard.
+            ValueError: a parameter the dashboard does not declare, a value with ``&``, ``=`` or
+                ``?`` or empty, or ``max_views`` narrowed views exist already (the message says which).
+        """
+        base = self.channels[slug]
+        if not params:
+            return base
+        dash = base.dashboard
+        for key, value in params.items():
+            if key not in dash.params:
+                allowed = ", ".join(dash.params) or "none"
+                raise ValueError(f"dashboard {slug!r} takes no parameter {key!r} (its parameters: {allowed})")
+            if not value or any(c in value for c in "&=?") or len(value) > 256:
+                raise ValueError(f"parameter {key!r}: a value of 1-256 characters without '&', '=' or '?'")
+        key = view_key(slug, params)
+        ch = self.channels.get(key)
+        if ch is not None:
+            return ch
+        if sum(1 for c in self.channels.values() if c.dashboard.base is not None) >= max_views:
+            raise ValueError(f"{max_views} narrowed dashboard views are live already (PULSEBOARD_MAX_DASHBOARD_VIEWS)")
+        extra = tuple(sorted(params.items()))
+        tiles = tuple(replace(t, dims=tuple(sorted({**dict(t.dims), **dict(extra)}.items()))) for t in dash.tiles)
+        title = dash.title + " · " + " · ".join(f"{k} {v}" for k, v in extra)
+        narrowed = replace(dash, slug=key, title=title, tiles=tiles, base=slug)
+        ch = Channel(
+            narrowed,
+            base.pack,
+            base.zone,
+            self.epoch,
+            history=deque(maxlen=max(self._replay_buffer, 0) or None),
+            freshness=(  # its own cache: the narrowed tiles count other events
+                None
+                if base.freshness is None
+                else Freshness(base.freshness.late_after_s, base.freshness.stale_after_s, base.freshness.interval_s)
+            ),
+        )
+        self.channels[key] = ch
+        return ch
+
+    def add_feed_states(self, dashboard: Dashboard, tiles: dict[str, dict[str, Any]], zone: ZoneInfo) -> None:
+        """Set each tile's ``feed`` (a silent feed or ``None``, ``app.ws.feeds``) when ``dashboard``
+        declares feeds; leave tiles of dashboards without feeds as they are."""
+        states = feed_states(dashboard, self.feeds, to_us(self._wall_clock.now()), zone)
+        for tid, state in states.items():
+            if tid in tiles:
+                tiles[tid]["feed"] = state
+
     def mark_dirty(self, pack_names: set[str]) -> None:
         """New events touched ``pack_names``: their dashboards recompute at the next tick."""
         for ch in self.channels.values():
@@ -276,6 +349,7 @@ class TileHub:
             obs.TILE_COMPUTATIONS.labels(ch.dashboard.slug).inc()
             async with self._engine.connect() as conn:
                 tiles = await dashboard_tiles(conn, ch.pack, ch.dashboard, now_us, ch.zone, ch.freshness)
+                self.add_feed_states(ch.dashboard, tiles, ch.zone)
                 if first:  # sparklines from the stored minutes, not only from now on
                     seeded = await tile_trends(conn, ch.pack, ch.dashboard, now_us, ch.zone, TREND_POINTS)
                     for tid, values in seeded.items():
@@ -370,7 +444,7 @@ class TileHub:
                 except TimeoutError:
                     pass
                 continue
-            for ch in self.channels.values():
+            for ch in list(self.channels.values()):  # a screen may add a narrowed view meanwhile
                 if not self.watched(ch.dashboard.slug):
                     continue
                 due_at = self._due_at(ch)
@@ -401,7 +475,7 @@ class TileHub:
             await asyncio.sleep(period_s)
             now_s = time.monotonic()
             idle_since_s = now_s - self._heartbeat_s
-            for slug, ch in self.channels.items():
+            for slug, ch in list(self.channels.items()):
                 if self.cluster is not None and not self.cluster.fresh(slug):
                     continue  # no leader computation heard lately: let the walls go STALE
                 frames: dict[int, bytes] = {}

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 _encoder = msgspec.json.Encoder()
 SLOW_REASON = "too slow; reconnect to resync"
+RESUME_PARAMS = ("epoch", "since")  # every other query parameter narrows the dashboard (its params)
 CLOSE_GRACE_S = (
     10.0  # a screen closed by us that does not finish the close is aborted after this (uvicorn's close timeout)
 )
@@ -218,6 +219,12 @@ async def _serve_screen(ws: WebSocket, slug: str, settings: Settings) -> None:
     hub, broker = state.hub, state.broker
     epoch = ws.query_params.get("epoch")
     since_raw = ws.query_params.get("since")
+    params = {k: v for k, v in ws.query_params.items() if k not in RESUME_PARAMS}
+    try:  # ?KEY=VALUE: the dashboard narrowed to a dimension value (its declared params)
+        slug = hub.view(slug, params, settings.max_dashboard_views).dashboard.slug
+    except ValueError as exc:
+        await ws.close(code=CLOSE_POLICY_VIOLATION, reason=str(exc)[:120])
+        return
     try:  # before accepting: a store that cannot be read refuses the handshake, leaving nothing behind
         channel = await hub.ensure_fresh(slug)
     except (SQLAlchemyError, OSError) as exc:

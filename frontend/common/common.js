@@ -50,6 +50,19 @@ export const STATUS = {
 
 export const MINUS = '−';
 
+/** Alarm severity (ITU-T X.733) as shape + word (+ colour), never colour alone; most severe first. */
+export const SEVERITY = {
+  critical: { shape: '◆', word: 'CRITICAL', rank: 0 },
+  major: { shape: '■', word: 'MAJOR', rank: 1 },
+  minor: { shape: '▲', word: 'MINOR', rank: 2 },
+  warning: { shape: '▼', word: 'WARNING', rank: 3 },
+  indeterminate: { shape: '○', word: 'INDETERMINATE', rank: 4 },
+  none: { shape: '·', word: 'NO SEVERITY', rank: 5 }
+};
+
+/** The SEVERITY entry of a severity text (unknown or missing: ``none``). */
+export function severityOf(sev) { return SEVERITY[sev] || SEVERITY.none; }
+
 function pad2(n) { return (n < 10 ? '0' : '') + n; }
 
 export function isNum(v) { return typeof v === 'number' && isFinite(v); }
@@ -202,6 +215,11 @@ export function dateTimeText(iso, tz) {
 /** "09:00:05" (24 h) of an instant (Date or ISO) in ``tz``. */
 export function timeText(when, tz) {
   return dtf(tz, { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }, 'time').format(toDate(when));
+}
+
+/** "14:32" (hh:mm, 24 h) of an instant (Date or ISO) in ``tz``. */
+export function hhmmText(when, tz) {
+  return dtf(tz, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }, 'hhmm').format(toDate(when));
 }
 
 /** "Mon 2 Aug 1999" of an instant (Date or ISO) in ``tz``. */

@@ -20,12 +20,32 @@
  * No inline script, no third-party code; everything is drawn here.
  */
 import {
-  $, formatValue, isNum, onReady, shortDateText, STATUS, statusKey, targetText, timeText, valueText, zoneCity
+  $, formatValue, hhmmText, isNum, onReady, severityOf, shortDateText, STATUS, statusKey, targetText, timeText,
+  valueText, zoneCity
 } from '../common/common.js';
 
 // ---------------------------------------------------------------- settings
 var params = new URLSearchParams(window.location.search);
-var SLUG = decodeURIComponent(window.location.pathname.replace(/\/+$/, '').split('/').pop() || '');
+var PATH = window.location.pathname.replace(/\/+$/, '').split('/');
+// /wall/playlist/{name}: a rotation over one multiplexed socket (/ws/screens); else one dashboard.
+var PLAYLIST = PATH.length >= 4 && PATH[PATH.length - 2] === 'playlist' ? decodeURIComponent(PATH[PATH.length - 1]) : null;
+var SLUG = PLAYLIST ? '' : decodeURIComponent(PATH[PATH.length - 1] || '');
+var PAGE_PARAMS = ['stale_after_s', 'kiosk', 'interval_s'];   // the page's own; every other one narrows the dashboard
+var VIEW_PARAMS = {};     // dimension -> value: /wall/noc?site=X narrows every tile to site X
+params.forEach(function (v, k) { if (PAGE_PARAMS.indexOf(k) < 0) VIEW_PARAMS[k] = v; });
+
+/** The view key the server uses (CONTRACT §4): slug, then ?KEY=VALUE&... sorted, not URL-encoded. */
+function viewKey(slug, p) {
+  var keys = Object.keys(p || {}).sort();
+  return keys.length ? slug + '?' + keys.map(function (k) { return k + '=' + p[k]; }).join('&') : slug;
+}
+
+function viewQuery(p) {
+  var q = new URLSearchParams();
+  Object.keys(p || {}).sort().forEach(function (k) { q.set(k, p[k]); });
+  var text = q.toString();
+  return text ? '?' + text : '';
+}
 // ?stale_after_s= wins; else the server's setting if it sends one (snapshot or dashboard JSON); else 15 s.
 var STALE_FROM_QUERY = positiveParam('stale_after_s', 0) > 0;
 var STALE_AFTER_MS = positiveParam('stale_after_s', 15) * 1000;
@@ -75,6 +95,7 @@ var state = {
 };
 
 var els = {};          // tile id -> {root, value, num, unit, badge, shape, word, target, spark}
+var playlist = null;   // {name, title, interval_s, dashboards: [{dashboard, params, view}], index, rotations}
 
 // -------------------------------------------------------------- formatting
 // Values, targets and status words come from common.js: the same text as the day page and scorecard.
@@ -114,7 +135,7 @@ function layout(force) {
   var normal = ids.filter(function (id) { return state.tiles[id].size !== 'large'; });
   var aspect = window.innerWidth / Math.max(window.innerHeight, 1);
   var maxNormal = Math.max(2, Math.round(aspect * 3));    // 5 per row at 16:9
-  var maxLarge = Math.max(1, Math.round(aspect * 1.8));   // 3 per row at 16:9
+  var maxLarge = Math.max(1, Math.round(aspect * 1.8));   // 3 per row at 16:9 (an alarm list counts 2)
   var heroRows = splitRows(large.length, maxLarge);
   var normalRows = splitRows(normal.length, maxNormal);
   var key = ids.join(',') + '|' + heroRows.join('.') + '|' + normalRows.join('.');
@@ -135,15 +156,22 @@ function layout(force) {
   take(large, heroRows, 'hero');
   take(normal, normalRows, 'normal');
   // Hero rows get more height than normal rows.
+  // Hero rows get more height than normal rows; one holding an alarm list more still (its rows).
   grid.style.setProperty('grid-template-rows', rows.map(function (r) {
-    return r.cls === 'hero' ? (normalRows.length ? '1.62fr' : '1fr') : '1fr';
+    var list = r.ids.some(function (id) { return isList(state.tiles[id]); });
+    return r.cls === 'hero' ? (normalRows.length ? (list ? '2.3fr' : '1.62fr') : '1fr') : '1fr';
   }).join(' ') || '1fr');
   while (grid.firstChild) grid.removeChild(grid.firstChild);
   rows.forEach(function (r) {
     var row = document.createElement('div');
     row.className = 'row ' + r.cls;
-    row.style.setProperty('grid-template-columns', 'repeat(' + r.ids.length + ', minmax(0, 1fr))');
-    r.ids.forEach(function (id) { row.appendChild(tileEl(id).root); });
+    var cols = r.ids.reduce(function (n, id) { return n + (isList(state.tiles[id]) ? 2 : 1); }, 0);
+    row.style.setProperty('grid-template-columns', 'repeat(' + cols + ', minmax(0, 1fr))');
+    r.ids.forEach(function (id) {
+      var root = tileEl(id).root;
+      root.style.gridColumn = isList(state.tiles[id]) ? 'span 2' : '';
+      row.appendChild(root);
+    });
     grid.appendChild(row);
   });
   Object.keys(els).forEach(function (id) { els[id].fitted = null; });
@@ -187,6 +215,10 @@ function tileEl(id) {
   var why = div('why', meta, 'a');      // a red tile leads to its owner's explanation on the scorecard
   why.hidden = true;
   why.textContent = 'Why? →';
+  var feed = div('feed', root);
+  feed.setAttribute('role', 'alert');
+  feed.hidden = true;
+  var list = div('alarms', body);
   var sparkBox = div('spark', body);
   var spark = svg('svg', { viewBox: '0 0 100 40', preserveAspectRatio: 'none', 'aria-hidden': 'true' });
   var area = svg('path', { class: 'area' });
@@ -197,19 +229,134 @@ function tileEl(id) {
   spark.appendChild(line);
   sparkBox.appendChild(spark);
   els[id] = { root: root, title: title, badge: badge, shape: shape, word: word, value: value, num: num,
-              unit: unit, target: target, dims: dims, age: age, why: why, area: area, tline: tline, line: line, rendered: null };
+              unit: unit, target: target, dims: dims, age: age, why: why, area: area, tline: tline, line: line, rendered: null,
+              feed: feed, list: list, sparkBox: sparkBox, rows: {} };
   return els[id];
+}
+
+function isList(tile) { return !!tile && tile.kind === 'alarm_list'; }
+
+/** A tile filtered by one severity shows that severity's shape + word (X.733), not colour alone. */
+function severityBadge(tile) {
+  var sev = tile && tile.dims && tile.dims.severity;
+  return sev ? severityOf(String(sev)) : null;
+}
+
+/** "STALE · no events from pcic2021 since 14:32" for a tile whose feed is silent (CONTRACT §4 `feed`). */
+function feedText(feed) {
+  var who = feed.source ? feed.source : 'any source';
+  var since = feed.since ? hhmmText(feed.since, state.tz) : '—';
+  return 'STALE · no events from ' + who + ' since ' + since + (feed.seen === false ? ' (server start)' : '');
+}
+
+function renderFeed(e, tile) {
+  var feed = tile && tile.feed;
+  e.root.setAttribute('data-feed', feed ? 'silent' : 'ok');
+  e.root.classList.toggle('feed-silent', !!feed);
+  e.feed.hidden = !feed;
+  e.feed.textContent = feed ? feedText(feed) : '';
+}
+
+/** Rows of an alarm list: severity (shape + word), device or service, type, age (ticking), ack. */
+function renderList(e, tile) {
+  var rows = Array.isArray(tile.alarms) ? tile.alarms : [];
+  var box = e.list, keep = {};
+  rows.forEach(function (a, i) {
+    var r = e.rows[a.alarm];
+    if (!r) {
+      r = { root: div('alarm') };
+      r.root.setAttribute('data-alarm', a.alarm);
+      r.sev = div('a-sev', r.root, 'span');
+      r.shape = div('shape', r.sev, 'span');
+      r.shape.setAttribute('aria-hidden', 'true');
+      r.word = div('word', r.sev, 'span');
+      r.what = div('a-what', r.root, 'span');
+      r.type = div('a-type', r.root, 'span');
+      r.age = div('a-age', r.root, 'span');
+      r.ack = div('a-ack', r.root, 'span');
+      e.rows[a.alarm] = r;
+    }
+    var sev = severityOf(a.severity);
+    r.root.className = 'alarm sev-' + (severityOf(a.severity) !== severityOf(null) ? a.severity : 'none');
+    r.shape.textContent = sev.shape;
+    r.word.textContent = sev.word;
+    r.what.textContent = a.device ? 'device ' + a.device : (a.service || a.alarm);
+    r.type.textContent = a.type ? 'type ' + a.type : '';
+    r.raisedMs = Date.parse(a.raised_at);
+    r.ack.textContent = a.acknowledged ? '✔ ACK' : '✖ NOT ACK';
+    r.ack.className = 'a-ack ' + (a.acknowledged ? 'acked' : 'unacked');
+    r.root.setAttribute('data-acknowledged', a.acknowledged ? 'true' : 'false');
+    keep[a.alarm] = true;
+    if (box.children[i] !== r.root) box.insertBefore(r.root, box.children[i] || null);
+  });
+  Object.keys(e.rows).forEach(function (k) {
+    if (!keep[k]) { if (e.rows[k].root.parentNode) box.removeChild(e.rows[k].root); delete e.rows[k]; }
+  });
+  e.listTotal = tile.value || 0;
+  fitList(e);
+  tickAges();
+}
+
+/** Show the rows that fit the tile at the wall's type size (readable across a room), hide the
+ *  rest, and say how many are open and how many are not shown. */
+function fitList(e) {
+  var box = e.list, rows = Array.prototype.slice.call(box.children);
+  // One layout pass: un-hide, read every row's bottom, then hide the ones past the tile's edge.
+  rows.forEach(function (row) { row.hidden = false; });
+  var limit = box.getBoundingClientRect().bottom;
+  var bottoms = rows.map(function (row) { return row.getBoundingClientRect().bottom; });
+  var shown = 0;
+  rows.forEach(function (row, i) {
+    row.hidden = bottoms[i] > limit + 1;
+    if (!row.hidden) shown += 1;
+  });
+  var total = e.listTotal || 0, more = total - shown;
+  e.target.textContent = total ? total + (total === 1 ? ' open alarm' : ' open alarms') : 'no open alarm';
+  e.dims.textContent = more > 0 ? '+ ' + more + ' more not shown' : '';
+}
+
+/** Now as the wall shows it: the event clock in event-time mode (replays), else the browser's. */
+function viewNowMs() {
+  if (state.clock === 'event' && state.asOf) return Date.parse(state.asOf);
+  return Date.now();
+}
+
+/** Every alarm row's age, by the common duration rule ("4:05 min"), from the view clock. */
+function tickAges() {
+  var now = viewNowMs();
+  Object.keys(els).forEach(function (id) {
+    var rows = els[id].rows;
+    Object.keys(rows).forEach(function (k) {
+      var r = rows[k];
+      if (isNaN(r.raisedMs)) { r.age.textContent = '—'; return; }
+      r.age.textContent = valueText(Math.max(0, Math.floor((now - r.raisedMs) / 1000)), 's');
+    });
+  });
+}
+
+function renderFeedBanner() {
+  var silent = state.order.map(function (id) { return state.tiles[id] && state.tiles[id].feed; })
+    .filter(function (f) { return !!f; });
+  var box = $('feed-banner');
+  if (!box) return;
+  box.hidden = !silent.length;
+  document.body.classList.toggle('feed-silent', silent.length > 0);
+  if (silent.length) $('feed-text').textContent = feedText(silent[0]).replace(/^STALE · /, '');
 }
 
 function renderTile(id) {
   var tile = state.tiles[id];
   if (!tile) return;
   var e = tileEl(id);
+  renderFeed(e, tile);
   var st = tileStatus(tile), badge = badgeOf(st);
+  var sevBadge = severityBadge(tile);
+  if (sevBadge && st === 'none') { badge = sevBadge; st = 'sev'; }
   var v = formatValue(tile.value, tile.unit);
   e.root.setAttribute('data-status', tile.status || 'none');
   e.root.setAttribute('data-size', tile.size === 'large' ? 'large' : 'normal');
-  e.root.className = 'tile s-' + st + (tile.size === 'large' ? ' large' : '');
+  e.root.className = 'tile s-' + st + (tile.size === 'large' ? ' large' : '') + (isList(tile) ? ' list' : '') +
+    (sevBadge ? ' sev-' + tile.dims.severity : '') + (tile.feed ? ' feed-silent' : '');
   e.title.textContent = tile.title || tile.kpi;
   e.shape.textContent = badge.shape;
   e.word.textContent = badge.word;
@@ -217,7 +364,7 @@ function renderTile(id) {
   e.num.textContent = v.num;
   e.unit.textContent = v.unit;
   e.target.textContent = formatTarget(tile);
-  e.dims.textContent = dimsText(tile.dims, tile.title);
+  e.dims.textContent = sevBadge ? '' : dimsText(tile.dims, tile.title);
   var age = dataAge(tile);
   e.age.hidden = age === null;
   e.age.textContent = age === null ? '' : 'data ' + ago(age * 1000) + ' old';
@@ -226,8 +373,11 @@ function renderTile(id) {
   e.why.hidden = !explain;
   if (explain) e.why.setAttribute('href', tile.links.scorecard); else e.why.removeAttribute('href');
   e.root.setAttribute('aria-label', (tile.title || tile.kpi) + ': ' + v.num + ' ' + v.unit +
-    (badge.word ? ', ' + badge.word : ''));
-  renderSpark(e, state.trends[id] || [], tile);
+    (badge.word ? ', ' + badge.word : '') + (tile.feed ? ', ' + feedText(tile.feed) : ''));
+  e.list.hidden = !isList(tile);
+  e.sparkBox.hidden = isList(tile);
+  if (isList(tile)) renderList(e, tile);
+  else renderSpark(e, state.trends[id] || [], tile);
   fitValue(e, false);
 }
 
@@ -299,6 +449,7 @@ function renderSpark(e, trend, tile) {
 function renderAll() {
   layout(false);
   state.order.forEach(renderTile);
+  renderFeedBanner();
 }
 
 // ------------------------------------------------------------ header/clock
@@ -415,6 +566,7 @@ function applyUpdate(msg) {
   renderHeader();
   layout(false);
   state.order.forEach(renderTile);   // every trend may have a new point; 12 tiles are cheap
+  renderFeedBanner();
 }
 
 function applyHeartbeat(msg) {
@@ -435,8 +587,10 @@ function onMessage(ev) {
     state.awaitingPong = false;
     return;
   }
-  if (msg.type === 'error') { console.warn('pulseboard:', msg.message); return; }
+  if (msg.type === 'error') { console.warn('pulseboard:', msg.dashboard || '', msg.message); return; }
   if (msg.type !== 'snapshot' && msg.type !== 'update' && msg.type !== 'heartbeat') return;
+  // One socket, several dashboards (playlist): frames of a dashboard no longer shown are ignored.
+  if (PLAYLIST && msg.dashboard !== currentView()) return;
   state.lastFrameAt = performance.now();
   state.attempt = 0;                                  // the link works: reset backoff
   document.body.classList.remove('connecting');
@@ -466,13 +620,25 @@ function onMessage(ev) {
 }
 
 // ------------------------------------------------------------- connection
+function currentView() { return viewKey(SLUG, VIEW_PARAMS); }
+
 function socketUrl() {
   var proto = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-  var url = proto + '//' + window.location.host + '/ws/dashboards/' + encodeURIComponent(SLUG);
+  if (PLAYLIST) return proto + '//' + window.location.host + '/ws/screens';   // multiplexed (CONTRACT §4)
+  var q = new URLSearchParams(viewQuery(VIEW_PARAMS).slice(1));
   if (state.epoch !== null && state.seq !== null) {
-    url += '?epoch=' + encodeURIComponent(state.epoch) + '&since=' + state.seq;
+    q.set('epoch', state.epoch);
+    q.set('since', String(state.seq));
   }
-  return url;
+  var text = q.toString();
+  return proto + '//' + window.location.host + '/ws/dashboards/' + encodeURIComponent(SLUG) + (text ? '?' + text : '');
+}
+
+/** Multiplexed socket: ask for the current dashboard (resuming from epoch/seq when we have them). */
+function subscribeCurrent(ws) {
+  var msg = { type: 'subscribe', dashboard: SLUG, params: VIEW_PARAMS };
+  if (state.epoch !== null && state.seq !== null) { msg.epoch = state.epoch; msg.since = state.seq; }
+  try { ws.send(JSON.stringify(msg)); } catch (e) { /* onclose follows */ }
 }
 
 function connect() {
@@ -490,7 +656,10 @@ function connect() {
   ws.onopen = function () {
     if (state.ws !== ws) return;
     state.open = true;
+    state.connections = (state.connections || 0) + 1;
+    document.body.setAttribute('data-connections', String(state.connections));
     setConn('live');
+    if (PLAYLIST && SLUG) subscribeCurrent(ws);
     // A resumed connection with nothing missed gets no frame until the next
     // update or heartbeat.  The server answers pings after it has sent the
     // missed updates, so the first pong proves this screen is current.
@@ -582,9 +751,12 @@ function checkStale() {
 // ------------------------------------------------------------------ start
 function fetchOrder() {
   state.orderPending = true;
-  return fetch('/api/v1/dashboards/' + encodeURIComponent(SLUG), { headers: { Accept: 'application/json' } })
+  var asked = currentView();
+  return fetch('/api/v1/dashboards/' + encodeURIComponent(SLUG) + viewQuery(VIEW_PARAMS),
+               { headers: { Accept: 'application/json' } })
     .then(function (r) {
-      if (r.status === 401 || r.status === 403) {
+      if (asked !== currentView()) return null;        // rotated meanwhile
+      if ((r.status === 401 || r.status === 403) && !PLAYLIST) {
         // This screen has no (valid) display key: pair it (the key arrives as an HttpOnly cookie).
         window.location.replace('/pair?dashboard=' + encodeURIComponent(SLUG));
         return null;
@@ -614,7 +786,81 @@ function fetchOrder() {
     .then(function () { state.orderPending = false; });
 }
 
+// --------------------------------------------------------------- playlist
+/** Forget the shown dashboard (tiles, trends, epoch/seq) so the next one starts clean. */
+function resetDashboard() {
+  state.title = null; state.tz = null; state.order = []; state.tiles = {}; state.trends = {};
+  state.epoch = null; state.seq = null; state.asOf = null; state.trendMinute = null; state.layoutKey = null;
+  els = {};
+  var grid = $('grid');
+  while (grid.firstChild) grid.removeChild(grid.firstChild);
+}
+
+/** Show entry ``index`` of the playlist: unsubscribe the old view and subscribe the new one on the
+ *  SAME socket (no reconnect); the new view's snapshot arrives on it. */
+function show(index) {
+  var ws = state.ws;
+  var old = SLUG ? currentView() : null;
+  var entry = playlist.dashboards[index];
+  playlist.index = index;
+  if (old !== null && ws && state.open) {
+    try { ws.send(JSON.stringify({ type: 'unsubscribe', dashboard: old })); } catch (e) { /* onclose follows */ }
+  }
+  resetDashboard();
+  SLUG = entry.dashboard;
+  VIEW_PARAMS = entry.params || {};
+  document.body.setAttribute('data-view', currentView());
+  document.body.setAttribute('data-playlist-index', String(index));
+  $('title').textContent = entry.title || entry.dashboard;
+  if (ws && state.open) subscribeCurrent(ws);
+  // The view just asked for has not answered yet: give it the usual grace before STALE.
+  state.lastFrameAt = performance.now();
+  fetchOrder();
+}
+
+function rotate() {
+  if (!playlist || playlist.dashboards.length < 2) return;
+  playlist.rotations += 1;
+  document.body.setAttribute('data-rotations', String(playlist.rotations));
+  show((playlist.index + 1) % playlist.dashboards.length);
+}
+
+function startPlaylist() {
+  return fetch('/api/v1/playlists/' + encodeURIComponent(PLAYLIST), { headers: { Accept: 'application/json' } })
+    .then(function (r) { return r.ok ? r.json() : Promise.reject(new Error('playlist ' + r.status)); })
+    .then(function (pl) {
+      playlist = pl;
+      playlist.index = 0;
+      playlist.rotations = 0;
+      var every = positiveParam('interval_s', pl.interval_s || 30) * 1000;
+      show(0);
+      connect();
+      window.setInterval(rotate, every);
+    })
+    .catch(function (err) {
+      $('title').textContent = 'Unknown playlist ' + PLAYLIST;
+      console.warn('pulseboard:', err);
+    });
+}
+
+/** Kiosk: no cursor, no scrollbars (the page never scrolls), the screen kept awake where allowed. */
+function kiosk() {
+  document.body.classList.add('kiosk');
+  var lock = null;
+  var ask = function () {
+    if (!('wakeLock' in navigator) || document.visibilityState !== 'visible' || lock) return;
+    navigator.wakeLock.request('screen').then(function (l) {
+      lock = l;
+      document.body.setAttribute('data-wake-lock', 'held');
+      l.addEventListener('release', function () { lock = null; document.body.setAttribute('data-wake-lock', 'released'); });
+    }).catch(function () { document.body.setAttribute('data-wake-lock', 'refused'); });
+  };
+  document.addEventListener('visibilitychange', ask);
+  ask();
+}
+
 function start() {
+  if (PLAYLIST || params.get('kiosk') === '1') kiosk();
   tickClock();
   // Tick the clock on the second boundary.
   var align = function () {
@@ -623,6 +869,7 @@ function start() {
   };
   window.setTimeout(align, 1000 - (Date.now() % 1000) + 5);
   window.setInterval(checkStale, 250);
+  window.setInterval(tickAges, 1000);
   window.setInterval(function () {
     if (state.ws && state.open) {
       try { state.ws.send('{"type":"ping"}'); } catch (e) { /* close handler reconnects */ }
@@ -633,14 +880,21 @@ function start() {
     window.clearTimeout(resizeTimer);
     resizeTimer = window.setTimeout(function () {
       layout(false);
-      Object.keys(els).forEach(function (id) { fitValue(els[id], true); });
+      Object.keys(els).forEach(function (id) {
+        fitValue(els[id], true);
+        if (isList(state.tiles[id])) fitList(els[id]);
+      });
     }, 150);
   });
+  if (PLAYLIST) { startPlaylist(); return; }
   fetchOrder();
   connect();
 }
 
 // Exposed for debugging from the console (read-only use).
-window.pulseboardWall = { state: state, staleAfterMs: function () { return STALE_AFTER_MS; } };
+window.pulseboardWall = {
+  state: state, staleAfterMs: function () { return STALE_AFTER_MS; }, view: currentView,
+  playlist: function () { return playlist; }
+};
 
 onReady(start);
