@@ -257,11 +257,15 @@ def settings_to_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None
 # process (`-m serial`), so a 2-core machine is never shared between two of them.
 SERIAL_MODULES = frozenset(
     {
+        "test_cluster_lease",
         "test_crash",
         "test_db_hang",
         "test_db_restart",
+        "test_edge",
         "test_halfopen",
         "test_overload",
+        "test_scale_out",
+        "test_scale_out_failures",
         "test_shutdown",
         "test_snapshot_stop",
         "test_lifespan",
