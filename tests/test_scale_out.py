@@ -153,13 +153,15 @@ async def test_resume_on_a_process_that_never_saw_the_updates(cluster: Cluster) 
         await asyncio.wait_for(screen.connected.wait(), 15)
         epoch, since = screen.epoch, screen.seq
         await screen.stop()
-        async with httpx.AsyncClient() as client:
-            for n in range(3):
-                assert await post(client, b.url, events(2, unique(f"rs{n}-"))) == 202
         leader = cluster.leader()
         assert leader is not None
-        probe = Screen(leader).start()
-        await wait_until(lambda: probe.seq is not None and probe.seq >= since + 3, 15, what="3 updates")
+        probe = Screen(leader).start()  # sees each update go out
+        await asyncio.wait_for(probe.connected.wait(), 15)
+        async with httpx.AsyncClient() as client:
+            for n in range(3):  # one update each: wait for it before the next post
+                seen = probe.seq
+                assert await post(client, b.url, events(2, unique(f"rs{n}-"))) == 202
+                await wait_until(lambda seen=seen: probe.seq is not None and probe.seq > seen, 15, what="an update")
         await probe.stop()
         await asyncio.to_thread(d.start().wait_ready)
         async with connect(f"{d.ws_url}/ws/dashboards/generic-wall?epoch={epoch}&since={since}") as ws:
