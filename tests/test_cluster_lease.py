@@ -93,3 +93,54 @@ async def test_leader_without_redis_steps_down_within_the_lease() -> None:
 def test_link_is_not_leading_before_its_first_round() -> None:
     link = ClusterLink(Redis(port=1), "pbtest-x", 3.0, 16)
     assert not link.leading and not link.fresh("any")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("leader_lease_s", "0.1"),
+        ("redis_prefix", "has space"),
+        ("redis_timeout_s", "0"),
+        ("cluster_stream_max_updates", "0"),
+        ("workers", "0"),
+        ("workers", "65"),
+    ],
+)
+def test_cluster_settings_are_validated(name, value, monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    monkeypatch.setenv(f"PULSEBOARD_{name.upper()}", value)
+    with pytest.raises(ValidationError, match=name):
+        Settings()
+
+
+def test_cluster_settings_from_the_environment(monkeypatch) -> None:
+    from app.config import Settings
+
+    monkeypatch.setenv("PULSEBOARD_REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("PULSEBOARD_LEADER_LEASE_S", "1.5")
+    monkeypatch.setenv("PULSEBOARD_CLUSTER_STREAM_MAX_UPDATES", "32")
+    monkeypatch.setenv("PULSEBOARD_WORKERS", "4")
+    s = Settings()
+    assert (s.redis_url, s.leader_lease_s, s.cluster_stream_max_updates, s.workers) == (
+        "redis://127.0.0.1:6379/3",
+        1.5,
+        32,
+        4,
+    )
+    assert Settings.model_fields["leader_lease_s"].default == 3.0
+
+
+async def test_stream_keeps_the_configured_number_of_updates(redis_prefix) -> None:
+    client, prefix = redis_prefix
+    publish = client.register_script(_PUBLISH)
+    keys = [prefix + ":leader", prefix + ":state:x", prefix + ":stream:x"]
+    await client.set(prefix + ":leader", "1")
+    for seq in range(1, 8):
+        frame = b'{"type":"update","seq":%d}' % seq
+        args = ["1", b"{}", frame, 3, "e", seq, prefix + ":tiles", b"h\n" + frame]
+        assert await publish(keys=keys, args=args) == 1
+    entries = await client.xrange(prefix + ":stream:x")
+    assert [int(fields[b"seq"]) for _, fields in entries] == [5, 6, 7]

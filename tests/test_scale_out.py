@@ -17,6 +17,7 @@ tests/test_scale_out_failures.py.  Figures go to RELIABILITY.md ("Scale-out fail
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -137,6 +138,45 @@ async def test_event_on_a_reaches_screen_on_b(cluster: Cluster) -> None:
         assert leader.metric("pulseboard_tile_computations_total", 'dashboard="generic-wall"') > 0
     finally:
         await screen.stop()
+
+
+async def test_resume_on_a_process_that_never_saw_the_updates(cluster: Cluster) -> None:
+    """A screen that was on B reconnects with ``?epoch=&since=`` to D, a process started after the
+    updates it missed: D serves them from the Redis stream (updates, then a heartbeat), no snapshot."""
+    from websockets.asyncio.client import connect
+
+    await _leader(cluster)
+    b = cluster.followers()[0]
+    screen = Screen(b).start()
+    d = Node(b.env, b.log_path.parent, "d")
+    try:
+        await asyncio.wait_for(screen.connected.wait(), 15)
+        epoch, since = screen.epoch, screen.seq
+        await screen.stop()
+        leader = cluster.leader()
+        assert leader is not None
+        probe = Screen(leader).start()  # sees each update go out
+        await asyncio.wait_for(probe.connected.wait(), 15)
+        async with httpx.AsyncClient() as client:
+            for n in range(3):  # one update each: wait for it before the next post
+                seen = probe.seq
+                assert await post(client, b.url, events(2, unique(f"rs{n}-"))) == 202
+                await wait_until(lambda seen=seen: probe.seq is not None and probe.seq > seen, 15, what="an update")
+        await probe.stop()
+        await asyncio.to_thread(d.start().wait_ready)
+        async with connect(f"{d.ws_url}/ws/dashboards/generic-wall?epoch={epoch}&since={since}") as ws:
+            frames = []
+            while not frames or frames[-1]["type"] != "heartbeat":
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        kinds = [f["type"] for f in frames]
+        seqs = [f["seq"] for f in frames if f["type"] == "update"]
+        assert "snapshot" not in kinds and kinds[-1] == "heartbeat"
+        assert seqs == list(range(since + 1, since + 1 + len(seqs))) and len(seqs) >= 3
+        assert {f["epoch"] for f in frames} == {epoch}
+        assert d.metric("pulseboard_tile_computations_total", 'dashboard="generic-wall"') == 0
+    finally:
+        await screen.stop()
+        d.stop()
 
 
 async def test_three_processes_cut_once_compute_once(cluster: Cluster) -> None:

@@ -57,7 +57,7 @@ _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[3] ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'epoch', ARGV[5], 'seq', ARGV[6], 'frame', ARGV[3])
+  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], '*', 'epoch', ARGV[5], 'seq', ARGV[6], 'frame', ARGV[3])
 end
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
