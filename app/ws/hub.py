@@ -197,8 +197,9 @@ class TileHub:
         """The channel of dashboard ``slug`` narrowed by ``params`` (dimension -> value, each
         one of the dashboard's declared ``params``): every tile gets the filters added (a filter of
         the same dimension is replaced); a time-weighted or peak tile (read per one rolled-up
-        dimension) already filtered by another dimension is left out of the view.  Its key (``channel.dashboard.slug``, also the broker
-        channel) is ``view_key(slug, params)``; without params, the dashboard's own channel.
+        dimension) already filtered by another dimension is left out of the view.  Its key
+        (``channel.dashboard.slug``, also the broker channel) is ``view_key(slug, params)``;
+        without params, the dashboard's own channel.
         Narrowed channels are made on first use, at most ``max_views`` of them.
 
         Raises:
