@@ -309,6 +309,20 @@ async def test_playlist_rotates_on_one_websocket(make_settings, start_server):
             cursor = await page.evaluate("() => getComputedStyle(document.querySelector('.tile')).cursor")
             assert cursor == "none"
             await page.screenshot(path=str(ARTIFACTS / "playlist.png"))
+
+            # One dashboard definition, narrowed by a parameter on the single-dashboard wall.
+            queue = await context.new_page()
+            queue.on("pageerror", lambda exc: errors.append(str(exc)))
+            queue.on("websocket", opened)
+            await queue.goto(f"{srv.url}/wall/contact-centre?queue=PS")
+            await queue.wait_for_function(
+                "() => document.body.dataset.epoch && document.querySelector('[data-tile-id=\"offered_today\"]')",
+                timeout=30_000,
+            )
+            assert await queue.text_content("#title") == "Contact centre · queue PS"
+            assert "queue=PS" in sockets[-1] and sockets[-1].startswith(
+                f"{srv.url.replace('http', 'ws')}/ws/dashboards/"
+            )
             assert errors == []
         finally:
             await browser.close()
