@@ -259,3 +259,17 @@ def test_bad_playlists_feeds_and_params_are_refused(tmp_path: Path, yaml_text: s
     with pytest.raises(PackError) as exc:
         load_packs(tmp_path)
     assert says in str(exc.value)
+
+
+async def test_narrowed_views_are_capped(make_settings, start_server):
+    srv = await start_server(make_settings(max_dashboard_views=1), clock=ManualClock(NOW))
+    async with keyed_client(srv) as client:
+        assert (await client.get("/api/v1/dashboards/noc", params={"site": "A"})).status_code == 200
+        # Full, but nobody watches site A: it is forgotten to make room.
+        assert (await client.get("/api/v1/dashboards/noc", params={"site": "B"})).status_code == 200
+        async with connect(srv.ws_url + "/ws/dashboards/noc?site=B", additional_headers=srv.auth("read")) as ws:
+            assert (await recv_json(ws))["dashboard"] == "noc?site=B"
+            refused = await client.get("/api/v1/dashboards/noc", params={"site": "C"})
+            assert refused.status_code == 422
+            assert "PULSEBOARD_MAX_DASHBOARD_VIEWS" in refused.json()["detail"]
+            assert (await client.get("/api/v1/dashboards/noc")).status_code == 200  # the whole dashboard always

@@ -200,12 +200,14 @@ class TileHub:
         dimension) already filtered by another dimension is left out of the view.  Its key
         (``channel.dashboard.slug``, also the broker channel) is ``view_key(slug, params)``;
         without params, the dashboard's own channel.
-        Narrowed channels are made on first use, at most ``max_views`` of them.
+        Narrowed channels are made on first use, at most ``max_views`` of them (when full, the
+        ones no screen watches are forgotten first).
 
         Raises:
             KeyError: unknown dashboard.
             ValueError: a parameter the dashboard does not declare, a value with ``&``, ``=`` or
-                ``?`` or empty, or ``max_views`` narrowed views exist already (the message says which).
+                ``?`` or empty, or ``max_views`` narrowed views are watched already (the message
+                says which).
         """
         base = self.channels[slug]
         if not params:
@@ -221,8 +223,15 @@ class TileHub:
         ch = self.channels.get(key)
         if ch is not None:
             return ch
+        narrowed_keys = [k for k, c in self.channels.items() if c.dashboard.base is not None]
+        if len(narrowed_keys) >= max_views:  # make room: forget the views no screen watches
+            for k in narrowed_keys:
+                if self._broker.subscriber_count(k) == 0:
+                    del self.channels[k]
         if sum(1 for c in self.channels.values() if c.dashboard.base is not None) >= max_views:
-            raise ValueError(f"{max_views} narrowed dashboard views are live already (PULSEBOARD_MAX_DASHBOARD_VIEWS)")
+            raise ValueError(
+                f"{max_views} narrowed dashboard views are watched already (PULSEBOARD_MAX_DASHBOARD_VIEWS)"
+            )
         extra = tuple(sorted(params.items()))
         tiles = []
         for t in dash.tiles:
