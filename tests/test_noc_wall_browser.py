@@ -288,20 +288,18 @@ async def test_playlist_rotates_on_one_websocket(make_settings, start_server):
                 ws.on("framesent", lambda payload: sent.append(payload if isinstance(payload, str) else ""))
 
             page.on("websocket", opened)
-            await page.goto(f"{srv.url}/wall/playlist/noc-rotation?interval_s=2")
+            await page.goto(f"{srv.url}/wall/playlist/noc-rotation?interval_s=4")
             views = ["noc", "noc?service=Git Operations", "contact-centre", "noc"]
-            for i, view in enumerate(views):
-                await page.wait_for_function(
-                    "([view, n]) => document.body.dataset.view === view && document.body.dataset.epoch !== undefined"
-                    " && (document.body.dataset.rotations || '0') === String(n)",
-                    arg=[view, i],
-                    timeout=15_000,
-                )
-                tile = "sl20_today" if view == "contact-centre" else "alarm_list"
-                await page.wait_for_selector(f'[data-tile-id="{tile}"]', timeout=10_000)
-                if i == 1:
-                    title = await page.text_content("#title")
-                    assert title == "Network operations · service Git Operations"
+            await page.wait_for_function("() => window.pulseboardWall.state.snapshots.length >= 4", timeout=90_000)
+            state = await page.evaluate("() => window.pulseboardWall.state")
+            assert state["shown"][:4] == views, state["shown"]
+            assert state["snapshots"][:4] == views, state["snapshots"]  # each view's own snapshot, in turn
+            await page.wait_for_function(
+                "() => document.body.dataset.view === 'contact-centre'"
+                " && document.querySelector('[data-tile-id=\"sl20_today\"]')",
+                timeout=30_000,
+            )
+            assert await page.text_content("#title") == "Contact centre"
             assert sockets == [f"{srv.url.replace('http', 'ws')}/ws/screens"], sockets  # one socket, never reconnected
             assert await page.get_attribute("body", "data-connections") == "1"
             subs = [s for s in sent if '"subscribe"' in s]
@@ -311,6 +309,20 @@ async def test_playlist_rotates_on_one_websocket(make_settings, start_server):
             cursor = await page.evaluate("() => getComputedStyle(document.querySelector('.tile')).cursor")
             assert cursor == "none"
             await page.screenshot(path=str(ARTIFACTS / "playlist.png"))
+
+            # One dashboard definition, narrowed by a parameter on the single-dashboard wall.
+            queue = await context.new_page()
+            queue.on("pageerror", lambda exc: errors.append(str(exc)))
+            queue.on("websocket", opened)
+            await queue.goto(f"{srv.url}/wall/contact-centre?queue=PS")
+            await queue.wait_for_function(
+                "() => document.body.dataset.epoch && document.querySelector('[data-tile-id=\"offered_today\"]')",
+                timeout=30_000,
+            )
+            assert await queue.text_content("#title") == "Contact centre · queue PS"
+            assert "queue=PS" in sockets[-1] and sockets[-1].startswith(
+                f"{srv.url.replace('http', 'ws')}/ws/dashboards/"
+            )
             assert errors == []
         finally:
             await browser.close()

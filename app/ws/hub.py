@@ -44,6 +44,7 @@ _encoder = msgspec.json.Encoder()
 TREND_POINTS = 60
 NOTICE_WINDOW_US = 3 * 86_400_000_000  # flag cuts of periods that ended in the last 3 days
 DAY_CLOSE_KEPT = 62
+ONE_DIM_FORMULAS = ("time_weighted", "peak")  # KPIs read for one rolled-up dimension at most
 # "alarms": alarm_list tiles (app.query.alarms); "feed": feed silence (app.ws.feeds)
 _COMPARED = ("value", "status", "target", "alarms", "feed")
 
@@ -249,14 +250,18 @@ class TileHub:
     def view(self, slug: str, params: Mapping[str, str], max_views: int) -> Channel:
         """The channel of dashboard ``slug`` narrowed by ``params`` (dimension -> value, each
         one of the dashboard's declared ``params``): every tile gets the filters added (a filter of
-        the same dimension is replaced).  Its key (``channel.dashboard.slug``, also the broker
-        channel) is ``view_key(slug, params)``; without params, the dashboard's own channel.
-        Narrowed channels are made on first use, at most ``max_views`` of them.
+        the same dimension is replaced); a time-weighted or peak tile (read per one rolled-up
+        dimension) already filtered by another dimension is left out of the view.  Its key
+        (``channel.dashboard.slug``, also the broker channel) is ``view_key(slug, params)``;
+        without params, the dashboard's own channel.
+        Narrowed channels are made on first use, at most ``max_views`` of them (when full, the
+        ones no screen watches are forgotten first).
 
         Raises:
             KeyError: unknown dashboard.
             ValueError: a parameter the dashboard does not declare, a value with ``&``, ``=`` or
-                ``?`` or empty, or ``max_views`` narrowed views exist already (the message says which).
+                ``?`` or empty, or ``max_views`` narrowed views are watched already (the message
+                says which).
         """
         base = self.channels[slug]
         if not params:
@@ -272,12 +277,25 @@ class TileHub:
         ch = self.channels.get(key)
         if ch is not None:
             return ch
+        narrowed_keys = [k for k, c in self.channels.items() if c.dashboard.base is not None]
+        if len(narrowed_keys) >= max_views:  # make room: forget the views no screen watches
+            for k in narrowed_keys:
+                if self._broker.subscriber_count(k) == 0:
+                    del self.channels[k]
         if sum(1 for c in self.channels.values() if c.dashboard.base is not None) >= max_views:
-            raise ValueError(f"{max_views} narrowed dashboard views are live already (PULSEBOARD_MAX_DASHBOARD_VIEWS)")
+            raise ValueError(
+                f"{max_views} narrowed dashboard views are watched already (PULSEBOARD_MAX_DASHBOARD_VIEWS)"
+            )
         extra = tuple(sorted(params.items()))
-        tiles = tuple(replace(t, dims=tuple(sorted({**dict(t.dims), **dict(extra)}.items()))) for t in dash.tiles)
+        tiles = []
+        for t in dash.tiles:
+            dims = tuple(sorted({**dict(t.dims), **dict(extra)}.items()))
+            kpi = base.pack.kpis.get(t.kpi) if t.kind == "kpi" else None
+            if len(dims) > 1 and kpi is not None and kpi.formula.kind in ONE_DIM_FORMULAS:
+                continue  # read per one rolled-up dimension only: left out of a view narrowed by another
+            tiles.append(replace(t, dims=dims))
         title = dash.title + " · " + " · ".join(f"{k} {v}" for k, v in extra)
-        narrowed = replace(dash, slug=key, title=title, tiles=tiles, base=slug)
+        narrowed = replace(dash, slug=key, title=title, tiles=tuple(tiles), base=slug)
         ch = Channel(
             narrowed,
             base.pack,

@@ -91,7 +91,9 @@ var state = {
   reconnectAt: null,
   lastClose: null,
   stale: false,
-  layoutKey: null
+  layoutKey: null,
+  shown: [],          // playlist: the views shown, in order
+  snapshots: []       // playlist: the views whose snapshot arrived, in order
 };
 
 var els = {};          // tile id -> {root, value, num, unit, badge, shape, word, target, spark}
@@ -595,6 +597,7 @@ function onMessage(ev) {
   state.attempt = 0;                                  // the link works: reset backoff
   document.body.classList.remove('connecting');
   if (msg.type === 'snapshot') {
+    if (PLAYLIST) state.snapshots.push(msg.dashboard);
     applySnapshot(msg);
     document.body.setAttribute('data-epoch', state.epoch);
     document.body.setAttribute('data-seq', String(state.seq));
@@ -809,6 +812,7 @@ function show(index) {
   resetDashboard();
   SLUG = entry.dashboard;
   VIEW_PARAMS = entry.params || {};
+  state.shown.push(currentView());
   document.body.setAttribute('data-view', currentView());
   document.body.setAttribute('data-playlist-index', String(index));
   $('title').textContent = entry.title || entry.dashboard;
