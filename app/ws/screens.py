@@ -39,6 +39,7 @@ from app.api.codes import (
 from app.auth import Forbidden, RateLimited, Unauthenticated
 from app.auth.deps import Access, authenticate, check_scope
 from app.auth.ratelimit import TokenBucket
+from app.cluster.link import NoLeader
 from app.config import Settings
 from app.ws.broker import Broker, Subscription, TileUpdate
 from app.ws.hub import Channel, TileHub, view_key
@@ -162,6 +163,10 @@ class ScreenSession:
             log.warning("refused a view %s: its tiles cannot be read (%s)", view, exc)
             await self.error(view, 503, "the store is unavailable; retry later")
             return
+        except NoLeader as exc:  # a cluster follower with no leader's state to show
+            log.warning("refused a view %s: %s", view, exc)
+            await self.error(view, 503, f"no tile state available ({exc}); retry later")
+            return
         stack = contextlib.AsyncExitStack()
         sub: Subscription = await stack.enter_async_context(self._broker.subscribe(view))
         try:
@@ -170,6 +175,8 @@ class ScreenSession:
             missed = None
             if epoch == channel.epoch and isinstance(since, int) and not isinstance(since, bool) and since >= 0:
                 missed = channel.missed_since(since)
+                if missed is None and self._hub.cluster is not None:  # another process's screen: the Redis stream
+                    missed = await self._hub.cluster.missed(channel, epoch, since)
             last_seq = channel.seq
             if missed is None:
                 extras = {
