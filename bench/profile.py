@@ -138,7 +138,8 @@ async def _stages(
     from app.metrics.pack import load_packs
     from app.metrics.rollup import EventRow, rollup
     from app.store.db import create_writer_engine, migrate_async
-    from app.store.writes import _existing_hashes, insert_events, upsert_gauge_changes, upsert_partials
+    from app.store.upserts import insert_events, upsert_gauge_changes, upsert_partials
+    from app.store.writes import _existing_hashes
 
     kw = {"data_dir": tmp / "var", "tz": "Asia/Jerusalem", "snapshots_enabled": False, "database_url": None}
     if store == "postgresql":

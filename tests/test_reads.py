@@ -11,7 +11,7 @@ from app.metrics.sketch import Sketch
 from app.store import reads
 from app.store.db import create_engine_for, create_writer_engine, migrate_async
 from app.store.schema import gauge_item
-from app.store.writes import upsert_partials
+from app.store.upserts import upsert_partials
 
 S = 1_000_000
 

@@ -48,7 +48,7 @@ from app.auth import (
     Unauthenticated,
 )
 from app.ingest import IngestError
-from app.query.kpis import QueryError
+from app.query.errors import QueryError
 from app.snapshots import InvalidNote, NotCut, PeriodNotClosed, PeriodOutOfRange, ScorecardLocked, SnapshotError
 from app.store import StoreUnavailable
 

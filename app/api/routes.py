@@ -21,7 +21,8 @@ from app.ingest.parse import parse_ts
 from app.metrics.calendar import SUPPORTED_END_YEAR, SUPPORTED_FIRST_YEAR, from_us, supported, to_us
 from app.metrics.pack import NAME_RE, AmbiguousName, Dashboard, Kpi, Pack, Playlist
 from app.query import drill
-from app.query.kpis import QueryError, series
+from app.query.errors import QueryError
+from app.query.kpis import series
 from app.query.tiles import Freshness, dashboard_tiles
 from app.runtime import Runtime
 from app.snapshots.export import to_csv

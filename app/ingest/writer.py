@@ -29,11 +29,11 @@ from app.metrics.calendar import to_us
 from app.metrics.pack import Pack
 from app.metrics.rollup import DimensionCap
 from app.store import StoreUnavailable, store_down
+from app.store.upserts import NonFiniteAggregate
 from app.store.writes import (
     GroupResult,
     IdempotencyRecord,
     NewEvent,
-    NonFiniteAggregate,
     RequestOutcome,
     load_dimension_values,
     write_group,

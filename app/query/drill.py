@@ -27,7 +27,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics.pack import Kpi, Measure, Pack, dim_text
-from app.query.kpis import QueryError
+from app.query.errors import QueryError
 from app.store.schema import event
 
 CURSOR_RE = re.compile(r"^(-?\d{1,20})\.(\d{1,20})$")

@@ -25,6 +25,7 @@ from app.metrics.evaluate import GaugeReading, KpiValue, evaluate
 from app.metrics.pack import Formula, Gauge, Kpi, Pack, dim_text
 from app.metrics.partials import Partial
 from app.metrics.rollup import TOTAL, EventRow, filter_dim_key, rollup
+from app.query.errors import QueryError
 from app.store import reads
 from app.store.schema import event
 
@@ -78,15 +79,6 @@ class _Scan:
                 f"limit ({budget.max_events} events, PULSEBOARD_RAW_SCAN_MAX_EVENTS / _TIMEOUT_S): "
                 "narrow the range or filter on a rolled-up dimension",
             )
-
-
-class QueryError(ValueError):
-    """A read asked for something that cannot be answered (names the parameter)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def gauge_of(pack: Pack, kpi: Kpi) -> Gauge:

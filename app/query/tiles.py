@@ -24,8 +24,9 @@ from app.metrics.partials import Partial
 from app.metrics.rollup import filter_dim_key
 from app.metrics.windows import window_bounds
 from app.query.alarms import alarm_list_tile, open_alarms
+from app.query.errors import QueryError
 from app.query.freshness import dashboard_freshness, freshness_json, tile_bounds
-from app.query.kpis import QueryError, gauge_of, pack_partials, sketch_measures
+from app.query.kpis import gauge_of, pack_partials, sketch_measures
 from app.query.timeweighted import window_reading
 from app.store import reads
 

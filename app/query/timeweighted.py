@@ -14,7 +14,7 @@ from app.metrics.evaluate import WindowReading
 from app.metrics.pack import Kpi, Pack
 from app.metrics.rollup import filter_dim_key
 from app.metrics.timeweighted import TimeWeighted, coverage
-from app.query.kpis import QueryError
+from app.query.errors import QueryError
 from app.store import lifecycles
 
 Dims = tuple[tuple[str, str], ...]

@@ -24,7 +24,7 @@ from app.metrics.pack import Lifecycle, Pack
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow, PartialKey
 from app.metrics.timeweighted import Interval
-from app.store.writes import _pg_copy, _pg_driver, _pg_errors, upsert_partials
+from app.store.upserts import pg_copy, pg_driver, pg_errors, upsert_partials
 
 KEY_CHUNK = 500
 _STATE_COLUMNS = "raised_us, raise_dims, acked_us, cleared_us, updates"
@@ -44,7 +44,7 @@ def _load_states(conn: Connection, key: str, alarms: Sequence[str]) -> dict[str,
             f"SELECT alarm, {_STATE_COLUMNS} FROM alarm_state WHERE lifecycle = %s AND alarm = ANY(%s::text[]) "
             "ORDER BY alarm FOR UPDATE"
         )
-        with _pg_errors(sql), _pg_driver(conn).cursor() as cur:
+        with pg_errors(sql), pg_driver(conn).cursor() as cur:
             cur.execute(sql, (key, list(alarms)))
             rows = cur.fetchall()
     else:
@@ -224,9 +224,9 @@ def _write_pg(
     new and changed gauge rows by binary ``COPY`` into a session temp table and one upsert from
     it (rows in key order: one lock order for concurrent writers)."""
     names = ", ".join(c for c, _ in _STATE_WRITE)
-    with _pg_errors("alarm lifecycle writes"), _pg_driver(conn).cursor() as cur:
+    with pg_errors("alarm lifecycle writes"), pg_driver(conn).cursor() as cur:
         if inserts:
-            _pg_copy(
+            pg_copy(
                 cur, f"COPY alarm_state ({names}) FROM STDIN (FORMAT BINARY)", [ty for _, ty in _STATE_WRITE], inserts
             )
         if updates:
@@ -249,7 +249,7 @@ def _write_pg(
                 f"({', '.join(f'{c} {ty}' for c, ty in _GAUGE_ROW)}) ON COMMIT DELETE ROWS"
             )
             cur.execute(f"DELETE FROM {_GAUGE_STAGE}")  # empty already, unless a caller wrote twice
-            _pg_copy(
+            pg_copy(
                 cur,
                 f"COPY {_GAUGE_STAGE} ({names_g}) FROM STDIN (FORMAT BINARY)",
                 [ty for _, ty in _GAUGE_ROW],

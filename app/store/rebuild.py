@@ -45,7 +45,7 @@ from app.metrics.pack import Pack
 from app.metrics.partials import Partial
 from app.metrics.rollup import EventRow, GaugeChange, PartialKey, rollup
 from app.store.schema import definition_state, rebuild_job
-from app.store.writes import upsert_gauge_changes, upsert_partials
+from app.store.upserts import upsert_gauge_changes, upsert_partials
 
 log = logging.getLogger(__name__)
 DAY_US = 86_400_000_000

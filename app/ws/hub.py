@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -35,9 +35,6 @@ from app.snapshots.cut import notices as recent_notices
 from app.ws.broker import Broker, TileUpdate
 from app.ws.feeds import FeedTracker, feed_states
 from app.ws.transport import text_frame
-
-if TYPE_CHECKING:
-    from app.cluster.link import ClusterLink
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -102,6 +99,37 @@ class Channel:
         if since > self.seq or not self.history or self.history[0].seq > since + 1:
             return None
         return [u for u in self.history if u.seq > since]
+
+
+class ClusterPort(Protocol):
+    """What the hub and the screen sockets need of a scaled-out deployment's link (implemented by
+    ``app.cluster.link.ClusterLink``, which sits above this package): leadership, the watched
+    dashboards of every process, the leader's published state, and the shared resume stream."""
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process holds the leader lease (computes tiles, runs the scheduler)."""
+        ...
+
+    def is_watched(self, slug: str) -> bool:
+        """Whether a screen on another process watches dashboard ``slug``."""
+        ...
+
+    def fresh(self, slug: str) -> bool:
+        """Whether a leader's computation of ``slug`` was heard lately (else walls go STALE)."""
+        ...
+
+    async def follow(self, ch: Channel, wait_s: float) -> Channel:
+        """``ch`` brought up to the leader's latest state (waiting up to ``wait_s`` seconds)."""
+        ...
+
+    async def publish(self, ch: Channel, update: TileUpdate | None, trends: dict[str, list[float | None]]) -> bool:
+        """Store and announce the leader's ``update`` of ``ch`` (``None``: the state only)."""
+        ...
+
+    async def missed(self, ch: Channel, epoch: str, since: int) -> list[TileUpdate] | None:
+        """Updates of ``ch`` after ``since`` in ``epoch`` from any process; ``None``: not covered."""
+        ...
 
 
 def view_key(slug: str, params: Mapping[str, str]) -> str:
@@ -185,7 +213,7 @@ class TileHub:
         self.day_close: dict[str, dict[str, dict[str, Any]]] = {}
         # The snapshot service's failed-job notices of a dashboard (set by the lifespan once it exists).
         self.job_notices: Callable[[str], list[dict[str, Any]]] = lambda _slug: []
-        self.cluster: ClusterLink | None = None  # set by app.main with PULSEBOARD_REDIS_URL
+        self.cluster: ClusterPort | None = None  # set by app.main with PULSEBOARD_REDIS_URL
         self._task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
