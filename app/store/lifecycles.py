@@ -87,8 +87,9 @@ def apply_lifecycles(
     transaction of ``conn``: states, partial deltas and gauge rows (see the module docstring).
 
     Set-based: per lifecycle one read of the touched items' states, then one statement per kind of
-    write for the whole group (PostgreSQL: the rows as arrays through ``unnest``, new states by
-    binary ``COPY``; SQLite: one ``executemany`` each), never a round trip per item.
+    write for the whole group (PostgreSQL: new states and gauge rows by binary ``COPY``, changed
+    states and removed gauge rows as arrays through ``unnest``; SQLite: one ``executemany``
+    each), never a round trip per item.
 
     Args:
         partials: when given, the partial deltas are added to it (the write path upserts the
