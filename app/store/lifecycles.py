@@ -6,9 +6,9 @@ with the events just inserted.  For every item they touch it reads the item's st
 merges the events (``app.metrics.lifecycle.AlarmState.merge``), and replaces what the item
 contributed: the old derivation is subtracted from the rollup partials and the new one added
 (counts, sums and sketch bins: exact), and its ``gauge_item`` rows are replaced.  A new item's
-state row is a plain INSERT (binary COPY on PostgreSQL), so two instances creating the same item at once make one of them
-fail with ``IntegrityError``, which the writer retries (it then finds the row).  The result equals
-``app.metrics.lifecycle.derive_all`` over every raw event (a rebuild).
+state row is a plain INSERT (binary COPY on PostgreSQL), so two instances creating the same item
+at once make one of them fail with ``IntegrityError``, which the writer retries (it then finds
+the row).  The result equals ``app.metrics.lifecycle.derive_all`` over every raw event (a rebuild).
 """
 
 from __future__ import annotations
