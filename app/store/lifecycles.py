@@ -6,9 +6,9 @@ with the events just inserted.  For every item they touch it reads the item's st
 merges the events (``app.metrics.lifecycle.AlarmState.merge``), and replaces what the item
 contributed: the old derivation is subtracted from the rollup partials and the new one added
 (counts, sums and sketch bins: exact), and its ``gauge_item`` rows are replaced.  A new item's
-state row is a plain INSERT, so two instances creating the same item at once make one of them
-fail with ``IntegrityError``, which the writer retries (it then finds the row).  The result equals
-``app.metrics.lifecycle.derive_all`` over every raw event (a rebuild).
+state row is a plain INSERT (binary COPY on PostgreSQL), so two instances creating the same item
+at once make one of them fail with ``IntegrityError``, which the writer retries (it then finds
+the row).  The result equals ``app.metrics.lifecycle.derive_all`` over every raw event (a rebuild).
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ def apply_lifecycles(
     transaction of ``conn``: states, partial deltas and gauge rows (see the module docstring).
 
     Set-based: per lifecycle one read of the touched items' states, then one statement per kind of
-    write for the whole group (PostgreSQL: the rows as arrays through ``unnest``, new states by
-    binary ``COPY``; SQLite: one ``executemany`` each), never a round trip per item.
+    write for the whole group (PostgreSQL: new states and gauge rows by binary ``COPY``, changed
+    states and removed gauge rows as arrays through ``unnest``; SQLite: one ``executemany``
+    each), never a round trip per item.
 
     Args:
         partials: when given, the partial deltas are added to it (the write path upserts the
