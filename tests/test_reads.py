@@ -128,3 +128,35 @@ async def test_windows_from_hours_and_minutes_equal_the_minutes(make_settings) -
                 assert together[4] == {} and together[7] == {}
     finally:
         await engine.dispose()
+
+
+async def test_two_upserts_of_a_table_in_one_transaction_add_once_each(make_settings) -> None:
+    """The PostgreSQL upsert stages rows in a session temp table: a second upsert of the same table in
+    one transaction (a rebuild chunk, a group with lifecycle deltas) must add only its own rows."""
+    from sqlalchemy import select
+
+    from app.store.schema import rollup_hour, rollup_minute
+
+    settings = make_settings()
+    await migrate_async(settings)
+    writer = create_writer_engine(settings)
+    engine = create_engine_for(settings)
+    key = ("cc/answered", "", 60 * S)
+    try:
+        with writer.begin() as conn:
+            upsert_partials(conn, {key: Partial(count=2, sum=3.0, min=1.0, max=2.0)})
+            upsert_partials(conn, {key: Partial(count=5, sum=10.0, min=0.5, max=4.0)})
+        async with engine.connect() as conn:
+            minute = (
+                await conn.execute(
+                    select(rollup_minute.c.count, rollup_minute.c.sum, rollup_minute.c.min, rollup_minute.c.max)
+                )
+            ).all()
+            hour = (
+                await conn.execute(select(rollup_hour.c.count, rollup_hour.c.sum, rollup_hour.c.min, rollup_hour.c.max))
+            ).all()
+        assert [tuple(r) for r in minute] == [(7, 13.0, 0.5, 4.0)]
+        assert [tuple(r) for r in hour] == [(7, 13.0, 0.5, 4.0)]
+    finally:
+        writer.dispose()
+        await engine.dispose()

@@ -148,6 +148,9 @@ def _upsert(conn: Connection, spec: _Upsert, rows: list[tuple[Any, ...]]) -> Non
             pg_copy(cur, f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)", [ty for _, ty in cols], rows)
             keys = ", ".join(c for c, _ in spec.keys)
             cur.execute(_upsert_sql(spec, f"SELECT {names} FROM {stage} ORDER BY {keys}", "postgresql"))
+            # Emptied at once, not only at commit: a second upsert of the table in the same
+            # transaction (a rebuild chunk, a retried group) must not add these rows again.
+            cur.execute(f"DELETE FROM {stage}")
 
 
 def insert_events(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
