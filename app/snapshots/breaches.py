@@ -247,7 +247,7 @@ def note_json(row: Any, zone: ZoneInfo) -> dict[str, Any]:
 
 
 def breach_json(row: Any, zone: ZoneInfo, notes: list[Any], owner: Any | None) -> dict[str, Any]:
-    """The API form of a breach row (CONTRACT §11): times in ``zone``, ``duration_s`` up to its end
+    """The API form of a breach row (CONTRACT §15): times in ``zone``, ``duration_s`` up to its end
     (or, while it lasts, up to when it was last seen red), its owner and explanation."""
     end = row.ended_us if row.ended_us is not None else row.last_seen_us
     return {

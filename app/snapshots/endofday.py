@@ -29,7 +29,7 @@ def owners_of(pack: Pack) -> dict[str, Any]:
 
 
 async def build_day(conn: AsyncConnection, slug: str, day: str, pack: Pack, zone: ZoneInfo) -> dict[str, Any]:
-    """The end-of-day view of ``day`` (CONTRACT §11): works before the day is cut (breaches and
+    """The end-of-day view of ``day`` (CONTRACT §15): works before the day is cut (breaches and
     notes only, ``snapshot`` null)."""
     shown, newest = await pinned(conn, slug, "day", day)
     pubs = await publications(conn, slug, "day", day)

@@ -440,7 +440,9 @@ async def _publish_month(
         )
     kpis = msgspec.json.decode(newest.kpis)
     missing = [name for name, k in kpis.items() if k["status"] == "red" and not notes.get(name)]
-    if missing:
+    if missing:  # in review-agenda order, as the card lists them
+        order = {name: i for i, name in enumerate((await build(conn, dashboard, month))["agenda"])}
+        missing.sort(key=lambda name: (order.get(name, len(order)), name))
         raise ScorecardLocked("every red KPI needs a note before publishing", missing)
     await record_publication(conn, dashboard, "month", month, newest.version, by, key_id, now_us)
 

@@ -202,7 +202,7 @@ function renderBreaches(view, reload) {
       });
       cell.appendChild(ul);
     } else {
-      cell.appendChild(el('div', { class: 'needs-note' }, el('span', { 'aria-hidden': 'true' }, '■ '), 'EXPLANATION REQUIRED'));
+      cell.appendChild(el('div', { class: 'not-explained' }, el('span', { 'aria-hidden': 'true' }, '■ '), 'EXPLANATION REQUIRED'));
       if (allowed[b.kpi] && !shownForm[b.kpi]) { cell.appendChild(explainForm(b.kpi, reload)); shownForm[b.kpi] = true; }
     }
     var where = b.source === 'live' ? 'live tile ' + b.tile + ' (' + b.window + ')' : 'day snapshot';

@@ -199,7 +199,7 @@ function explanations(k, c) {
           el('span', { class: 'note-meta' }, ' — ' + n.author)));
       });
     } else {
-      li.appendChild(el('div', { class: 'needs-note' }, 'NOT EXPLAINED'));
+      li.appendChild(el('div', { class: 'not-explained' }, 'NOT EXPLAINED'));
     }
     ul.appendChild(li);
   });
