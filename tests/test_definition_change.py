@@ -192,6 +192,8 @@ async def test_threshold_20_to_30_rebuilds_and_restates_every_cut_period(
         )
         assert done.returncode == 0, done.stderr
         assert cause in done.stdout and "snapshots restated: 4" in done.stdout, done.stdout
+        assert done.stdout.count("definition changed: ") == 1  # exactly the measure whose hash moved
+        assert "rebuilt 1 measure(s) over 1999-08-01T03:00:00+00:00 .. 1999-08-03T21:00:00+00:00" in done.stdout
         srv = await start_server(settings, clock=clock)  # at start: nothing left to change
 
     async with keyed_client(srv, timeout=120) as client:

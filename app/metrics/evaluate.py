@@ -50,10 +50,13 @@ def _total(formula: Formula, partials: Mapping[str, Partial], components: dict[s
     total: float = 0
     for name in formula.measures:
         part = partials.get(name, _EMPTY)
-        if formula.kind == "count":
-            counted = part.count if part.distinct is None else part.distinct.estimate()  # distinct-count measures
-            components[f"{name}_count"] = counted
+        if formula.kind == "count" and part.distinct is not None:  # a distinct count: not additive across periods
+            counted = part.distinct.estimate()
+            components[f"{name}_distinct"] = counted
             total += counted
+        elif formula.kind == "count":
+            components[f"{name}_count"] = part.count
+            total += part.count
         else:
             components[f"{name}_sum"] = part.sum
             total += part.sum

@@ -91,6 +91,8 @@ def test_distinct_measure_in_formulas() -> None:
             name = mkey.split("/", 1)[1]
             merged[name] = merged[name].merge(part) if name in merged else part
     assert evaluate(pack.kpis["unique"], merged).value == 2
+    # not a *_count component: reconciliation does not add distinct counts of days into a month
+    assert evaluate(pack.kpis["unique"], merged).components == {"callers_distinct": 2}
     assert evaluate(pack.kpis["calls_per_caller"], merged).value == 2.0
     per_queue = sum(p.distinct.estimate() for (m, d, _), p in partials.items() if m == "cc/callers" and d == "queue=A")
     assert per_queue == 2  # customer 1 and 2 in queue A (in different minutes)
