@@ -23,7 +23,7 @@ from app.metrics.calendar import to_us
 from tests.conftest import settings_to_env
 from tests.helpers import PACKS_DIR, sample
 
-WS_ROUTES = {"/ws/dashboards/{slug}"}  # WebSocket routes check their scope in the handler
+WS_ROUTES = {"/ws/dashboards/{slug}", "/ws/screens"}  # WebSocket routes check their scope in the handler
 
 
 @pytest.fixture
