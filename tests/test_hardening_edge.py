@@ -4,6 +4,34 @@
 pairing cap per network (16), CSV formulas after separators (13), ``/docs`` (19) and the smaller
 items (20).  Each test runs the attack and asserts the answer, what is stored, and that other
 clients are unaffected; on both stores where a store is involved.
+
+Rows for ``shared/BAD_INPUTS.md`` (``tests/test_bad_inputs.py`` style; issue 10 item numbers):
+
+====  =================================================================================================
+item  tests
+====  =================================================================================================
+ 3    test_edge.py::test_a_300_mb_content_length_on_a_control_route_is_413_before_the_body (413 at once),
+      ::test_chunked_bodies_past_the_control_limit_are_413_and_rss_stays_flat,
+      ::test_the_control_limit_is_configurable_and_the_ingest_limit_separate,
+      ::test_oversize_headers_and_targets_are_431_and_414, ::test_public_routes_are_rate_limited_per_address
+ 4    test_edge.py::test_a_ping_flood_is_closed_with_1008_and_others_are_served,
+      ::test_inbound_bytes_are_limited_per_connection
+ 5    test_edge.py::test_slow_headers_are_408_and_closed, ::test_a_trickled_body_is_408_and_closed,
+      ::test_connections_per_address_are_capped_and_others_served, ::test_the_process_connection_cap_answers_503,
+      ::test_oversize_headers_and_targets_are_431_and_414 (WebSocket handshake: 414)
+ 7    test_next_after_sign_in_never_leaves_the_origin (Chromium)
+ 8    test_concurrent_handshakes_of_one_key_respect_its_cap
+ 9    test_a_series_with_too_many_periods_is_refused_before_any_query, test_raw_scans_are_bounded_and_answer_when_within,
+      test_read_keys_are_rate_limited_and_others_unaffected
+13    test_csv_formulas_after_separators_are_neutralised_in_every_locale
+14    test_key_bindings_that_do_not_fit_are_422_and_nothing_is_stored, test_expiry_over_http_is_enforced,
+      test_cli_refuses_misfit_bindings_and_sets_expiry
+15    test_odd_since_values_get_a_snapshot_not_a_crash
+16    test_a_spoofed_forwarded_for_that_is_no_address_is_422, test_pairings_are_capped_per_network
+19    test_interactive_docs_are_off_by_default_and_opt_in
+20    test_duplicate_json_keys_on_control_routes_are_422_and_nothing_is_stored, test_the_origin_check_compares_the_scheme,
+      test_authenticated_reads_are_cache_control_private, test_stale_after_is_bounded
+====  =================================================================================================
 """
 
 from __future__ import annotations
