@@ -30,7 +30,8 @@ item  tests
 16    test_a_spoofed_forwarded_for_that_is_no_address_is_422, test_pairings_are_capped_per_network
 19    test_interactive_docs_are_off_by_default_and_opt_in
 20    test_duplicate_json_keys_on_control_routes_are_422_and_nothing_is_stored, test_the_origin_check_compares_the_scheme,
-      test_authenticated_reads_are_cache_control_private, test_stale_after_is_bounded
+      test_authenticated_reads_are_cache_control_private, test_stale_after_is_bounded,
+      test_a_note_cannot_land_after_the_scorecard_is_published
 ====  =================================================================================================
 """
 
@@ -462,3 +463,50 @@ def test_stale_after_is_bounded():
         Settings(stale_after_s=1e308)
     wall_js = (Path(__file__).resolve().parents[1] / "frontend" / "wall" / "wall.js").read_text()
     assert "v <= MAX_PARAM_S" in wall_js  # ?stale_after_s=1e308 on the page is ignored too
+
+
+async def test_a_note_cannot_land_after_the_scorecard_is_published(make_settings, start_server, monkeypatch):
+    """add_note checked the publication, then inserted: a publish committing in between left a note
+    on a locked scorecard.  Here add_note is held for 0.5 s after its check while publish runs: the
+    publish waits for it (the scorecard lock), so its card shows the note; a note after it is 409."""
+    import sys
+
+    from app.snapshots import scorecard
+    from tests.conftest import keyed_client
+    from tests.test_bad_inputs import _june_with_a_note
+
+    real = scorecard._publication
+    checked = asyncio.Event()
+    armed: list[bool] = []
+
+    async def held(conn, dashboard, month):
+        found = await real(conn, dashboard, month)
+        if armed and sys._getframe(1).f_code.co_name == "add_note" and not checked.is_set():
+            checked.set()
+            await asyncio.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(scorecard, "_publication", held)
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(datetime(2024, 7, 1, 1, tzinfo=UTC)))
+    base = "/api/v1/scorecards/generic-wall/2024-06"
+    async with keyed_client(srv, timeout=60) as client:
+        await _june_with_a_note(srv, client)
+        armed.append(True)
+
+        async def publish_soon() -> httpx.Response:
+            await asyncio.wait_for(checked.wait(), 30)  # add_note is past its check
+            return await client.post(f"{base}/publish", json={"by": "Ana"})
+
+        note, published = await asyncio.gather(
+            client.post(f"{base}/commentary", json={"kpi": "sample_count", "text": "late", "author": "Bo"}),
+            publish_soon(),
+        )
+        assert note.status_code == 201, note.text
+        assert published.status_code == 200, published.text
+        card = published.json()
+        texts = [n["text"] for r in card["kpis"] for n in r["commentary"]]
+        assert "late" in texts  # published after the note, so the note is part of it
+        after = await client.post(
+            f"{base}/commentary", json={"kpi": "sample_count", "text": "too late", "author": "Bo"}
+        )
+        assert after.status_code == 409

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -61,6 +61,28 @@ async def _notes(conn: AsyncConnection, dashboard: str, month: str) -> dict[str,
             {"id": row.id, "author": row.author, "text": row.text, "created_at": from_us(row.created_us).isoformat()}
         )
     return out
+
+
+async def lock_scorecard(conn: AsyncConnection, dashboard: str, month: str) -> None:
+    """Serialise the changes of one month's scorecard (a note, the publication) across connections and
+    instances until ``conn``'s transaction ends (issue 10, item 20: a note checked the publication,
+    then inserted, so one could land after the scorecard was published).
+
+    PostgreSQL: a transaction-level advisory lock on the schema, dashboard and month.  SQLite: the
+    database's write lock, taken by a statement that writes nothing (WAL readers are not blocked).
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.scorecard/' || :d || '/' || :m))"),
+            {"d": dashboard, "m": month},
+        )
+    else:
+        t = scorecard_publication.c
+        await conn.execute(
+            update(scorecard_publication)
+            .where(t.dashboard == dashboard, t.month == month, t.month != t.month)
+            .values(month=t.month)
+        )
 
 
 async def _publication(conn: AsyncConnection, dashboard: str, month: str) -> Any | None:
@@ -178,6 +200,7 @@ async def add_note(
     if not text or len(text) > MAX_NOTE_CHARS:
         raise InvalidNote(f"text must be 1-{MAX_NOTE_CHARS} characters")
     async with engine.begin() as conn:
+        await lock_scorecard(conn, dashboard, month)
         row = await latest(conn, dashboard, "month", month)
         if row is None or kpi not in msgspec.json.decode(row.kpis):
             raise NotCut(f"{dashboard}: no KPI {kpi!r} in a snapshot of {month}")
@@ -204,6 +227,7 @@ async def publish(engine: AsyncEngine, dashboard: str, month: str, by: str, now_
         ScorecardLocked: already published, or red KPIs without a note (``missing`` names them).
     """
     async with engine.begin() as conn:
+        await lock_scorecard(conn, dashboard, month)
         card = await build(conn, dashboard, month)
         if card["published"] is not None:
             raise ScorecardLocked(f"the {month} scorecard of {dashboard} is already published")
