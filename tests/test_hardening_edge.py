@@ -454,15 +454,30 @@ async def test_authenticated_reads_are_cache_control_private(srv):
         assert "cache-control" not in (await anonymous.get("/healthz")).headers
 
 
-def test_stale_after_is_bounded():
+@pytest.mark.browser
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_stale_after_is_bounded(srv):
+    """``?stale_after_s=1e308`` disabled STALE on the wall: past 86,400 s it is ignored (the
+    server's 15 s applies); the setting refuses it at start."""
     from pydantic import ValidationError
 
     from app.config import Settings
+    from tests.test_wall_browser import _launch, _playwright
 
     with pytest.raises(ValidationError, match="stale_after_s"):
         Settings(stale_after_s=1e308)
-    wall_js = (Path(__file__).resolve().parents[1] / "frontend" / "wall" / "wall.js").read_text()
-    assert "v <= MAX_PARAM_S" in wall_js  # ?stale_after_s=1e308 on the page is ignored too
+    async with _playwright()() as pw:
+        browser = await _launch(pw)
+        try:
+            context = await browser.new_context()
+            await context.add_cookies([{"name": "pb_key", "value": srv.keys.display["generic-wall"], "url": srv.url}])
+            page = await context.new_page()
+            for query, want_ms in (("1e308", 15_000), ("86401", 15_000), ("30", 30_000)):
+                await page.goto(f"{srv.url}/wall/generic-wall?stale_after_s={query}")
+                await page.wait_for_function("() => document.body.dataset.epoch", timeout=10_000)
+                assert await page.evaluate("() => window.pulseboardWall.staleAfterMs()") == want_ms, query
+        finally:
+            await browser.close()
 
 
 async def test_a_note_cannot_land_after_the_scorecard_is_published(make_settings, start_server, monkeypatch):
