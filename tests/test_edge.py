@@ -362,3 +362,23 @@ async def test_inbound_bytes_are_limited_per_connection(make_settings, start_ser
 def test_rss_helper_reads_proc():
     assert rss_mib() > 1
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+
+
+@sqlite_only
+async def test_time_the_server_takes_before_reading_is_not_the_clients(make_settings, start_server, monkeypatch):
+    """A whole body sent at once while authentication takes 1.5 s (a busy store), with a 0.5 s
+    grace: accepted, not 408 (only time spent waiting for the client counts)."""
+    from app.auth.keys import KeyStore
+
+    real = KeyStore.find
+
+    async def slow_find(self, key):
+        await asyncio.sleep(1.5)
+        return await real(self, key)
+
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR, body_grace_s=0.5, min_body_bytes_per_s=1000))
+    monkeypatch.setattr(KeyStore, "find", slow_find)
+    events = [{"type": "sample", "ts": "2024-06-10T10:00:00Z", "value": 1, "id": f"w{i}"} for i in range(200)]
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers=srv.auth("ingest")) as c:
+        answer = await c.post("/api/v1/events", json=events)
+    assert answer.status_code == 202, answer.text
