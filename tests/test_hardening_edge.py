@@ -4,6 +4,35 @@
 pairing cap per network (16), CSV formulas after separators (13), ``/docs`` (19) and the smaller
 items (20).  Each test runs the attack and asserts the answer, what is stored, and that other
 clients are unaffected; on both stores where a store is involved.
+
+Rows for ``shared/BAD_INPUTS.md`` (``tests/test_bad_inputs.py`` style; issue 10 item numbers):
+
+====  =================================================================================================
+item  tests
+====  =================================================================================================
+ 3    test_edge.py::test_a_300_mb_content_length_on_a_control_route_is_413_before_the_body (413 at once),
+      ::test_chunked_bodies_past_the_control_limit_are_413_and_rss_stays_flat,
+      ::test_the_control_limit_is_configurable_and_the_ingest_limit_separate,
+      ::test_oversize_headers_and_targets_are_431_and_414, ::test_public_routes_are_rate_limited_per_address
+ 4    test_edge.py::test_a_ping_flood_is_closed_with_1008_and_others_are_served,
+      ::test_inbound_bytes_are_limited_per_connection
+ 5    test_edge.py::test_slow_headers_are_408_and_closed, ::test_a_trickled_body_is_408_and_closed,
+      ::test_connections_per_address_are_capped_and_others_served, ::test_the_process_connection_cap_answers_503,
+      ::test_oversize_headers_and_targets_are_431_and_414 (WebSocket handshake: 414)
+ 7    test_next_after_sign_in_never_leaves_the_origin (Chromium)
+ 8    test_concurrent_handshakes_of_one_key_respect_its_cap
+ 9    test_a_series_with_too_many_periods_is_refused_before_any_query, test_raw_scans_are_bounded_and_answer_when_within,
+      test_read_keys_are_rate_limited_and_others_unaffected
+13    test_csv_formulas_after_separators_are_neutralised_in_every_locale
+14    test_key_bindings_that_do_not_fit_are_422_and_nothing_is_stored, test_expiry_over_http_is_enforced,
+      test_cli_refuses_misfit_bindings_and_sets_expiry
+15    test_odd_since_values_get_a_snapshot_not_a_crash
+16    test_a_spoofed_forwarded_for_that_is_no_address_is_422, test_pairings_are_capped_per_network
+19    test_interactive_docs_are_off_by_default_and_opt_in
+20    test_duplicate_json_keys_on_control_routes_are_422_and_nothing_is_stored, test_the_origin_check_compares_the_scheme,
+      test_authenticated_reads_are_cache_control_private, test_stale_after_is_bounded,
+      test_a_note_cannot_land_after_the_scorecard_is_published
+====  =================================================================================================
 """
 
 from __future__ import annotations
@@ -425,12 +454,74 @@ async def test_authenticated_reads_are_cache_control_private(srv):
         assert "cache-control" not in (await anonymous.get("/healthz")).headers
 
 
-def test_stale_after_is_bounded():
+@pytest.mark.browser
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_stale_after_is_bounded(srv):
+    """``?stale_after_s=1e308`` disabled STALE on the wall: past 86,400 s it is ignored (the
+    server's 15 s applies); the setting refuses it at start."""
     from pydantic import ValidationError
 
     from app.config import Settings
+    from tests.test_wall_browser import _launch, _playwright
 
     with pytest.raises(ValidationError, match="stale_after_s"):
         Settings(stale_after_s=1e308)
-    wall_js = (Path(__file__).resolve().parents[1] / "frontend" / "wall" / "wall.js").read_text()
-    assert "v <= MAX_PARAM_S" in wall_js  # ?stale_after_s=1e308 on the page is ignored too
+    async with _playwright()() as pw:
+        browser = await _launch(pw)
+        try:
+            context = await browser.new_context()
+            await context.add_cookies([{"name": "pb_key", "value": srv.keys.display["generic-wall"], "url": srv.url}])
+            page = await context.new_page()
+            for query, want_ms in (("1e308", 15_000), ("86401", 15_000), ("30", 30_000)):
+                await page.goto(f"{srv.url}/wall/generic-wall?stale_after_s={query}")
+                await page.wait_for_function("() => document.body.dataset.epoch", timeout=10_000)
+                assert await page.evaluate("() => window.pulseboardWall.staleAfterMs()") == want_ms, query
+        finally:
+            await browser.close()
+
+
+async def test_a_note_cannot_land_after_the_scorecard_is_published(make_settings, start_server, monkeypatch):
+    """add_note checked the publication, then inserted: a publish committing in between left a note
+    on a locked scorecard.  Here add_note is held for 0.5 s after its check while publish runs: the
+    publish waits for it (the scorecard lock), so its card shows the note; a note after it is 409."""
+    import sys
+
+    from app.snapshots import scorecard
+    from tests.conftest import keyed_client
+    from tests.test_bad_inputs import _june_with_a_note
+
+    real = scorecard._publication
+    checked = asyncio.Event()
+    armed: list[bool] = []
+
+    async def held(conn, dashboard, month):
+        found = await real(conn, dashboard, month)
+        if armed and sys._getframe(1).f_code.co_name == "add_note" and not checked.is_set():
+            checked.set()
+            await asyncio.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(scorecard, "_publication", held)
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(datetime(2024, 7, 1, 1, tzinfo=UTC)))
+    base = "/api/v1/scorecards/generic-wall/2024-06"
+    async with keyed_client(srv, timeout=60) as client:
+        await _june_with_a_note(srv, client)
+        armed.append(True)
+
+        async def publish_soon() -> httpx.Response:
+            await asyncio.wait_for(checked.wait(), 30)  # add_note is past its check
+            return await client.post(f"{base}/publish", json={"by": "Ana"})
+
+        note, published = await asyncio.gather(
+            client.post(f"{base}/commentary", json={"kpi": "sample_count", "text": "late", "author": "Bo"}),
+            publish_soon(),
+        )
+        assert note.status_code == 201, note.text
+        assert published.status_code == 200, published.text
+        card = published.json()
+        texts = [n["text"] for r in card["kpis"] for n in r["commentary"]]
+        assert "late" in texts  # published after the note, so the note is part of it
+        after = await client.post(
+            f"{base}/commentary", json={"kpi": "sample_count", "text": "too late", "author": "Bo"}
+        )
+        assert after.status_code == 409

@@ -12,7 +12,8 @@
 - A JSON control body that names a key twice is refused (422 naming it): ``json`` would keep
   the last one silently, and another parser in front (a proxy, a WAF) may keep the first.
 - **Minimum body rate**: after ``PULSEBOARD_BODY_GRACE_S`` a body must have arrived at
-  ``PULSEBOARD_MIN_BODY_BYTES_PER_S`` on average (deadline = start + grace + received / rate),
+  ``PULSEBOARD_MIN_BODY_BYTES_PER_S`` on average (the time spent waiting for the client may be at
+  most grace + received / rate; time the server itself takes before reading does not count),
   else ``408`` problem+json and the connection is closed: a client trickling bytes cannot hold
   a request (and its memory) forever.
 """
@@ -38,6 +39,15 @@ class _Refused(Exception):
         self.status = status
         self.title = title
         self.detail = detail
+
+
+class _Waited:
+    """Seconds one request's body reading has spent waiting for the client."""
+
+    __slots__ = ("waited_s",)
+
+    def __init__(self) -> None:
+        self.waited_s = 0.0
 
 
 class BodyLimits:
@@ -72,12 +82,12 @@ class BodyLimits:
         if scope["method"] in ("GET", "HEAD", "OPTIONS") and length in (None, 0) and not _chunked(scope):
             await self.app(scope, receive, send)
             return
-        started = time.monotonic()
+        waited = _Waited()
         if scope["path"] == INGEST_PATH:
-            await self.app(scope, self._streaming(receive, limit, started), send)
+            await self.app(scope, self._streaming(receive, limit, waited), send)
             return
         try:
-            body = await self._read_all(receive, limit, started)
+            body = await self._read_all(receive, limit, waited)
         except _Refused as refused:
             await self._refuse(scope, receive, send, refused.status, refused.title, refused.detail)
             return
@@ -93,15 +103,18 @@ class BodyLimits:
             return
         await self.app(scope, _replay(body, receive), send)
 
-    def _deadline(self, started: float, received: int) -> float:
-        return started + self.grace_s + received / self.min_rate
-
-    async def _next(self, receive: Receive, started: float, received: int) -> Message:
-        timeout_s = self._deadline(started, received) - time.monotonic()
+    async def _next(self, receive: Receive, clock: _Waited, received: int) -> Message:
+        """The next message, refused (408) once the time spent waiting for the client passes
+        ``grace + received / min_rate``.  Only waiting counts: time the server takes before it
+        reads (authentication, a busy store) is not the client's."""
+        budget_s = self.grace_s + received / self.min_rate - clock.waited_s
+        t0 = time.monotonic()
         try:
-            return await asyncio.wait_for(receive(), max(timeout_s, 0.001))
+            return await asyncio.wait_for(receive(), max(budget_s, 0.001))
         except TimeoutError:
             raise _Refused(408, "Request timeout", self._slow_detail()) from None
+        finally:
+            clock.waited_s += time.monotonic() - t0
 
     def _slow_detail(self) -> str:
         return (
@@ -109,11 +122,11 @@ class BodyLimits:
             f"(after a grace of {self.grace_s:g} s); send it at once"
         )
 
-    async def _read_all(self, receive: Receive, limit: int, started: float) -> bytes:
+    async def _read_all(self, receive: Receive, limit: int, waited: _Waited) -> bytes:
         chunks: list[bytes] = []
         received = 0
         while True:
-            message = await self._next(receive, started, received)
+            message = await self._next(receive, waited, received)
             if message["type"] != "http.request":
                 raise _Refused(400, "Bad request", "the client went away before the body was complete")
             chunk = message.get("body", b"")
@@ -124,13 +137,13 @@ class BodyLimits:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _streaming(self, receive: Receive, limit: int, started: float) -> Receive:
+    def _streaming(self, receive: Receive, limit: int, waited: _Waited) -> Receive:
         received = 0
 
         async def counted() -> Message:
             nonlocal received
             try:
-                message = await self._next(receive, started, received)
+                message = await self._next(receive, waited, received)
             except _Refused as refused:
                 raise RequestTimeout(refused.detail) from None
             if message["type"] == "http.request":

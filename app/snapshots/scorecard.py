@@ -28,7 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -140,6 +140,29 @@ def restatement(shown: Any, latest: Any, zone: ZoneInfo) -> dict[str, Any] | Non
         "changes": changes,
         "moved": sorted(changes),
     }
+
+
+async def lock_scorecard(conn: AsyncConnection, dashboard: str, month: str) -> None:
+    """Serialise the changes of one period's scorecard or end-of-day page (``month``: the period label; a
+    note, a publication or sign-off) across connections and
+    instances until ``conn``'s transaction ends (issue 10, item 20: a note checked the publication,
+    then inserted, so one could land after the scorecard was published).
+
+    PostgreSQL: a transaction-level advisory lock on the schema, dashboard and month.  SQLite: the
+    database's write lock, taken by a statement that writes nothing (WAL readers are not blocked).
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.scorecard/' || :d || '/' || :m))"),
+            {"d": dashboard, "m": month},
+        )
+    else:
+        t = publication.c
+        await conn.execute(
+            update(publication)
+            .where(t.dashboard == dashboard, t.period == month, t.period != t.period)
+            .values(period=t.period)
+        )
 
 
 def _kpi_in(month_kpis: Mapping[str, Any] | None, name: str) -> Any | None:
@@ -329,6 +352,7 @@ async def add_note(
         raise InvalidNote(f"text must be 1-{MAX_NOTE_CHARS} characters")
     grain, period = ("day", day) if day is not None else ("month", month)
     async with engine.begin() as conn:
+        await lock_scorecard(conn, dashboard, period)
         shown, newest = await pinned(conn, dashboard, grain, period)
         if grain == "month" and (shown is None or kpi not in msgspec.json.decode(shown.kpis)):
             raise NotCut(f"{dashboard}: no KPI {kpi!r} in a snapshot of {month}")
@@ -417,6 +441,7 @@ async def publish(
     """
     try:
         async with engine.begin() as conn:
+            await lock_scorecard(conn, dashboard, month)
             await _publish_month(conn, dashboard, month, by, now_us, key_id)
     except IntegrityError:
         raise ScorecardLocked(f"the {month} scorecard of {dashboard} was just published by another caller") from None

@@ -47,6 +47,7 @@ function viewQuery(p) {
   return text ? '?' + text : '';
 }
 // ?stale_after_s= wins; else the server's setting if it sends one (snapshot or dashboard JSON); else 15 s.
+var MAX_PARAM_S = 86400;  // the longest ?stale_after_s= taken (as PULSEBOARD_STALE_AFTER_S)
 var STALE_FROM_QUERY = positiveParam('stale_after_s', 0) > 0;
 var STALE_AFTER_MS = positiveParam('stale_after_s', 15) * 1000;
 var BACKOFF_BASE_MS = 1000;
@@ -57,14 +58,13 @@ var SILENT_RECONNECT_MS = Math.max(2 * STALE_AFTER_MS + 5000, 20000);
 
 function serverStaleAfter(obj) {
   var v = obj && obj.stale_after_s;
-  if (STALE_FROM_QUERY || typeof v !== 'number' || !(v > 0)) return;
+  if (STALE_FROM_QUERY || typeof v !== 'number' || !(v > 0 && v <= MAX_PARAM_S)) return;
   STALE_AFTER_MS = v * 1000;
   SILENT_RECONNECT_MS = Math.max(2 * STALE_AFTER_MS + 5000, 20000);
 }
 var TREND_POINTS = 60;
 
 // A page parameter that is a number in (0, MAX_PARAM_S]; anything else (1e308 would disable STALE) is ignored.
-var MAX_PARAM_S = 86400;
 function positiveParam(name, fallback) {
   var v = parseFloat(params.get(name));
   return isFinite(v) && v > 0 && v <= MAX_PARAM_S ? v : fallback;
