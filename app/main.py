@@ -367,26 +367,14 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn settings derived from ours (bind, HTTP and WebSocket implementations, limits,
     timeouts and pings; see ``app.api.edge`` and README "Production")."""
-    import os
-
-    from app.api.edge import AddressCounter, edge_protocol
+    from app.api.edge import address_counter, configured_protocol
     from app.ws.transport import direct_protocol
 
-    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")  # uvicorn's own default and variable
-    addresses = AddressCounter(
-        settings.max_connections_per_ip, frozenset(a.strip() for a in trusted.split(",") if a.strip())
-    )
+    addresses = address_counter(settings)  # shared by the HTTP and WebSocket protocols
     return {
         "host": settings.host,
         "port": settings.port,
-        "http": edge_protocol(
-            max_url_bytes=settings.max_url_bytes,
-            max_header_bytes=settings.max_header_bytes,
-            max_header_line_bytes=settings.max_header_line_bytes,
-            max_headers=settings.max_headers,
-            header_timeout_s=settings.header_timeout_s,
-            addresses=addresses,
-        ),
+        "http": configured_protocol(settings, addresses),
         "limit_concurrency": settings.max_connections,
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         "ws_max_size": settings.ws_max_inbound_bytes,

@@ -29,9 +29,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -240,4 +243,26 @@ def edge_protocol(
             "header_timeout_s": header_timeout_s,
             "addresses": addresses,
         },
+    )
+
+
+def address_counter(settings: Settings) -> AddressCounter:
+    """The per-address connection counter of one server process: ``max_connections_per_ip``, the
+    trusted proxies of ``FORWARDED_ALLOW_IPS`` (uvicorn's own variable and default, ``127.0.0.1``)
+    exempt."""
+    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    return AddressCounter(
+        settings.max_connections_per_ip, frozenset(a.strip() for a in trusted.split(",") if a.strip())
+    )
+
+
+def configured_protocol(settings: Settings, addresses: AddressCounter | None) -> type[EdgeHttpProtocol]:
+    """``edge_protocol`` with the limits of ``settings`` counting connections in ``addresses``."""
+    return edge_protocol(
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_line_bytes=settings.max_header_line_bytes,
+        max_headers=settings.max_headers,
+        header_timeout_s=settings.header_timeout_s,
+        addresses=addresses,
     )

@@ -77,13 +77,15 @@ def _serve_workers(settings: Settings) -> None:
     os.environ["PULSEBOARD_WORKERS"] = "1"  # each worker is one process of the cluster
     import uvicorn
 
+    from app.api.worker_edge import IMPORT_PATH as HTTP_IMPORT_PATH
     from app.main import uvicorn_options
     from app.store.db import migrate as run_migrations
     from app.ws.worker_protocol import IMPORT_PATH
 
     announce_store(settings)
     run_migrations(settings)  # once, before the workers start
-    options = {**uvicorn_options(settings), "ws": IMPORT_PATH}
+    # Workers are spawned: protocol classes built for the settings go by import path, not pickled.
+    options = {**uvicorn_options(settings), "http": HTTP_IMPORT_PATH, "ws": IMPORT_PATH}
     logging.getLogger("app.cli").info(
         "starting %d workers (metrics in %s)", settings.workers, os.environ["PROMETHEUS_MULTIPROC_DIR"]
     )
