@@ -8,6 +8,7 @@ in the repository            in the wheel
 ===========================  ==========================================================
 ``frontend/``                ``app/frontend/``   (pages, scripts, styles)
 ``migrations/``              ``app/migrations/`` (Alembic environment and versions)
+``docs/CONTRACT.md``          ``app/docs/CONTRACT.md`` (served at ``/docs/contract``)
 ``app/packs/``, ``app/demo``  the same (package data)
 npm ``plotly.js-dist-min``   ``app/vendor/``     (made here, see below)
 ===========================  ==========================================================
@@ -51,7 +52,11 @@ NPM_ASSETS = {
     "plotly": ("plotly.js-dist-min", "plotly.min.js", "plotly-{version}.min.js"),
 }
 # Top-level folders mapped into the package in a standard wheel (editable installs read the checkout).
-PACKAGE_FOLDERS = {"frontend": "app/frontend", "migrations": "app/migrations"}
+PACKAGE_FOLDERS = {
+    "frontend": "app/frontend",
+    "migrations": "app/migrations",
+    "docs/CONTRACT.md": "app/docs/CONTRACT.md",  # served at /docs/contract (app/api/docs.py)
+}
 
 
 class VendorError(RuntimeError):

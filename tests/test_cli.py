@@ -5,6 +5,7 @@ the empty cases say so (issue 9, item 0)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +38,26 @@ def test_an_empty_store_says_so_and_names_itself(folder: Path) -> None:
     assert listed.stderr == store  # one line, no migration-tool chatter
     migrated = _run(folder, "migrate")
     assert (migrated.returncode, migrated.stderr) == (0, store)
-    assert migrated.stdout == f"store sqlite:///{folder.resolve()}/var/pulseboard.db is up to date\n"
+    assert re.fullmatch(
+        rf"store sqlite:///{re.escape(str(folder.resolve()))}/var/pulseboard\.db is up to date \(revision \d{{4}}\)\n",
+        migrated.stdout,
+    ), migrated.stdout
     cut = _run(folder, "snapshot", "cut", "--grain", "day", "--period", "1999-08-02")
     assert cut.returncode == 1 and cut.stdout == ""
     lines = cut.stderr.splitlines()
     assert lines[0] == store.strip()
     assert "contact-centre day 1999-08-02 (UTC): no events from 1999-08-02T00:00:00+00:00" in lines[1]
     assert lines[-1].startswith("Error: nothing cut: no dashboard has events in day 1999-08-02 on this store")
+
+
+def test_migrate_says_what_it_did_to_a_new_store(folder: Path) -> None:
+    first = _run(folder, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert re.fullmatch(
+        r"store sqlite:///\S+/var/pulseboard\.db created \(migrated to revision \d{4}\)\n", first.stdout
+    )
+    again = _run(folder, "migrate")
+    assert again.stdout.endswith(f"is up to date (revision {first.stdout.strip()[-5:-1]})\n"), again.stdout
 
 
 def test_the_zone_and_clock_in_use_are_printed(folder: Path) -> None:

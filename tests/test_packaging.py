@@ -48,6 +48,7 @@ def test_wheel_contents(dists):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"app/frontend/{n}" for n in _shipped("frontend")} <= names
     assert {f"app/migrations/{n}" for n in _shipped("migrations")} <= names
+    assert "app/docs/CONTRACT.md" in names  # served at /docs/contract by an installed server
     assert {"app/packs/contact-centre.yaml", "app/packs/itsm.yaml"} <= names
     assert {"app/demo/anonymous-bank-excerpt.tsv.gz", "app/demo/SOURCE.md"} <= names
     manifest = json.loads(zipfile.ZipFile(wheel).read("app/vendor/manifest.json"))

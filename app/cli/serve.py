@@ -103,5 +103,10 @@ def migrate() -> None:
 
     settings = load_settings()
     announce_store(settings)
-    run_migrations(settings)
-    click.echo(f"store {store_url(settings)} is up to date")
+    before, after = run_migrations(settings)
+    if before == after:
+        click.echo(f"store {store_url(settings)} is up to date (revision {after})")
+    elif before is None:
+        click.echo(f"store {store_url(settings)} created (migrated to revision {after})")
+    else:
+        click.echo(f"store {store_url(settings)} migrated from revision {before} to {after}")

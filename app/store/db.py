@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import psycopg
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from psycopg.abc import PQGen
 from sqlalchemy import create_engine, text
 from sqlalchemy import event as sa_event
@@ -241,8 +242,11 @@ def create_writer_engine(settings: Settings) -> Engine:
     return _sync_engine(settings, pool_size=1, max_overflow=1)
 
 
-def migrate(settings: Settings) -> None:
+def migrate(settings: Settings) -> tuple[str | None, str | None]:
     """Apply every pending Alembic migration to the configured store (blocking).
+
+    Returns:
+        ``(revision before, revision after)``; ``None`` before is a new store.
 
     Raises:
         MigrationError: naming the store and the cause when a migration fails.
@@ -260,11 +264,14 @@ def migrate(settings: Settings) -> None:
                 # One migrator at a time when several instances start together.
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7253001)")
             cfg.attributes["connection"] = conn
+            before = MigrationContext.configure(conn).get_current_revision()
             command.upgrade(cfg, "head")
+            after = MigrationContext.configure(conn).get_current_revision()
     except SQLAlchemyError as exc:
         raise MigrationError(f"migrating {engine.url.render_as_string(hide_password=True)} failed: {exc}") from exc
     finally:
         engine.dispose()
+    return before, after
 
 
 async def migrate_async(settings: Settings) -> None:
