@@ -81,3 +81,12 @@ def test_verbose_adds_log_lines(folder: Path) -> None:
     assert "alembic" not in loud.stderr
     debug = _run(folder, "-vv", "keys", "list")
     assert " DEBUG " in debug.stderr and "INFO alembic" in debug.stderr
+
+
+def test_serve_with_a_bad_notify_file_says_why_without_a_traceback(folder: Path) -> None:
+    bad = folder / "notify.yaml"
+    bad.write_text("alerts:\n  - id: x\n    kpi: service_level_20s\n    window: 61m\n")
+    served = _run(folder, "serve", "--port", "9", PULSEBOARD_NOTIFY_FILE=str(bad))
+    assert served.returncode == 1
+    assert "Traceback" not in served.stderr
+    assert served.stderr.splitlines()[-1].startswith(f"Error: {bad}: alerts.0.window: Input should be '15m'")

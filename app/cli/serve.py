@@ -41,13 +41,19 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     from app.main import create_app, uvicorn_options
+    from app.metrics import PackError
+    from app.notify import NotifyConfigError
 
     announce_store(settings)
     # uvicorn handles SIGTERM itself (stop accepting, close WebSockets with 1012, finish in-flight
     # requests, run the lifespan shutdown, which drains the ingest writer), then re-raises the
     # signal to the handler found at start: ours, so a graceful stop exits 0 instead of -15.
     signal.signal(signal.SIGTERM, _stopped)
-    uvicorn.run(create_app(settings), **uvicorn_options(settings))
+    try:
+        app = create_app(settings)
+    except (PackError, NotifyConfigError) as exc:  # every problem of the file, one line each; no traceback
+        raise click.ClickException(str(exc)) from None
+    uvicorn.run(app, **uvicorn_options(settings))
 
 
 def workers_refusal(database_url: str | None, redis_url: str | None) -> str | None:
