@@ -90,3 +90,25 @@ def test_serve_with_a_bad_notify_file_says_why_without_a_traceback(folder: Path)
     assert served.returncode == 1
     assert "Traceback" not in served.stderr
     assert served.stderr.splitlines()[-1].startswith(f"Error: {bad}: alerts.0.window: Input should be '15m'")
+
+
+def test_cut_of_every_dashboard_skips_one_whose_day_has_not_ended_in_its_zone(folder: Path) -> None:
+    """Event clock at 1999-08-03 22:30 UTC: the day has ended in Asia/Jerusalem (UTC+3), not in UTC
+    (the itsm dashboard's zone): without --dashboard the first is cut, the second named and skipped."""
+    import sqlite3
+
+    assert _run(folder, "migrate").returncode == 0
+    newest_us = 933_719_400_000_000  # 1999-08-03T22:30:00Z
+    with sqlite3.connect(folder / "var" / "pulseboard.db") as db:
+        db.execute(
+            "INSERT INTO event (source, event_id, type, ts_us, value, dims, body_hash, received_us)"
+            " VALUES ('t', 'e1', 'call.offered', ?, NULL, '{}', x'00', ?)",
+            (newest_us, newest_us),
+        )
+    env = {"PULSEBOARD_CLOCK": "event", "PULSEBOARD_TZ": "Asia/Jerusalem"}
+    cut = _run(folder, "snapshot", "cut", "--grain", "day", "--period", "1999-08-03", "--allow-empty", **env)
+    assert cut.returncode == 0, cut.stderr
+    assert "contact-centre day 1999-08-03 (Asia/Jerusalem): version 1 final (cut)" in cut.stdout
+    assert "itsm day 1999-08-03 (UTC): day 1999-08-03 ends at 1999-08-04T00:00:00+00:00" in cut.stderr
+    one = _run(folder, "snapshot", "cut", "--grain", "day", "--period", "1999-08-03", "--dashboard", "itsm", **env)
+    assert one.returncode == 1 and "it cannot be cut before (event clock" in one.stderr
