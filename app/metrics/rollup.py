@@ -63,6 +63,7 @@ class DimensionCap:
         self.max_values = max_values
         self.values: dict[tuple[str, str], set[str]] = {}
         self.folded_events = 0
+        self.overflowed: set[tuple[str, str]] = set()  # dimensions with an ``__other__`` row
         self.loaded = False
 
     def admit(self, pack: str, name: str, text: str) -> str:
@@ -74,13 +75,15 @@ class DimensionCap:
             known.add(text)
             return text
         self.folded_events += 1
+        self.overflowed.add((pack, name))
         return OTHER
 
     def folded(self, pack: str, name: str, text: str) -> bool:
-        """Whether value ``text`` of ``name`` is (or would be) rolled up under ``OTHER``: the
-        dimension is at its cap and ``text`` is not one of its admitted values."""
-        known = self.values.get((pack, name), set())
-        return text != OTHER and text not in known and len(known) >= self.max_values
+        """Whether value ``text`` of ``name`` may be rolled up under ``OTHER``: the dimension
+        went past its cap (it has an ``__other__`` row) and ``text`` is not an admitted value.
+        (Lifecycle measures, ``app.metrics.lifecycle``, are not capped: their dimensions never
+        overflow here.)"""
+        return text != OTHER and (pack, name) in self.overflowed and text not in self.values.get((pack, name), set())
 
 
 def dim_keys(pack: Pack, dims: dict[str, Any] | None, cap: DimensionCap | None = None) -> list[str]:
