@@ -351,7 +351,7 @@ def load_dimension_values(conn: Connection, cap: DimensionCap) -> None:
         if text == OTHER:
             cap.overflowed.add((pack, name))
         else:
-            cap.values.setdefault((pack, name), set()).add(text)
+            cap.add_known(pack, name, text)
     cap.loaded = True
 
 
