@@ -244,6 +244,13 @@ class Settings(BaseSettings):
         "snapshot far behind) never starts cutting decades of empty periods (issue 10 item 10)",
     )
     restate_interval_s: float = Field(default=60.0, gt=0)
+    restate_min_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=7 * 86_400,
+        description="a period gets a restated version at most once per this many seconds (its late events "
+        "are coalesced into the next one); 0 = restate at every pass (issue 10 item 18)",
+    )
     snapshot_stop_wait_s: float = Field(
         default=5.0,
         gt=0,

@@ -58,6 +58,34 @@ row  tests
      (1009, 1008 flooding, error frame); test_auth.py::test_sockets_need_a_key_of_the_right_dashboard_and_close_on_revocation
      (no token 401, other dashboard 403); test_bad_inputs.py::test_row30_websocket_bad_token_unknown_message_and_scope
 ===  ===================================================================================================
+
+Issue 10 (hardening round 2), store side: the attack of each item reproduced, on both stores, in
+``tests/test_hardening_store.py``:
+
+====  ==================================================================================================
+item  tests (test_hardening_store.py)
+====  ==================================================================================================
+ 1    test_item01_values_past_the_bound_are_422_and_the_bound_is_configurable (1.7e308 -> 422 ``value``);
+      test_item01_a_poisoning_request_fails_alone_in_its_group (one group: 9 x 202, the overflow 422,
+      Python and SQL side); test_item01_legitimate_requests_are_all_served_while_an_attacker_loops
+      (60 / 60 x 202, bound on and off); test_item01_a_store_holding_non_finite_partials_is_flagged_never_a_500
+      (NaN / inf partials: 200, values null, reconciliation names the cause)
+ 2    test_item02_instants_outside_the_supported_range_are_422 (year 1 with offset, 1969, 9999; configurable);
+      test_item02_one_ancient_stored_period_fails_its_dashboard_only (counted, ``job_failed`` notices,
+      other dashboards cut and restated)
+ 6    test_item06_gzip_members_all_decoded_incomplete_streams_refused (flushed stream, cut trailer,
+      trailing bytes, bad CRC / length -> 400, nothing stored; two members -> 1000 accepted; bomb limit
+      over all members)
+10    test_item10_catch_up_starts_at_the_horizon_not_at_a_1970_event;
+      test_item10_late_data_is_found_by_a_constant_number_of_queries (2 statements per dashboard a pass
+      at 10 and at 30 snapshots)
+11    test_item11_extreme_dates_are_422_problems_in_series_snapshots_reconciliation_cuts;
+      test_item11_an_unexpected_error_is_a_500_problem_without_internals
+12    test_item12_month_labels_are_zero_padded_for_every_year; test_item12_a_stored_month_label_is_readable_by_the_api
+17    test_item17_values_past_the_cap_roll_up_as_other (``__other__``, raw kept, 422 on a folded filter,
+      reloaded at restart)
+18    test_item18_late_events_every_minute_make_one_version_per_interval (12 late minutes: 2 versions)
+====  ==================================================================================================
 """
 
 from __future__ import annotations

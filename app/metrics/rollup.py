@@ -63,37 +63,63 @@ class DimensionCap:
     def __init__(self, max_values: int) -> None:
         self.max_values = max_values
         self.values: dict[tuple[str, str], set[str]] = {}
+        self._by_pack: dict[str, dict[str, set[str]]] = {}  # the same sets, by pack then dimension
         self.folded_events = 0
+        self.overflowed: set[tuple[str, str]] = set()  # dimensions with an ``__other__`` row
         self.loaded = False
 
     def admit(self, pack: str, name: str, text: str) -> str:
         """``text`` if it has (or now gets) rows of its own, else ``OTHER``."""
-        known = self.values.setdefault((pack, name), set())
+        known = self.values.get((pack, name))
+        if known is None:
+            known = self.values[(pack, name)] = set()
+            self._by_pack.setdefault(pack, {})[name] = known
         if text in known:
             return text
         if len(known) < self.max_values:
             known.add(text)
             return text
         self.folded_events += 1
+        self.overflowed.add((pack, name))
         return OTHER
 
+    def of_pack(self, pack: str) -> dict[str, set[str]]:
+        """The admitted values of ``pack``'s dimensions, by name (live: grows with ``admit``)."""
+        return self._by_pack.setdefault(pack, {})
+
+    def add_known(self, pack: str, name: str, text: str) -> None:
+        """Record ``text`` as an admitted value (loading from the store)."""
+        known = self.values.get((pack, name))
+        if known is None:
+            known = self.values[(pack, name)] = set()
+            self._by_pack.setdefault(pack, {})[name] = known
+        known.add(text)
+
     def folded(self, pack: str, name: str, text: str) -> bool:
-        """Whether value ``text`` of ``name`` is (or would be) rolled up under ``OTHER``: the
-        dimension is at its cap and ``text`` is not one of its admitted values."""
-        known = self.values.get((pack, name), set())
-        return text != OTHER and text not in known and len(known) >= self.max_values
+        """Whether value ``text`` of ``name`` may be rolled up under ``OTHER``: the dimension
+        went past its cap (it has an ``__other__`` row) and ``text`` is not an admitted value.
+        (Lifecycle measures, ``app.metrics.lifecycle``, are not capped: their dimensions never
+        overflow here.)"""
+        return text != OTHER and (pack, name) in self.overflowed and text not in self.values.get((pack, name), set())
 
 
-def dim_keys(pack: Pack, dims: dict[str, Any] | None, cap: DimensionCap | None = None) -> list[str]:
+def dim_keys(
+    pack: Pack,
+    dims: dict[str, Any] | None,
+    cap: DimensionCap | None = None,
+    admitted: dict[str, set[str]] | None = None,
+) -> list[str]:
     """``[""]`` plus ``"KEY=VALUE"`` for every rolled-up dimension on the event (``KEY=__other__``
-    for a value past ``cap``)."""
+    for a value past ``cap``; ``admitted``: ``cap.of_pack(pack.name)``, taken once per batch)."""
     keys = [TOTAL]
     if dims:
         for name in pack.dimensions:
             if name in dims:
                 text = dim_text(dims[name])
                 if cap is not None:
-                    text = cap.admit(pack.name, name, text)
+                    known = admitted.get(name) if admitted is not None else None
+                    if known is None or text not in known:  # the common case (a known value): one set lookup
+                        text = cap.admit(pack.name, name, text)
                 keys.append(f"{name}={text}")
     return keys
 
@@ -192,13 +218,14 @@ def rollup(
         for t in gauge.close_types:
             gauge_close.setdefault(t, []).append(gauge)
 
+    admitted = cap.of_pack(pack.name) if cap is not None else None
     for ev in events:
         measures = by_type.get(ev.type)
         opens = gauge_open.get(ev.type)
         closes = gauge_close.get(ev.type)
         if not (measures or opens or closes):
             continue
-        keys = dim_keys(pack, ev.dims, cap)
+        keys = dim_keys(pack, ev.dims, cap, admitted)
         bucket = minute_floor_us(ev.ts_us)
         for measure in measures or ():
             if not measure.matches(ev.type, ev.value, ev.dims):

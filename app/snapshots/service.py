@@ -87,7 +87,11 @@ class SnapshotService:
         }
         self._scheduler: AsyncIOScheduler | None = None
         self._late_checked: dict[str, tuple[int | None, int | None]] = {}  # slug -> (older, last) watermarks
-        self._definitions_checked: set[str] = set()  # dashboards whose snapshots' definitions were checked
+        self._definitions_checked: set[str] = set()
+        self._deferred: dict[str, set[tuple[str, str]]] = {}  # slug -> stale periods waiting for their interval
+        self.restatements_coalesced = (
+            0  # stale periods put off by restate_min_interval_s  # dashboards whose snapshots' definitions were checked
+        )
         self.job_failures: dict[tuple[str, str], int] = {}
         """The metric of failed scheduled job steps: ``(dashboard, "cut" | "restate") -> count``."""
         self._failed_jobs: dict[str, dict[tuple[str, str | None, str | None], dict[str, Any]]] = {}
@@ -249,6 +253,10 @@ class SnapshotService:
                 continue
             self._job_ok(slug, "restate", None, None)
             all_done = True
+            deferred = self._deferred.setdefault(slug, set())
+            stale += [p for p in sorted(deferred) if p not in stale]
+            deferred.clear()
+            stale = await self._coalesce(target, stale, now_us)
             for grain in ("day", "month"):
                 for g, label in stale:
                     if g != grain:
@@ -273,6 +281,27 @@ class SnapshotService:
                 self._late_checked[slug] = (last, watermark)
                 self._definitions_checked.add(slug)
         return rows
+
+    async def _coalesce(self, target: cuts.Target, stale: list[tuple[str, str]], now_us: int) -> list[tuple[str, str]]:
+        """The stale periods to restate now: those whose latest version is the original cut, or a
+        restatement made at least ``restate_min_interval_s`` ago.  The others wait (``_deferred``)
+        for a later pass, so late events trickling into a period make at most one version per
+        interval, not one per pass (issue 10 item 18: one late event a minute made 60 versions an
+        hour)."""
+        min_us = int(self._settings.restate_min_interval_s * 1e6)
+        if not stale or min_us <= 0:
+            return stale
+        due: list[tuple[str, str]] = []
+        async with self._engine.connect() as conn:
+            for grain, label in stale:
+                row = await cuts.latest(conn, target.slug, grain, label)
+                # The first restatement after the cut is made at once; later ones wait out the interval.
+                if row is not None and row.status == "restated" and now_us - int(row.cut_at_us) < min_us:
+                    self._deferred[target.slug].add((grain, label))
+                    self.restatements_coalesced += 1
+                else:
+                    due.append((grain, label))
+        return due
 
     def _job_failed(self, slug: str, job: str, grain: str | None, label: str | None, exc: Exception) -> None:
         """Log, count and show (on the wall's notice strip) one failed scheduled job step.

@@ -135,8 +135,10 @@ def load_dimension_values(conn: Connection, cap: DimensionCap) -> None:
     for key, dim_key in rows:
         pack = str(key).split("/", 1)[0]
         name, _, text = str(dim_key).partition("=")
-        if text != OTHER:
-            cap.values.setdefault((pack, name), set()).add(text)
+        if text == OTHER:
+            cap.overflowed.add((pack, name))
+        else:
+            cap.add_known(pack, name, text)
     cap.loaded = True
 
 
