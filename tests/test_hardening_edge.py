@@ -490,18 +490,18 @@ async def test_a_note_cannot_land_after_the_scorecard_is_published(make_settings
     from tests.conftest import keyed_client
     from tests.test_bad_inputs import _june_with_a_note
 
-    real = scorecard._publication
+    real = scorecard.pinned  # add_note's read of what is published, after the scorecard lock
     checked = asyncio.Event()
     armed: list[bool] = []
 
-    async def held(conn, dashboard, month):
-        found = await real(conn, dashboard, month)
+    async def held(conn, dashboard, grain, period):
+        found = await real(conn, dashboard, grain, period)
         if armed and sys._getframe(1).f_code.co_name == "add_note" and not checked.is_set():
             checked.set()
             await asyncio.sleep(0.5)
         return found
 
-    monkeypatch.setattr(scorecard, "_publication", held)
+    monkeypatch.setattr(scorecard, "pinned", held)
     srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(datetime(2024, 7, 1, 1, tzinfo=UTC)))
     base = "/api/v1/scorecards/generic-wall/2024-06"
     async with keyed_client(srv, timeout=60) as client:
