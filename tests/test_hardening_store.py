@@ -557,3 +557,43 @@ async def test_item18_late_events_every_minute_make_one_version_per_interval(mak
     assert service.restatements_coalesced >= 9
     assert latest["version"] == 3 and latest["kpis"]["sample_count"]["value"] == 12  # minutes 0-10 counted
     assert srv.settings.restate_min_interval_s == 600
+
+
+# --- 20: reconciliation errors ----------------------------------------------------------------------
+
+
+async def test_item20_reconciliation_is_404_only_for_no_such_period_and_500_without_internals_otherwise(
+    make_settings, start_server, client_for
+):
+    """A stored snapshot row that does not decode (an internal error, a ValueError inside) is a 500
+    problem+json without the decoder's message; an impossible date or an unknown dashboard is 404;
+    a period not cut yet is reconciled (200) with its snapshot checks skipped."""
+    srv = await start_server(make_settings(packs_dir=PACKS_DIR), clock=ManualClock(NOW))
+    async with client_for(srv) as client:
+        assert (await client.post("/api/v1/events", json=sample(1, 1.0))).status_code == 202
+        resp = await client.get("/api/v1/reconciliation/generic-wall/day/2024-06-30")
+        assert resp.status_code == 200, resp.text
+        assert {"name": "snapshot_vs_current", "ok": None, "detail": "skipped: not cut yet"} in resp.json()["checks"]
+        for path in (
+            "/api/v1/reconciliation/generic-wall/day/2024-02-30",
+            "/api/v1/reconciliation/no-such-wall/day/2024-06-30",
+        ):
+            assert problem_of(await client.get(path), 404)["title"] == "Not found", path
+        resp = await client.post("/api/v1/snapshots/generic-wall/cut", json={"grain": "day", "period": "2024-06-30"})
+        assert resp.status_code == 201
+        from sqlalchemy import select
+
+        from app.store.schema import snapshot
+
+        async with srv.runtime.engine.begin() as conn:  # rows are immutable: a newer version that does not decode
+            row = (await conn.execute(select(snapshot).where(snapshot.c.period == "2024-06-30"))).mappings().one()
+            await conn.execute(
+                snapshot.insert(), {**row, "id": "f" * 32, "version": row["version"] + 1, "kpis": "{not json"}
+            )
+        resp = await client.get("/api/v1/reconciliation/generic-wall/day/2024-06-30")
+        body = problem_of(resp, 500)
+        assert body["title"] == "Internal server error"
+        assert "JSON" not in resp.text and "not json" not in resp.text and "line 1" not in resp.text
+        # the other periods still reconcile
+        resp = await client.get("/api/v1/reconciliation/generic-wall/day/2024-06-29")
+        assert resp.status_code == 200 and resp.json()["period"] == "2024-06-29"

@@ -50,6 +50,7 @@ class KeyInfo:
     expires_us: int | None
     revoked_us: int | None
     holder: str | None = None  # the person the key belongs to: the author of its notes
+    packs: tuple[str, ...] | None = None  # ingest keys: the packs it may feed (None: any)
 
     @property
     def person(self) -> str:
@@ -63,8 +64,9 @@ class KeyInfo:
 
 def _info(row: Any) -> KeyInfo:
     types = tuple(msgspec.json.decode(row.event_types)) if row.event_types else None
+    packs = tuple(msgspec.json.decode(row.packs)) if row.packs else None
     return KeyInfo(
-        row.id, row.scope, row.name, row.source, types, row.dashboard, row.expires_us, row.revoked_us, row.holder
+        row.id, row.scope, row.name, row.source, types, row.dashboard, row.expires_us, row.revoked_us, row.holder, packs
     )
 
 
@@ -78,6 +80,7 @@ def key_json(row: Any) -> dict[str, Any]:
         "hint": f"{row.prefix}…{row.last4}",
         "source": row.source,
         "event_types": msgspec.json.decode(row.event_types) if row.event_types else None,
+        "packs": msgspec.json.decode(row.packs) if row.packs else None,
         "dashboard": row.dashboard,
         "created_at": from_us(row.created_us).isoformat(),
         "expires_at": from_us(row.expires_us).isoformat() if row.expires_us else None,
@@ -100,12 +103,16 @@ def check_binding(
     now_us: int,
     dashboards: frozenset[str],
     known_types: frozenset[str],
+    packs: list[str] | None = None,
+    known_packs: frozenset[str] = frozenset(),
 ) -> None:
     """Refuse a key whose bindings do not fit its scope (issue 10, item 14): nothing a caller asked
     for is silently dropped.
 
     - ``source`` and ``event_types`` bind ingest keys only; every event type matches
       ``[a-z0-9_.-]{1,128}``, is read by a loaded pack (``known_types``) and is listed once;
+    - ``packs`` binds ingest keys only (issue 10 item 18): each names a loaded pack (``known_packs``),
+      once; the key then feeds only events whose type one of those packs reads;
     - ``dashboard`` binds display keys only and names a loaded dashboard (``dashboards``);
     - ``expires_us`` (UTC epoch µs) is after ``now_us``.
 
@@ -128,6 +135,16 @@ def check_binding(
                 raise InvalidKey(f"no loaded pack reads event type {t!r}", f"event_types.{i}", "unknown")
         if len(set(event_types)) != len(event_types):
             raise InvalidKey("event_types lists a type twice", "event_types", "duplicate")
+    if packs is not None:
+        if scope != "ingest":
+            raise InvalidKey(f"a {scope} key feeds no packs (only ingest keys)", "packs", "not allowed")
+        if not packs:
+            raise InvalidKey("packs lists at least one pack (or leave it out)", "packs", "empty")
+        for i, p in enumerate(packs):
+            if p not in known_packs:
+                raise InvalidKey(f"no loaded pack {p!r}", f"packs.{i}", "unknown")
+        if len(set(packs)) != len(packs):
+            raise InvalidKey("packs lists a pack twice", "packs", "duplicate")
     if dashboard is not None:
         if scope != "display":
             raise InvalidKey(
@@ -151,12 +168,14 @@ def new_key_row(
     expires_us: int | None = None,
     key_id: str | None = None,
     holder: str | None = None,
+    packs: list[str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A new random key and the ``api_key`` row that stores it (its hash), not yet inserted.
 
     Lets a caller insert the key in its own transaction (a screen's pairing claim).
     ``key_id``: the row's id (default: 128 random bits as hex).  ``holder``: the person the key
-    belongs to (recorded as the author of the notes it writes).
+    belongs to (recorded as the author of the notes it writes).  ``packs``: an ingest key's pack
+    binding (``None``: any pack).
 
     Raises:
         InvalidKey: unknown scope, an ingest key without a source, a display key without a dashboard
@@ -184,6 +203,7 @@ def new_key_row(
         "revoked_us": None,
         "last_used_us": None,
         "holder": holder or None,
+        "packs": msgspec.json.encode(packs).decode() if packs and scope == "ingest" else None,
     }
     return key, row
 
@@ -216,15 +236,19 @@ class KeyStore:
         dashboard: str | None = None,
         expires_us: int | None = None,
         holder: str | None = None,
+        packs: list[str] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Create a key; return ``(the key, its listing)``.  The key is not kept: show it once.
-        ``holder``: the person it belongs to (the author of its notes).
+        ``holder``: the person it belongs to (the author of its notes).  ``packs``: the packs an
+        ingest key may feed (``None``: any).
 
         Raises:
             InvalidKey: unknown scope, an ingest key without a source, a display key without a dashboard
                 (a ``ValueError``).
         """
-        key, row = new_key_row(scope, name, now_us, source, event_types, dashboard, expires_us, holder=holder)
+        key, row = new_key_row(
+            scope, name, now_us, source, event_types, dashboard, expires_us, holder=holder, packs=packs
+        )
         async with self._engine.begin() as conn:
             await conn.execute(api_key.insert(), row)
             stored = (await conn.execute(select(api_key).where(api_key.c.id == row["id"]))).one()

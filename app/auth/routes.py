@@ -40,6 +40,9 @@ class KeyIn(BaseModel):
     holder: StoredText | None = Field(default=None, min_length=1, max_length=128)
     source: StoredText | None = Field(default=None, min_length=1, max_length=64)
     event_types: list[StoredText] | None = Field(default=None, max_length=100)
+    packs: list[StoredText] | None = Field(
+        default=None, max_length=100, description="ingest: feed only these loaded packs' event types (issue 10 item 18)"
+    )
     dashboard: StoredText | None = Field(default=None, min_length=1, max_length=128)
     expires_at: AwareDatetime | None = Field(
         default=None, description="RFC 3339 instant with an offset after which the key stops working"
@@ -64,6 +67,8 @@ async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
         now_us=now_us,
         dashboards=frozenset(d for p in runtime.packs.values() for d in p.dashboards),
         known_types=frozenset(t for p in runtime.packs.values() for t in p.event_types),
+        packs=body.packs,
+        known_packs=frozenset(runtime.packs),
     )
     key, info = await runtime.keys.create(
         body.scope,
@@ -74,6 +79,7 @@ async def create_key(body: KeyIn, runtime: RuntimeDep) -> JSONResponse:
         body.dashboard,
         expires_us,
         holder=body.holder,
+        packs=body.packs,
     )
     return JSONResponse({**info, "key": key}, status_code=201, headers={"Cache-Control": "no-store"})
 

@@ -47,6 +47,7 @@ def _now_us() -> int:
 @click.option("--scope", type=click.Choice(["ingest", "read", "display", "admin", "comment"]), required=True)
 @click.option("--source", default=None, help="ingest: the one source this key may post")
 @click.option("--event-type", "event_types", multiple=True, help="ingest: restrict to these event types (repeatable)")
+@click.option("--pack", "pack_names", multiple=True, help="ingest: feed only these packs' event types (repeatable)")
 @click.option("--dashboard", default=None, help="display: the one dashboard this key may show")
 @click.option("--name", default="", help="a label for lists")
 @click.option("--expires-at", default=None, help="RFC 3339 instant with an offset after which the key stops working")
@@ -56,6 +57,7 @@ def keys_create(
     scope: str,
     source: str | None,
     event_types: tuple[str, ...],
+    pack_names: tuple[str, ...],
     dashboard: str | None,
     name: str,
     expires_at: str | None,
@@ -95,13 +97,23 @@ def keys_create(
             now_us=now_us,
             dashboards=frozenset(d for p in packs.values() for d in p.dashboards),
             known_types=frozenset(t for p in packs.values() for t in p.event_types),
+            packs=list(pack_names) if pack_names else None,
+            known_packs=frozenset(packs),
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
     async def action(store: KeyStore) -> tuple[str, dict[str, Any]]:
         return await store.create(
-            scope, name, now_us, source, list(event_types) or None, dashboard, expires_us, holder=holder
+            scope,
+            name,
+            now_us,
+            source,
+            list(event_types) or None,
+            dashboard,
+            expires_us,
+            holder=holder,
+            packs=list(pack_names) or None,
         )
 
     try:
@@ -122,6 +134,8 @@ def keys_list() -> None:
         return
     for r in rows:
         binding = r["source"] or r["dashboard"] or "-"
+        if r.get("packs"):
+            binding += " packs=" + ",".join(r["packs"])
         state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
         click.echo(
             f"{r['id']}  {r['scope']:<7} {binding:<20} {r['hint']:<12} {r['name']:<20} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -18,6 +19,7 @@ from app.auth.deps import SCOPE_KEY, Access, require
 from app.ingest import BadRequest, InvalidEvents, PayloadTooLarge, RequestInFlight, UnsupportedMedia
 from app.ingest.parse import Limits, event_schema, parse_events
 from app.metrics.calendar import to_us
+from app.metrics.pack import Pack
 from app.metrics.rollup import oversized_dims
 from app.runtime import Runtime
 from app.store.schema import idempotency_key
@@ -66,11 +68,15 @@ async def remembered_answer(runtime: Runtime, owner: str, key: str, request_hash
     return _replayed(row.status, row.body)
 
 
-def check_binding(access: Access, events: list[NewEvent]) -> None:
-    """An ingest key posts only its own source (and its event types, when bound).
+def check_binding(access: Access, events: list[NewEvent], packs: Mapping[str, Pack] | None = None) -> None:
+    """An ingest key posts only its own source (and its event types, when bound), and, when bound
+    to packs (issue 10 item 18), only events whose type one of those packs reads.
+
+    ``packs``: the loaded packs by name (a bound pack no longer loaded reads no type).
 
     Raises:
-        Forbidden: listing the first events that fall outside the binding.
+        Forbidden: listing the first events that fall outside the binding (the whole request is
+            refused: nothing of it is stored).
     """
     key = access.key
     if key.scope != "ingest":
@@ -88,6 +94,16 @@ def check_binding(access: Access, events: list[NewEvent]) -> None:
             + (f", types {list(key.event_types)}" if key.event_types else "")
             + f"); event {i} has {what}"
         )
+    if key.packs is not None:
+        loaded = packs or {}
+        fed = {t for name in key.packs if name in loaded for t in loaded[name].event_types}
+        outside = [i for i, e in enumerate(events) if e.type not in fed]
+        if outside:
+            i = outside[0]
+            raise Forbidden(
+                f"{len(outside)} event(s) of types no pack of this key reads (packs {list(key.packs)}); "
+                f"event {i} has type {events[i].type!r}; nothing was stored"
+            )
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -271,7 +287,7 @@ async def post_events(
                 f"{len({p['index'] for p in oversized})} of {len(events)} events are invalid; nothing was stored",
                 errors=oversized,
             )
-        check_binding(access, events)
+        check_binding(access, events, runtime.packs)
         outcome = await runtime.writer.submit(events, record)
         if runtime.hub.feeds is not None and outcome.conflict is None:  # feed silence: these sources are alive
             runtime.hub.feeds.arrived(

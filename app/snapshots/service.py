@@ -131,9 +131,14 @@ class SnapshotService:
             raise PeriodOutOfRange(
                 f"{grain} {label} is outside the supported calendar [{SUPPORTED_FIRST_YEAR}, {SUPPORTED_END_YEAR})"
             )
+        self.target(slug)  # NotCut (404) for an unknown dashboard
+        zone = self.zone(slug)  # outside the try: only the grain and label can make "no such period"
+        schedule = self.schedules.get(grain)
+        if schedule is None:
+            raise NoSuchPeriod(f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}")
         try:
-            return self.schedules[grain].period_of_label(label, self.zone(slug))
-        except (KeyError, ValueError) as exc:
+            return schedule.period_of_label(label, zone)
+        except ValueError as exc:  # an impossible date (2024-02-30): not cut, never an internal error
             raise NoSuchPeriod(
                 f"expected grain day with YYYY-MM-DD or month with YYYY-MM, got {grain} {label!r}"
             ) from exc
@@ -377,7 +382,15 @@ class SnapshotService:
         )
 
     async def reconcile(self, slug: str, grain: str, label: str) -> dict[str, Any]:
-        """On-demand reconciliation of a period (CONTRACT §7)."""
+        """On-demand reconciliation of a period (CONTRACT §7).
+
+        Raises:
+            NotCut / NoSuchPeriod: 404, only for an unknown dashboard or a period that does not exist
+                (a period not cut yet is reconciled with its snapshot checks skipped).
+            PeriodOutOfRange: 422.
+            Anything else (a store error, a stored row that does not decode) propagates: a 500
+            problem+json without the internal message (issue 10 item 20), never a 404.
+        """
         target = self.target(slug)
         period = self.period(slug, grain, label)
         checks, mismatches = [], []

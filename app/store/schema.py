@@ -188,6 +188,7 @@ api_key = Table(
     Column("revoked_us", BigInteger, nullable=True),
     Column("last_used_us", BigInteger, nullable=True),
     Column("holder", String(128), nullable=True),  # the person the key belongs to (migration 0014)
+    Column("packs", Text, nullable=True),  # ingest keys: JSON list of pack names fed; NULL = any (0016)
 )
 
 # Wall-screen pairings (migration 0008), shared by every instance on the store.  A screen asks
