@@ -262,6 +262,14 @@ async def series(
             "end",
             f"the range holds more than {MAX_SERIES_POINTS} {grain} periods; narrow it or use a coarser grain",
         )
+    if kpi.is_gauge and _rolled_up(pack, dims):  # one query: the gauge at every period's end
+        gauge = gauge_of(pack, kpi)
+        instants = [min(p.end_us, now_us) for p in periods]
+        key = filter_dim_key(dims) or ""
+        readings = await reads.gauge_readings_at(conn, pack.gauge_key(gauge.name), key, instants, gauge.max_open_s)
+        return [
+            Point(p, evaluate(kpi, {}, reading, at)) for p, reading, at in zip(periods, readings, instants, strict=True)
+        ]
     grouped = await _series_partials(conn, pack, kpi, dims, periods)
     if grouped is not None:
         return [Point(period, evaluate(kpi, partials)) for period, partials in zip(periods, grouped, strict=True)]
@@ -284,7 +292,7 @@ async def _series_partials(
     if not names:
         return [{} for _ in periods]
     dim_key = filter_dim_key(dims)
-    if dim_key is None or (dims and dims[0][0] not in pack.dimensions):
+    if dim_key is None or not _rolled_up(pack, dims):
         return None
     wanted = sketch_measures([kpi])
     keys = [pack.measure_key(n) for n in names]
@@ -293,3 +301,8 @@ async def _series_partials(
     windows = [(p.start_us, p.end_us) for p in periods]
     got = await reads.aggregate_series(conn, keys, dim_key, windows, sketch_keys, distinct_keys)
     return [{k.split("/", 1)[1]: v for k, v in per.items()} for per in got]
+
+
+def _rolled_up(pack: Pack, dims: tuple[tuple[str, str], ...]) -> bool:
+    """Whether the ``dims`` filter is answered by stored rollups (none, or one rolled-up dimension)."""
+    return filter_dim_key(dims) is not None and (not dims or dims[0][0] in pack.dimensions)

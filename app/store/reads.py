@@ -481,3 +481,29 @@ async def aggregate_series(
                 if rank and part is not None and part.distinct is not None:
                     part.distinct.add_register(int(index), int(rank))
     return out
+
+
+async def gauge_readings_at(
+    conn: AsyncConnection, gauge_key: str, dim_key: str, instants_us: Sequence[int], max_open_s: float
+) -> list[GaugeReading]:
+    """``gauge_reading`` (the past-instant plan) at each of ``instants_us`` in ONE query: the
+    instants as a ``VALUES`` list joined to the items open at each (what a gauge KPI's series
+    reads, one instant per period end).
+
+    Returns:
+        one ``GaugeReading`` per instant, in order.
+    """
+    if not instants_us:
+        return []
+    open_us = int(max_open_s * 1_000_000)
+    values = ", ".join(f"({i}, {int(at)}, {int(at) - open_us})" for i, at in enumerate(instants_us))
+    sql = (
+        f"WITH instants (i, at_us, oldest_us) AS (VALUES {values}) "
+        "SELECT instants.i, count(g.opened_us), min(g.opened_us) FROM instants LEFT JOIN gauge_item g "
+        "ON g.gauge = ? AND g.dim_key = ? AND g.opened_us <= instants.at_us AND g.opened_us > instants.oldest_us "
+        "AND (g.closed_us IS NULL OR g.closed_us > instants.at_us) GROUP BY instants.i"
+    )
+    out = [GaugeReading(0, None) for _ in instants_us]
+    for i, count, oldest in await _driver_rows(conn, sql, [gauge_key, dim_key]):
+        out[int(i)] = GaugeReading(int(count or 0), oldest)
+    return out
