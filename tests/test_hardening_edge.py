@@ -298,7 +298,14 @@ async def test_a_series_with_too_many_periods_is_refused_before_any_query(srv, m
         computed.append(1)
         return await real(*args, **kwargs)
 
+    real_grouped = kpis.reads.aggregate_series
+
+    async def counting_grouped(conn, keys, dim_key, windows, *args, **kwargs):  # a series' grouped read
+        computed.extend(1 for _ in windows)
+        return await real_grouped(conn, keys, dim_key, windows, *args, **kwargs)
+
     monkeypatch.setattr(kpis, "kpi_value", counting)
+    monkeypatch.setattr(kpis.reads, "aggregate_series", counting_grouped)
     params = {"grain": "minute", "start": "2016-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
     async with httpx.AsyncClient(base_url=srv.url, timeout=60, headers=srv.auth("read")) as c:
         answer = await c.get("/api/v1/kpis/sample_count/series", params=params)

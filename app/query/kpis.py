@@ -262,8 +262,47 @@ async def series(
             "end",
             f"the range holds more than {MAX_SERIES_POINTS} {grain} periods; narrow it or use a coarser grain",
         )
+    if kpi.is_gauge and _rolled_up(pack, dims):  # one query: the gauge at every period's end
+        gauge = gauge_of(pack, kpi)
+        instants = [min(p.end_us, now_us) for p in periods]
+        key = filter_dim_key(dims) or ""
+        readings = await reads.gauge_readings_at(conn, pack.gauge_key(gauge.name), key, instants, gauge.max_open_s)
+        return [
+            Point(p, evaluate(kpi, {}, reading, at)) for p, reading, at in zip(periods, readings, instants, strict=True)
+        ]
+    grouped = await _series_partials(conn, pack, kpi, dims, periods)
+    if grouped is not None:
+        return [Point(period, evaluate(kpi, partials)) for period, partials in zip(periods, grouped, strict=True)]
     points: list[Point] = []
-    for period in periods:
+    for period in periods:  # gauges, window KPIs, raw filters: per period
         at = min(period.end_us, now_us)
         points.append(Point(period, await kpi_value(conn, pack, kpi, dims, period.start_us, period.end_us, at)))
     return points
+
+
+async def _series_partials(
+    conn: AsyncConnection, pack: Pack, kpi: Kpi, dims: tuple[tuple[str, str], ...], periods: list[Period]
+) -> list[dict[str, Partial]] | None:
+    """Merged partials of ``kpi`` per period from the stored rollups in a constant number of
+    queries (``reads.aggregate_series``), or None when the KPI is not read from partials alone
+    (a gauge, a time-weighted/rate/peak KPI, a filter on a dimension that is not rolled up)."""
+    if kpi.is_gauge or kpi.reads_window:
+        return None
+    names = kpi.formula.referenced_measures()
+    if not names:
+        return [{} for _ in periods]
+    dim_key = filter_dim_key(dims)
+    if dim_key is None or not _rolled_up(pack, dims):
+        return None
+    wanted = sketch_measures([kpi])
+    keys = [pack.measure_key(n) for n in names]
+    sketch_keys = [pack.measure_key(n) for n in names if pack.measures[n].sketch and n in wanted]
+    distinct_keys = [pack.measure_key(n) for n in names if pack.measures[n].distinct is not None]
+    windows = [(p.start_us, p.end_us) for p in periods]
+    got = await reads.aggregate_series(conn, keys, dim_key, windows, sketch_keys, distinct_keys)
+    return [{k.split("/", 1)[1]: v for k, v in per.items()} for per in got]
+
+
+def _rolled_up(pack: Pack, dims: tuple[tuple[str, str], ...]) -> bool:
+    """Whether the ``dims`` filter is answered by stored rollups (none, or one rolled-up dimension)."""
+    return filter_dim_key(dims) is not None and (not dims or dims[0][0] in pack.dimensions)

@@ -387,3 +387,123 @@ async def raw_measure_totals(
         await conn.execute(select(*columns).where(t.type == event_type, t.ts_us >= start_us, t.ts_us < end_us))
     ).one()
     return {name: (int(row[2 * i]), float(row[2 * i + 1])) for i, name in enumerate(value_filters)}
+
+
+def _window_case(ranges: Sequence[Sequence[tuple[int, int]]]) -> str:
+    """SQL ``CASE`` giving the index ``i`` of the window whose ``ranges[i]`` holds ``bucket_us``
+    (NULL outside them).  The bounds are Python ints written as literals: no parameter limit
+    (SQLite, asyncpg) however many windows a series has."""
+    whens = [
+        f"WHEN bucket_us >= {int(lo)} AND bucket_us < {int(hi)} THEN {i}"
+        for i, rs in enumerate(ranges)
+        for lo, hi in rs
+    ]
+    return f"CASE {' '.join(whens)} END"
+
+
+async def _grouped_rows(
+    conn: AsyncConnection,
+    table: Table,
+    keys: Sequence[str],
+    dim_key: str,
+    ranges: Sequence[Sequence[tuple[int, int]]],
+    group: str,
+    columns: str,
+) -> Sequence[Row[*tuple[Any, ...]]]:
+    """``SELECT measure, <window index>, <group>, <columns>`` of ``table`` grouped by measure,
+    window and ``group``, for the rows inside some window's ranges: one query."""
+    every = [r for rs in ranges for r in rs]
+    if not every or not keys:
+        return []
+    params: list[int | str] = [*keys, dim_key]
+    sql = (
+        f"SELECT measure, {_window_case(ranges)} AS series_window{group and ', ' + group}, {columns} "
+        f"FROM {table.name} WHERE measure IN ({', '.join('?' * len(keys))}) AND dim_key = ? "
+        f"AND bucket_us >= {min(lo for lo, _ in every)} AND bucket_us < {max(hi for _, hi in every)} "
+        f"GROUP BY measure, series_window{group and ', ' + group}"
+    )
+    return [row for row in await _driver_rows(conn, sql, params) if row[1] is not None]
+
+
+async def aggregate_series(
+    conn: AsyncConnection,
+    measure_keys: Sequence[str],
+    dim_key: str,
+    windows: Sequence[tuple[int, int]],
+    sketch_keys: Iterable[str] = (),
+    distinct_keys: Iterable[str] = (),
+) -> list[dict[str, Partial]]:
+    """``aggregate`` over many DISJOINT windows (the periods of a series) in a constant number
+    of queries: per table (hour and minute partials, sketch bins, distinct registers) one query
+    grouped by a ``CASE`` giving each bucket's window, so a 365-day series costs what a 30-day
+    one does (``aggregate_windows`` adds a column group per window instead: fine for a few).
+
+    Returns:
+        one ``measure_key -> Partial`` dict per window, in order, equal to ``aggregate`` of
+        each window.
+    """
+    out: list[dict[str, Partial]] = [{} for _ in windows]
+    split = [_pieces(start, end) for start, end in windows]
+    hours = [[h] if h else [] for h, _ in split]
+    minutes = [edges for _, edges in split]
+    keys = list(measure_keys)
+    sources = ((rollup_hour, hours), (rollup_minute, minutes))
+    for table, ranges in sources:
+        rows = await _grouped_rows(conn, table, keys, dim_key, ranges, "", "SUM(count), SUM(sum), MIN(min), MAX(max)")
+        for measure, i, count, total, mn, mx in rows:
+            if count is None:
+                continue
+            part = Partial(int(count), float(total or 0.0), mn, mx)
+            if measure in out[i]:
+                out[i][measure].merge(part)
+            else:
+                out[i][measure] = part
+    wanted = [k for k in sketch_keys if any(k in got for got in out)]
+    if wanted:
+        for table, ranges in ((rollup_hour_sketch_bin, hours), (rollup_sketch_bin, minutes)):
+            rows = await _grouped_rows(conn, table, wanted, dim_key, ranges, "side, bin", "SUM(count)")
+            for measure, i, side, index, count in rows:
+                part = out[i].get(measure)
+                if count and part is not None:
+                    if part.sketch is None:
+                        part.sketch = Sketch()
+                    part.sketch.add_bin(side, index, int(count))
+    distinct = [k for k in distinct_keys if any(k in got for got in out)]
+    if distinct:
+        for got in out:  # a distinct-count measure always reads its registers (none: 0)
+            for k in distinct:
+                if k in got and got[k].distinct is None:
+                    got[k].distinct = HyperLogLog()
+        for table, ranges in ((rollup_distinct_hour, hours), (rollup_distinct_minute, minutes)):
+            rows = await _grouped_rows(conn, table, distinct, dim_key, ranges, "reg", "MAX(rank)")
+            for measure, i, index, rank in rows:
+                part = out[i].get(measure)
+                if rank and part is not None and part.distinct is not None:
+                    part.distinct.add_register(int(index), int(rank))
+    return out
+
+
+async def gauge_readings_at(
+    conn: AsyncConnection, gauge_key: str, dim_key: str, instants_us: Sequence[int], max_open_s: float
+) -> list[GaugeReading]:
+    """``gauge_reading`` (the past-instant plan) at each of ``instants_us`` in ONE query: the
+    instants as a ``VALUES`` list joined to the items open at each (what a gauge KPI's series
+    reads, one instant per period end).
+
+    Returns:
+        one ``GaugeReading`` per instant, in order.
+    """
+    if not instants_us:
+        return []
+    open_us = int(max_open_s * 1_000_000)
+    values = ", ".join(f"({i}, {int(at)}, {int(at) - open_us})" for i, at in enumerate(instants_us))
+    sql = (
+        f"WITH instants (i, at_us, oldest_us) AS (VALUES {values}) "
+        "SELECT instants.i, count(g.opened_us), min(g.opened_us) FROM instants LEFT JOIN gauge_item g "
+        "ON g.gauge = ? AND g.dim_key = ? AND g.opened_us <= instants.at_us AND g.opened_us > instants.oldest_us "
+        "AND (g.closed_us IS NULL OR g.closed_us > instants.at_us) GROUP BY instants.i"
+    )
+    out = [GaugeReading(0, None) for _ in instants_us]
+    for i, count, oldest in await _driver_rows(conn, sql, [gauge_key, dim_key]):
+        out[int(i)] = GaugeReading(int(count or 0), oldest)
+    return out
