@@ -129,3 +129,5 @@ def test_noc_demo_replays_both_data_sets_into_the_wall(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+            if proc.stdout is not None:  # the pipe the banner was read from (else a ResourceWarning later)
+                proc.stdout.close()
