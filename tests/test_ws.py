@@ -286,13 +286,20 @@ async def test_tiles_merge_sketches_only_for_percentile_kpis(live, client_for, m
     from app.store import reads
 
     asked: list[list[str]] = []
-    real_grid = reads.aggregate_grid  # every aggregate read goes through it
+    real_grid = reads.aggregate_grid  # every tile read goes through it
 
     async def spy_grid(conn, keys, dim_keys, windows, sketch_keys=(), *rest, **kw):
         asked.append(list(sketch_keys))
         return await real_grid(conn, keys, dim_keys, windows, sketch_keys, *rest, **kw)
 
+    real_series = reads.aggregate_series  # a series' periods in one grouped read
+
+    async def spy_series(conn, keys, dim_key, windows, sketch_keys=(), *rest, **kw):
+        asked.append(list(sketch_keys))
+        return await real_series(conn, keys, dim_key, windows, sketch_keys, *rest, **kw)
+
     monkeypatch.setattr(reads, "aggregate_grid", spy_grid)
+    monkeypatch.setattr(reads, "aggregate_series", spy_series)
     async with client_for(live) as client:
         assert (await client.get("/api/v1/dashboards/generic-wall")).status_code == 200
         assert asked and all(k == [] for k in asked)
