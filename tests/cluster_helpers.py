@@ -54,6 +54,7 @@ def cluster_env(
             "PULSEBOARD_HEARTBEAT_INTERVAL_S": "1",
             "PULSEBOARD_LEADER_LEASE_S": "2",
             "PULSEBOARD_RESTATE_INTERVAL_S": "1",
+            "PULSEBOARD_RESTATE_MIN_INTERVAL_S": "0",  # a period restated again at once (no coalescing)
             "PULSEBOARD_DB_START_ATTEMPTS": "30",
             **extra,
         }
