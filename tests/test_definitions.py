@@ -131,6 +131,11 @@ async def test_the_api_takes_qualified_names_and_refuses_ambiguous_bare_ones(
         body = bare.json()
         assert body["errors"][0]["field"] == "name"
         assert str(folder / "alpha.yaml") in body["detail"] and str(folder / "beta.yaml") in body["detail"]
+        window = {"start": params["start"], "end": params["end"]}
+        drill = await client.get("/api/v1/kpis/hits_total/events", params=window)  # the drill-down too
+        assert drill.status_code == 422 and drill.json()["errors"][0]["field"] == "name", drill.text
+        drilled = await client.get("/api/v1/kpis/hits_total/events", params={**window, "pack": "beta"})
+        assert drilled.status_code == 200 and drilled.json()["count"] == 1, drilled.text
         qualified = await client.get("/api/v1/kpis/beta/hits_total/series", params=params)
         assert qualified.status_code == 200, qualified.text
         assert qualified.json()["pack"] == "beta" and qualified.json()["points"][0]["value"] == 1

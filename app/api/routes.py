@@ -187,9 +187,13 @@ async def kpi_events(
 
     Raises:
         HTTPException: 404 for an unknown KPI.
-        QueryError: 422 for a bad ``start``/``end``/``after``, a reversed range, ``limit`` past the maximum.
+        QueryError: 422 for a bad ``start``/``end``/``after``, a reversed range, ``limit`` past the
+            maximum, a bare KPI name that several packs define.
     """
-    found = runtime.find_kpi(name, pack)
+    try:
+        found = runtime.find_kpi(name, pack)
+    except AmbiguousName as exc:
+        raise QueryError("name", str(exc)) from None
     if found is None:
         raise HTTPException(404, f"no KPI named {name!r}" + (f" in pack {pack!r}" if pack else ""))
     kpi_pack, kpi = found
