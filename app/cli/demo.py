@@ -151,14 +151,12 @@ def load_noc(folder: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-async def _run_noc_demo(
-    settings: Settings, feeds: dict[str, list[dict[str, Any]]], speed: float | None, exit_after_s: float | None
-) -> int:
-    """The NOC demo: serve, print the banner, replay every feed (one ingest key each) paced from ``NOC_START``."""
+async def _start_server(settings: Settings) -> tuple[Any, Any, asyncio.Task[None], int] | None:
+    """Start the demo's server in this loop: ``(app, uvicorn server, its task, bound port)``, or
+    ``None`` when it stopped before starting (the task's exception, e.g. a port taken, is raised)."""
     import uvicorn
 
     from app.main import create_app, uvicorn_options
-    from app.metrics.calendar import to_us
 
     options = {**uvicorn_options(settings), "access_log": False}
     app = create_app(settings)
@@ -166,10 +164,22 @@ async def _run_noc_demo(
     serve_task = asyncio.create_task(server.serve(), name="demo-server")
     while not server.started:
         if serve_task.done():
-            serve_task.result()
-            return 1
+            serve_task.result()  # raises what stopped it (port taken, store error)
+            return None
         await asyncio.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    return app, server, serve_task, server.servers[0].sockets[0].getsockname()[1]
+
+
+async def _run_noc_demo(
+    settings: Settings, feeds: dict[str, list[dict[str, Any]]], speed: float | None, exit_after_s: float | None
+) -> int:
+    """The NOC demo: serve, print the banner, replay every feed (one ingest key each) paced from ``NOC_START``."""
+    from app.metrics.calendar import to_us
+
+    started = await _start_server(settings)
+    if started is None:
+        return 1
+    app, server, serve_task, port = started
     base_url = f"http://127.0.0.1:{port}"
     runtime = app.state.runtime
     now = to_us(runtime.clock.now())
@@ -257,20 +267,10 @@ async def _demo_keys(runtime: Runtime, base_url: str) -> dict[str, str]:
 async def _run_demo(
     settings: Settings, events: list[dict[str, Any]], speed: float | None, start: datetime, exit_after_s: float | None
 ) -> int:
-    import uvicorn
-
-    from app.main import create_app, uvicorn_options
-
-    options = {**uvicorn_options(settings), "access_log": False}
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    serve_task = asyncio.create_task(server.serve(), name="demo-server")
-    while not server.started:
-        if serve_task.done():
-            serve_task.result()  # raises what stopped it (port taken, store error)
-            return 1
-        await asyncio.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    started = await _start_server(settings)
+    if started is None:
+        return 1
+    app, server, serve_task, port = started
     base_url = f"http://127.0.0.1:{port}"
     keys = await _demo_keys(app.state.runtime, base_url)
     wall = keys["wall_link"]
